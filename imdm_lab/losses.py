@@ -1,0 +1,129 @@
+"""The SUBS parameterisation, the continuous-time ELBO of MDM / IMDM and distillation divergences.
+
+SUBS (MDLM sec. 3.2.3) is applied here, once, to the raw output of any denoiser: the mask class gets
+probability zero and visible positions are carried over (their distribution is a point mass on the
+visible token). The continuous-time ELBO (MDLM eq. 10; unchanged for IMDM since keep/reset do not depend
+on x_0, imdm-reference sec. 3.1) is then
+
+    L(x_0) = E_t E_{x_t, eps} [ -alpha'_t / (1 - alpha_t) * sum_{i masked} -log p(x_0^i | x_t, eps) ].
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch
+
+from imdm_lab.masking import MaskNoise, check_times, check_tokens, q_sample
+from imdm_lab.schedules import Schedule, get_schedule
+
+# MDLM's "neg_infinity": finite, so that 0 * log p stays 0 in divergences and bf16 can hold it.
+NEG_INF = -1e6
+
+
+def subs_log_probs(logits: torch.Tensor, x_t: torch.Tensor, mask_id: int) -> torch.Tensor:
+    """log p(x_0^i | x_t) after SUBS: Float[B, L, C] logits, Long[B, L] x_t -> Float[B, L, C].
+
+    Masked positions: log-softmax with the mask logit (if mask_id < C) set to NEG_INF.
+    Visible positions: 0 at the visible token, NEG_INF elsewhere (carry-over). dtype is kept."""
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 3 or not logits.is_floating_point():
+        got = f"shape {tuple(logits.shape)}" if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(f"logits: expected a float tensor of shape [B, L, C], got {got}")
+    check_tokens(x_t, "x_t", *logits.shape[:2])
+    C = logits.shape[-1]
+    if isinstance(mask_id, bool) or not isinstance(mask_id, int) or not 0 <= mask_id <= C:
+        raise ValueError(f"mask_id: expected an integer in [0, {C}], got {mask_id!r}")
+    visible = x_t != mask_id
+    if visible.any() and int(x_t[visible].max()) >= C:
+        raise ValueError(f"x_t: expected token ids in [0, {C}) or mask_id {mask_id}, "
+                         f"got {int(x_t[visible].max())}")
+    if mask_id < C:
+        logits = logits.index_fill(-1, torch.tensor([mask_id], device=logits.device), NEG_INF)
+    logp = torch.log_softmax(logits, dim=-1)
+    carry = torch.full_like(logp, NEG_INF).scatter_(-1, torch.where(visible, x_t, 0)[..., None], 0.0)
+    return torch.where(visible[..., None], carry, logp)
+
+
+def elbo_terms(log_probs: torch.Tensor, x0: torch.Tensor, masked: torch.Tensor, t: torch.Tensor,
+               schedule: str | Schedule) -> torch.Tensor:
+    """Per-token ELBO integrand at fixed t: w(t) * -log p(x_0^i | x_t) on masked positions, 0 elsewhere.
+
+    log_probs: Float[B, L, C] (after SUBS), x0: Long[B, L], masked: Bool[B, L], t: Float[B]
+    -> Float[B, L];  w(t) = -alpha'_t / (1 - alpha_t)."""
+    w = get_schedule(schedule).elbo_weight(t.to(log_probs.dtype))
+    nll = -log_probs.gather(-1, x0[..., None])[..., 0]
+    return torch.where(masked, w[:, None] * nll, torch.zeros_like(nll))
+
+
+class ElboOutput(NamedTuple):
+    per_token: torch.Tensor  # Float[B, L]: weighted NLL of masked tokens, 0 on visible ones
+    mean: torch.Tensor  # scalar: mean over ALL tokens (MDLM / IMDM normalisation)
+
+
+def elbo(denoiser: Callable, x0: torch.Tensor, t, schedule: str | Schedule, mask_id: int,
+         noise: MaskNoise | None = None, generator: torch.Generator | None = None,
+         eps: torch.Tensor | None = None) -> ElboOutput:
+    """One Monte-Carlo draw of the continuous-time ELBO (in nats) at times t.
+
+    x0: Long[B, L]; t: Float[B] in (0, 1]; the mask pattern comes from `generator` (q_sample); the labels
+    eps are `eps` when given, else drawn fresh from `noise` (IMDM), else None (MDM).
+    Returns per-token losses Float[B, L] and their mean over all B * L tokens."""
+    check_tokens(x0, "x0")
+    B, L = x0.shape
+    t = check_times(t, B).to(x0.device)
+    if bool((t <= 0).any()):
+        raise ValueError("t: expected times in (0, 1] for the ELBO (its weight diverges at t = 0)")
+    if eps is None and noise is not None:
+        eps = noise.draw(B, L, generator=generator, device=x0.device)
+    elif eps is not None and noise is not None:
+        noise.check(eps, B, L)
+    x_t, masked = q_sample(x0, t, schedule, mask_id, generator=generator)
+    logits = denoiser(x_t, eps, t)
+    logp = subs_log_probs(logits, x_t, mask_id)
+    per_token = elbo_terms(logp, x0, masked, t, schedule)
+    return ElboOutput(per_token, per_token.mean())
+
+
+def _kl_bwd(ls, lt):
+    return (ls.exp() * (ls - lt)).sum(-1)
+
+
+def _kl_fwd(ls, lt):
+    return (lt.exp() * (lt - ls)).sum(-1)
+
+
+def _tvd(ls, lt):
+    return 0.5 * (ls.exp() - lt.exp()).abs().sum(-1)
+
+
+def _mse(ls, lt):
+    return ((ls.exp() - lt.exp()) ** 2).sum(-1)
+
+
+# kind -> per-position divergence of Float[..., C] log-probs (student, teacher) -> Float[...]
+DIVERGENCES = {
+    "kl-bwd": _kl_bwd,  # KL(student || teacher), the reverse KL of SDTT / IM-SDTT
+    "kl-fwd": _kl_fwd,  # KL(teacher || student)
+    "tvd": _tvd,  # total variation 1/2 sum |p_s - p_t|
+    "mse": _mse,  # squared L2 distance of the probability vectors
+}
+
+
+def divergence(student_logp: torch.Tensor, teacher_logp: torch.Tensor, kind: str = "kl-bwd",
+               mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-position divergence between two log-prob tensors and its mean over the selected positions.
+
+    student_logp, teacher_logp: Float[B, L, C] (after SUBS); mask: Bool[B, L] positions that count
+    (e.g. the masked positions of x_t), None = all  ->  (Float[B, L], scalar mean over mask)."""
+    if kind not in DIVERGENCES:
+        raise ValueError(f"kind: expected one of {sorted(DIVERGENCES)}, got {kind!r}")
+    if student_logp.shape != teacher_logp.shape or student_logp.dim() != 3:
+        raise ValueError(f"teacher_logp: expected the shape of student_logp {tuple(student_logp.shape)} "
+                         f"(Float[B, L, C]), got {tuple(teacher_logp.shape)}")
+    per_pos = DIVERGENCES[kind](student_logp, teacher_logp)
+    if mask is None:
+        return per_pos, per_pos.mean()
+    if mask.shape != per_pos.shape or mask.dtype != torch.bool:
+        raise ValueError(f"mask: expected a Bool tensor of shape {tuple(per_pos.shape)}, got "
+                         f"{tuple(mask.shape)} {mask.dtype}")
+    per_pos = torch.where(mask, per_pos, torch.zeros_like(per_pos))
+    return per_pos, per_pos.sum() / mask.sum().clamp_min(1)

@@ -1,0 +1,98 @@
+"""Counter-based seeded noise: every value is a pure function of (seed, stream, element index).
+
+IM-ReDi trains a student on (eps(seed), x_t) -> x_0 pairs produced by a teacher, so the student must see
+exactly the eps the teacher started from. Storing eps is infeasible (8 MiB per OWT sample), storing one
+int64 seed is not. A stateless integer hash makes eps depend only on (seed, stream, index): not on batch
+composition, chunking, device, call order or the number of processes.
+
+`stream` separates independent uses of one seed: stream 0 is the initial eps of a sample, the sampler
+draws the fresh eps of a reset at step j from stream j + 1.
+
+All arithmetic is done on int64 tensors holding 32-bit words, with multiplications split into 16-bit
+halves so that no intermediate product leaves the int64 range: the result is bit-identical on every
+device and needs no reliance on wrap-around of signed overflow.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+_M32 = 0xFFFFFFFF
+_M16 = 0xFFFF
+# Odd 32-bit multipliers of the "lowbias32" integer hash (C. Wellons' hash-prospector), a bijection of
+# 32-bit words with low bias; and the golden-ratio constant to decorrelate the seed halves and streams.
+_C1, _C2 = 0x7FEB352D, 0x846CA68B
+_GOLDEN = 0x9E3779B9
+# normal_at hashes counters up to 4 * index + 3, which must stay a 32-bit word.
+MAX_INDEX = 2**30
+
+
+def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
+    """(x * c) mod 2^32 for x in [0, 2^32), c < 2^32, without any product above 2^48."""
+    lo = x & _M16
+    hi = x >> 16
+    return (lo * c + (((hi * c) & _M16) << 16)) & _M32
+
+
+def mix32(x: torch.Tensor) -> torch.Tensor:
+    """lowbias32: a bijective avalanche hash of 32-bit words stored in int64 (values in [0, 2^32))."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, _C1)
+    x = x ^ (x >> 15)
+    x = _mul32(x, _C2)
+    return x ^ (x >> 16)
+
+
+def _key(seeds: torch.Tensor, streams: torch.Tensor) -> torch.Tensor:
+    """32-bit key of (seed, stream): both seed halves and the stream pass through the hash in a chain."""
+    lo = seeds & _M32
+    hi = (seeds >> 32) & _M32
+    k = mix32((streams & _M32) ^ _GOLDEN)
+    k = mix32(hi ^ k)
+    return mix32(lo ^ k)
+
+
+def _check_seeds(seeds) -> torch.Tensor:
+    if not isinstance(seeds, torch.Tensor) or seeds.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"seeds: expected an integer tensor, got {type(seeds).__name__}"
+                         f"{'' if not isinstance(seeds, torch.Tensor) else ' of dtype ' + str(seeds.dtype)}")
+    return seeds.long()
+
+
+def uniform_at(seeds: torch.Tensor, streams, index: torch.Tensor) -> torch.Tensor:
+    """u = U(seed, stream, index) in [0, 1), float64 with 53 random bits; arguments broadcast.
+
+    seeds: Long[...] (any int64, negative allowed), streams: int or Long[...], index: Long[...] in
+    [0, 2^31)  ->  Float64[broadcast shape]. Two hashes of (key, 2*index) and (key, 2*index + 1) give the
+    high 32 and low 21 bits of the 53-bit mantissa."""
+    seeds = _check_seeds(seeds)
+    streams = torch.as_tensor(streams, dtype=torch.int64, device=seeds.device)
+    key = _key(seeds, streams)
+    index = index.to(torch.int64)
+    h1 = mix32(key ^ mix32(2 * index))
+    h2 = mix32(key ^ mix32(2 * index + 1))
+    return (h1 * 2**21 + (h2 >> 11)).to(torch.float64) * 2.0**-53
+
+
+def hash_uniform(seeds: torch.Tensor, n: int, stream: int = 0) -> torch.Tensor:
+    """Row b is U(seeds[b], stream, 0..n-1): Long[B] -> Float64[B, n] in [0, 1)."""
+    seeds = _check_seeds(seeds)
+    if seeds.dim() != 1:
+        raise ValueError(f"seeds: expected a 1-d tensor of shape [B], got shape {tuple(seeds.shape)}")
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_INDEX:
+        raise ValueError(f"n: expected an integer in [1, {MAX_INDEX}], got {n!r}")
+    index = torch.arange(n, device=seeds.device)
+    return uniform_at(seeds[:, None], stream, index[None, :])
+
+
+def normal_at(seeds: torch.Tensor, streams, index: torch.Tensor) -> torch.Tensor:
+    """Standard normal N(seed, stream, index) by Box-Muller on two hashed uniforms; Float64.
+
+    Uniform 1 is 1 - U in (0, 1] so the log is finite; the two uniforms come from counters 2i and
+    2i + 1 of a stream salted apart from `uniform_at`'s so that rand and randn of one seed differ."""
+    streams = torch.as_tensor(streams, dtype=torch.int64, device=index.device)
+    salted = streams ^ 0x5BD1E995
+    u1 = 1.0 - uniform_at(seeds, salted, 2 * index)
+    u2 = uniform_at(seeds, salted, 2 * index + 1)
+    return torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)

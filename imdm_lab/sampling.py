@@ -1,0 +1,201 @@
+"""One ancestral sampler for every denoiser: MDM (noise=None) and IMDM (noise=MaskNoise).
+
+Step j goes from t_j to s = t_{j+1} on the schedule's grid t_j = t_start * (1 - j/k); the last step has
+alpha_s = 1, so it reveals every remaining mask. For each masked position the branch (unmask / keep eps /
+reset eps) is drawn first from the token-independent coefficients of `imdm_lab.posterior`, then a token
+is drawn from x0_hat only where the position unmasks. This has exactly the law of one categorical draw
+from the (C+2)-way posterior but never builds it, and converts only the unmasking rows to float64.
+
+The sampler owns the labels eps: it draws them from `seeds` through the counter-based hash (stream 0)
+or from `generator`; a reset at step j gets a fresh label, hashed from (seed, stream j + 1, position)
+when seeds are given, and the denoiser sees the current labels at every call.
+
+Cache: with no time conditioning, the network output depends only on (x_t, eps); when a step neither
+reveals a token nor resets a label the previous output is reused (one network call saved). Pass
+cache=False for a denoiser that reads t.
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch
+
+from imdm_lab.losses import NEG_INF
+from imdm_lab.masking import MaskNoise, check_times, check_tokens
+from imdm_lab.posterior import imdm_coefficients
+from imdm_lab.schedules import Schedule, check_steps, get_schedule
+
+
+class SampleOutput(NamedTuple):
+    tokens: torch.Tensor  # Long[B, L]
+    nfe: int  # number of network calls
+    eps_init: torch.Tensor | None  # labels before the first step (Float[B, L, D] | Long[B, L])
+    eps_final: torch.Tensor | None  # labels after the last step (with all resets applied)
+
+
+def _rand(shape, generator, device, dtype=torch.float64) -> torch.Tensor:
+    """Uniforms drawn on the generator's device (a generator cannot draw elsewhere), then moved."""
+    gdev = generator.device if generator is not None else device
+    return torch.rand(shape, generator=generator, device=gdev, dtype=dtype).to(device)
+
+
+def categorical(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Inverse-CDF draw of one class per row: Float[N, C] (non-negative, any positive total) -> Long[N].
+
+    One uniform per row (in probs' dtype) is scaled by the row total and located in the cumulative sum.
+    v is kept strictly below the total, so the first index with cdf > v always has positive mass."""
+    cdf = probs.cumsum(-1)
+    total = cdf[:, -1:]
+    v = _rand(total.shape, generator, probs.device, probs.dtype) * total
+    v = torch.minimum(v, torch.nextafter(total, torch.zeros_like(total)))
+    return torch.searchsorted(cdf, v, right=True)[:, 0].clamp_max(probs.shape[-1] - 1)
+
+
+def nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Top-p filter: keep the smallest set of most likely classes whose mass reaches top_p; renormalise.
+
+    Float[N, C] normalised rows -> Float[N, C]. A class is kept when the mass strictly before it (in
+    descending order) is below top_p, so the most likely class is always kept."""
+    if top_p >= 1.0:
+        return probs
+    sorted_p, order = probs.sort(dim=-1, descending=True)
+    before = sorted_p.cumsum(-1) - sorted_p
+    kept = torch.where(before < top_p, sorted_p, torch.zeros_like(sorted_p))
+    out = torch.zeros_like(probs).scatter_(-1, order, kept)
+    return out / out.sum(-1, keepdim=True)
+
+
+def token_probs(logits: torch.Tensor, mask_id: int, temperature: float = 1.0, top_p: float = 1.0,
+                dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """x0_hat of masked rows: SUBS (no mass on the mask class), temperature p^(1/T), nucleus.
+
+    logits: Float[N, C] raw denoiser output at masked positions -> Float[N, C] in `dtype`."""
+    logits = logits.to(dtype)
+    if mask_id < logits.shape[-1]:
+        logits = logits.index_fill(-1, torch.tensor([mask_id], device=logits.device), NEG_INF)
+    return nucleus(torch.softmax(logits / temperature, dim=-1), top_p)
+
+
+def _draw(probs, generator):
+    return categorical(probs, generator)
+
+
+def _argmax(probs, generator):
+    return probs.argmax(-1)
+
+
+# last_step -> how the final step (alpha_s = 1) picks the tokens it reveals
+LAST_STEPS = {"ancestral": _draw, "greedy": _argmax}
+
+
+def _check_options(steps, temperature, top_p, last_step, batch_size, length, mask_id, noise, dtype):
+    check_steps(steps)
+    for name, value in (("batch_size", batch_size), ("length", length)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+    if isinstance(mask_id, bool) or not isinstance(mask_id, int) or mask_id < 0:
+        raise ValueError(f"mask_id: expected an integer >= 0, got {mask_id!r}")
+    if not isinstance(temperature, (int, float)) or not temperature > 0:
+        raise ValueError(f"temperature: expected a number > 0, got {temperature!r}")
+    if not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
+        raise ValueError(f"top_p: expected a number in (0, 1], got {top_p!r}")
+    if last_step not in LAST_STEPS:
+        raise ValueError(f"last_step: expected one of {sorted(LAST_STEPS)}, got {last_step!r}")
+    if noise is not None and not isinstance(noise, MaskNoise):
+        raise ValueError(f"noise: expected a MaskNoise or None, got {type(noise).__name__}")
+    if dtype not in (torch.float64, torch.float32):
+        raise ValueError(f"dtype: expected torch.float64 or torch.float32, got {dtype!r}")
+
+
+def _initial_state(batch_size, length, mask_id, given, given_mask, device):
+    """x before the first step: all masks, or `given` kept where given_mask (default: given != mask)."""
+    x = torch.full((batch_size, length), mask_id, dtype=torch.int64, device=device)
+    if given is None:
+        if given_mask is not None:
+            raise ValueError("given_mask: expected None when no `given` tokens are passed")
+        return x
+    check_tokens(given, "given", batch_size, length)
+    if given_mask is None:
+        given_mask = given != mask_id
+    if not isinstance(given_mask, torch.Tensor) or given_mask.dtype != torch.bool \
+            or tuple(given_mask.shape) != (batch_size, length):
+        raise ValueError(f"given_mask: expected a Bool tensor of shape {(batch_size, length)}")
+    return torch.where(given_mask.to(device), given.to(device), x)
+
+
+def _initial_eps(noise, seeds, batch_size, length, generator, device):
+    if noise is None:
+        return None
+    if seeds is None:
+        return noise.draw(batch_size, length, generator=generator, device=device)
+    if not isinstance(seeds, torch.Tensor) or tuple(seeds.shape) != (batch_size,):
+        raise ValueError(f"seeds: expected an integer tensor of shape ({batch_size},)")
+    return noise.from_seeds(seeds.to(device), length, stream=0)
+
+
+def _call(denoiser, x, eps, t, mask_id):
+    logits = denoiser(x, eps, t.to(torch.get_default_dtype()))
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 3 or logits.shape[:2] != x.shape \
+            or logits.shape[-1] < max(mask_id, 1):
+        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(f"denoiser: expected logits of shape [{x.shape[0]}, {x.shape[1]}, C] with "
+                         f"C >= mask_id = {mask_id}, got {got}")
+    visible = x != mask_id
+    if visible.any() and int(x[visible].max()) >= logits.shape[-1]:
+        raise ValueError(f"given: expected token ids in [0, {logits.shape[-1]}) or the mask id, "
+                         f"got {int(x[visible].max())}")
+    return logits
+
+
+def sample(denoiser: Callable, *, batch_size: int, length: int, steps: int, mask_id: int,
+           schedule: str | Schedule = "linear", noise: MaskNoise | None = None,
+           given: torch.Tensor | None = None, given_mask: torch.Tensor | None = None,
+           t_start: float | torch.Tensor = 1.0, seeds: torch.Tensor | None = None,
+           generator: torch.Generator | None = None, temperature: float = 1.0, top_p: float = 1.0,
+           last_step: str = "ancestral", fix_eps: bool = False, cache: bool = True,
+           dtype: torch.dtype = torch.float64, device=None) -> SampleOutput:
+    """k-step ancestral sampling from a denoiser (MDLM eq. 7; IMDM keep/reset, imdm-reference sec. 4).
+
+    denoiser(x_t Long[B, L], eps, t Float[B]) -> logits Float[B, L, C]; given/given_mask: Long/Bool[B, L]
+    tokens held fixed (prefix, suffix, infilling; positions equal to mask_id are generated);
+    t_start: float or Float[B], the time of the (partially) masked input; seeds: Long[B] for
+    reproducible labels; temperature and top_p act on x0_hat, not on the keep/reset masses;
+    dtype: float64 (default) or float32 for the categorical draws.
+    Returns tokens Long[B, L], the number of network calls and the initial / final labels."""
+    _check_options(steps, temperature, top_p, last_step, batch_size, length, mask_id, noise, dtype)
+    sched = get_schedule(schedule)
+    if device is None:
+        device = given.device if given is not None else "cpu"
+    B, L = batch_size, length
+    x = _initial_state(B, L, mask_id, given, given_mask, device)
+    t0 = check_times(t_start, B, "t_start").to(device=device, dtype=torch.float64)
+    times = t0[:, None] * sched.grid(steps).to(device)[None, :]  # Float64[B, k+1], grid[0] = 1
+    alphas = sched.alpha(times)
+    alphas[:, -1] = 1.0
+    eps = _initial_eps(noise, seeds, B, L, generator, device)
+    eps_init = None if eps is None else eps.clone()
+    resets = noise is not None and not fix_eps
+    logits, nfe = None, 0
+    for j in range(steps):
+        b, pos = (x == mask_id).nonzero(as_tuple=True)
+        if b.numel() == 0:
+            break
+        if logits is None or not cache:
+            logits, nfe = _call(denoiser, x, eps, times[:, j], mask_id), nfe + 1
+        unmask, keep, _ = imdm_coefficients(alphas[:, j], alphas[:, j + 1], fix_eps=not resets)
+        r = _rand((B, L), generator, device)[b, pos]
+        reveal = r < unmask[b]
+        ub, upos = b[reveal], pos[reveal]
+        if ub.numel():
+            probs = token_probs(logits[ub, upos], mask_id, temperature, top_p, dtype)
+            pick = LAST_STEPS[last_step] if j == steps - 1 else _draw
+            x[ub, upos] = pick(probs, generator)
+        reset = r >= (unmask + keep)[b] if resets else torch.zeros_like(reveal)
+        rb, rpos = b[reset], pos[reset]
+        if rb.numel():
+            fresh = (noise.at(seeds.to(device)[rb], j + 1, rpos, dtype=eps.dtype) if seeds is not None
+                     else noise.draw_rows(rb.numel(), generator=generator, device=device, dtype=eps.dtype))
+            eps[rb, rpos] = fresh
+        if ub.numel() or rb.numel():
+            logits = None
+    return SampleOutput(x, nfe, eps_init, eps)

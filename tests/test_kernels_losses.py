@@ -1,0 +1,114 @@
+"""SUBS, the ELBO integrand and the distillation divergences (the oracle ELBO is in test_kernels_oracle)."""
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from imdm_lab.losses import NEG_INF, divergence, elbo, subs_log_probs
+from imdm_lab.masking import MaskNoise
+from imdm_lab.schedules import SCHEDULES
+
+
+def test_subs_zeroes_the_mask_class_and_carries_visible_tokens():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 5, 6, generator=g)
+    x_t = torch.tensor([[3, 2, 0, 3, 5], [3, 3, 3, 1, 4]])  # mask_id 3 inside [0, C): BERT-like
+    logp = subs_log_probs(logits, x_t, 3)
+    masked = x_t == 3
+    assert torch.allclose(logp.exp().sum(-1), torch.ones(2, 5))
+    assert (logp[masked][:, 3] <= NEG_INF / 2).all()
+    # masked rows: the other classes keep their relative odds
+    ref = torch.log_softmax(torch.cat([logits[..., :3], logits[..., 4:]], -1), -1)
+    assert torch.allclose(torch.cat([logp[..., :3], logp[..., 4:]], -1)[masked], ref[masked], atol=1e-6)
+    vis = logp[~masked]
+    assert torch.equal(vis.argmax(-1), x_t[~masked]) and torch.equal(vis.max(-1).values, torch.zeros(5))
+
+
+def test_subs_with_mask_outside_the_classes():
+    logits = torch.zeros(1, 2, 4)
+    logp = subs_log_probs(logits, torch.tensor([[4, 1]]), 4)
+    assert torch.allclose(logp[0, 0].exp(), torch.full((4,), 0.25))
+    assert int(logp[0, 1].argmax()) == 1
+
+
+def test_subs_bad_input():
+    with pytest.raises(ValueError, match="^x_t:"):
+        subs_log_probs(torch.zeros(1, 2, 4), torch.tensor([[5, 1]]), 4)
+    with pytest.raises(ValueError, match="^logits:"):
+        subs_log_probs(torch.zeros(2, 4), torch.tensor([[4, 1]]), 4)
+    with pytest.raises(ValueError, match="^mask_id:"):
+        subs_log_probs(torch.zeros(1, 2, 4), torch.tensor([[4, 1]]), 9)
+    with pytest.raises(ValueError, match="^x_t:"):
+        subs_log_probs(torch.zeros(1, 2, 4), torch.tensor([[-1, 1]]), 4)
+
+
+def _uniform_denoiser(C):
+    def den(x, eps, t):
+        return torch.zeros(*x.shape, C, dtype=torch.float64)
+    return den
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+def test_elbo_of_uniform_denoiser_is_weight_times_log_c(name):
+    C, mask = 5, 5
+    x0 = torch.randint(0, C, (4, 7), generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([1.0, 0.5, 1e-3, 0.9], dtype=torch.float64)
+    out = elbo(_uniform_denoiser(C), x0, t, name, mask, generator=torch.Generator().manual_seed(2))
+    assert torch.isfinite(out.per_token).all() and torch.isfinite(out.mean)
+    w = SCHEDULES[name].elbo_weight(t)
+    nonzero = out.per_token != 0
+    expected = (w[:, None] * math.log(C)).expand(4, 7)
+    assert torch.allclose(out.per_token[nonzero], expected[nonzero])
+    assert torch.allclose(out.mean, out.per_token.sum() / 28)
+
+
+def test_elbo_passes_fresh_or_given_eps():
+    seen = []
+    noise = MaskNoise("rand", dim=3)
+
+    def den(x, eps, t):
+        seen.append(eps)
+        return torch.zeros(*x.shape, 4)
+    x0 = torch.zeros(2, 3, dtype=torch.long)
+    elbo(den, x0, 0.5, "linear", 4, noise=noise, generator=torch.Generator().manual_seed(0))
+    elbo(den, x0, 0.5, "linear", 4, noise=noise, generator=torch.Generator().manual_seed(1))
+    assert seen[0].shape == (2, 3, 3) and not torch.equal(seen[0], seen[1])
+    given_eps = torch.ones(2, 3, 3)
+    elbo(den, x0, 0.5, "linear", 4, noise=noise, eps=given_eps)
+    assert seen[-1] is given_eps
+    with pytest.raises(ValueError, match="^eps:"):
+        elbo(den, x0, 0.5, "linear", 4, noise=noise, eps=torch.ones(2, 3, 2))
+    with pytest.raises(ValueError, match="^t:"):
+        elbo(den, x0, 0.0, "linear", 4)
+
+
+log_rows = st.lists(st.floats(-5, 5), min_size=3, max_size=3)
+
+
+@settings(max_examples=40, deadline=None)
+@given(a=log_rows, b=log_rows)
+def test_divergences_are_nonnegative_and_vanish_on_equality(a, b):
+    ls = torch.log_softmax(torch.tensor([[a]], dtype=torch.float64), -1)
+    lt = torch.log_softmax(torch.tensor([[b]], dtype=torch.float64), -1)
+    for kind in ("kl-bwd", "kl-fwd", "tvd", "mse"):
+        per, mean = divergence(ls, lt, kind)
+        assert float(mean) >= -1e-12 and torch.equal(per[0, 0], mean)
+        assert abs(float(divergence(ls, ls, kind)[1])) < 1e-12
+    tvd = float(divergence(ls, lt, "tvd")[1])
+    assert tvd <= 1 + 1e-12
+    # Pinsker: TV <= sqrt(KL / 2) for both directions
+    assert tvd <= math.sqrt(float(divergence(ls, lt, "kl-fwd")[1]) / 2) + 1e-9
+
+
+def test_divergence_hand_value_and_mask():
+    p, q = torch.tensor([0.5, 0.5]), torch.tensor([0.9, 0.1])
+    ls, lt = p.log().expand(1, 2, 2), q.log().expand(1, 2, 2)
+    kl = 0.5 * math.log(0.5 / 0.9) + 0.5 * math.log(0.5 / 0.1)
+    per, mean = divergence(ls, lt, "kl-bwd", mask=torch.tensor([[True, False]]))
+    assert abs(float(mean) - kl) < 1e-6 and float(per[0, 1]) == 0.0
+    with pytest.raises(ValueError, match="^kind:"):
+        divergence(ls, lt, "js")
+    with pytest.raises(ValueError, match="^mask:"):
+        divergence(ls, lt, "tvd", mask=torch.ones(2, 2, dtype=torch.bool))

@@ -1,0 +1,185 @@
+"""The ancestral sampler with synthetic denoisers: reveal law, conditioning, cache, seeded eps, bad input."""
+import numpy as np
+import pytest
+import torch
+
+from imdm_lab.masking import MaskNoise
+from imdm_lab.sampling import categorical, nucleus, sample
+from imdm_lab.schedules import get_schedule
+
+V = 6
+
+
+def _random_denoiser(C=V, seed=0):
+    """Logits that depend on (x_t, eps) through a fixed hash: deterministic, eps-sensitive."""
+    w = torch.randn(C + 1, C, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+    def den(x, eps, t):
+        h = w[x].cumsum(1)
+        if eps is not None:
+            e = eps.double() if eps.is_floating_point() else eps.double()[..., None]
+            h = h + e.sum(-1, keepdim=True)
+        return h
+    return den
+
+
+class Recorder:
+    def __init__(self, inner):
+        self.inner, self.masked, self.eps = inner, [], []
+
+    def __call__(self, x, eps, t):
+        self.masked.append((x == V).sum().item())
+        self.eps.append(None if eps is None else eps.clone())
+        return self.inner(x, eps, t)
+
+
+@pytest.mark.parametrize("name", ["linear", "loglinear", "cosine"])
+def test_masks_left_before_each_step_follow_the_schedule(name):
+    B, L, k = 400, 16, 4
+    rec = Recorder(_random_denoiser())
+    sample(rec, batch_size=B, length=L, steps=k, mask_id=V, schedule=name, cache=False,
+           generator=torch.Generator().manual_seed(3))
+    sched = get_schedule(name)
+    a = sched.alpha(sched.grid(k)).numpy()
+    survive = (1 - a[:-1]) / (1 - a[0])
+    n = B * L
+    got = np.array(rec.masked) / n
+    assert len(got) == k
+    assert np.all(np.abs(got - survive) <= 5 * np.sqrt(survive * (1 - survive) / n) + 1e-12)
+
+
+def test_given_tokens_are_kept_and_only_masks_are_filled():
+    g = torch.Generator().manual_seed(4)
+    given = torch.randint(0, V, (8, 10), generator=g)
+    given_mask = torch.zeros(8, 10, dtype=torch.bool)
+    given_mask[:, :3] = True   # prefix
+    given_mask[:, -2:] = True  # suffix
+    given_mask[:, 5] = True    # infilling
+    out = sample(_random_denoiser(), batch_size=8, length=10, steps=3, mask_id=V, given=given,
+                 given_mask=given_mask, generator=g)
+    assert torch.equal(out.tokens[given_mask], given[given_mask])
+    assert (out.tokens != V).all() and out.tokens.max() < V
+    # without given_mask, positions holding the mask id are the ones generated
+    partial = torch.where(given_mask, given, torch.full_like(given, V))
+    out2 = sample(_random_denoiser(), batch_size=8, length=10, steps=3, mask_id=V, given=partial,
+                  generator=torch.Generator().manual_seed(5))
+    assert torch.equal(out2.tokens[given_mask], given[given_mask]) and (out2.tokens != V).all()
+
+
+def test_per_sample_t_start_completes_from_its_own_time():
+    B, L, k = 2, 2000, 4
+    given = torch.full((B, L), V)
+    rec = Recorder(_random_denoiser())
+    t0 = torch.tensor([1.0, 0.3], dtype=torch.float64)
+    out = sample(rec, batch_size=B, length=L, steps=k, mask_id=V, given=given, t_start=t0, cache=False,
+                 generator=torch.Generator().manual_seed(6))
+    assert (out.tokens != V).all()
+    # linear schedule: the fraction revealed by the first step is 1/k for every start time
+    # (alpha_t - alpha_s scale with t_start), so both samples go through 4 calls with 3/4 left
+    assert len(rec.masked) == k
+
+
+@pytest.mark.parametrize("noise", [None, MaskNoise("rand", dim=2), MaskNoise("finite", K=3)],
+                         ids=["mdm", "imdm", "finite"])
+def test_cache_gives_identical_samples_with_fewer_calls(noise):
+    kw = dict(batch_size=3, length=5, steps=64, mask_id=V, noise=noise, schedule="loglinear",
+              seeds=torch.tensor([1, 2, 3]))
+    a = sample(_random_denoiser(), cache=True, generator=torch.Generator().manual_seed(7), **kw)
+    b = sample(_random_denoiser(), cache=False, generator=torch.Generator().manual_seed(7), **kw)
+    assert torch.equal(a.tokens, b.tokens)
+    assert a.nfe < b.nfe <= 64
+    if noise is not None:
+        assert torch.equal(a.eps_final, b.eps_final)
+
+
+def test_seeded_eps_and_resets_are_reproducible_from_the_seed():
+    noise = MaskNoise("rand", dim=3)
+    seeds = torch.tensor([10, 20, 30, 40])
+    rec = Recorder(_random_denoiser())
+    out = sample(rec, batch_size=4, length=7, steps=8, mask_id=V, noise=noise, seeds=seeds,
+                 schedule="loglinear", cache=False, generator=torch.Generator().manual_seed(8))
+    assert torch.equal(out.eps_init, noise.from_seeds(seeds, 7))
+    # every label the denoiser saw is the initial one or a hashed fresh one of (seed, step + 1, position)
+    candidates = torch.stack([noise.from_seeds(seeds, 7, stream=s) for s in range(9)])  # [9, B, L, D]
+    n_reset = 0
+    for j, eps in enumerate(rec.eps):
+        match = (candidates[: j + 1] == eps[None]).all(-1)  # [j+1, B, L]
+        assert match.any(0).all()
+        n_reset += int(match[1:].any(0).sum())
+    assert n_reset > 0
+    # the same seeds in another batch order give the same initial labels
+    perm = torch.tensor([2, 0, 3, 1])
+    out_p = sample(_random_denoiser(), batch_size=4, length=7, steps=1, mask_id=V, noise=noise,
+                   seeds=seeds[perm])
+    assert torch.equal(out_p.eps_init, out.eps_init[perm])
+
+
+def test_fix_eps_keeps_the_initial_labels():
+    noise = MaskNoise("randn", dim=2)
+    out = sample(_random_denoiser(), batch_size=4, length=9, steps=16, mask_id=V, noise=noise,
+                 schedule="loglinear", fix_eps=True, generator=torch.Generator().manual_seed(9))
+    assert torch.equal(out.eps_init, out.eps_final)
+    out = sample(_random_denoiser(), batch_size=4, length=9, steps=16, mask_id=V, noise=noise,
+                 schedule="loglinear", generator=torch.Generator().manual_seed(9))
+    assert not torch.equal(out.eps_init, out.eps_final)
+
+
+def test_greedy_last_step_takes_the_argmax():
+    logits = torch.log(torch.tensor([0.1, 0.5, 0.4]))
+
+    def den(x, eps, t):
+        return logits.expand(*x.shape, 3)
+    out = sample(den, batch_size=5, length=4, steps=1, mask_id=3, last_step="greedy")
+    assert (out.tokens == 1).all()
+
+
+def test_float32_and_float64_draws_agree_in_law():
+    p = torch.tensor([0.05, 0.15, 0.3, 0.5])
+
+    def den(x, eps, t):
+        return p.log().expand(*x.shape, 4)
+    for dtype in (torch.float64, torch.float32):
+        out = sample(den, batch_size=100, length=200, steps=1, mask_id=4, dtype=dtype,
+                     generator=torch.Generator().manual_seed(10))
+        freq = torch.bincount(out.tokens.flatten(), minlength=4).double() / 20000
+        assert ((freq - p.double()).abs() <= 5 * torch.sqrt(p.double() * (1 - p.double()) / 20000)).all()
+
+
+def test_categorical_never_picks_zero_mass_and_nucleus_truncates():
+    probs = torch.tensor([[0.0, 0.3, 0.0, 0.7, 0.0]], dtype=torch.float64).expand(5000, 5)
+    draws = categorical(probs, torch.Generator().manual_seed(11))
+    assert set(draws.tolist()) == {1, 3}
+    p = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    assert torch.allclose(nucleus(p, 0.7), torch.tensor([[0.625, 0.375, 0.0, 0.0]]))
+    assert torch.allclose(nucleus(p, 0.1), torch.tensor([[1.0, 0.0, 0.0, 0.0]]))
+    assert torch.equal(nucleus(p, 1.0), p)
+
+
+def test_temperature_sharpens_x0_hat():
+    p = torch.tensor([0.2, 0.8])
+
+    def den(x, eps, t):
+        return p.log().expand(*x.shape, 2)
+    out = sample(den, batch_size=100, length=100, steps=1, mask_id=2, temperature=0.5,
+                 generator=torch.Generator().manual_seed(12))
+    q1 = 0.8 ** 2 / (0.8 ** 2 + 0.2 ** 2)
+    assert abs(out.tokens.double().mean() - q1) < 5 * (q1 * (1 - q1) / 1e4) ** 0.5
+
+
+@pytest.mark.parametrize("kwargs, word", [
+    (dict(steps=0), "steps"), (dict(temperature=0.0), "temperature"), (dict(top_p=0.0), "top_p"),
+    (dict(top_p=1.5), "top_p"), (dict(last_step="beam"), "last_step"), (dict(schedule="sqrt"), "schedule"),
+    (dict(batch_size=0), "batch_size"), (dict(t_start=1.5), "t_start"),
+    (dict(given=torch.tensor([[9, V, V], [0, 1, V]])), "given"), (dict(given=torch.zeros(2, 4, dtype=torch.long)), "given"),
+    (dict(given_mask=torch.ones(2, 3, dtype=torch.bool)), "given_mask"),
+    (dict(noise=MaskNoise("rand", dim=2), seeds=torch.tensor([1])), "seeds"),
+    (dict(dtype=torch.float16), "dtype"), (dict(mask_id=-1), "mask_id")])
+def test_bad_sampler_arguments(kwargs, word):
+    args = dict(batch_size=2, length=3, steps=2, mask_id=V) | kwargs
+    with pytest.raises(ValueError, match=f"^{word}:"):
+        sample(lambda x, eps, t: torch.zeros(*x.shape, V), **args)
+
+
+def test_wrong_denoiser_output_is_reported():
+    with pytest.raises(ValueError, match="^denoiser:"):
+        sample(lambda x, e, t: torch.zeros(2, 3), batch_size=2, length=3, steps=1, mask_id=V)
