@@ -1,0 +1,3 @@
+from toy_tasks.cli import main
+
+raise SystemExit(main())
