@@ -1,0 +1,44 @@
+"""`python -m scale COMMAND ...`: a registry of subcommands, each a module with
+`add_arguments(parser)` and `run(args) -> int`. Modules are imported only when their command runs.
+
+A ValueError raised by a command (bad input: a missing data path, an unknown config key, a checkpoint
+of another size, a corrupted file) becomes its one-line message on stderr and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("scale.train_cli", "pre-train an MDLM / IMDM DiT (single process or under torchrun)"),
+    "import-mdlm": ("scale.mdlm_import", "convert official MDLM weights (HF folder / id or .ckpt) to a checkpoint"),
+    "sample": ("scale.sample_cli", "decode samples of a checkpoint at several step counts"),
+}
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "usage: python -m scale COMMAND [options]\n\ncommands:\n" + "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"command: expected one of {sorted(COMMANDS)}, got {name!r}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    parser = argparse.ArgumentParser(prog=f"python -m scale {name}", description=COMMANDS[name][1])
+    module.add_arguments(parser)
+    args = parser.parse_args(rest)
+    try:
+        return int(module.run(args) or 0)
+    except ValueError as err:
+        print(str(err).splitlines()[0] if str(err) else type(err).__name__, file=sys.stderr)
+        return 2

@@ -1,0 +1,169 @@
+"""Typed run configuration: TOML files under scale/configs/ plus `--set section.key=value` overrides.
+
+A config has four sections, [model], [data], [train] and [eval]; every key is a typed dataclass field,
+and an unknown key or a value of the wrong type is a ValueError that lists what is accepted.
+"""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass
+class ModelSection:
+    size: str = "tiny-cpu"  # a name of scale.model.SIZES
+    noise: str = "rand"  # "none" trains MDLM; rand / randn / learnable / finite train IMDM
+    noise_dim: int = 0  # 0: the hidden size
+    noise_scale: float = 1.0
+    num_mask: int = 0  # K of the finite mask (noise = "finite")
+    softcap: float = 0.0  # 0: off
+    qk_norm: bool = False
+    time_conditioning: bool = False
+    dropout: float = -1.0  # < 0: the size's default
+
+
+@dataclass
+class DataSection:
+    dataset: str = "wiki"  # lm1b / openwebtext / wiki (offline Wikipedia) / HF dataset id / local path
+    tokenizer: str = "bert-base-uncased"
+    length: int = 128
+    hf_config: str = ""  # configuration name of a Hugging Face dataset, if it needs one
+    text_column: str = "text"
+
+
+@dataclass
+class TrainSection:
+    seed: int = 0
+    max_steps: int = 1000
+    global_batch: int = 512
+    micro_batch: int = 0  # sequences per forward on one process; 0: global_batch / world size
+    lr: float = 3e-4
+    warmup: int = 2500
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    adam_eps: float = 1e-8
+    grad_clip: float = 1.0
+    ema: float = 0.9999
+    schedule: str = "loglinear"
+    t_min: float = 1e-3
+    antithetic: bool = True
+    checkpoint_every: int = 1000
+    log_every: int = 10
+    strategy: str = "ddp"  # ddp / fsdp (multi-process runs)
+    bf16: bool = True  # autocast on CUDA; CPU always runs float32
+
+
+@dataclass
+class EvalSection:
+    every: int = 1000  # 0: never
+    val_batches: int = 4
+    batch_size: int = 16
+    sample_steps: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
+    samples: int = 2
+
+
+@dataclass
+class Config:
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def valid_keys() -> list[str]:
+    return [f"{name}.{f.name}" for name, cls in _section_classes().items() for f in dataclasses.fields(cls)]
+
+
+def _section_classes() -> dict[str, type]:
+    hints = typing.get_type_hints(Config)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Config)}
+
+
+def _coerce(key: str, value, annotation):
+    """Check a TOML value against a field's type; ints are accepted where floats are expected."""
+    origin = typing.get_origin(annotation)
+    if origin is list:
+        (item,) = typing.get_args(annotation)
+        if not isinstance(value, list):
+            raise ValueError(f"{key}: expected a list of {item.__name__}, got {value!r}")
+        return [_coerce(key, v, item) for v in value]
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation is bool and not isinstance(value, bool):
+        raise ValueError(f"{key}: expected true or false, got {value!r}")
+    if annotation is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ValueError(f"{key}: expected an integer, got {value!r}")
+    if not isinstance(value, annotation):
+        raise ValueError(f"{key}: expected a {annotation.__name__}, got {value!r}")
+    return value
+
+
+def config_from_dict(raw: dict) -> Config:
+    """Build a Config from nested dicts {section: {key: value}}; unknown sections/keys are errors."""
+    classes = _section_classes()
+    sections = {}
+    for name, values in raw.items():
+        if name not in classes or not isinstance(values, dict):
+            raise ValueError(f"config: unknown section {name!r}; expected sections {sorted(classes)}")
+        hints = typing.get_type_hints(classes[name])
+        unknown = sorted(set(values) - set(hints))
+        if unknown:
+            raise ValueError(f"config: unknown key(s) {', '.join(f'{name}.{k}' for k in unknown)}; "
+                             f"valid keys: {', '.join(valid_keys())}")
+        sections[name] = classes[name](**{k: _coerce(f"{name}.{k}", v, hints[k]) for k, v in values.items()})
+    return Config(**sections)
+
+
+def parse_override(item: str) -> tuple[str, str, object]:
+    """'section.key=value' -> (section, key, value); the value is read as TOML (1e-4, true, [1, 2]),
+    or kept as a bare string when it is not TOML (lm1b, bert-base-uncased)."""
+    if "=" not in item or "." not in item.split("=", 1)[0]:
+        raise ValueError(f"--set: expected section.key=value, got {item!r}")
+    key, text = item.split("=", 1)
+    section, name = key.strip().split(".", 1)
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text
+    return section, name, value
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
+    """Read a TOML config (a path, or a name of scale/configs/ without .toml) and apply overrides."""
+    raw: dict = {}
+    if path is not None:
+        raw = _read_toml(resolve_config_path(path))
+    for item in overrides:
+        section, name, value = parse_override(item)
+        raw.setdefault(section, {})
+        if not isinstance(raw[section], dict):
+            raise ValueError(f"--set: {section!r} is not a section")
+        raw[section][name] = value
+    return config_from_dict(raw)
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    p = Path(path)
+    if p.is_file():
+        return p
+    named = CONFIG_DIR / f"{path}.toml"
+    if named.is_file():
+        return named
+    names = sorted(f.stem for f in CONFIG_DIR.glob("*.toml"))
+    raise ValueError(f"--config: no file {str(path)!r}; expected a TOML path or one of {names}")
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"--config: {path} is not valid TOML ({err})") from None

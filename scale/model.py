@@ -1,0 +1,269 @@
+"""The DiT denoiser of MDLM / IMDM: adaLN-zero transformer blocks over the IMDM mask embedding.
+
+Parameter names follow the official MDLM / IMDM backbone, so their state dicts load 1:1 once the
+`backbone.` prefix is stripped (see scale/mdlm_import.py):
+
+    vocab_embed.embedding, vocab_embed.imdm_mlp.{0,2}        token / mask embedding (imdm_lab.embedding)
+    sigma_map.mlp.{0,2}                                      timestep embedder
+    blocks.N.{norm1, attn_qkv, attn_out, norm2, mlp.0, mlp.2, adaLN_modulation[, q_norm, k_norm]}
+    output_layer.{norm_final, linear, adaLN_modulation}
+
+The model is a Denoiser: `model(x_t, eps, t) -> logits Float[B, L, C]`; SUBS and carry-over are left
+to the kernels (imdm_lab.losses.subs_log_probs).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from imdm_lab.embedding import MaskEmbedding
+from imdm_lab.masking import MaskNoise
+from imdm_lab.schedules import get_schedule
+
+
+@dataclass(frozen=True)
+class DiTSize:
+    hidden: int
+    blocks: int
+    heads: int
+    cond: int
+    dropout: float
+
+
+# Named sizes; small / large / synthetic are the official model configs (imdm-reference.md sec. 3.4).
+SIZES: dict[str, DiTSize] = {
+    "tiny-cpu": DiTSize(hidden=32, blocks=2, heads=2, cond=32, dropout=0.0),
+    "synthetic": DiTSize(hidden=128, blocks=4, heads=4, cond=128, dropout=0.0),
+    "small": DiTSize(hidden=768, blocks=12, heads=12, cond=128, dropout=0.1),
+    "large": DiTSize(hidden=1536, blocks=24, heads=16, cond=128, dropout=0.1),
+}
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    """Everything that fixes the DiT's parameter shapes and its forward pass."""
+
+    vocab_size: int  # C output classes (the mask id may be one of them)
+    mask_id: int
+    size: str = "tiny-cpu"
+    dropout: float | None = None  # None: the size's default
+    noise: str = "rand"  # "none" (MDLM) or a MaskNoise kind: rand / randn / learnable / finite
+    noise_dim: int = 0  # 0: the hidden size
+    noise_scale: float = 1.0
+    num_mask: int = 0  # K for noise = "finite"
+    softcap: float = 0.0  # attention-logit softcap; 0 turns it off
+    qk_norm: bool = False
+    time_conditioning: bool = False
+    schedule: str = "loglinear"  # turns t into MDLM's sigma = -log alpha_t for the timestep embedder
+    bf16: bool = True  # bf16 autocast of blocks and output layer on CUDA (never on CPU)
+
+    def __post_init__(self):
+        if self.size not in SIZES:
+            raise ValueError(f"model.size: expected one of {sorted(SIZES)}, got {self.size!r}")
+        if self.vocab_size < 2:
+            raise ValueError(f"vocab_size: expected an integer >= 2, got {self.vocab_size!r}")
+        if not 0 <= self.mask_id <= self.vocab_size:
+            raise ValueError(f"mask_id: expected an integer in [0, {self.vocab_size}], got {self.mask_id!r}")
+        if self.softcap < 0:
+            raise ValueError(f"model.softcap: expected a number >= 0 (0 = off), got {self.softcap!r}")
+        if self.noise not in EMBEDDING_MODES:
+            raise ValueError(f"model.noise: expected one of {sorted(EMBEDDING_MODES)}, got {self.noise!r}")
+        get_schedule(self.schedule)
+        self.mask_noise()  # validates noise_dim / noise_scale / num_mask
+
+    def mask_noise(self) -> MaskNoise | None:
+        """The law of the mask labels eps this model reads; None for an MDLM (no eps path)."""
+        if self.noise == "none":
+            return None
+        if self.noise == "finite":
+            return MaskNoise("finite", K=self.num_mask)
+        return MaskNoise(self.noise, dim=self.noise_dim or self.dims.hidden, scale=self.noise_scale)
+
+    @property
+    def dims(self) -> DiTSize:
+        return SIZES[self.size]
+
+    @property
+    def embed_rows(self) -> int:
+        """Rows of the embedding table: C, plus one when the mask id lies outside the classes."""
+        return max(self.vocab_size, self.mask_id + 1)
+
+
+class LayerNorm(nn.Module):
+    """Bias-free LayerNorm computed in float32 (also under autocast), then scaled by `weight`."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            x = F.layer_norm(x.float(), (x.shape[-1],))
+        return x * self.weight
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """adaLN modulation  x * (1 + scale) + shift.   x: [B, L, d]; shift, scale: [B, 1, d]."""
+    return x * (1 + scale) + shift
+
+
+def rotary_cos_sin(length: int, head_dim: int, device, base: float = 10_000.0):
+    """Rotary tables cos, sin: Float32[L, head_dim] with frequencies theta_j = base^(-2j/head_dim),
+    each repeated for the two halves (the rotate-half / GPT-NeoX layout of MDLM's flash-attn rotary)."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
+    angles = torch.outer(torch.arange(length, device=device, dtype=torch.float32), inv_freq)
+    emb = torch.cat((angles, angles), dim=-1)
+    return emb.cos(), emb.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x' = x * cos + rotate_half(x) * sin, rotate_half(x1, x2) = (-x2, x1).   x: [B, L, H, hd]."""
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated = torch.cat((-x2, x1), dim=-1)
+    return x * cos[:, None, :].to(x.dtype) + rotated * sin[:, None, :].to(x.dtype)
+
+
+def softcapped_attention(q, k, v, softcap: float) -> torch.Tensor:
+    """softmax(c * tanh(q k^T / (sqrt(hd) c))) v, the explicit path for a logit softcap c > 0.
+
+    q, k, v: [B, H, L, hd] -> [B, H, L, hd]. SDPA cannot apply a function to the logits."""
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
+    scores = softcap * torch.tanh(scores / softcap)
+    return torch.softmax(scores.float(), dim=-1).to(v.dtype) @ v
+
+
+class TimestepEmbedder(nn.Module):
+    """Sinusoidal features of the noise level (256 dims) -> Linear -> SiLU -> Linear (cond)."""
+
+    def __init__(self, cond: int, freq_dim: int = 256):
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, cond), nn.SiLU(), nn.Linear(cond, cond))
+        nn.init.normal_(self.mlp[0].weight, std=0.02)
+        nn.init.normal_(self.mlp[2].weight, std=0.02)
+
+    @staticmethod
+    def features(sigma: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
+        """[cos(sigma f_j), sin(sigma f_j)], f_j = max_period^(-j/half), j < half = dim/2.  sigma: [B] -> [B, dim]."""
+        half = dim // 2
+        freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=sigma.device, dtype=torch.float32) / half)
+        args = sigma.float()[:, None] * freqs[None]
+        return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+    def forward(self, sigma):
+        return self.mlp(self.features(sigma, self.freq_dim))
+
+
+class DiTBlock(nn.Module):
+    """adaLN-zero transformer block: gated residual attention (rotary q, k) and gated residual 4x MLP."""
+
+    def __init__(self, dim: int, heads: int, cond: int, dropout: float, softcap: float, qk_norm: bool):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"heads: expected a divisor of the hidden size {dim}, got {heads}")
+        self.heads, self.dropout, self.softcap = heads, dropout, softcap
+        self.norm1 = LayerNorm(dim)
+        self.attn_qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.attn_out = nn.Linear(dim, dim, bias=False)
+        self.norm2 = LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(approximate="tanh"), nn.Linear(4 * dim, dim))
+        if qk_norm:
+            self.q_norm = nn.LayerNorm(dim // heads)
+            self.k_norm = nn.LayerNorm(dim // heads)
+        # Zero modulation: every gate starts at 0, so each block starts as the identity (adaLN-zero).
+        self.adaLN_modulation = nn.Linear(cond, 6 * dim)
+        nn.init.zeros_(self.adaLN_modulation.weight)
+        nn.init.zeros_(self.adaLN_modulation.bias)
+        for lin in (self.attn_qkv, self.attn_out, self.mlp[0], self.mlp[2]):
+            nn.init.normal_(lin.weight, std=0.02)
+
+    def attention(self, x: torch.Tensor, cos, sin) -> torch.Tensor:
+        """Non-causal multi-head attention. x: [B, L, d] -> [B, L, d]; qkv packs q, k, v, heads contiguous."""
+        B, L, d = x.shape
+        q, k, v = self.attn_qkv(x).view(B, L, 3, self.heads, d // self.heads).unbind(dim=2)
+        if hasattr(self, "q_norm"):
+            q, k = self.q_norm(q).to(v.dtype), self.k_norm(k).to(v.dtype)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        q, k, v = (z.transpose(1, 2) for z in (q, k, v))
+        if self.softcap > 0:
+            out = softcapped_attention(q, k, v, self.softcap)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v)
+        return self.attn_out(out.transpose(1, 2).reshape(B, L, d))
+
+    def forward(self, x, cos, sin, c):
+        """x: [B, L, d], c: [B, cond] -> [B, L, d]:  x += g_a * attn(mod(LN x)); x += g_m * mlp(mod(LN x))."""
+        shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = self.adaLN_modulation(c)[:, None].chunk(6, dim=2)
+        h = self.attention(modulate(self.norm1(x), shift_a, scale_a), cos, sin)
+        x = x + gate_a * F.dropout(h, self.dropout, self.training)
+        h = self.mlp(modulate(self.norm2(x), shift_m, scale_m))
+        return x + gate_m * F.dropout(h, self.dropout, self.training)
+
+
+class FinalLayer(nn.Module):
+    """LayerNorm -> adaLN shift/scale -> Linear(d -> C); modulation and linear zero-initialised."""
+
+    def __init__(self, dim: int, classes: int, cond: int):
+        super().__init__()
+        self.norm_final = LayerNorm(dim)
+        self.linear = nn.Linear(dim, classes)
+        self.adaLN_modulation = nn.Linear(cond, 2 * dim)
+        for lin in (self.linear, self.adaLN_modulation):
+            nn.init.zeros_(lin.weight)
+            nn.init.zeros_(lin.bias)
+
+    def forward(self, x, c):
+        shift, scale = self.adaLN_modulation(c)[:, None].chunk(2, dim=2)
+        return self.linear(modulate(self.norm_final(x), shift, scale))
+
+
+class DiT(nn.Module):
+    """The MDLM / IMDM backbone as a Denoiser: (x_t Long[B, L], eps, t Float[B]) -> logits Float[B, L, C]."""
+
+    def __init__(self, config: DiTConfig):
+        super().__init__()
+        self.config = config
+        dims = config.dims
+        dropout = dims.dropout if config.dropout is None else config.dropout
+        self.vocab_embed = build_embedding(config)
+        self.sigma_map = TimestepEmbedder(dims.cond)
+        self.blocks = nn.ModuleList(
+            DiTBlock(dims.hidden, dims.heads, dims.cond, dropout, config.softcap, config.qk_norm)
+            for _ in range(dims.blocks))
+        self.output_layer = FinalLayer(dims.hidden, config.vocab_size, dims.cond)
+        self.noise = config.mask_noise()
+        self._schedule = get_schedule(config.schedule)
+
+    def sigma(self, t: torch.Tensor) -> torch.Tensor:
+        """MDLM's conditioning sigma_t = -log alpha_t  (Float[B]); zero when time conditioning is off,
+        as in the IMDM configs (the embedder then sees a constant)."""
+        if not self.config.time_conditioning:
+            return torch.zeros_like(t, dtype=torch.float32)
+        return -torch.log(self._schedule.alpha(t.float()))
+
+    def forward(self, x_t: torch.Tensor, eps: torch.Tensor | None, t: torch.Tensor) -> torch.Tensor:
+        h = self.vocab_embed(x_t, eps)  # float32, outside autocast (as the official embedding)
+        c = F.silu(self.sigma_map(self.sigma(t)))
+        cos, sin = rotary_cos_sin(x_t.shape[1], h.shape[-1] // self.config.dims.heads, x_t.device)
+        use_bf16 = self.config.bf16 and x_t.device.type == "cuda"
+        with torch.autocast(device_type=x_t.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            for block in self.blocks:
+                h = block(h, cos, sin, c)
+            return self.output_layer(h, c)
+
+
+# model.noise -> mode of imdm_lab.embedding.MaskEmbedding
+EMBEDDING_MODES = {"none": "mdlm", "rand": "imdm", "randn": "imdm", "learnable": "imdm", "finite": "finite"}
+
+
+def build_embedding(config: DiTConfig) -> MaskEmbedding:
+    return MaskEmbedding(config.embed_rows, config.dims.hidden, config.mask_id,
+                         mode=EMBEDDING_MODES[config.noise], noise=config.mask_noise())
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

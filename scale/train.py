@@ -1,0 +1,230 @@
+"""Pre-training of MDLM / IMDM DiTs with the shared ELBO kernel, single-process or under torchrun.
+
+Batching. A step consumes `global_batch` sequences, split over `world` processes and, inside each,
+into micro-batches of `micro_batch` sequences accumulated before one AdamW step; the accumulation count
+is global_batch / (world * micro_batch). Every random draw of micro-batch g (its global index, the same
+whatever the number of processes) comes from seeds derived from (seed, step, g): the masks, the labels
+eps and dropout; the times t are drawn antithetically over the whole global batch from (seed, step). A run on 2
+processes therefore computes the same losses as one process accumulating 2 micro-batches, and a run
+resumed from a checkpoint continues exactly as if it had not stopped. The data order is
+scale.data.BatchStream's (a permutation per epoch; its position is saved with each checkpoint).
+"""
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from imdm_lab.losses import elbo
+from imdm_lab.schedules import sample_times
+from scale import distributed as D
+from scale.checkpoint import (check_weights, dit_config, make_dit_config, read_optimizer, read_state,
+                              read_tensors, save_checkpoint)
+from scale.config import Config
+from scale.data import BatchStream
+from scale.ema import EMA
+from scale.model import DiT, parameter_count
+from scale.seeds import derive_seed
+from scale.validation import sample_texts, validation_elbo
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    global_batch: int
+    micro_batch: int
+    world: int
+
+    @classmethod
+    def make(cls, global_batch: int, micro_batch: int, world: int) -> "BatchPlan":
+        micro_batch = micro_batch or global_batch // world
+        if global_batch < 1 or micro_batch < 1 or global_batch % (world * micro_batch):
+            raise ValueError(f"train.global_batch: expected a multiple of world size x micro_batch = "
+                             f"{world} x {micro_batch}, got {global_batch}")
+        return cls(global_batch, micro_batch, world)
+
+    @property
+    def accumulation(self) -> int:
+        return self.global_batch // (self.world * self.micro_batch)
+
+    def micro_batches(self, rank: int) -> range:
+        """Global indices g of the micro-batches that process `rank` computes at every step."""
+        return range(rank * self.accumulation, (rank + 1) * self.accumulation)
+
+
+def learning_rate(step: int, lr: float, warmup: int) -> float:
+    """Linear warm-up over `warmup` steps, then constant."""
+    return lr * min(1.0, (step + 1) / warmup) if warmup > 0 else lr
+
+
+def _encode(state: torch.Tensor) -> str:
+    return base64.b64encode(state.numpy().tobytes()).decode()
+
+
+def _decode(text: str) -> torch.Tensor:
+    return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8)
+
+
+def _rng_states() -> dict:
+    """Global generator states (base64), restored on resume for anything that draws outside the
+    derived seeds (the training draws themselves never depend on them)."""
+    states = {"torch": _encode(torch.get_rng_state())}
+    if torch.cuda.is_available():
+        states["cuda"] = [_encode(s) for s in torch.cuda.get_rng_state_all()]
+    return states
+
+
+def _set_rng_states(states: dict) -> None:
+    torch.set_rng_state(_decode(states["torch"]))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([_decode(s) for s in states["cuda"]])
+
+
+class Trainer:
+    """Owns the model, optimizer, EMA and data order of one run; `run()` trains to `max_steps`."""
+
+    def __init__(self, config: Config, out: str | Path, train_blocks: torch.Tensor, val_blocks: torch.Tensor,
+                 vocab_size: int, mask_id: int, decode=None, runtime: D.Runtime | None = None):
+        self.cfg, self.out = config, Path(out)
+        self.rt = runtime or D.init_runtime()
+        self.train_blocks, self.val_blocks, self.decode = train_blocks, val_blocks, decode
+        self.vocab_size, self.mask_id = vocab_size, mask_id
+        tc = config.train
+        self.plan = BatchPlan.make(tc.global_batch, tc.micro_batch, self.rt.world)
+        torch.manual_seed(tc.seed)  # identical initial weights on every process
+        self.model = DiT(make_dit_config(config, vocab_size, mask_id)).to(self.rt.device)
+        self.noise = self.model.noise
+        self.wrapped = D.wrap(self.model, self.rt, tc.strategy)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, betas=tuple(tc.betas),
+                                           eps=tc.adam_eps, weight_decay=tc.weight_decay)
+        self.ema = EMA(self.model, tc.ema)
+        # The global batch order; each process takes its micro-batches' rows out of it.
+        self.stream = BatchStream(len(train_blocks), tc.global_batch, seed=tc.seed)
+        self.step = 0
+
+    # ---- checkpoints -------------------------------------------------------------------------
+    def resume(self) -> None:
+        """Load the checkpoint in `out`; its model must have the shapes this config builds."""
+        state = read_state(self.out)
+        if dit_config(state) != self.model.config:
+            raise ValueError(f"--resume: the checkpoint in {self.out} is of another model "
+                             f"({dit_config(state)}) than this config builds ({self.model.config})")
+        step = state["step"]
+        weights = read_tensors(self.out / "model.safetensors", step)
+        check_weights(self.model, weights, f"ckpt: {self.out / 'model.safetensors'}")
+        D.load_full_state(self.wrapped, self.optimizer, weights, read_optimizer(self.out, step))
+        self.ema.load_state_dict(read_tensors(self.out / "ema.safetensors", step), state["ema_updates"])
+        self.stream.load_state_dict(state["data"])
+        _set_rng_states(state["rng"])
+        self.step = step
+        self._truncate_log(step)
+
+    def save(self) -> None:
+        model_state = D.full_model_state(self.wrapped)
+        optim_state = D.full_optimizer_state(self.wrapped, self.optimizer)
+        ema_state = self.ema.state_dict()
+        if not self.rt.main:
+            return
+        state = {"step": self.step, "config": self.cfg.to_dict(), "vocab_size": self.vocab_size,
+                 "mask_id": self.mask_id, "tokenizer": self.cfg.data.tokenizer, "world_size": self.rt.world,
+                 "ema_updates": self.ema.updates, "rng": _rng_states(),
+                 "data": self.stream.state_dict()}
+        save_checkpoint(self.out, model_state, ema_state, optim_state, state)
+
+    # ---- logging -----------------------------------------------------------------------------
+    def _log(self, record: dict) -> None:
+        if self.rt.main:
+            with open(self.out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def _truncate_log(self, step: int) -> None:
+        """Drop records a killed run wrote after its last checkpoint; they are computed again."""
+        path = self.out / "metrics.jsonl"
+        if self.rt.main and path.is_file():
+            keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+            path.write_text("".join(ln + "\n" for ln in keep))
+
+    # ---- one optimizer step ------------------------------------------------------------------
+    def _micro_batch_loss(self, g: int, rows: np.ndarray, t_all: torch.Tensor) -> torch.Tensor:
+        tc, mb = self.cfg.train, self.plan.micro_batch
+        x0 = self.train_blocks[rows[g * mb:(g + 1) * mb]].to(self.rt.device)
+        t = t_all[g * mb:(g + 1) * mb].to(self.rt.device)
+        torch.manual_seed(derive_seed(tc.seed, "dropout", self.step, g))
+        gen = torch.Generator(self.rt.device).manual_seed(derive_seed(tc.seed, "mask", self.step, g))
+        return elbo(self.wrapped, x0, t, tc.schedule, self.mask_id, noise=self.noise, generator=gen).mean
+
+    def train_step(self) -> dict:
+        tc, plan = self.cfg.train, self.plan
+        self.model.train()
+        lr = learning_rate(self.step, tc.lr, tc.warmup)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        gen = torch.Generator().manual_seed(derive_seed(tc.seed, "time", self.step))
+        t_all = sample_times(plan.global_batch, tc.t_min, tc.antithetic, generator=gen)
+        rows = self.stream.next_global_indices()
+        total = torch.zeros((), device=self.rt.device)
+        micro = plan.micro_batches(self.rt.rank)
+        for j, g in enumerate(micro):
+            last = j == len(micro) - 1
+            sync = contextlib.nullcontext() if last or not hasattr(self.wrapped, "no_sync") \
+                else self.wrapped.no_sync()
+            with sync:
+                loss = self._micro_batch_loss(g, rows, t_all) / plan.accumulation
+                loss.backward()
+            total += loss.detach()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.ema.update(self.model)
+        self.step += 1
+        loss = float(D.all_mean(total))
+        if not math.isfinite(loss):
+            raise ValueError(f"train: the loss became {loss} at step {self.step}; lower train.lr")
+        return {"step": self.step, "loss": loss, "lr": lr, "grad_norm": float(grad_norm)}
+
+    # ---- evaluation --------------------------------------------------------------------------
+    def evaluate(self) -> dict:
+        ec, tc = self.cfg.eval, self.cfg.train
+        with self.ema.applied(self.model):
+            self.model.eval()
+            nll = validation_elbo(self.wrapped, self.val_blocks, ec.batch_size, ec.val_batches, tc.schedule,
+                                  self.mask_id, self.noise, tc.t_min, seed=tc.seed, device=self.rt.device)
+            samples = sample_texts(self.wrapped, self.cfg.data.length, ec.sample_steps, ec.samples, tc.schedule,
+                                   self.mask_id, self.noise, seed=tc.seed, device=self.rt.device,
+                                   decode=self.decode, cache=not self.cfg.model.time_conditioning)
+        return {"step": self.step, "val_nll": nll, "val_ppl": math.exp(nll), "samples": samples}
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def run(self, max_steps: int) -> dict:
+        tc, ec = self.cfg.train, self.cfg.eval
+        self.out.mkdir(parents=True, exist_ok=True)
+        if self.rt.main and self.step == 0:
+            self._log({"step": 0, "parameters": parameter_count(self.model), "world_size": self.rt.world,
+                       "accumulation": self.plan.accumulation, "device": str(self.rt.device)})
+        bar = tqdm(total=max_steps, initial=self.step, disable=not self.rt.main, desc="train", unit="step")
+        last, tic, since = {}, time.perf_counter(), 0
+        while self.step < max_steps:
+            last = self.train_step()
+            since += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{last['loss']:.3f}")
+            if self.step % tc.log_every == 0 or self.step == max_steps:
+                tokens = since * self.plan.global_batch * self.cfg.data.length
+                last["tokens_per_s"] = tokens / (time.perf_counter() - tic)
+                tic, since = time.perf_counter(), 0
+                self._log(last)
+            if ec.every and (self.step % ec.every == 0 or self.step == max_steps):
+                last = {**last, **self.evaluate()}
+                self._log({k: last[k] for k in ("step", "val_nll", "val_ppl", "samples")})
+            if self.step % tc.checkpoint_every == 0 or self.step == max_steps:
+                self.save()
+                D.barrier()
+        bar.close()
+        return last

@@ -1,0 +1,56 @@
+"""`python -m scale train --config FILE.toml --out DIR [--max-steps N] [--resume] [--set key=value ...]`.
+
+Runs as one process, or as `torchrun --nproc_per_node N -m scale train ...` (DDP, or FSDP with
+train.strategy = "fsdp"); the data cache is built by local rank 0 while the others wait.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from scale import distributed as D
+from scale.config import load_config
+from scale.data import load_blocks
+from scale.tokenizers import load_tokenizer
+from scale.train import Trainer
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--config", required=True, help="a TOML file or a name of scale/configs (e.g. tiny-cpu)")
+    p.add_argument("--out", required=True, help="run folder: checkpoints and metrics.jsonl")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this step (default: train.max_steps)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one config value (repeatable), e.g. --set train.lr=1e-4")
+
+
+def open_data(data, progress: bool):
+    """(train blocks, validation blocks, tokenizer) of a config's [data] section."""
+    kwargs = dict(tokenizer=data.tokenizer, length=data.length, hf_config=data.hf_config or None,
+                  text_column=data.text_column, progress=progress)
+    train = load_blocks(data.dataset, "train", **kwargs)
+    val = load_blocks(data.dataset, "validation", **kwargs)
+    return train, val, load_tokenizer(data.tokenizer)
+
+
+def run(args) -> int:
+    config = load_config(args.config, args.set)
+    max_steps = config.train.max_steps if args.max_steps is None else args.max_steps
+    if max_steps < 1:
+        raise ValueError(f"--max-steps: expected an integer >= 1, got {max_steps}")
+    out = Path(args.out)
+    if not args.resume and (out / "state.json").exists():
+        raise ValueError(f"--out: {out} already holds a checkpoint; pass --resume to continue it")
+    runtime = D.init_runtime()
+    try:
+        train, val, tok = open_data(config.data, progress=runtime.main)
+        trainer = Trainer(config, out, train, val, train.num_classes, train.mask_id,
+                          decode=tok.decode, runtime=runtime)
+        if args.resume:
+            trainer.resume()
+        result = trainer.run(max_steps)
+        if runtime.main and "val_ppl" in result:
+            print(f"step {result['step']}: loss {result['loss']:.4f}, validation ELBO perplexity "
+                  f"{result['val_ppl']:.2f}")
+    finally:
+        D.shutdown()
+    return 0

@@ -1,0 +1,49 @@
+"""Periodic evaluation during training: validation ELBO perplexity and a few samples per step count.
+
+Every process computes the same fixed validation batches and samples (seeded by the run's seed), so
+the numbers are identical on all ranks and also work when the weights are sharded (FSDP).
+"""
+from __future__ import annotations
+
+import torch
+
+from imdm_lab.losses import elbo
+from imdm_lab.masking import MaskNoise
+from imdm_lab.sampling import sample
+from imdm_lab.schedules import sample_times
+from scale.seeds import derive_seed
+
+
+@torch.no_grad()
+def validation_elbo(denoiser, blocks: torch.Tensor, batch_size: int, n_batches: int, schedule: str,
+                    mask_id: int, noise: MaskNoise | None, t_min: float, seed: int, device) -> float:
+    """ELBO upper bound on the NLL per token (nats), averaged over up to n_batches fixed batches of
+    `blocks` (Long[N, L]); exp() of it is the validation ELBO perplexity.
+
+    Batch i uses antithetic times and masks/labels seeded by (seed, i), the same at every evaluation."""
+    n = max(1, min(n_batches, len(blocks) // batch_size))
+    total = 0.0
+    for i in range(n):
+        x0 = blocks[i * batch_size:(i + 1) * batch_size].to(device)
+        gen = torch.Generator(device).manual_seed(derive_seed(seed, "val", i))
+        t = sample_times(len(x0), t_min, antithetic=True, generator=torch.Generator().manual_seed(
+            derive_seed(seed, "val-time", i))).to(device)
+        total += float(elbo(denoiser, x0, t, schedule, mask_id, noise=noise, generator=gen).mean)
+    return total / n
+
+
+@torch.no_grad()
+def sample_texts(denoiser, length: int, steps: list[int], n: int, schedule: str, mask_id: int,
+                 noise: MaskNoise | None, seed: int, device, decode=None, cache: bool = True) -> dict:
+    """{str(k): n unconditional samples drawn with k steps} through the shared sampler (float64 draws),
+    decoded to text by `decode(list of ids)` when given, else lists of token ids."""
+    out = {}
+    for k in steps:
+        gen = torch.Generator(device).manual_seed(derive_seed(seed, "sample", k))
+        seeds = torch.arange(n, dtype=torch.int64) + derive_seed(seed, "eps", k) % 2**40
+        res = sample(denoiser, batch_size=n, length=length, steps=k, mask_id=mask_id, schedule=schedule,
+                     noise=noise, seeds=seeds if noise is not None else None, generator=gen, cache=cache,
+                     device=device)
+        rows = res.tokens.cpu().tolist()
+        out[str(k)] = [decode(r) for r in rows] if decode is not None else rows
+    return out
