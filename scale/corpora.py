@@ -1,0 +1,260 @@
+"""Text corpora: where documents come from, before tokenization.
+
+A corpus is an ordered, re-iterable sequence of documents (strings) for one split. Names resolve in
+this order: a registered name (`lm1b`, `openwebtext`, `wikipedia` = the default offline corpus, from
+the Wikipedia dump inside the gensim wheel), an existing local file or folder, then any Hugging Face
+dataset id with a text column.
+
+Splits are "train", "validation" and, for the local corpora, "heldout" (text neither the model nor
+its validation sees; used to train a judge). LM1B validates on its "test" split and OpenWebText on
+its last 100 000 documents, as MDLM does. The gensim Wikipedia dump and local corpora split by
+document index: i % 10 == 8 -> validation, i % 10 == 9 -> heldout, the rest -> train.
+"""
+from __future__ import annotations
+
+import bz2
+import functools
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+SPLITS = ("train", "validation", "heldout")
+DEFAULT_CORPUS = "wikipedia"
+CORPUS_ALIASES = {"wiki": "wikipedia", "owt": "openwebtext"}
+READ_BATCH = 1000  # documents fetched per Arrow slice when iterating a Hugging Face dataset
+
+# LM1B ships pre-tokenized text ("it 's here ."); MDLM re-joins it before tokenizing. The rules
+# apply in this order; each pair is (pattern, replacement).
+_LM1B_RULES = (
+    (r"http : / / ", "http://"),
+    (r"https : / / ", "https://"),
+    (r" '(\w+)", r"'\1"),
+    (r" (\w+) \. ", r" \1. "),
+    (r" (\w+) \.$", r" \1."),
+    (r" \? ", "? "),
+    (r" \?$", "?"),
+    (r" ! ", "! "),
+    (r" !$", "!"),
+    (r" , ", ", "),
+    (r" : ", ": "),
+    (r" ; ", "; "),
+    (r" / ", "/"),
+    (r'" ([^"]+) "', r'"\1"'),
+    (r"' ([^']+) '", r"'\1'"),
+    (r"\( ([^()]+) \)", r"(\1)"),
+    (r"\[ ([^\[\]]+) \]", r"[\1]"),
+    (r"\$ ", "$"),
+    (r"£ ", "£"),
+)
+_LM1B_COMPILED = tuple((re.compile(p), r) for p, r in _LM1B_RULES)
+
+
+def lm1b_detokenize(text: str) -> str:
+    """Undo LM1B's space-separated tokenization ("he 's ( here ) ." -> "he's (here)."), MDLM's rules."""
+    for pattern, repl in _LM1B_COMPILED:
+        text = pattern.sub(repl, text)
+    return text
+
+
+def _wiki_clean(text: str) -> str:
+    """Plain text of a filtered wiki article: drop leftover ''italic''/'''bold''' quotes, tidy blank lines."""
+    text = re.sub(r"'{2,}", "", text)
+    text = re.sub(r"[ \t]+\n", "\n", text)
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+def split_of(index: int) -> str:
+    """Split of the document at `index` in a local corpus (10% validation, 10% heldout)."""
+    return {8: "validation", 9: "heldout"}.get(index % 10, "train")
+
+
+def _check_split(split: str, allowed=SPLITS) -> None:
+    if split not in allowed:
+        raise ValueError(f"split: expected one of {list(allowed)}, got {split!r}")
+
+
+@dataclass
+class Corpus:
+    """Documents of one split. `fingerprint` identifies the content for cache keys."""
+    name: str
+    split: str
+    fingerprint: str
+    _docs: Callable[[int], Iterator[str]] = field(repr=False)
+    num_docs: int | None = None
+
+    def documents(self, start: int = 0) -> Iterator[str]:
+        """Documents from index `start` on, in a fixed order (resumable builds skip the first ones)."""
+        return self._docs(start)
+
+
+# ---------------------------------------------------------------- gensim Wikipedia (default corpus)
+
+def wiki_dump_path() -> Path:
+    """The shortened English Wikipedia dump that ships inside the gensim 4.4.0 wheel."""
+    import gensim
+    return (Path(gensim.__file__).parent / "test" / "test_data" /
+            "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
+
+
+@functools.lru_cache(maxsize=1)
+def wiki_articles() -> tuple[str, ...]:
+    """All non-redirect articles of the dump as plain text (106 articles, ~3.1 MB), in dump order.
+    Parsed once per process (~1.5 s)."""
+    from gensim.corpora.wikicorpus import extract_pages, filter_wiki
+    articles = []
+    with bz2.open(wiki_dump_path(), "rb") as f:
+        for _title, text, _pageid in extract_pages(f):
+            if text.lstrip().lower().startswith("#redirect"):
+                continue
+            clean = _wiki_clean(filter_wiki(text))
+            if clean:
+                articles.append(clean)
+    return tuple(articles)
+
+
+def _listed_corpus(name: str, split: str, fingerprint: str, docs) -> Corpus:
+    chosen = [d for i, d in enumerate(docs) if split_of(i) == split]
+    if not chosen:
+        raise ValueError(f"data: corpus {name!r} has {len(docs)} documents and none falls in split "
+                         f"{split!r} (document i goes to validation when i % 10 == 8 and to heldout "
+                         "when i % 10 == 9); give at least 10 documents")
+    return Corpus(name, split, fingerprint, lambda start: iter(chosen[start:]), len(chosen))
+
+
+def wiki_corpus(split: str) -> Corpus:
+    _check_split(split)
+    path = wiki_dump_path()
+    fingerprint = f"gensim-wiki:{path.stat().st_size}:v1"
+    return _listed_corpus("wikipedia", split, fingerprint, wiki_articles())
+
+
+# ---------------------------------------------------------------- local files and folders
+
+def _local_documents(path: Path, text_column: str) -> list[str]:
+    """A .txt file: blank-line separated paragraphs; a .jsonl file: one `text_column` per line;
+    a folder: every .txt file (recursively, sorted) is one document, .jsonl files as above."""
+    def jsonl(p: Path) -> list[str]:
+        out = []
+        for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                row = json.loads(line)
+                if text_column not in row:
+                    raise ValueError(f"text_column: {text_column!r} missing on line {n} of {p}")
+                out.append(str(row[text_column]))
+        return out
+
+    if path.is_file():
+        if path.suffix == ".jsonl":
+            return jsonl(path)
+        text = path.read_text(encoding="utf-8")
+        return [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
+    docs = []
+    for p in sorted(path.rglob("*")):
+        if p.suffix == ".txt" and p.is_file():
+            text = p.read_text(encoding="utf-8").strip()
+            if text:
+                docs.append(text)
+        elif p.suffix == ".jsonl" and p.is_file():
+            docs.extend(jsonl(p))
+    return docs
+
+
+def local_corpus(path: str | Path, split: str, text_column: str = "text") -> Corpus:
+    _check_split(split)
+    path = Path(path).resolve()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    stamp = hashlib.sha1("".join(f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns};"
+                                 for p in files).encode()).hexdigest()[:16]
+    docs = _local_documents(path, text_column)
+    return _listed_corpus(path.name, split, f"local:{path}:{stamp}:{text_column}", docs)
+
+
+# ---------------------------------------------------------------- Hugging Face datasets
+
+@dataclass(frozen=True)
+class HubEntry:
+    """A registered hub dataset: id, config, split expression per split, text column, detokenizer."""
+    hub_id: str
+    splits: dict
+    config: str | None = None
+    text_column: str = "text"
+    detokenize: Callable[[str], str] | None = None
+
+
+REGISTERED = {
+    "lm1b": HubEntry("lm1b", {"train": "train", "validation": "test"}, detokenize=lm1b_detokenize),
+    # MDLM's split of the single OpenWebText "train" split: the last 100k documents validate.
+    "openwebtext": HubEntry("openwebtext", {"train": "train[:-100000]",
+                                            "validation": "train[-100000:]"}),
+}
+
+
+def _load_hub(hub_id: str, config: str | None, split_expr: str | None):
+    import datasets
+    try:
+        return datasets.load_dataset(hub_id, config, split=split_expr)
+    except Exception as err:  # connection, missing cache, unknown split, script datasets ...
+        offline = os.environ.get("HF_DATASETS_OFFLINE", "0") not in {"0", "", "false", "False"}
+        raise ValueError(
+            f"data: dataset {hub_id!r} (config {config!r}, split {split_expr!r}) could not be loaded"
+            f"{' with HF_DATASETS_OFFLINE=1 (not in the local datasets cache)' if offline else ''}: "
+            f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
+
+
+def _hub_documents(name: str, split: str, ds, hub_id: str, text_column: str,
+                   detokenize: Callable[[str], str] | None, split_expr: str) -> Corpus:
+    if text_column not in ds.column_names:
+        raise ValueError(f"text_column: {text_column!r} is not a column of {hub_id!r} "
+                         f"(columns: {ds.column_names})")
+
+    def docs(start: int) -> Iterator[str]:
+        for lo in range(start, len(ds), READ_BATCH):
+            for text in ds[lo:lo + READ_BATCH][text_column]:
+                yield detokenize(text) if detokenize else text
+
+    fingerprint = f"hub:{hub_id}:{split_expr}:{text_column}:{getattr(ds, '_fingerprint', '')}"
+    return Corpus(name, split, fingerprint, docs, len(ds))
+
+
+def hub_corpus(name: str, split: str, entry: HubEntry) -> Corpus:
+    """A registered hub dataset (LM1B, OpenWebText) with its fixed split expressions."""
+    if split not in entry.splits:
+        raise ValueError(f"split: expected one of {list(entry.splits)} for {name!r}, got {split!r}")
+    split_expr = entry.splits[split]
+    ds = _load_hub(entry.hub_id, entry.config, split_expr)
+    return _hub_documents(name, split, ds, entry.hub_id, entry.text_column, entry.detokenize,
+                          split_expr)
+
+
+def generic_hub_corpus(hub_id: str, split: str, config: str | None, text_column: str) -> Corpus:
+    """Any hub dataset: its "train" split, and "validation" (or "test" when it has none)."""
+    candidates = {"train": ("train",), "validation": ("validation", "test")}
+    if split not in candidates:
+        raise ValueError(f"split: expected one of {list(candidates)} for {hub_id!r}, got {split!r}")
+    splits = _load_hub(hub_id, config, None)
+    chosen = next((s for s in candidates[split] if s in splits), None)
+    if chosen is None:
+        raise ValueError(f"split: {hub_id!r} has splits {list(splits)}, none of {candidates[split]}")
+    name = hub_id.replace("/", "--") + (f"--{config}" if config else "")
+    return _hub_documents(name, split, splits[chosen], hub_id, text_column, None, chosen)
+
+
+def get_corpus(data: str = DEFAULT_CORPUS, split: str = "train", *, hf_config: str | None = None,
+               text_column: str = "text") -> Corpus:
+    """Resolve `data` (registered name, local path, or hub dataset id) to the documents of `split`."""
+    if not isinstance(data, str) or not data:
+        raise ValueError(f"data: expected a corpus name, a path or a dataset id, got {data!r}")
+    data = CORPUS_ALIASES.get(data, data)
+    if data == "wikipedia":
+        return wiki_corpus(split)
+    if data in REGISTERED:
+        return hub_corpus(data, split, REGISTERED[data])
+    if Path(data).expanduser().exists():
+        return local_corpus(Path(data).expanduser(), split, text_column)
+    if data.startswith((".", "/", "~")) or data.endswith((".txt", ".jsonl")):
+        raise ValueError(f"data: path {data!r} does not exist")
+    return generic_hub_corpus(data, split, hf_config, text_column)
