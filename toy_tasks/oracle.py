@@ -1,0 +1,94 @@
+"""Oracle denoisers of an enumerable joint p (shape (V,)*L): the exact answers a trained network aims at.
+
+Both follow the Denoiser protocol of imdm_lab (x_t Long[B, L], eps, t Float[B]) -> logits Float[B, L, V]
+with V classes and mask id V. Zero probabilities become the finite NEG_INF logit.
+
+oracle-mdm   p(x_i | visible tokens) at every position: the ELBO-optimal denoiser of MDM and of IMDM
+             (eps is independent of x_0 under the forward process, so the optimum ignores it).
+oracle-imdm  partition-and-map: one shared u in [0, 1) is read from the mask labels and every position
+             outputs the one-hot of g(u) = exact.partition_and_map(p)(u). A one-step denoiser: a single
+             step from the all-mask state samples exactly p, with every position factorised given eps.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from imdm_lab.exact import Marginals, conditional_marginals, partition_and_map
+from imdm_lab.losses import NEG_INF
+from imdm_lab.masking import MaskNoise
+
+_LAST_BELOW_ONE = 1.0 - 2.0**-53
+
+
+def _log(probs: np.ndarray) -> np.ndarray:
+    out = np.full(probs.shape, NEG_INF)
+    np.log(probs, out=out, where=probs > 0)
+    return out
+
+
+class OracleMDM:
+    """Exact conditional marginals p(x_i | x_visible); uniform where the visible context has p = 0."""
+
+    def __init__(self, p, noise: MaskNoise | None = None):
+        self.tables = p if isinstance(p, Marginals) else Marginals(p)
+        self.V, self.L = self.tables.V, self.tables.L
+        self.mask_id = self.V
+
+    def __call__(self, x_t: torch.Tensor, eps, t) -> torch.Tensor:
+        x = x_t.cpu().numpy()
+        probs = conditional_marginals(self.tables, x, x != self.mask_id)
+        return torch.from_numpy(_log(probs)).to(x_t.device)
+
+
+def _u_from_rand(eps, noise):
+    """U(-1, 1) * scale label of position 0, coordinate 0 -> uniform u."""
+    return (eps[:, 0, 0].double() / noise.scale + 1.0) / 2.0
+
+
+def _u_from_normal(eps, noise):
+    """N(0, 1) * scale label of position 0, coordinate 0 -> Phi(eps / scale), uniform."""
+    return torch.special.ndtr(eps[:, 0, 0].double() / noise.scale)
+
+
+def _u_from_finite(eps, noise):
+    """K-state labels of all L positions read as the base-K digits of u: uniform on the K^L grid
+    {0, 1/K^L, ...}, so the push-forward is p quantised to K^L cells (the finite-K capacity limit)."""
+    K, L = noise.K, eps.shape[1]
+    weights = torch.tensor([float(K) ** -(i + 1) for i in range(L)], dtype=torch.float64, device=eps.device)
+    return eps.double() @ weights
+
+
+# label kind -> how one shared uniform u is read from the labels eps
+U_FROM_EPS = {"rand": _u_from_rand, "randn": _u_from_normal, "learnable": _u_from_normal,
+              "finite": _u_from_finite}
+
+
+class OracleIMDM:
+    """Partition-and-map: every position outputs the one-hot of g(u(eps)); ignores x_t and t."""
+
+    def __init__(self, p, noise: MaskNoise | None = None):
+        if not isinstance(noise, MaskNoise):
+            raise ValueError(f"noise: expected a MaskNoise for oracle-imdm, got {noise!r}")
+        self.tables = p if isinstance(p, Marginals) else Marginals(p)
+        self.V, self.L = self.tables.V, self.tables.L
+        self.mask_id = self.V
+        self.noise = noise
+        self.g = partition_and_map(self.tables)
+
+    def __call__(self, x_t: torch.Tensor, eps, t) -> torch.Tensor:
+        self.noise.check(eps, *x_t.shape)
+        u = U_FROM_EPS[self.noise.kind](eps, self.noise).clamp(0.0, _LAST_BELOW_ONE)
+        seq = torch.from_numpy(self.g(u.cpu().numpy())).to(x_t.device)  # Long[B, L]
+        logits = torch.full((*x_t.shape, self.V), NEG_INF, dtype=torch.float64, device=x_t.device)
+        return logits.scatter_(-1, seq[..., None], 0.0)
+
+
+ORACLES = {"oracle-mdm": OracleMDM, "oracle-imdm": OracleIMDM}
+
+
+def make_oracle(model: str, p, noise: MaskNoise | None = None):
+    """An oracle denoiser by name; p: a joint Float64[(V,)*L] or its Marginals."""
+    if model not in ORACLES:
+        raise ValueError(f"model: expected one of {sorted(ORACLES)}, got {model!r}")
+    return ORACLES[model](p, noise)
