@@ -163,7 +163,7 @@ def entropy(p) -> float:
 
 def _check_positions(name: str, positions, L: int) -> list[int]:
     try:
-        out = [check_int(name, int(i) if isinstance(i, np.integer) else i, 0) for i in positions]
+        out = [check_int(name, i, 0) for i in positions]
     except TypeError:
         raise ValueError(f"{name}: expected a sequence of positions in [0, {L}), got {positions!r}") from None
     if any(i >= L for i in out) or len(set(out)) != len(out):
@@ -239,10 +239,10 @@ def _reveal_step(m: Marginals, U: int, a: np.ndarray, h: float, out: dict) -> No
     S is grown one position at a time, so each term costs one product of its own size."""
     rest = [i for i in range(m.L) if not U >> i & 1]
     if h >= 1.0:
-        t = a.copy()
+        t = a
         for i in rest:
             t = t * m.conditional(U, i)
-        _add(out, m.full, t)
+        _add(out, m.full, t if rest else a.copy())  # a belongs to the previous layer: never alias it
         return
     base = a * (1.0 - h) ** len(rest)
     if h <= 0.0:
