@@ -1,0 +1,90 @@
+"""A from-the-equations forward pass of the official MDLM DiT over a state dict with its key names,
+written independently of scale/model.py (explicit rotation pairs, explicit attention, no nn modules),
+plus a builder of random official-layout state dicts. Used to check the DiT and the MDLM importer."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def official_state_dict(vocab: int, hidden: int, blocks: int, heads: int, cond: int, seed: int = 0,
+                        scale: float = 0.2) -> dict[str, torch.Tensor]:
+    """Random weights under the official key layout (`backbone.` prefix, rotary inv_freq buffer).
+    Modulations are non-zero so that their chunk order matters."""
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*shape):
+        return torch.randn(*shape, generator=g) * scale
+
+    sd = {"backbone.vocab_embed.embedding": r(vocab, hidden),
+          "backbone.sigma_map.mlp.0.weight": r(cond, 256), "backbone.sigma_map.mlp.0.bias": r(cond),
+          "backbone.sigma_map.mlp.2.weight": r(cond, cond), "backbone.sigma_map.mlp.2.bias": r(cond),
+          "backbone.rotary_emb.inv_freq": 1.0 / (10_000 ** (torch.arange(0, hidden // heads, 2).float()
+                                                            / (hidden // heads)))}
+    for n in range(blocks):
+        p = f"backbone.blocks.{n}."
+        sd.update({p + "norm1.weight": 1 + r(hidden), p + "attn_qkv.weight": r(3 * hidden, hidden),
+                   p + "attn_out.weight": r(hidden, hidden), p + "norm2.weight": 1 + r(hidden),
+                   p + "mlp.0.weight": r(4 * hidden, hidden), p + "mlp.0.bias": r(4 * hidden),
+                   p + "mlp.2.weight": r(hidden, 4 * hidden), p + "mlp.2.bias": r(hidden),
+                   p + "adaLN_modulation.weight": r(6 * hidden, cond), p + "adaLN_modulation.bias": r(6 * hidden)})
+    sd.update({"backbone.output_layer.norm_final.weight": 1 + r(hidden),
+               "backbone.output_layer.linear.weight": r(vocab, hidden),
+               "backbone.output_layer.linear.bias": r(vocab),
+               "backbone.output_layer.adaLN_modulation.weight": r(2 * hidden, cond),
+               "backbone.output_layer.adaLN_modulation.bias": r(2 * hidden)})
+    return sd
+
+
+def _ln(x, w):
+    mu = x.mean(-1, keepdim=True)
+    var = ((x - mu) ** 2).mean(-1, keepdim=True)
+    return (x - mu) / torch.sqrt(var + 1e-5) * w
+
+
+def _rotate(x):
+    """x: [B, L, H, hd]; pair (j, j + hd/2) of position p turns by p * 10000^(-2j/hd)."""
+    B, L, H, hd = x.shape
+    out = x.clone()
+    for j in range(hd // 2):
+        theta = torch.arange(L, dtype=torch.float64) * 10_000 ** (-2 * j / hd)
+        c, s = torch.cos(theta)[None, :, None], torch.sin(theta)[None, :, None]
+        a, b = x[..., j], x[..., j + hd // 2]
+        out[..., j], out[..., j + hd // 2] = a * c - b * s, a * s + b * c
+    return out
+
+
+def reference_logits(sd: dict, x: torch.Tensor, sigma: torch.Tensor, heads: int, softcap: float = 0.0):
+    """Logits Float64[B, L, V] of the official DiT (MDLM: no eps path) at noise level sigma (Float[B])."""
+    w = {k.removeprefix("backbone."): v.double() for k, v in sd.items()}
+    h = w["vocab_embed.embedding"][x]
+    half = 128
+    freqs = torch.exp(-math.log(10_000) * torch.arange(half, dtype=torch.float64) / half)
+    feats = torch.cat([torch.cos(sigma.double()[:, None] * freqs), torch.sin(sigma.double()[:, None] * freqs)], -1)
+    c = F.silu(F.linear(F.silu(F.linear(feats, w["sigma_map.mlp.0.weight"], w["sigma_map.mlp.0.bias"])),
+                        w["sigma_map.mlp.2.weight"], w["sigma_map.mlp.2.bias"]))
+    B, L, d = h.shape
+    hd = d // heads
+    n_blocks = len({k.split(".")[1] for k in w if k.startswith("blocks.")})
+    for n in range(n_blocks):
+        p = lambda k: w[f"blocks.{n}.{k}"]  # noqa: E731
+        mod = (c @ p("adaLN_modulation.weight").T + p("adaLN_modulation.bias"))[:, None, :]
+        sh1, sc1, g1, sh2, sc2, g2 = (mod[..., i * d:(i + 1) * d] for i in range(6))
+        a = _ln(h, p("norm1.weight")) * (1 + sc1) + sh1
+        qkv = (a @ p("attn_qkv.weight").T).reshape(B, L, 3, heads, hd)
+        q, k, v = _rotate(qkv[:, :, 0]), _rotate(qkv[:, :, 1]), qkv[:, :, 2]
+        scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(hd)
+        if softcap > 0:
+            scores = softcap * torch.tanh(scores / softcap)
+        att = torch.einsum("bhqk,bkhd->bqhd", scores.softmax(-1), v).reshape(B, L, d)
+        h = h + g1 * (att @ p("attn_out.weight").T)
+        m = _ln(h, p("norm2.weight")) * (1 + sc2) + sh2
+        m = F.gelu(m @ p("mlp.0.weight").T + p("mlp.0.bias"), approximate="tanh") @ p("mlp.2.weight").T \
+            + p("mlp.2.bias")
+        h = h + g2 * m
+    mod = (c @ w["output_layer.adaLN_modulation.weight"].T + w["output_layer.adaLN_modulation.bias"])[:, None]
+    shift, scale = mod[..., :d], mod[..., d:]
+    h = _ln(h, w["output_layer.norm_final.weight"]) * (1 + scale) + shift
+    return h @ w["output_layer.linear.weight"].T + w["output_layer.linear.bias"]

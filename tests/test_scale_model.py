@@ -1,0 +1,99 @@
+"""The DiT against an independent from-the-equations forward of the official backbone, and its
+structural properties (adaLN-zero identity, zero-initialised output, rotary relativity, IMDM = MDLM
+while the eps path is zero)."""
+import math
+
+import pytest
+import torch
+
+from dit_reference import official_state_dict, reference_logits
+from imdm_lab.losses import elbo
+from scale.model import SIZES, DiT, DiTConfig, apply_rotary, rotary_cos_sin
+
+V, MASK = 50, 49
+DIMS = SIZES["tiny-cpu"]
+
+
+def _load_official(model: DiT, sd: dict) -> None:
+    own = model.state_dict()
+    weights = {k.removeprefix("backbone."): v for k, v in sd.items() if "inv_freq" not in k}
+    model.load_state_dict({**own, **weights})
+
+
+def _inputs(seed=0, B=3, L=12):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, V - 1, (B, L), generator=g)
+    x[torch.rand(B, L, generator=g) < 0.5] = MASK
+    return x, torch.rand(B, generator=g).clamp_min(0.05)
+
+
+@pytest.mark.parametrize("softcap,time_conditioning", [(0.0, False), (0.0, True), (3.0, True)])
+def test_dit_equals_the_official_equations(softcap, time_conditioning):
+    sd = official_state_dict(V, DIMS.hidden, DIMS.blocks, DIMS.heads, DIMS.cond, seed=1)
+    model = DiT(DiTConfig(vocab_size=V, mask_id=MASK, noise="none", softcap=softcap,
+                          time_conditioning=time_conditioning)).eval()
+    _load_official(model, sd)
+    x, t = _inputs()
+    sigma = -torch.log(1 - 0.999 * t) if time_conditioning else torch.zeros_like(t)
+    want = reference_logits(sd, x, sigma, DIMS.heads, softcap)
+    with torch.no_grad():
+        got = model(x, None, t).double()
+    assert want.abs().max() > 0.5  # a non-trivial comparison
+    torch.testing.assert_close(got, want, atol=2e-4, rtol=2e-4)
+
+
+def test_imdm_with_zero_eps_path_gives_the_mdlm_logits():
+    sd = official_state_dict(V, DIMS.hidden, DIMS.blocks, DIMS.heads, DIMS.cond, seed=2)
+    mdlm = DiT(DiTConfig(vocab_size=V, mask_id=MASK, noise="none")).eval()
+    imdm = DiT(DiTConfig(vocab_size=V, mask_id=MASK, noise="rand", noise_dim=7)).eval()
+    _load_official(mdlm, sd)
+    _load_official(imdm, sd)
+    x, t = _inputs(3)
+    eps = imdm.noise.draw(*x.shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(imdm(x, eps, t), mdlm(x, None, t))
+        imdm.vocab_embed.imdm_mlp[2].weight.normal_()
+        assert not torch.allclose(imdm(x, eps, t), mdlm(x, None, t))
+
+
+def test_fresh_model_is_adaln_zero():
+    model = DiT(DiTConfig(vocab_size=V, mask_id=MASK)).eval()
+    x, t = _inputs(4)
+    eps = model.noise.draw(*x.shape)
+    h = torch.randn(x.shape[0], x.shape[1], DIMS.hidden)
+    cos, sin = rotary_cos_sin(x.shape[1], DIMS.hidden // DIMS.heads, "cpu")
+    c = torch.randn(x.shape[0], DIMS.cond)
+    with torch.no_grad():
+        assert torch.equal(model.blocks[0](h, cos, sin, c), h)  # zero gates: identity blocks
+        assert torch.count_nonzero(model(x, eps, t)) == 0  # zero-initialised output layer
+
+
+def test_rotary_scores_depend_only_on_the_offset():
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(1, 1, 1, 16, generator=g), torch.randn(1, 1, 1, 16, generator=g)
+    cos, sin = rotary_cos_sin(40, 16, "cpu")
+
+    def score(i, j):
+        return float((apply_rotary(q, cos[i:i + 1], sin[i:i + 1]) * apply_rotary(k, cos[j:j + 1], sin[j:j + 1])).sum())
+
+    assert score(3, 7) == pytest.approx(score(30, 34), abs=1e-4)
+    assert score(5, 5) == pytest.approx(float((q * k).sum()), abs=1e-5)
+    assert score(3, 7) != pytest.approx(score(3, 9), abs=1e-3)
+
+
+def test_qk_norm_and_dropout_options_train_through_the_elbo_kernel():
+    model = DiT(DiTConfig(vocab_size=V, mask_id=MASK, qk_norm=True, dropout=0.1, noise="randn"))
+    assert {"blocks.0.q_norm.weight", "blocks.0.k_norm.bias"} <= set(model.state_dict())
+    x0 = torch.randint(0, V - 1, (4, 10), generator=torch.Generator().manual_seed(1))
+    out = elbo(model, x0, torch.full((4,), 0.5), "loglinear", MASK, noise=model.noise,
+               generator=torch.Generator().manual_seed(2))
+    out.mean.backward()
+    assert math.isfinite(float(out.mean.detach()))
+    assert model.output_layer.linear.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("kwargs,word", [({"size": "huge"}, "model.size"), ({"noise": "gauss"}, "model.noise"),
+                                         ({"softcap": -1.0}, "model.softcap"), ({"mask_id": V + 1}, "mask_id")])
+def test_bad_model_config_names_the_argument(kwargs, word):
+    with pytest.raises(ValueError, match=f"^{word}"):
+        DiTConfig(**{"vocab_size": V, "mask_id": MASK, **kwargs})
