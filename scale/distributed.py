@@ -11,9 +11,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                     get_optimizer_state_dict, set_model_state_dict,
-                                                     set_optimizer_state_dict)
 
 
 @dataclass(frozen=True)
@@ -97,21 +94,31 @@ def wrap(model: torch.nn.Module, runtime: Runtime, strategy: str) -> torch.nn.Mo
     return model
 
 
-_FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
+def is_sharded(runtime: Runtime, strategy: str) -> bool:
+    return strategy == "fsdp" and runtime.world > 1
 
 
-def full_model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The unsharded, CPU state dict under the bare module's names (DDP's `module.` prefix removed)."""
-    return get_model_state_dict(model, options=_FULL)
+# Replicated weights (one process, DDP) are saved and loaded with the plain state dicts of the bare
+# model and optimizer; FSDP-sharded ones go through torch.distributed.checkpoint's full-state helpers,
+# which gather to (and scatter from) unsharded CPU tensors under the same names.
+def full_state(model: torch.nn.Module, optimizer, sharded: bool) -> tuple[dict, dict]:
+    """(model state, optimizer state), unsharded, under the bare module's parameter names."""
+    if not sharded:
+        return model.state_dict(), optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                         get_optimizer_state_dict)
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_model_state_dict(model, options=opts), get_optimizer_state_dict(model, optimizer, options=opts)
 
 
-def full_optimizer_state(model, optimizer) -> dict:
-    return get_optimizer_state_dict(model, optimizer, options=_FULL)
-
-
-def load_full_state(model, optimizer, model_state: dict, optimizer_state: dict | None) -> None:
-    """Inverse of full_model_state / full_optimizer_state on any strategy (rank 0's full dicts everywhere)."""
+def load_full_state(model, optimizer, model_state: dict, optimizer_state: dict, sharded: bool) -> None:
+    """Inverse of full_state (every process passes the same full dicts)."""
+    if not sharded:
+        model.load_state_dict(model_state)
+        optimizer.load_state_dict(optimizer_state)
+        return
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
+                                                         set_optimizer_state_dict)
     opts = StateDictOptions(full_state_dict=True, strict=True)
     set_model_state_dict(model, model_state, options=opts)
-    if optimizer_state is not None:
-        set_optimizer_state_dict(model, optimizer, optimizer_state, options=opts)
+    set_optimizer_state_dict(model, optimizer, optimizer_state, options=opts)

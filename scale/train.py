@@ -102,6 +102,7 @@ class Trainer:
         self.model = DiT(make_dit_config(config, vocab_size, mask_id)).to(self.rt.device)
         self.noise = self.model.noise
         self.wrapped = D.wrap(self.model, self.rt, tc.strategy)
+        self.sharded = D.is_sharded(self.rt, tc.strategy)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, betas=tuple(tc.betas),
                                            eps=tc.adam_eps, weight_decay=tc.weight_decay)
         self.ema = EMA(self.model, tc.ema)
@@ -119,7 +120,7 @@ class Trainer:
         step = state["step"]
         weights = read_tensors(self.out / "model.safetensors", step)
         check_weights(self.model, weights, f"ckpt: {self.out / 'model.safetensors'}")
-        D.load_full_state(self.wrapped, self.optimizer, weights, read_optimizer(self.out, step))
+        D.load_full_state(self.model, self.optimizer, weights, read_optimizer(self.out, step), self.sharded)
         self.ema.load_state_dict(read_tensors(self.out / "ema.safetensors", step), state["ema_updates"])
         self.stream.load_state_dict(state["data"])
         _set_rng_states(state["rng"])
@@ -127,8 +128,7 @@ class Trainer:
         self._truncate_log(step)
 
     def save(self) -> None:
-        model_state = D.full_model_state(self.wrapped)
-        optim_state = D.full_optimizer_state(self.wrapped, self.optimizer)
+        model_state, optim_state = D.full_state(self.model, self.optimizer, self.sharded)
         ema_state = self.ema.state_dict()
         if not self.rt.main:
             return
