@@ -3,12 +3,12 @@
 The paper's judge is GPT-2 large (`gpt2-large` on the hub). `load_judge` takes a hub name or a local
 folder written by `save_pretrained`; a folder that holds only model weights is read with the GPT-2
 tokenizer (vendored, so it works offline). Machines without GPT-2 weights can train a small causal
-LM on held-out text with `train_judge` (CLI: `python -m scale train-judge --out DIR`); every result
+LM on held-out text with `train_judge` (CLI: `python -m scale train-judge --out DIR`, in
+`scale/judge_cli.py`); every result
 names the judge it used, so such a proxy is never mistaken for GPT-2 large.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -107,8 +107,8 @@ def mean_nll(model, blocks, batch_size: int, max_batches: int) -> float:
 
 
 def train_judge(out: str | Path, *, data: str = DEFAULT_CORPUS, split: str = "heldout",
-                eval_split: str = "validation", size: str = "small", length: int = 256,
-                steps: int = 400, batch_size: int = 16, lr: float = 1e-3, warmup: int = 40,
+                eval_split: str = "validation", size: str = "small", length: int = 128,
+                steps: int = 300, batch_size: int = 16, lr: float = 1e-3, warmup: int = 30,
                 eval_batches: int = 64, seed: int = 0, device: str | None = None,
                 progress: bool = True) -> dict:
     """Train a small GPT-2 on `data`/`split` (text the diffusion model never trains on) and save it
@@ -183,32 +183,3 @@ def train_judge(out: str | Path, *, data: str = DEFAULT_CORPUS, split: str = "he
         shutil.rmtree(out)
     os.replace(tmp, out)
     return summary
-
-
-def add_train_judge_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of `python -m scale train-judge`."""
-    parser.add_argument("--data", default=DEFAULT_CORPUS,
-                        help="corpus name, local text file/folder, or hub dataset id")
-    parser.add_argument("--split", default="heldout", help="split to train on (default heldout)")
-    parser.add_argument("--eval-split", default="validation")
-    parser.add_argument("--out", required=True, help="folder to write the judge to")
-    parser.add_argument("--size", default="small", choices=sorted(JUDGE_SIZES))
-    parser.add_argument("--length", type=int, default=256, help="training sequence length")
-    parser.add_argument("--steps", type=int, default=400)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--warmup", type=int, default=40)
-    parser.add_argument("--eval-batches", type=int, default=64,
-                        help="validation batches scored at the end")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default=None)
-
-
-def run_train_judge(args: argparse.Namespace) -> int:
-    """Run function of `python -m scale train-judge`: trains, prints the JSON summary."""
-    summary = train_judge(args.out, data=args.data, split=args.split, eval_split=args.eval_split,
-                          size=args.size, length=args.length, steps=args.steps,
-                          batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
-                          eval_batches=args.eval_batches, seed=args.seed, device=args.device)
-    print(json.dumps(summary, indent=1))
-    return 0

@@ -10,7 +10,8 @@ import torch
 
 from scale import corpora, data
 from scale.corpora import Corpus, get_corpus, lm1b_detokenize, split_of
-from scale.data import BatchStream, DataPosition, TokenBlocks, build_blocks, eval_indices, load_blocks, wrap_group
+from scale.data import (BatchStream, DataPosition, TokenBlocks, build_blocks, eval_indices, load_blocks,
+                        wrap_group)
 from scale.tokenizers import ASSETS, load_tokenizer, vocab_layout, wrap_specials
 
 ASSET_SHA256 = {
@@ -118,6 +119,31 @@ def test_hub_dataset_offline_is_a_clear_error():
         get_corpus("./missing.txt", "train")
     with pytest.raises(ValueError, match="split: expected one of"):
         get_corpus("wikipedia", "test")
+
+
+def test_registered_and_generic_hub_corpora_with_a_stand_in_loader(monkeypatch):
+    import datasets
+    calls = []
+
+    def fake_load(hub_id, config, split_expr):
+        calls.append((hub_id, config, split_expr))
+        rows = {"text": [f"{hub_id} row {i} , done ." for i in range(3)]}
+        if split_expr is None:  # a generic dataset without a "validation" split
+            return datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows),
+                                         "test": datasets.Dataset.from_dict(rows)})
+        return datasets.Dataset.from_dict(rows)
+
+    monkeypatch.setattr(corpora, "_load_hub", fake_load)
+    lm1b = get_corpus("lm1b", "validation")
+    assert calls[-1] == ("lm1b", None, "test")  # MDLM validates LM1B on its test split
+    assert list(lm1b.documents(1)) == ["lm1b row 1, done.", "lm1b row 2, done."]  # detokenized
+    get_corpus("openwebtext", "train")
+    assert calls[-1] == ("openwebtext", None, "train[:-100000]")
+    other = get_corpus("someone/texts", "validation", hf_config="en")
+    assert calls[-1] == ("someone/texts", "en", None) and other.num_docs == 3
+    assert next(other.documents()) == "someone/texts row 0 , done ."  # no detokenizer
+    with pytest.raises(ValueError, match="text_column: 'body' is not a column"):
+        get_corpus("someone/texts", "train", text_column="body")
 
 
 def test_wikipedia_corpus_splits_are_disjoint_real_articles():

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from scale.judge import add_train_judge_arguments, load_judge, run_train_judge
+from scale.judge import load_judge
+from scale.judge_cli import add_arguments, run
 from scale.metrics import (counted_tokens, decode_samples, gen_ppl, judge_features, sample_entropy,
                            unigram_entropy)
 from scale.tokenizers import load_tokenizer
@@ -91,7 +92,8 @@ def test_chunks_of_the_judge_context_and_truncation(judge):
 
 
 def test_gen_ppl_is_corpus_level_and_independent_of_batching(judge):
-    texts = ["A short one.", "A somewhat longer sample of text, with commas, and more words.", "Mid size text."]
+    texts = ["A short one.", "A somewhat longer sample of text, with commas, and more words.",
+             "Mid size text."]
     one = gen_ppl(texts, judge, batch_size=1)
     many = gen_ppl(texts, judge, batch_size=8)
     assert one.per_sample_tokens == many.per_sample_tokens
@@ -154,11 +156,11 @@ def test_load_judge_errors(tmp_path):
 
 def test_train_judge_cli_function_writes_a_loadable_judge(tmp_path):
     parser = argparse.ArgumentParser()
-    add_train_judge_arguments(parser)
+    add_arguments(parser)
     out = tmp_path / "proxy"
     args = parser.parse_args(["--out", str(out), "--size", "tiny", "--length", "32", "--steps", "8",
                               "--batch-size", "8", "--lr", "1e-2", "--warmup", "2", "--eval-batches", "2"])
-    assert run_train_judge(args) == 0
+    assert run(args) == 0
     summary = json.loads((out / "judge.json").read_text())
     # 8 steps on held-out Wikipedia already beat the uniform guess over 50 257 tokens by > 1 nat
     # on validation text (an untrained GPT-2 scores about ln 50 257).

@@ -1,0 +1,41 @@
+"""`python -m scale train-judge --out DIR [--data NAME_OR_PATH] [--split heldout] ...`: train a small
+GPT-2 judge on held-out text, for machines without gpt2-large (see scale.judge.train_judge).
+
+The folder it writes loads with `--judge DIR` in `python -m scale evaluate`; its judge.json records the
+data, the settings and the validation perplexity, and every evaluation names the judge it used.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+from scale.corpora import DEFAULT_CORPUS
+from scale.judge import JUDGE_SIZES, train_judge
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", default=DEFAULT_CORPUS,
+                        help="corpus name, local text file/folder, or hub dataset id (default wikipedia)")
+    parser.add_argument("--split", default="heldout", help="split to train on (default heldout)")
+    parser.add_argument("--eval-split", default="validation", help="split of the final perplexity")
+    parser.add_argument("--out", required=True, help="folder to write the judge to")
+    parser.add_argument("--size", default="small", choices=sorted(JUDGE_SIZES))
+    parser.add_argument("--length", type=int, default=128, help="training sequence length")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--eval-batches", type=int, default=64,
+                        help="validation batches scored at the end")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train, write the folder, print the JSON summary."""
+    summary = train_judge(args.out, data=args.data, split=args.split, eval_split=args.eval_split,
+                          size=args.size, length=args.length, steps=args.steps,
+                          batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
+                          eval_batches=args.eval_batches, seed=args.seed, device=args.device)
+    print(json.dumps(summary, indent=1))
+    return 0
