@@ -115,8 +115,8 @@ class Trainer:
         """Load the checkpoint in `out`; its model must have the shapes this config builds."""
         state = read_state(self.out)
         if dit_config(state) != self.model.config:
-            raise ValueError(f"--resume: the checkpoint in {self.out} is of another model "
-                             f"({dit_config(state)}) than this config builds ({self.model.config})")
+            raise ValueError(f"--resume: the checkpoint in {self.out} is of another model than this config "
+                             f"and data build ({dit_config(state)} vs {self.model.config})")
         step = state["step"]
         weights = read_tensors(self.out / "model.safetensors", step)
         check_weights(self.model, weights, f"ckpt: {self.out / 'model.safetensors'}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from scale import distributed as D
+from scale.checkpoint import read_state
 from scale.config import load_config
 from scale.data import load_blocks
 from scale.tokenizers import load_tokenizer
@@ -32,6 +33,14 @@ def open_data(data, progress: bool):
     return train, val, load_tokenizer(data.tokenizer)
 
 
+def check_same_model(saved: dict, wanted: dict, out: Path) -> None:
+    """Resuming needs the model the checkpoint holds; say which [model] keys differ."""
+    diff = [f"model.{k}: {saved.get(k)!r} in the checkpoint, {wanted[k]!r} here" for k in wanted
+            if saved.get(k) != wanted[k]]
+    if diff:
+        raise ValueError(f"--resume: the checkpoint in {out} is of another model ({'; '.join(diff)})")
+
+
 def run(args) -> int:
     config = load_config(args.config, args.set)
     max_steps = config.train.max_steps if args.max_steps is None else args.max_steps
@@ -40,6 +49,8 @@ def run(args) -> int:
     out = Path(args.out)
     if not args.resume and (out / "state.json").exists():
         raise ValueError(f"--out: {out} already holds a checkpoint; pass --resume to continue it")
+    if args.resume:
+        check_same_model(read_state(out)["config"]["model"], config.to_dict()["model"], out)
     runtime = D.init_runtime()
     try:
         train, val, tok = open_data(config.data, progress=runtime.main)

@@ -1,0 +1,120 @@
+"""Bad input to the scale CLI ends with exit status 2 and one line naming the argument, never a traceback:
+missing data path, unknown config key, checkpoint of another size, corrupted checkpoint files."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from scale.checkpoint import make_dit_config, save_checkpoint
+from scale.cli import main
+from scale.config import load_config
+from scale.model import DiT
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path_factory, monkeypatch):
+    """The session's block cache (shared with test_scale_train), so the corpus is tokenized once."""
+    monkeypatch.setenv("IMDM_CACHE", str(tmp_path_factory.getbasetemp() / "imdm-cache"))
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    """A fresh tiny-cpu checkpoint with the BERT vocabulary (what `train` writes at its first save)."""
+    folder = tmp_path_factory.mktemp("ckpt") / "run"
+    config = load_config("tiny-cpu")
+    torch.manual_seed(0)
+    model = DiT(make_dit_config(config, 30522, 103))
+    save_checkpoint(folder, model.state_dict(), model.state_dict(), None, {
+        "step": 0, "config": config.to_dict(), "vocab_size": 30522, "mask_id": 103,
+        "tokenizer": "bert-base-uncased"})
+    return folder
+
+
+def _fails(capsys, argv, prefix):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err, err
+    err = err.splitlines()[-1]  # earlier lines can only be progress bars (corpus tokenization)
+    assert err.startswith(prefix), err
+    return err
+
+
+def test_unknown_config_key_lists_the_valid_ones(capsys, tmp_path):
+    err = _fails(capsys, ["train", "--config", "tiny-cpu", "--out", str(tmp_path), "--set", "train.lrr=1e-4"],
+                 "config: unknown key(s) train.lrr")
+    assert "train.lr," in err and "model.size" in err
+
+
+@pytest.mark.parametrize("override,prefix", [("train.lr=fast", "train.lr: expected a float"),
+                                             ("lr=1", "--set: expected section.key=value"),
+                                             ("optim.lr=1", "config: unknown section 'optim'")])
+def test_badly_typed_or_formed_overrides(capsys, tmp_path, override, prefix):
+    _fails(capsys, ["train", "--config", "tiny-cpu", "--out", str(tmp_path), "--set", override], prefix)
+
+
+def test_missing_config_file(capsys, tmp_path):
+    _fails(capsys, ["train", "--config", str(tmp_path / "nope.toml"), "--out", str(tmp_path)], "--config: no file")
+
+
+def test_missing_data_path(capsys, tmp_path):
+    _fails(capsys, ["train", "--config", "tiny-cpu", "--out", str(tmp_path / "run"),
+                    "--set", f"data.dataset={tmp_path / 'no-such-corpus'}"], "data:")
+
+
+def test_resume_with_a_model_of_another_size(capsys, tmp_path, ckpt):
+    run = tmp_path / "run"
+    shutil.copytree(ckpt, run)
+    err = _fails(capsys, ["train", "--config", "tiny-cpu", "--out", str(run), "--resume",
+                          "--set", "model.size=synthetic"], "--resume: the checkpoint")
+    assert "model.size: 'tiny-cpu' in the checkpoint, 'synthetic' here" in err
+
+
+def test_weights_of_another_size_than_state_json_says(capsys, tmp_path, ckpt):
+    run = tmp_path / "run"
+    shutil.copytree(ckpt, run)
+    state = json.loads((run / "state.json").read_text())
+    state["config"]["model"]["size"] = "synthetic"
+    (run / "state.json").write_text(json.dumps(state))
+    err = _fails(capsys, ["sample", "--ckpt", str(run), "--steps", "1", "--n", "1"], "ckpt:")
+    assert "shape mismatches" in err and "vocab_embed.embedding" in err
+
+
+@pytest.mark.parametrize("name,damage", [("ema.safetensors", b"\x00" * 64), ("state.json", b"{not json"),
+                                         ("ema.safetensors", None)])
+def test_corrupted_or_missing_checkpoint_files(capsys, tmp_path, ckpt, name, damage):
+    run = tmp_path / "run"
+    shutil.copytree(ckpt, run)
+    if damage is None:
+        (run / name).unlink()
+        (run / "model.safetensors").write_bytes((run / "model.safetensors").read_bytes()[:1000])
+    else:
+        (run / name).write_bytes(damage)
+    err = _fails(capsys, ["sample", "--ckpt", str(run), "--steps", "1", "--n", "1"], "ckpt:")
+    assert "corrupted" in err
+
+
+def test_resume_of_a_truncated_optimizer_state(capsys, tmp_path, ckpt):
+    run = tmp_path / "run"
+    shutil.copytree(ckpt, run)
+    (run / "optimizer.pt").write_bytes(b"PK\x03\x04 truncated")
+    err = _fails(capsys, ["train", "--config", "tiny-cpu", "--out", str(run), "--resume"], "ckpt:")
+    assert "optimizer.pt" in err
+
+
+@pytest.mark.parametrize("argv,prefix", [(["sample", "--ckpt", "/no/such/run"], "ckpt:"),
+                                         (["sample", "--ckpt", "{ckpt}", "--steps", "1,x"], "--steps:"),
+                                         (["frobnicate"], "command:")])
+def test_sample_and_command_errors(capsys, ckpt, argv, prefix):
+    _fails(capsys, [a.replace("{ckpt}", str(ckpt)) for a in argv], prefix)
+
+
+def test_the_module_entry_point_exits_2_without_traceback(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "scale", "sample", "--ckpt", str(tmp_path / "none")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 2 and done.stderr.startswith("ckpt:") and "Traceback" not in done.stderr
