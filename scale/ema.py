@@ -31,13 +31,11 @@ class EMA:
         """Run a block with the averaged weights in the model, then put the raw weights back."""
         params = list(model.parameters())
         backup = [p.detach().clone() for p in params]
-        with torch.no_grad():
-            torch._foreach_copy_(params, self.shadow)
+        _copy_all(params, self.shadow)
         try:
             yield model
         finally:
-            with torch.no_grad():
-                torch._foreach_copy_(params, backup)
+            _copy_all(params, backup)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Full (unsharded) CPU tensors under the parameter names."""
@@ -51,6 +49,13 @@ class EMA:
         for name, shadow in zip(self.names, self.shadow):
             _copy_full(shadow, tensors[name])
         self.updates = updates
+
+
+@torch.no_grad()
+def _copy_all(dst: list[torch.Tensor], src: list[torch.Tensor]) -> None:
+    # One copy_ per tensor: sharded DTensors have no fused _foreach_copy_.
+    for d, s in zip(dst, src):
+        d.copy_(s)
 
 
 def _full(t: torch.Tensor) -> torch.Tensor:
