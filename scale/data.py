@@ -12,10 +12,12 @@ Cache: `$IMDM_CACHE/blocks/<corpus>-<split>-<tokenizer>-L<length>-<hash>/` (defa
 temporary name and an atomic rename, and records its progress; a killed build resumes at the next
 chunk. When done it assembles `blocks.npy` (uint16 when ids fit) and finally `meta.json`, whose
 presence marks a complete cache. Under torchrun the local rank 0 builds; other ranks wait for
-`meta.json`, then all meet at a barrier when torch.distributed is initialised.
+`meta.json`, then all meet at a barrier when torch.distributed is initialised. Builders of the same
+cache in different processes take turns through a file lock (`build.lock`).
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import itertools
 import json
@@ -175,8 +177,14 @@ def load_blocks(data: str = DEFAULT_CORPUS, split: str = "train", *, tokenizer: 
     done = out_dir / "meta.json"
     if not done.exists():
         if _local_rank() == 0:
-            build_blocks(corpus, tok, length, out_dir, meta, docs_per_group=docs_per_group,
-                         progress=progress)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            # Two builders of one cache (two runs, or two nodes on a shared disk) take turns; the
+            # second finds meta.json. The OS drops the lock of a killed builder, so resuming works.
+            with open(out_dir / "build.lock", "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if not done.exists():
+                    build_blocks(corpus, tok, length, out_dir, meta, docs_per_group=docs_per_group,
+                                 progress=progress)
         else:
             _wait_for(done)
     if (dist := _dist()) is not None:

@@ -3,6 +3,7 @@ import hashlib
 import json
 import threading
 import time
+import types
 
 import numpy as np
 import pytest
@@ -262,6 +263,33 @@ def test_other_ranks_wait_for_the_builder(tmp_path, monkeypatch):
     built = load_blocks(str(folder), "train", tokenizer="gpt2", length=16, progress=False)
     waiter.join(timeout=10)
     assert torch.equal(result["blocks"][:], built[:])
+
+
+def test_a_second_builder_waits_for_the_lock_then_reuses_the_cache(tmp_path, monkeypatch):
+    import fcntl
+    folder = _write_docs(tmp_path / "lock", 12)
+    monkeypatch.setenv("IMDM_CACHE", str(tmp_path / "first"))
+    name = load_blocks(str(folder), "train", tokenizer="gpt2", length=16, progress=False).directory.name
+    monkeypatch.setenv("IMDM_CACHE", str(tmp_path / "second"))
+    target = tmp_path / "second" / "blocks" / name
+    target.mkdir(parents=True)
+    result, locking = {}, threading.Event()
+
+    def flock(f, op):
+        locking.set()
+        fcntl.flock(f, op)
+
+    monkeypatch.setattr(data, "fcntl", types.SimpleNamespace(LOCK_EX=fcntl.LOCK_EX, flock=flock))
+    with open(target / "build.lock", "a") as held:  # another process is building this cache
+        fcntl.flock(held, fcntl.LOCK_EX)
+        worker = threading.Thread(target=lambda: result.update(
+            blocks=load_blocks(str(folder), "train", tokenizer="gpt2", length=16, progress=False)))
+        worker.start()
+        assert locking.wait(timeout=60)
+        time.sleep(0.3)
+        assert worker.is_alive() and not (target / "progress.json").exists()
+    worker.join(timeout=30)
+    assert torch.equal(result["blocks"][:], TokenBlocks(tmp_path / "first" / "blocks" / name)[:])
 
 
 def test_token_blocks_indexing_and_errors(wiki_val_bert):
