@@ -8,12 +8,14 @@ composition, chunking, device, call order or the number of processes.
 `stream` separates independent uses of one seed: stream 0 is the initial eps of a sample, the sampler
 draws the fresh eps of a reset at step j from stream j + 1.
 
-All arithmetic is done on int64 tensors holding 32-bit words, with multiplications split into 16-bit
-halves so that no intermediate product leaves the int64 range: the result is bit-identical on every
-device and needs no reliance on wrap-around of signed overflow.
+All arithmetic is done on int64 tensors holding 32-bit words, so the uniforms (and the `rand` and
+`finite` labels made from them) are bit-identical on every device; normal labels go through log and cos,
+whose last ulp may differ between CPU and GPU libraries. Each value carries 32 random bits (u on the grid k / 2^32), ample for mask labels that the
+networks read in float32 (24-bit mantissa).
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -24,15 +26,17 @@ _M16 = 0xFFFF
 # 32-bit words with low bias; and the golden-ratio constant to decorrelate the seed halves and streams.
 _C1, _C2 = 0x7FEB352D, 0x846CA68B
 _GOLDEN = 0x9E3779B9
-# normal_at hashes counters up to 4 * index + 3, which must stay a 32-bit word.
-MAX_INDEX = 2**30
+# normal_at hashes counters up to 2 * index + 1, which must stay a 32-bit word.
+MAX_INDEX = 2**31
 
 
 def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
-    """(x * c) mod 2^32 for x in [0, 2^32), c < 2^32, without any product above 2^48."""
-    lo = x & _M16
-    hi = x >> 16
-    return (lo * c + (((hi * c) & _M16) << 16)) & _M32
+    """(x * c) mod 2^32 for x in [0, 2^32), c < 2^32.
+
+    The int64 product may exceed 2^63 and wrap around (two's complement, as on every CPU and GPU torch
+    runs on); its low 32 bits are exact either way. tests/test_kernels_noise.py checks the hash
+    bit for bit against pure-Python integer arithmetic."""
+    return (x * c) & _M32
 
 
 def mix32(x: torch.Tensor) -> torch.Tensor:
@@ -42,6 +46,25 @@ def mix32(x: torch.Tensor) -> torch.Tensor:
     x = x ^ (x >> 15)
     x = _mul32(x, _C2)
     return x ^ (x >> 16)
+
+
+# Counters below this bound are mixed once and looked up: a label tensor of B x L x D values reuses the
+# L x D counters of one sample B times, and a gather is ten times cheaper than mix32 itself.
+TABLE_MAX = 2**22
+
+
+@functools.lru_cache(maxsize=8)
+def _mixed_counters(n: int, device: str) -> torch.Tensor:
+    return mix32(torch.arange(n, device=device))
+
+
+def _premix(index: torch.Tensor) -> torch.Tensor:
+    """mix32(index), through a cached table when the counters are small."""
+    top = int(index.max()) + 1 if index.numel() else 0
+    if top > TABLE_MAX:
+        return mix32(index)
+    size = 1 << max(top - 1, 1).bit_length()  # a power of two, so nearby sizes share one table
+    return _mixed_counters(size, str(index.device))[index]
 
 
 def _key(seeds: torch.Tensor, streams: torch.Tensor) -> torch.Tensor:
@@ -61,18 +84,16 @@ def _check_seeds(seeds) -> torch.Tensor:
 
 
 def uniform_at(seeds: torch.Tensor, streams, index: torch.Tensor) -> torch.Tensor:
-    """u = U(seed, stream, index) in [0, 1), float64 with 53 random bits; arguments broadcast.
+    """u = U(seed, stream, index) = mix32(key(seed, stream) ^ mix32(index)) / 2^32 in [0, 1), float64.
 
     seeds: Long[...] (any int64, negative allowed), streams: int or Long[...], index: Long[...] in
-    [0, 2^31)  ->  Float64[broadcast shape]. Two hashes of (key, 2*index) and (key, 2*index + 1) give the
-    high 32 and low 21 bits of the 53-bit mantissa."""
+    [0, 2^32)  ->  Float64[broadcast shape]; the arguments broadcast. mix32 is a bijection, so distinct
+    indices of one key never collide before the final mix."""
     seeds = _check_seeds(seeds)
     streams = torch.as_tensor(streams, dtype=torch.int64, device=seeds.device)
     key = _key(seeds, streams)
-    index = index.to(torch.int64)
-    h1 = mix32(key ^ mix32(2 * index))
-    h2 = mix32(key ^ mix32(2 * index + 1))
-    return (h1 * 2**21 + (h2 >> 11)).to(torch.float64) * 2.0**-53
+    h = mix32(key ^ _premix(index.to(torch.int64)))
+    return h.to(torch.float64) * 2.0**-32
 
 
 def hash_uniform(seeds: torch.Tensor, n: int, stream: int = 0) -> torch.Tensor:

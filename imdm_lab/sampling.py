@@ -39,12 +39,14 @@ def _rand(shape, generator, device, dtype=torch.float64) -> torch.Tensor:
     return torch.rand(shape, generator=generator, device=gdev, dtype=dtype).to(device)
 
 
-def categorical(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def categorical(probs: torch.Tensor, generator: torch.Generator | None = None,
+                overwrite: bool = False) -> torch.Tensor:
     """Inverse-CDF draw of one class per row: Float[N, C] (non-negative, any positive total) -> Long[N].
 
     One uniform per row (in probs' dtype) is scaled by the row total and located in the cumulative sum.
-    v is kept strictly below the total, so the first index with cdf > v always has positive mass."""
-    cdf = probs.cumsum(-1)
+    v is kept strictly below the total, so the first index with cdf > v always has positive mass.
+    overwrite=True turns probs into its cumulative sum in place (no N x C allocation)."""
+    cdf = probs.cumsum_(-1) if overwrite else probs.cumsum(-1)
     total = cdf[:, -1:]
     v = _rand(total.shape, generator, probs.device, probs.dtype) * total
     v = torch.minimum(v, torch.nextafter(total, torch.zeros_like(total)))
@@ -65,19 +67,53 @@ def nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
     return out / out.sum(-1, keepdim=True)
 
 
+def token_weights_(z: torch.Tensor, mask_id: int, temperature: float = 1.0,
+                   top_p: float = 1.0) -> torch.Tensor:
+    """In place: logits Float[N, C] of masked rows -> weights proportional to x0_hat.
+
+    SUBS (no mass on the mask class), temperature p^(1/T), then nucleus (which normalises)."""
+    if mask_id < z.shape[-1]:
+        z[:, mask_id] = NEG_INF
+    if temperature != 1.0:
+        z.div_(temperature)
+    z.sub_(z.max(-1, keepdim=True).values).exp_()
+    return nucleus(z / z.sum(-1, keepdim=True), top_p) if top_p < 1.0 else z
+
+
 def token_probs(logits: torch.Tensor, mask_id: int, temperature: float = 1.0, top_p: float = 1.0,
                 dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """x0_hat of masked rows: SUBS (no mass on the mask class), temperature p^(1/T), nucleus.
+    """x0_hat of masked rows: Float[N, C] raw logits -> normalised Float[N, C] in `dtype`."""
+    w = token_weights_(logits.to(dtype, copy=True), mask_id, temperature, top_p)
+    return w / w.sum(-1, keepdim=True)
 
-    logits: Float[N, C] raw denoiser output at masked positions -> Float[N, C] in `dtype`."""
-    logits = logits.to(dtype)
-    if mask_id < logits.shape[-1]:
-        logits = logits.index_fill(-1, torch.tensor([mask_id], device=logits.device), NEG_INF)
-    return nucleus(torch.softmax(logits / temperature, dim=-1), top_p)
+
+class _Rows:
+    """Reusable N x C buffers for the rows that unmask. A fresh tensor of that size each step would be
+    paged in (zero-filled) anew by the OS, which costs about as much as the arithmetic done on it."""
+
+    def __init__(self):
+        self.buffers = {}
+
+    def take(self, logits: torch.Tensor, flat: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """logits.view(B*L, C)[flat] converted to dtype: Float[N, C], valid until the next take."""
+        src = logits.reshape(-1, logits.shape[-1])
+        rows = torch.index_select(src, 0, flat, out=self._buffer("in", flat.numel(), src))
+        if dtype == src.dtype:
+            return rows
+        return self._buffer("work", flat.numel(), src, dtype).copy_(rows)
+
+    def _buffer(self, key, n, like, dtype=None):
+        dtype = dtype or like.dtype
+        buf = self.buffers.get(key)
+        if buf is None or buf.shape[0] < n or buf.dtype != dtype:
+            # with slack: the number of rows fluctuates from step to step around its mean
+            buf = torch.empty(n + n // 4, like.shape[-1], dtype=dtype, device=like.device)
+            self.buffers[key] = buf
+        return buf[:n]
 
 
 def _draw(probs, generator):
-    return categorical(probs, generator)
+    return categorical(probs, generator, overwrite=True)
 
 
 def _argmax(probs, generator):
@@ -147,6 +183,7 @@ def _call(denoiser, x, eps, t, mask_id):
     return logits
 
 
+@torch.no_grad()
 def sample(denoiser: Callable, *, batch_size: int, length: int, steps: int, mask_id: int,
            schedule: str | Schedule = "linear", noise: MaskNoise | None = None,
            given: torch.Tensor | None = None, given_mask: torch.Tensor | None = None,
@@ -175,21 +212,23 @@ def sample(denoiser: Callable, *, batch_size: int, length: int, steps: int, mask
     eps = _initial_eps(noise, seeds, B, L, generator, device)
     eps_init = None if eps is None else eps.clone()
     resets = noise is not None and not fix_eps
-    logits, nfe = None, 0
+    # branch probabilities of every step at once (Float64[B, k]): they depend on the grid only
+    unmask_all, keep_all, _ = imdm_coefficients(alphas[:, :-1], alphas[:, 1:], fix_eps=not resets)
+    logits, nfe, rows = None, 0, _Rows()
     for j in range(steps):
         b, pos = (x == mask_id).nonzero(as_tuple=True)
         if b.numel() == 0:
             break
         if logits is None or not cache:
             logits, nfe = _call(denoiser, x, eps, times[:, j], mask_id), nfe + 1
-        unmask, keep, _ = imdm_coefficients(alphas[:, j], alphas[:, j + 1], fix_eps=not resets)
+        unmask, keep = unmask_all[:, j], keep_all[:, j]
         r = _rand((B, L), generator, device)[b, pos]
         reveal = r < unmask[b]
         ub, upos = b[reveal], pos[reveal]
         if ub.numel():
-            probs = token_probs(logits[ub, upos], mask_id, temperature, top_p, dtype)
+            weights = token_weights_(rows.take(logits, ub * L + upos, dtype), mask_id, temperature, top_p)
             pick = LAST_STEPS[last_step] if j == steps - 1 else _draw
-            x[ub, upos] = pick(probs, generator)
+            x[ub, upos] = pick(weights, generator)
         reset = r >= (unmask + keep)[b] if resets else torch.zeros_like(reveal)
         rb, rpos = b[reset], pos[reset]
         if rb.numel():

@@ -104,3 +104,30 @@ def test_bad_seeds_and_eps_shapes():
         noise.check(torch.zeros(2, 4, 2), 2, 4)
     with pytest.raises(ValueError, match="^eps:"):
         MaskNoise("finite", K=3).check(torch.zeros(2, 4), 2, 4)
+
+
+def _mix32_reference(x: int) -> int:
+    m = 0xFFFFFFFF
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & m
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & m
+    return x ^ (x >> 16)
+
+
+def _uniform_reference(seed: int, stream: int, index: int) -> float:
+    """The documented hash in exact Python integers (no int64 wrap-around involved)."""
+    m = 0xFFFFFFFF
+    seed &= 0xFFFFFFFFFFFFFFFF  # two's complement of a negative int64
+    k = _mix32_reference((stream & m) ^ 0x9E3779B9)
+    k = _mix32_reference((seed >> 32) ^ k)
+    k = _mix32_reference((seed & m) ^ k)
+    return _mix32_reference(k ^ _mix32_reference(index)) / 2**32
+
+
+def test_hash_is_bit_exact_against_python_integers():
+    cases = [(0, 0, 0), (1, 0, 5), (-1, 3, 2**31 - 1), (2**63 - 1, 7, 12345), (-(2**63), 1, 99),
+             (987654321987, 2**31, 2**30 + 17)]
+    for seed, stream, index in cases:
+        got = uniform_at(torch.tensor([seed]), stream, torch.tensor([index]))
+        assert float(got) == _uniform_reference(seed, stream, index)
