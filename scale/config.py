@@ -1,6 +1,7 @@
 """Typed run configuration: TOML files under scale/configs/ plus `--set section.key=value` overrides.
 
-A config has four sections, [model], [data], [train] and [eval]; every key is a typed dataclass field,
+A config has five sections, [model], [data], [train], [eval] and [distill] (read only by
+`python -m scale distill`); every key is a typed dataclass field,
 and an unknown key or a value of the wrong type is a ValueError that lists what is accepted.
 """
 from __future__ import annotations
@@ -68,11 +69,25 @@ class EvalSection:
 
 
 @dataclass
+class DistillSection:
+    """Few-step distillation; the defaults are the paper's IM-SDTT settings (imdm-reference sec. 5)."""
+    method: str = "imdm-sdtt"  # sdtt / imdm-sdtt / redi / imdm-redi / imdm-eps-coupling
+    teacher_steps: int = 2  # k: teacher steps matched by one student step; dt grows k-fold per round
+    start_steps: int = 1024  # N_0: the teacher's step count in round 0
+    target_steps: int = 8  # the student's step count after the last round
+    grow_every: int = 10_000  # optimizer steps per round
+    divergence: str = "kl-bwd"  # kl-bwd / kl-fwd / tvd / mse
+    coupling: str = ""  # folder written by `python -m scale redi-data` (redi / imdm-redi)
+    ignore_seed: bool = False  # imdm-redi: fresh eps instead of eps(seed)
+
+
+@dataclass
 class Config:
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
     train: TrainSection = field(default_factory=TrainSection)
     eval: EvalSection = field(default_factory=EvalSection)
+    distill: DistillSection = field(default_factory=DistillSection)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -1,0 +1,217 @@
+"""`python -m scale redi-data`: the perturbed coupling of ReDi / IM-ReDi, written as resumable shards.
+
+Sample i of a coupling of n (imdm-reference sec. 5.2):
+1. x_0^data = training block rows[i] (a fixed random subset of the teacher's training split, drawn
+   without replacement while n fits, further passes otherwise);
+2. seed_i = a 63-bit integer derived from (seed, i); the masking uniforms u = U(seed_i, MASK_STREAM, .)
+   come from the counter-based hash, so t_i = t_min + (1 - t_min) u_0 and position l is masked when
+   u_{1+l} < 1 - alpha(t_i) (the teacher's schedule; the official code masks with probability t);
+3. the teacher completes x_t from time t_i down to 0 with `steps` ancestral steps (the shared sampler,
+   float64 draws), its initial labels eps = hash(seed_i) (stream 0, `MaskNoise.from_seeds`) and its
+   resets hashed from (seed_i, step); with --fix-eps no reset happens and the initial eps stays;
+4. stored: x_t (with mask ids), x_0 (the teacher's completion), t, seed, index i.
+
+Storage: DIR/meta.json (the settings), then shard s = samples [s S, (s+1) S) in DIR/shard-NNNNNN/
+(x_t.npy, x_0.npy, t.npy, seed.npy, index.npy). A shard is written in a temporary folder and renamed
+into place, so after a kill every shard is either complete or absent; a rerun with the same settings
+skips the complete ones. Under torchrun, rank r generates the shards s with s % world == r.
+Everything a shard holds is a function of (seed, s): no duplicates, no gaps, on any number of ranks.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from imdm_lab.noise import hash_uniform
+from imdm_lab.sampling import sample
+from imdm_lab.schedules import get_schedule
+from scale import distributed as D
+from scale.checkpoint import load_model
+from scale.seeds import derive_seed
+
+FORMAT = "imdm-lab-coupling/1"
+ARRAYS = ("x_t", "x_0", "t", "seed", "index")
+# Hash stream of the masking uniforms; the sampler uses stream 0 (initial eps) and j + 1 (resets).
+MASK_STREAM = 0x7FFFFFFF
+
+
+def sample_seeds(seed: int, indices: np.ndarray) -> np.ndarray:
+    """Int64[n]: the per-sample seed of each global sample index (63-bit, from scale.seeds)."""
+    return np.array([derive_seed(seed, "redi-sample", int(i)) for i in indices], dtype=np.int64)
+
+
+def training_rows(num_blocks: int, n: int, seed: int) -> np.ndarray:
+    """Int64[n]: block indices of samples 0..n-1, consecutive permutations of the training blocks."""
+    passes = -(-n // num_blocks)
+    perms = [np.random.default_rng([derive_seed(seed, "redi-rows"), p]).permutation(num_blocks)
+             for p in range(passes)]
+    return np.concatenate(perms)[:n].astype(np.int64)
+
+
+def perturb(x0: torch.Tensor, seeds: torch.Tensor, schedule: str, mask_id: int,
+            t_min: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mask real blocks at a per-sample time, all from the hashed seeds (no generator state).
+
+    x0: Long[B, L]; seeds: Long[B]  ->  (x_t Long[B, L], masked Bool[B, L], t Float64[B]) with
+    t = t_min + (1 - t_min) U(seed, MASK_STREAM, 0) and masked_l = U(seed, MASK_STREAM, 1 + l) < 1 - alpha(t)."""
+    u = hash_uniform(seeds, x0.shape[1] + 1, stream=MASK_STREAM).to(x0.device)
+    t = t_min + (1.0 - t_min) * u[:, 0]
+    masked = u[:, 1:] < (1.0 - get_schedule(schedule).alpha(t))[:, None]
+    return torch.where(masked, torch.full_like(x0, mask_id), x0), masked, t
+
+
+def _token_dtype(num_classes: int) -> np.dtype:
+    return np.dtype(np.uint16) if num_classes <= 2**16 else np.dtype(np.int32)
+
+
+def _check_meta(out: Path, meta: dict) -> None:
+    path = out / "meta.json"
+    if not path.is_file():
+        return
+    old = json.loads(path.read_text())
+    diff = sorted(k for k in meta if old.get(k) != meta[k])
+    if diff:
+        raise ValueError(f"--out: {out} holds a coupling made with other settings "
+                         f"({', '.join(f'{k}: {old.get(k)!r} != {meta[k]!r}' for k in diff)}); "
+                         f"use another folder")
+
+
+@torch.no_grad()
+def generate(teacher: str | Path, out: str | Path, *, n: int, steps: int, fix_eps: bool = False,
+             seed: int = 0, batch_size: int = 32, shard_size: int = 1024, weights: str = "ema",
+             t_min: float = 1e-3, runtime: D.Runtime | None = None, progress: bool = True) -> Path:
+    """Write the coupling of n samples of `teacher` into `out` (see the module docstring); returns out."""
+    from tqdm.auto import tqdm
+
+    from scale.data import load_blocks
+
+    for name, value in (("n", n), ("steps", steps), ("batch_size", batch_size), ("shard_size", shard_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"--{name.replace('_', '-')}: expected an integer >= 1, got {value!r}")
+    if not 0.0 < t_min < 1.0:
+        raise ValueError(f"--t-min: expected a number in (0, 1), got {t_min!r}")
+    rt = runtime or D.init_runtime()
+    out = Path(out)
+    model, state = load_model(teacher, weights, rt.device)
+    cfg, data = model.config, state["config"]["data"]
+    blocks = load_blocks(data["dataset"], "train", tokenizer=data["tokenizer"], length=data["length"],
+                         hf_config=data["hf_config"] or None, text_column=data["text_column"],
+                         progress=rt.main and progress)
+    meta = {"format": FORMAT, "teacher": str(Path(teacher).resolve()), "teacher_step": state["step"],
+            "weights": weights, "n": n, "steps": steps, "fix_eps": fix_eps, "seed": seed,
+            "shard_size": shard_size, "t_min": t_min, "length": blocks.length,
+            "num_classes": cfg.vocab_size, "mask_id": cfg.mask_id, "schedule": cfg.schedule,
+            "noise": cfg.noise, "tokenizer": state["tokenizer"], "dataset": data["dataset"],
+            "num_blocks": len(blocks)}
+    _check_meta(out, meta)
+    out.mkdir(parents=True, exist_ok=True)
+    if rt.main:
+        (out / "meta.json").write_text(json.dumps(meta, indent=1))
+    D.barrier()
+    rows = training_rows(len(blocks), n, seed)
+    num_shards = -(-n // shard_size)
+    todo = [s for s in range(rt.rank, num_shards, rt.world) if not (out / f"shard-{s:06d}").is_dir()]
+    dtype = _token_dtype(cfg.vocab_size)
+    bar = tqdm(total=len(todo), desc="redi-data shards", disable=not (rt.main and progress))
+    for s in todo:
+        index = np.arange(s * shard_size, min((s + 1) * shard_size, n), dtype=np.int64)
+        arrays = {k: [] for k in ARRAYS}
+        gen = torch.Generator(rt.device).manual_seed(derive_seed(seed, "redi-draw", s))
+        for lo in range(0, len(index), batch_size):
+            idx = index[lo:lo + batch_size]
+            seeds = torch.from_numpy(sample_seeds(seed, idx))
+            x0 = blocks.get_batch(rows[idx]).to(rt.device)
+            x_t, masked, t = perturb(x0, seeds, cfg.schedule, cfg.mask_id, t_min)
+            res = sample(model, batch_size=len(idx), length=blocks.length, steps=steps, mask_id=cfg.mask_id,
+                         schedule=cfg.schedule, noise=model.noise, given=x_t, given_mask=~masked,
+                         t_start=t, seeds=seeds.to(rt.device), generator=gen, fix_eps=fix_eps,
+                         cache=not cfg.time_conditioning, device=rt.device)
+            for key, value in (("x_t", x_t), ("x_0", res.tokens), ("t", t), ("seed", seeds),
+                               ("index", torch.from_numpy(idx))):
+                arrays[key].append(value.cpu().numpy())
+        _write_shard(out, s, {k: np.concatenate(v) for k, v in arrays.items()}, dtype)
+        bar.update(1)
+    bar.close()
+    D.barrier()
+    return out
+
+
+def _write_shard(out: Path, s: int, arrays: dict, token_dtype: np.dtype) -> None:
+    """Write the arrays of shard s into a temporary folder, fsync, and rename it into place."""
+    tmp = out / f".shard-{s:06d}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    for key, value in arrays.items():
+        if key in ("x_t", "x_0"):
+            value = value.astype(token_dtype)
+        with open(tmp / f"{key}.npy", "wb") as f:
+            np.save(f, value)
+            f.flush()
+            os.fsync(f.fileno())
+    os.rename(tmp, out / f"shard-{s:06d}")
+
+
+class Coupling:
+    """A finished coupling folder in memory: x_t, x_0 Long, t Float64, seed Long, each [n, ...] in
+    sample-index order; `meta` holds the settings it was made with."""
+
+    def __init__(self, folder: str | Path):
+        folder = Path(folder)
+        path = folder / "meta.json"
+        if not path.is_file():
+            raise ValueError(f"coupling: {str(folder)!r} holds no meta.json; expected a folder written by "
+                             f"`python -m scale redi-data`")
+        self.meta = json.loads(path.read_text())
+        if self.meta.get("format") != FORMAT:
+            raise ValueError(f"coupling: {path} is not an {FORMAT} folder")
+        n, size = self.meta["n"], self.meta["shard_size"]
+        shards = [folder / f"shard-{s:06d}" for s in range(-(-n // size))]
+        missing = [p.name for p in shards if not p.is_dir()]
+        if missing:
+            raise ValueError(f"coupling: {folder} is incomplete ({len(missing)} of {len(shards)} shards "
+                             f"missing, e.g. {missing[0]}); rerun the same redi-data command to finish it")
+        parts = {k: np.concatenate([np.load(p / f"{k}.npy") for p in shards]) for k in ARRAYS}
+        if not np.array_equal(parts["index"], np.arange(n)):
+            raise ValueError(f"coupling: {folder} does not hold samples 0..{n - 1} exactly once")
+        self.x_t = torch.from_numpy(parts["x_t"].astype(np.int64))
+        self.x_0 = torch.from_numpy(parts["x_0"].astype(np.int64))
+        self.t = torch.from_numpy(parts["t"])
+        self.seed = torch.from_numpy(parts["seed"])
+
+    def __len__(self) -> int:
+        return len(self.seed)
+
+    @property
+    def length(self) -> int:
+        return self.x_t.shape[1]
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--teacher", required=True, help="checkpoint folder of the teacher")
+    p.add_argument("--n", type=int, required=True, help="number of (x_t, x_0, t, seed) samples")
+    p.add_argument("--steps", type=int, default=1024, help="teacher sampling steps from t to 0 (default 1024)")
+    p.add_argument("--out", required=True, help="coupling folder (rerun the same command to resume)")
+    p.add_argument("--fix-eps", action="store_true", help="no label resets: eps(seed) stays the whole path")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=32, help="sequences per sampler call")
+    p.add_argument("--shard-size", type=int, default=1024, help="samples per shard (the unit of resumption)")
+    p.add_argument("--weights", choices=("ema", "model"), default="ema", help="teacher weights (default ema)")
+    p.add_argument("--t-min", type=float, default=1e-3, help="smallest time t (default 1e-3)")
+
+
+def run(args) -> int:
+    runtime = D.init_runtime()
+    try:
+        out = generate(args.teacher, args.out, n=args.n, steps=args.steps, fix_eps=args.fix_eps,
+                       seed=args.seed, batch_size=args.batch_size, shard_size=args.shard_size,
+                       weights=args.weights, t_min=args.t_min, runtime=runtime)
+        if runtime.main:
+            print(f"coupling of {args.n} samples in {out}")
+    finally:
+        D.shutdown()
+    return 0
