@@ -112,7 +112,8 @@ def train_judge(out: str | Path, *, data: str = DEFAULT_CORPUS, split: str = "he
                 eval_batches: int = 64, seed: int = 0, device: str | None = None,
                 progress: bool = True) -> dict:
     """Train a small GPT-2 on `data`/`split` (text the diffusion model never trains on) and save it
-    to `out` with save_pretrained + the GPT-2 tokenizer, so `load_judge(out)` reads it back.
+    to `out` with save_pretrained + the GPT-2 tokenizer, so `load_judge(out)` reads it back. Its
+    context is `length`: longer samples are scored in chunks of that size.
 
     AdamW (weight decay 0.01), linear warm-up then cosine decay to 10% of lr; a fixed seed fixes
     the initialisation and the data order. Returns (and writes to out/judge.json) a summary with the
