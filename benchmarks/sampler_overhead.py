@@ -1,7 +1,7 @@
 """Sampler overhead per step (posterior + categorical draw + bookkeeping) vs one network forward.
 
     python benchmarks/sampler_overhead.py [--device cpu] [--batch 64] [--length 128] [--vocab 30522]
-        [--dim 256] [--layers 8] [--heads 8] [--steps 8,128] [--repeats 3]
+        [--dim 256] [--layers 8] [--heads 8] [--steps 8,128] [--repeats 3] [--threads N]
 
 The network is a minimal pre-LN transformer (IMDM mask embedding -> nn.TransformerEncoder -> linear
 head over the vocabulary), by default the size of the DiT "tiny" config (d = 256, 8 blocks). The
@@ -68,7 +68,10 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--steps", default="8,128")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     args = parser.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     B, L, V = args.batch, args.length, args.vocab
     noise = MaskNoise("rand", dim=args.dim)
