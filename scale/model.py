@@ -253,7 +253,10 @@ class DiT(nn.Module):
         with torch.autocast(device_type=x_t.device.type, dtype=torch.bfloat16, enabled=use_bf16):
             for block in self.blocks:
                 h = block(h, cos, sin, c)
-            return self.output_layer(h, c)
+            logits = self.output_layer(h, c)
+        # float32 logits: SUBS, log-softmax and the ELBO weight -alpha'/(1 - alpha) are then computed in
+        # float32 (in bf16, 1 - alpha_t rounds to 0 for t < 4e-3 and the weight becomes inf).
+        return logits.float()
 
 
 # model.noise -> mode of imdm_lab.embedding.MaskEmbedding
