@@ -67,16 +67,24 @@ def test_given_tokens_are_kept_and_only_masks_are_filled():
 
 
 def test_per_sample_t_start_completes_from_its_own_time():
-    B, L, k = 2, 2000, 4
-    given = torch.full((B, L), V)
-    rec = Recorder(_random_denoiser())
+    B, L, k = 2, 20000, 4
+    seen = []
+
+    def den(x, eps, t):
+        seen.append(((x == V).sum(1).double(), t.clone()))
+        return torch.zeros(*x.shape, V)
     t0 = torch.tensor([1.0, 0.3], dtype=torch.float64)
-    out = sample(rec, batch_size=B, length=L, steps=k, mask_id=V, given=given, t_start=t0, cache=False,
-                 generator=torch.Generator().manual_seed(6))
-    assert (out.tokens != V).all()
-    # linear schedule: the fraction revealed by the first step is 1/k for every start time
-    # (alpha_t - alpha_s scale with t_start), so both samples go through 4 calls with 3/4 left
-    assert len(rec.masked) == k
+    out = sample(den, batch_size=B, length=L, steps=k, mask_id=V, given=torch.full((B, L), V), t_start=t0,
+                 schedule="cosine", cache=False, generator=torch.Generator().manual_seed(6))
+    assert (out.tokens != V).all() and len(seen) == k
+    assert torch.allclose(seen[0][1].double(), t0) and torch.allclose(seen[1][1].double(), 0.75 * t0)
+    # after the first step a position is still masked with probability (1 - alpha_s) / (1 - alpha_t),
+    # s = t0 (1 - 1/k): under the cosine schedule a different rate for each sample's own start time
+    sched = get_schedule("cosine")
+    stay = (1 - sched.alpha(0.75 * t0)) / (1 - sched.alpha(t0))
+    frac = seen[1][0] / L
+    assert abs(stay[1] - stay[0]) > 10 * torch.sqrt(0.25 / torch.tensor(L))
+    assert ((frac - stay).abs() <= 5 * torch.sqrt(stay * (1 - stay) / L)).all()
 
 
 @pytest.mark.parametrize("noise", [None, MaskNoise("rand", dim=2), MaskNoise("finite", K=3)],
