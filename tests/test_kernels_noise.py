@@ -4,6 +4,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
 from imdm_lab.masking import MaskNoise
@@ -131,3 +133,15 @@ def test_hash_is_bit_exact_against_python_integers():
     for seed, stream, index in cases:
         got = uniform_at(torch.tensor([seed]), stream, torch.tensor([index]))
         assert float(got) == _uniform_reference(seed, stream, index)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seeds=st.lists(st.integers(-(2**63), 2**63 - 1), min_size=1, max_size=6), data=st.data())
+def test_seeded_labels_depend_on_the_seed_alone(seeds, data):
+    noise = MaskNoise("rand", dim=3)
+    s = torch.tensor(seeds)
+    full = noise.from_seeds(s, 4, stream=3)
+    perm = torch.tensor(data.draw(st.permutations(range(len(seeds)))))
+    cut = data.draw(st.integers(0, len(seeds)))
+    parts = [noise.from_seeds(s[perm][:cut], 4, stream=3), noise.from_seeds(s[perm][cut:], 4, stream=3)]
+    assert torch.equal(torch.cat(parts), full[perm])
