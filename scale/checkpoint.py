@@ -23,7 +23,6 @@ from scale.config import Config, config_from_dict
 from scale.model import DiT, DiTConfig
 
 FORMAT = "imdm-lab-dit/1"
-FILES = ("model.safetensors", "ema.safetensors", "optimizer.pt", "state.json")
 
 
 def _replace_atomically(tmp: Path, final: Path) -> None:

@@ -42,7 +42,7 @@ class TrainSection:
     seed: int = 0
     max_steps: int = 1000
     global_batch: int = 512
-    micro_batch: int = 0  # sequences per forward on one process; 0: global_batch / world size
+    micro_batch: int = 0  # at most this many sequences per forward on one process; 0: no cap
     lr: float = 3e-4
     warmup: int = 2500
     weight_decay: float = 0.0
@@ -79,6 +79,7 @@ class DistillSection:
     divergence: str = "kl-bwd"  # kl-bwd / kl-fwd / tvd / mse
     coupling: str = ""  # folder written by `python -m scale redi-data` (redi / imdm-redi)
     ignore_seed: bool = False  # imdm-redi: fresh eps instead of eps(seed)
+    reader: str = "kr"  # imdm-eps-coupling: how the teacher reads its randomness from eps
 
 
 @dataclass

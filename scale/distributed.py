@@ -65,15 +65,6 @@ def all_mean(values: torch.Tensor) -> torch.Tensor:
     return values
 
 
-def broadcast_object(obj):
-    """rank 0's Python object on every rank."""
-    if not dist.is_initialized():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 STRATEGIES = ("ddp", "fsdp")
 
 

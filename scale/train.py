@@ -44,11 +44,17 @@ class BatchPlan:
 
     @classmethod
     def make(cls, global_batch: int, micro_batch: int, world: int) -> "BatchPlan":
-        micro_batch = micro_batch or global_batch // world
-        if global_batch < 1 or micro_batch < 1 or global_batch % (world * micro_batch):
-            raise ValueError(f"train.global_batch: expected a multiple of world size x micro_batch = "
-                             f"{world} x {micro_batch}, got {global_batch}")
-        return cls(global_batch, micro_batch, world)
+        """micro_batch caps the sequences per forward (0: no cap); the plan uses the largest divisor of
+        the per-process batch global_batch / world that fits under the cap."""
+        if global_batch < 1 or global_batch % world:
+            raise ValueError(f"train.global_batch: expected a positive multiple of the world size {world}, "
+                             f"got {global_batch}")
+        if micro_batch < 0:
+            raise ValueError(f"train.micro_batch: expected an integer >= 0 (0 = no cap), got {micro_batch}")
+        per_rank = global_batch // world
+        cap = micro_batch or per_rank
+        micro = max(d for d in range(1, min(cap, per_rank) + 1) if per_rank % d == 0)
+        return cls(global_batch, micro, world)
 
     @property
     def accumulation(self) -> int:
