@@ -80,13 +80,6 @@ def token_weights_(z: torch.Tensor, mask_id: int, temperature: float = 1.0,
     return nucleus(z / z.sum(-1, keepdim=True), top_p) if top_p < 1.0 else z
 
 
-def token_probs(logits: torch.Tensor, mask_id: int, temperature: float = 1.0, top_p: float = 1.0,
-                dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """x0_hat of masked rows: Float[N, C] raw logits -> normalised Float[N, C] in `dtype`."""
-    w = token_weights_(logits.to(dtype, copy=True), mask_id, temperature, top_p)
-    return w / w.sum(-1, keepdim=True)
-
-
 class _Rows:
     """Reusable N x C buffers for the rows that unmask. A fresh tensor of that size each step would be
     paged in (zero-filled) anew by the OS, which costs about as much as the arithmetic done on it."""
