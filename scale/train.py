@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import json
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,7 @@ from scale.seeds import derive_seed
 from scale.validation import sample_texts, validation_elbo
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class BatchPlan:
     global_batch: int
     micro_batch: int
@@ -120,7 +120,8 @@ class Trainer:
     def resume(self) -> None:
         """Load the checkpoint in `out`; its model must have the shapes this config builds."""
         state = read_state(self.out)
-        if dit_config(state) != self.model.config:
+        # bf16 autocast is a runtime choice, not part of the model a checkpoint holds.
+        if dataclasses.replace(dit_config(state), bf16=self.model.config.bf16) != self.model.config:
             raise ValueError(f"--resume: the checkpoint in {self.out} is of another model than this config "
                              f"and data build ({dit_config(state)} vs {self.model.config})")
         step = state["step"]
