@@ -48,9 +48,12 @@ def elbo_terms(log_probs: torch.Tensor, x0: torch.Tensor, masked: torch.Tensor, 
     """Per-token ELBO integrand at fixed t: w(t) * -log p(x_0^i | x_t) on masked positions, 0 elsewhere.
 
     log_probs: Float[B, L, C] (after SUBS), x0: Long[B, L], masked: Bool[B, L], t: Float[B]
-    -> Float[B, L];  w(t) = -alpha'_t / (1 - alpha_t)."""
-    w = get_schedule(schedule).elbo_weight(t.to(log_probs.dtype))
-    nll = -log_probs.gather(-1, x0[..., None])[..., 0]
+    -> Float[B, L] in at least float32;  w(t) = -alpha'_t / (1 - alpha_t).
+    The weight and the product are formed in at least float32: in bf16, 1 - alpha_t rounds to 0 for
+    t below ~4e-3 and the weight would be inf."""
+    dtype = torch.promote_types(log_probs.dtype, torch.float32)
+    w = get_schedule(schedule).elbo_weight(t.to(dtype))
+    nll = -log_probs.gather(-1, x0[..., None])[..., 0].to(dtype)
     return torch.where(masked, w[:, None] * nll, torch.zeros_like(nll))
 
 

@@ -112,3 +112,15 @@ def test_divergence_hand_value_and_mask():
         divergence(ls, lt, "js")
     with pytest.raises(ValueError, match="^mask:"):
         divergence(ls, lt, "tvd", mask=torch.ones(2, 2, dtype=torch.bool))
+
+
+def test_elbo_weight_stays_finite_under_bf16_logits():
+    """bf16 cannot hold 1 - alpha_t for t < ~4e-3; the weight must still be the float32 value 1/t."""
+    from imdm_lab.losses import elbo_terms
+    t = torch.tensor([1e-3, 2e-3, 0.5])
+    logp = torch.log_softmax(torch.zeros(3, 2, 4), -1).to(torch.bfloat16)
+    x0 = torch.zeros(3, 2, dtype=torch.long)
+    out = elbo_terms(logp, x0, torch.ones(3, 2, dtype=torch.bool), t, "loglinear")
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    expected = (math.log(4) / t)[:, None].expand(3, 2)  # loglinear: -alpha'/(1-alpha) = 1/t exactly
+    assert torch.allclose(out, expected, rtol=1e-2)
