@@ -1,0 +1,235 @@
+"""Few-step distillation of a DiT on the training loop of scale.train (imdm-reference sec. 5).
+
+`Distiller` is a `Trainer` whose per-micro-batch loss is a distillation objective instead of the ELBO;
+batching, accumulation, DDP / FSDP, EMA, checkpoints, resumption and logging are the Trainer's.
+
+Methods (METHODS):
+- `sdtt` / `imdm-sdtt`: progressive self-distillation in rounds of `grow_every` optimizer steps. In
+  round r the frozen teacher takes k = teacher_steps ancestral steps of size dt_r = k^r / N_0 from x_t
+  (N_0 = start_steps), and the student matches the teacher's predictions in one step of size k dt_r,
+  so after round r the student samples with N_0 / k^(r+1) steps; rounds stop at target_steps
+  (1024 -> 512 -> ... -> 8 is 7 rounds). At each round boundary the teacher takes the student's raw
+  weights and the student is saved to `rounds/`. IM-SDTT draws one eps per position, keeps it over the
+  teacher's rollout (no resets) and gives the student the same eps.
+- `redi` / `imdm-redi`: fine-tuning on a coupling of `python -m scale redi-data`: the ELBO-weighted
+  cross-entropy at the stored t against the teacher's x_0, eps regenerated from the stored seed with no
+  reset (fresh eps with `ignore_seed`; no eps for the MDM `redi`).
+- `imdm-eps-coupling`: the teacher's completions are a deterministic function of eps (the eps-driven
+  coupling of imdm_lab.distill), made online for every batch.
+"""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+import imdm_lab.distill as distill_kernels
+from imdm_lab.losses import divergence, subs_log_probs
+from imdm_lab.masking import q_sample
+from scale import distributed as D
+from scale.checkpoint import read_state, read_tensors
+from scale.config import Config
+from scale.ema import EMA
+from scale.mdlm_import import EPS_PATH
+from scale.model import DiT
+from scale.seeds import derive_seed
+from scale.train import Trainer
+
+
+@dataclass(frozen=True)
+class Method:
+    imdm: bool  # the student reads mask labels eps
+    teacher: bool  # a frozen teacher network runs during training
+    coupling: bool  # trains on a redi-data folder
+    rounds: bool  # progressive rounds with a growing step size
+    defaults: dict  # paper settings, applied under the user's config and --set
+
+
+_SDTT = {"train.lr": 6e-5, "train.warmup": 500, "train.ema": 0.9999, "train.global_batch": 128,
+         "train.checkpoint_every": 10_000}
+_REDI = {"train.lr": 3e-4, "train.warmup": 2500, "train.ema": 0.9999, "train.global_batch": 512,
+         "train.max_steps": 50_000, "train.checkpoint_every": 10_000}
+METHODS: dict[str, Method] = {
+    "sdtt": Method(imdm=False, teacher=True, coupling=False, rounds=True, defaults=_SDTT),
+    "imdm-sdtt": Method(imdm=True, teacher=True, coupling=False, rounds=True, defaults=_SDTT),
+    "redi": Method(imdm=False, teacher=False, coupling=True, rounds=False, defaults=_REDI),
+    "imdm-redi": Method(imdm=True, teacher=False, coupling=True, rounds=False, defaults=_REDI),
+    "imdm-eps-coupling": Method(imdm=True, teacher=True, coupling=False, rounds=False, defaults=_REDI),
+}
+
+
+def get_method(name: str) -> Method:
+    if name not in METHODS:
+        raise ValueError(f"--method: expected one of {sorted(METHODS)}, got {name!r}")
+    return METHODS[name]
+
+
+def round_plan(start_steps: int, k: int, target_steps: int) -> list[float]:
+    """Teacher step sizes dt_r = k^r / N_0 of the rounds (imdm_lab.distill.round_plan), with errors
+    naming the config keys."""
+    try:
+        return distill_kernels.round_plan(start_steps, target_steps, k)
+    except ValueError as err:
+        raise ValueError(f"distill.{err}") from None
+
+
+def _inert(tensors: dict) -> bool:
+    """True when an eps path is absent or still at its zero-initialised last layer (so it is unused)."""
+    return all(not bool(v.abs().max() > 0) for k, v in tensors.items()
+               if k.startswith(EPS_PATH) and k.endswith(("imdm_mlp.2.weight", "mask_table")))
+
+
+def adapt_weights(tensors: dict, model: torch.nn.Module, source: str) -> dict:
+    """Weights of a checkpoint for `model` across eps-path changes (MDLM <-> IMDM, another noise_dim).
+
+    When the checkpoint's eps path does not fit the model's, it must be inert (last layer zero: the
+    network ignores eps, imdm-reference sec. 3.3); the model then keeps its own freshly initialised,
+    equally inert eps path, so the student computes exactly the checkpoint's logits."""
+    own = model.state_dict()
+    src = {k for k in tensors if k.startswith(EPS_PATH)}
+    mine = {k for k in own if k.startswith(EPS_PATH)}
+    if src == mine and all(tensors[k].shape == own[k].shape for k in src):
+        return tensors
+    if not _inert(tensors):
+        raise ValueError(f"{source}: its trained eps path does not fit the student's "
+                         f"(model.noise / noise_dim differ); keep the checkpoint's model settings")
+    out = {k: v for k, v in tensors.items() if k not in src}
+    out.update({k: own[k].detach().cpu().clone() for k in mine})
+    return out
+
+
+def load_into(model: torch.nn.Module, tensors: dict, sharded: bool) -> None:
+    """Full CPU weights into a bare, DDP-shared or FSDP-sharded model (every process passes the same)."""
+    if not sharded:
+        model.load_state_dict(tensors)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+    set_model_state_dict(model, tensors, options=StateDictOptions(full_state_dict=True, strict=True))
+
+
+class Distiller(Trainer):
+    """A Trainer whose loss is `config.distill.method`'s objective; the student starts from `init`."""
+
+    def __init__(self, config: Config, out, init: dict, train_data, val_blocks, vocab_size: int, mask_id: int,
+                 decode=None, runtime=None, source: str = "init"):
+        super().__init__(config, out, train_data, val_blocks, vocab_size, mask_id, decode=decode,
+                         runtime=runtime)
+        dc, tc = config.distill, config.train
+        self.method = get_method(dc.method)
+        torch.manual_seed(tc.seed)  # the student's own initial eps path, as the Trainer drew it
+        init = adapt_weights(init, DiT(self.model.config), source)
+        self.is_sharded = tc.strategy == "fsdp" and self.rt.world > 1
+        load_into(self.model, init, self.is_sharded)
+        self.ema = EMA(self.model, tc.ema)  # averages from the initial weights, not the random ones
+        self.dts = round_plan(dc.start_steps, dc.teacher_steps, dc.target_steps) if self.method.rounds else []
+        self.teacher = None
+        if self.method.teacher:
+            # A plain replica on every process (never sharded): it only runs forward passes.
+            self.teacher = DiT(self.model.config).to(self.rt.device).eval().requires_grad_(False)
+            self.teacher.load_state_dict(init)
+
+    # ---- rounds ------------------------------------------------------------------------------
+    @property
+    def round(self) -> int:
+        return self.step // self.cfg.distill.grow_every
+
+    def rounds_dir(self, r: int) -> Path:
+        """The student after round r (1-based), which samples with N_0 / k^r steps."""
+        dc = self.cfg.distill
+        return self.out / "rounds" / f"round-{r}-{dc.start_steps // dc.teacher_steps ** r}-steps"
+
+    def _snapshot_round(self, r: int) -> None:
+        """Copy the checkpoint just written in `out` (weights, EMA, state) to rounds/, atomically."""
+        final = self.rounds_dir(r)
+        if self.rt.main and not final.is_dir():
+            tmp = final.with_name(final.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            for name in ("model.safetensors", "ema.safetensors", "state.json"):
+                shutil.copy2(self.out / name, tmp / name)
+            tmp.rename(final)
+        D.barrier()
+
+    def _load_teacher_of_round(self) -> None:
+        r = self.round
+        if r == 0:
+            return
+        folder = self.rounds_dir(r)
+        self.teacher.load_state_dict(read_tensors(folder / "model.safetensors", read_state(folder)["step"]))
+
+    def train_step(self) -> dict:
+        record = super().train_step()
+        if self.method.rounds and self.step % self.cfg.distill.grow_every == 0:
+            self.save()
+            D.barrier()
+            self._snapshot_round(self.round)
+            self._load_teacher_of_round()  # teacher <- the student's raw weights
+            record["round"] = self.round
+        return record
+
+    def resume(self) -> None:
+        super().resume()
+        if self.method.rounds and self.round > 0:
+            if not self.rounds_dir(self.round).is_dir() and self.step % self.cfg.distill.grow_every == 0:
+                self._snapshot_round(self.round)  # killed between the boundary's save and its copy
+            self._load_teacher_of_round()
+
+    def run(self, max_steps: int | None = None) -> dict:
+        if max_steps is None:
+            max_steps = (len(self.dts) * self.cfg.distill.grow_every if self.method.rounds
+                         else self.cfg.train.max_steps)
+        return super().run(max_steps)
+
+    # ---- objectives --------------------------------------------------------------------------
+    def _micro_batch_loss(self, g, rows, t_all) -> torch.Tensor:
+        tc, mb = self.cfg.train, self.plan.micro_batch
+        torch.manual_seed(derive_seed(tc.seed, "dropout", self.step, g))
+        gen = torch.Generator(self.rt.device).manual_seed(derive_seed(tc.seed, "distill", self.step, g))
+        idx = rows[g * mb:(g + 1) * mb]
+        return OBJECTIVES[self.cfg.distill.method](self, idx, t_all[g * mb:(g + 1) * mb], gen)
+
+
+def sdtt_objective(d: Distiller, idx, t, gen) -> torch.Tensor:
+    """(IM-)SDTT on data blocks at the trainer's times t (Float[b]): x_t ~ q(x_t | x_0), eps fresh and
+    shared by teacher and student (fixed over the teacher's k steps of dt_r), divergence on the masked
+    positions of x_t (imdm_lab.distill.teacher_targets, imdm_lab.losses.divergence)."""
+    dc, dev = d.cfg.distill, d.rt.device
+    x0 = d.train_blocks[idx].to(dev)
+    t = t.to(dev)
+    x_t, masked = q_sample(x0, t, d.cfg.train.schedule, d.mask_id, generator=gen)
+    eps = None if d.noise is None else d.noise.draw(*x0.shape, generator=gen, device=dev)
+    dt = d.dts[min(d.round, len(d.dts) - 1)]
+    target = distill_kernels.teacher_targets(d.teacher, x_t, eps, t, dt, k=dc.teacher_steps, mask_id=d.mask_id,
+                                             schedule=d.cfg.train.schedule, generator=gen)
+    student = subs_log_probs(d.wrapped(x_t, eps, t), x_t, d.mask_id)
+    return divergence(student.float(), target.float(), dc.divergence, mask=masked)[1]
+
+
+def coupling_objective(d: Distiller, idx, _t, gen) -> torch.Tensor:
+    """(IM-)ReDi on stored coupling rows: imdm_lab.distill.coupling_loss (eps regenerated from the seed)."""
+    c, dev = d.train_blocks, d.rt.device
+    idx = torch.as_tensor(idx, dtype=torch.int64)
+    batch = distill_kernels.Coupling(c.x_t[idx].to(dev), c.x_0[idx].to(dev), c.t[idx].to(dev), c.seed[idx].to(dev))
+    return distill_kernels.coupling_loss(d.wrapped, batch, mask_id=d.mask_id, noise=d.noise,
+                                         schedule=d.cfg.train.schedule, ignore_seed=d.cfg.distill.ignore_seed,
+                                         generator=gen)
+
+
+def eps_coupling_objective(d: Distiller, idx, _t, gen) -> torch.Tensor:
+    """The eps-driven coupling: cross-entropy against the teacher's completion F(x_t, eps), made online
+    (imdm_lab.distill.eps_coupling_loss; L teacher calls per batch)."""
+    x0 = d.train_blocks[idx].to(d.rt.device)
+    return distill_kernels.eps_coupling_loss(d.wrapped, d.teacher, x0, noise=d.noise, reader=d.cfg.distill.reader,
+                                             mask_id=d.mask_id, generator=gen)
+
+
+# method -> loss of one micro-batch: (distiller, row indices, trainer's times Float[b], generator) -> scalar
+OBJECTIVES = {
+    "sdtt": sdtt_objective,
+    "imdm-sdtt": sdtt_objective,
+    "redi": coupling_objective,
+    "imdm-redi": coupling_objective,
+    "imdm-eps-coupling": eps_coupling_objective,
+}

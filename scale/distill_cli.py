@@ -1,0 +1,131 @@
+"""`python -m scale distill --method sdtt|imdm-sdtt|redi|imdm-redi|imdm-eps-coupling --out DIR
+[--teacher CKPT] [--coupling DIR] [--init CKPT] [--config FILE] [--set section.key=value ...]
+[--max-steps N] [--resume]`.
+
+The run's config is the initial checkpoint's config (model, data, schedule), then the method's paper
+settings (scale.distill.METHODS), then --config (a TOML file: only the keys it sets), then --set. The
+student starts from --init (default: the teacher, or the coupling's teacher), EMA weights by default
+(the paper's load_ema). Runs as one process or under torchrun, like `python -m scale train`.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+from scale import distributed as D
+from scale.checkpoint import read_state, read_tensors
+from scale.config import config_from_dict, parse_override, resolve_config_path, _read_toml
+from scale.coupling import Coupling
+from scale.distill import Distiller, get_method
+from scale.train_cli import open_data
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--method", required=True, help="sdtt | imdm-sdtt | redi | imdm-redi | imdm-eps-coupling")
+    p.add_argument("--out", required=True, help="run folder: checkpoints, rounds/, metrics.jsonl")
+    p.add_argument("--teacher", default=None, help="teacher checkpoint (sdtt, imdm-sdtt, imdm-eps-coupling)")
+    p.add_argument("--coupling", default=None, help="redi-data folder (redi, imdm-redi)")
+    p.add_argument("--init", default=None, help="student's initial checkpoint (default: the teacher)")
+    p.add_argument("--weights", choices=("ema", "model"), default="ema", help="weights of --init (default ema)")
+    p.add_argument("--config", default=None, help="TOML file or name of scale/configs with the keys to change")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="stop after this step (default: all rounds, or train.max_steps)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+
+
+def _merge(raw: dict, section: str, name: str, value) -> None:
+    if not isinstance(raw.setdefault(section, {}), dict):
+        raise ValueError(f"--set: {section!r} is not a section")
+    raw[section][name] = value
+
+
+def build_config(base: dict, method_name: str, config_path: str | None, overrides: list[str],
+                 coupling: str | None):
+    """The distillation config: base < method defaults < config file < overrides (key by key)."""
+    method = get_method(method_name)
+    raw = copy.deepcopy(base)
+    for key, value in method.defaults.items():
+        _merge(raw, *key.split("."), value)
+    if config_path:
+        for section, values in _read_toml(resolve_config_path(config_path)).items():
+            if not isinstance(values, dict):
+                raise ValueError(f"--config: {section!r} is not a section")
+            for name, value in values.items():
+                _merge(raw, section, name, value)
+    for item in overrides:
+        _merge(raw, *parse_override(item))
+    _merge(raw, "distill", "method", method_name)
+    if coupling:
+        _merge(raw, "distill", "coupling", str(coupling))
+    config = config_from_dict(raw)
+    schedule = base.get("train", {}).get("schedule", config.train.schedule)
+    if config.train.schedule != schedule:
+        raise ValueError(f"train.schedule: the student keeps its checkpoint's schedule {schedule!r}, "
+                         f"got {config.train.schedule!r}")
+    # The method fixes whether the student reads eps: an MDLM checkpoint becomes an IMDM (rand
+    # labels) for imdm-* methods, and an IMDM one an MDM for sdtt / redi.
+    if method.imdm and config.model.noise == "none":
+        config.model.noise = "rand"
+    elif not method.imdm:
+        config.model.noise = "none"
+    return config
+
+
+def _init_source(args, method) -> str:
+    if args.init:
+        return args.init
+    if method.teacher:
+        if not args.teacher:
+            raise ValueError(f"--teacher: expected a checkpoint folder for --method {args.method}")
+        return args.teacher
+    return _coupling_path(args, method, None)
+
+
+def _coupling_path(args, method, config) -> str:
+    path = args.coupling or (config.distill.coupling if config is not None else "")
+    if not path:
+        raise ValueError(f"--coupling: expected a redi-data folder for --method {args.method}")
+    meta = Path(path) / "meta.json"
+    if not meta.is_file():
+        raise ValueError(f"--coupling: {path!r} holds no meta.json (expected a redi-data folder)")
+    return path if config is not None else json.loads(meta.read_text())["teacher"]
+
+
+def run(args) -> int:
+    method = get_method(args.method)
+    source = _init_source(args, method)
+    state = read_state(source)
+    name = f"{args.weights}.safetensors"
+    if not (Path(source) / name).is_file():
+        name = "model.safetensors"  # imported weights come without an EMA
+    init = read_tensors(Path(source) / name, state["step"])
+    config = build_config(state["config"], args.method, args.config, args.set, args.coupling)
+    if args.max_steps is not None and args.max_steps < 1:
+        raise ValueError(f"--max-steps: expected an integer >= 1, got {args.max_steps}")
+    out = Path(args.out)
+    if not args.resume and (out / "state.json").exists():
+        raise ValueError(f"--out: {out} already holds a checkpoint; pass --resume to continue it")
+    runtime = D.init_runtime()
+    try:
+        blocks, val, tok = open_data(config.data, progress=runtime.main)
+        train = blocks
+        if method.coupling:
+            train = Coupling(_coupling_path(args, method, config))
+            if (train.meta["length"], train.meta["mask_id"]) != (config.data.length, state["mask_id"]):
+                raise ValueError(f"--coupling: its length / mask id {train.meta['length']} / "
+                                 f"{train.meta['mask_id']} differ from the student's "
+                                 f"{config.data.length} / {state['mask_id']}")
+        trainer = Distiller(config, out, init, train, val, state["vocab_size"], state["mask_id"],
+                            decode=tok.decode, runtime=runtime, source=f"--init: {source}")
+        if args.resume:
+            trainer.resume()
+        result = trainer.run(args.max_steps)
+        if runtime.main and "loss" in result:
+            print(f"step {result['step']}: {args.method} loss {result['loss']:.4f}"
+                  + (f", validation ELBO perplexity {result['val_ppl']:.2f}" if "val_ppl" in result else ""))
+    finally:
+        D.shutdown()
+    return 0
+

@@ -1,0 +1,229 @@
+"""`python -m scale evaluate --ckpt DIR [DIR ...] --steps 1,2,4 --n 1024 [--judge NAME_OR_DIR] [--mauve]
+[--prefix-len 50] --out OUT.json`: the few-step evaluation protocol (imdm-reference sec. 6).
+
+For every checkpoint (EMA weights) and step count k:
+- n unconditional samples from the shared ancestral sampler (float64 draws, seeded labels, ancestral
+  last step, temperature 1), drawn in batches; `nfe` is the mean number of network calls a sample
+  saw, `seconds_per_sample` the sampling wall time (no scoring) divided by n;
+- `gen_ppl`: generative perplexity under the judge (scale.metrics.gen_ppl: decode with the model's
+  tokenizer, retokenise with the judge's, truncate to the model's length, score in chunks of the
+  judge's context, corpus-level exp(mean NLL)); `entropy`: mean per-sample unigram entropy of the
+  model-tokenizer ids (nats);
+- with --mauve: `prompts` validation blocks, their first `prefix_len` tokens held fixed, `continuations`
+  samples each; the first `mauve_len` tokens of each sample (prefix included) against the first
+  `mauve_len` tokens of the true blocks, MAUVE on judge features averaged over seeds 42..46
+  (`cond_gen_ppl` and `cond_entropy` of those texts too); otherwise `mauve` is null.
+Per checkpoint: the validation ELBO perplexity (`val_ppl`) and, with --zero-shot, the ELBO perplexity
+on other corpora's validation splits (null where a corpus cannot be loaded, e.g. offline).
+The JSON lists one entry per checkpoint x steps, each naming its judge; a PNG shows gen PPL and entropy
+against steps, one line per checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from imdm_lab.sampling import sample
+from scale.checkpoint import load_model
+from scale.sample_cli import parse_steps
+from scale.seeds import derive_seed
+from scale.validation import validation_elbo
+
+MAUVE_SEEDS = (42, 43, 44, 45, 46)
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--ckpt", required=True, nargs="+", help="checkpoint folder(s) to compare")
+    p.add_argument("--steps", default="1,2,4,8,16,32,64,128,256,1024", help="comma-separated step counts")
+    p.add_argument("--n", type=int, default=1024, help="unconditional samples per step count (default 1024)")
+    p.add_argument("--judge", default="gpt2-large", help="judge LM: hub name or local folder (default gpt2-large)")
+    p.add_argument("--mauve", action="store_true", help="conditional generation and MAUVE (needs mauve-text)")
+    p.add_argument("--prefix-len", type=int, default=50, help="prompt tokens of a conditional sample")
+    p.add_argument("--prompts", type=int, default=256, help="validation prompts for MAUVE")
+    p.add_argument("--continuations", type=int, default=5, help="samples per prompt")
+    p.add_argument("--mauve-len", type=int, default=100, help="tokens compared by MAUVE (prefix included)")
+    p.add_argument("--zero-shot", default="", help="comma-separated corpora for zero-shot ELBO perplexity")
+    p.add_argument("--val-batches", type=int, default=8, help="validation batches of the ELBO perplexity")
+    p.add_argument("--batch-size", type=int, default=32, help="sequences per sampler / ELBO batch")
+    p.add_argument("--judge-batch-size", type=int, default=8)
+    p.add_argument("--weights", choices=("ema", "model"), default="ema")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="JSON file to write")
+    p.add_argument("--plot", default=None, help="PNG file (default: OUT with .png)")
+    p.add_argument("--no-plot", action="store_true")
+
+
+def _check_int(name: str, value: int, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"--{name}: expected an integer >= {low}, got {value!r}")
+
+
+def _sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def draw(model, n: int, length: int, steps: int, batch_size: int, seed: int, device, *, given=None,
+         given_mask=None, tag: str = "uncond") -> tuple[torch.Tensor, float, float]:
+    """n samples with `steps` steps: (tokens Long[n, L], mean network calls per sample, seconds).
+
+    Sample i's labels come from seed derive_seed(seed, tag) + i and batch b's draws from
+    (seed, tag, steps, b), so a sample does not depend on the other step counts evaluated."""
+    cfg, tokens, calls, seconds = model.config, [], 0.0, 0.0
+    base = derive_seed(seed, tag, "eps") % 2**40
+    for b, lo in enumerate(range(0, n, batch_size)):
+        size = min(batch_size, n - lo)
+        seeds = torch.arange(lo, lo + size, dtype=torch.int64, device=device) + base
+        gen = torch.Generator(device).manual_seed(derive_seed(seed, tag, steps, b))
+        part = {} if given is None else {"given": given[lo:lo + size].to(device),
+                                         "given_mask": given_mask[lo:lo + size].to(device)}
+        _sync(device)
+        tic = time.perf_counter()
+        res = sample(model, batch_size=size, length=length, steps=steps, mask_id=cfg.mask_id,
+                     schedule=cfg.schedule, noise=model.noise, seeds=seeds if model.noise is not None else None,
+                     generator=gen, cache=not cfg.time_conditioning, device=device, **part)
+        _sync(device)
+        seconds += time.perf_counter() - tic
+        calls += res.nfe * size
+        tokens.append(res.tokens.cpu())
+    return torch.cat(tokens), calls / n, seconds
+
+
+def _val_blocks(state: dict, dataset: str, split: str = "validation"):
+    from scale.data import load_blocks
+    data = state["config"]["data"]
+    return load_blocks(dataset, split, tokenizer=data["tokenizer"], length=data["length"],
+                       hf_config=(data["hf_config"] or None) if dataset == data["dataset"] else None,
+                       text_column=data["text_column"], progress=False)
+
+
+def elbo_ppl(model, blocks, args, device) -> float:
+    cfg = model.config
+    nll = validation_elbo(model, blocks, min(args.batch_size, len(blocks)), args.val_batches, cfg.schedule,
+                          cfg.mask_id, model.noise, 1e-3, seed=args.seed, device=device)
+    return math.exp(nll)
+
+
+def zero_shot(model, state, names: list[str], args, device) -> dict:
+    """{corpus: ELBO perplexity or None}; a corpus that cannot be loaded is reported, not fatal."""
+    out = {}
+    for name in names:
+        try:
+            blocks = _val_blocks(state, name)
+        except ValueError as err:
+            print(f"zero-shot {name}: not available ({err})", file=sys.stderr)
+            out[name] = None
+            continue
+        out[name] = elbo_ppl(model, blocks, args, device)
+    return out
+
+
+def conditional(model, tok, val_blocks, judge, args, k: int, device) -> dict:
+    """MAUVE of prefix-conditioned samples against the true blocks, plus their gen PPL and entropy."""
+    from scale.metrics import decode_samples, gen_ppl, mauve_score, unigram_entropy
+
+    L = val_blocks.length
+    if not 1 <= args.prefix_len < min(args.mauve_len, L):
+        raise ValueError(f"--prefix-len: expected an integer in [1, {min(args.mauve_len, L)}), got {args.prefix_len}")
+    prompts = min(args.prompts, len(val_blocks))
+    order = np.random.default_rng(derive_seed(args.seed, "prompts")).permutation(len(val_blocks))[:prompts]
+    truth = val_blocks.get_batch(np.sort(order))
+    given = truth.repeat_interleave(args.continuations, dim=0)
+    given_mask = torch.zeros_like(given, dtype=torch.bool)
+    given_mask[:, :args.prefix_len] = True
+    given = torch.where(given_mask, given, torch.full_like(given, model.config.mask_id))
+    tokens, _, _ = draw(model, len(given), L, k, args.batch_size, args.seed, device, given=given,
+                        given_mask=given_mask, tag="cond")
+    cut = min(args.mauve_len, L)
+    q = decode_samples(tokens[:, :cut], tok)
+    p = decode_samples(truth[:, :cut], tok)
+    score = mauve_score(p, q, judge, max_length=cut, seeds=MAUVE_SEEDS, batch_size=args.judge_batch_size)
+    return {"mauve": score["mauve"], "mauve_per_seed": score["per_seed"],
+            "cond_gen_ppl": gen_ppl(q, judge, max_length=cut, batch_size=args.judge_batch_size).gen_ppl,
+            "cond_entropy": unigram_entropy(tokens[:, :cut]), "prompts": prompts,
+            "continuations": args.continuations}
+
+
+def _labels(paths: list[str]) -> list[str]:
+    names = [Path(p).resolve().name for p in paths]
+    return [n if names.count(n) == 1 else f"{Path(p).resolve().parent.name}/{n}" for n, p in zip(names, paths)]
+
+
+def evaluate(args) -> dict:
+    from scale.judge import load_judge
+    from scale.metrics import decode_samples, gen_ppl, unigram_entropy
+    from scale.tokenizers import load_tokenizer
+
+    steps = parse_steps(args.steps)
+    for name in ("n", "batch_size", "judge_batch_size", "prompts", "continuations", "mauve_len", "val_batches"):
+        _check_int(name.replace("_", "-"), getattr(args, name), 1)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    judge = load_judge(args.judge, device=device)
+    names = [s for s in args.zero_shot.split(",") if s.strip()]
+    result = {"judge": args.judge, "n": args.n, "seed": args.seed, "weights": args.weights,
+              "device": str(device), "checkpoints": [], "entries": []}
+    for path, label in zip(args.ckpt, _labels(args.ckpt)):
+        model, state = load_model(path, args.weights, device)
+        tok = load_tokenizer(state["tokenizer"])
+        length = state["config"]["data"]["length"]
+        val_blocks = _val_blocks(state, state["config"]["data"]["dataset"])
+        ckpt = {"checkpoint": str(path), "label": label, "step": state["step"],
+                "val_ppl": elbo_ppl(model, val_blocks, args, device),
+                "zero_shot": zero_shot(model, state, names, args, device)}
+        result["checkpoints"].append(ckpt)
+        for k in steps:
+            tokens, nfe, seconds = draw(model, args.n, length, k, args.batch_size, args.seed, device)
+            texts = decode_samples(tokens, tok)
+            entry = {"checkpoint": str(path), "label": label, "steps": k,
+                     "gen_ppl": gen_ppl(texts, judge, max_length=length, batch_size=args.judge_batch_size).gen_ppl,
+                     "entropy": unigram_entropy(tokens), "nfe": nfe, "seconds_per_sample": seconds / args.n,
+                     "mauve": None, "judge": args.judge, "val_ppl": ckpt["val_ppl"], "sample": texts[0]}
+            if args.mauve:
+                entry.update(conditional(model, tok, val_blocks, judge, args, k, device))
+            result["entries"].append(entry)
+            print(f"{label:>24} steps {k:>5}: gen PPL {entry['gen_ppl']:9.2f}  entropy {entry['entropy']:.3f}  "
+                  f"nfe {nfe:7.2f}  {entry['seconds_per_sample'] * 1e3:8.2f} ms/sample"
+                  + (f"  MAUVE {entry['mauve']:.3f}" if entry["mauve"] is not None else ""))
+    return result
+
+
+def plot(result: dict, path: str | Path) -> None:
+    """Gen PPL (log scale) and entropy against steps (log2 scale), one line per checkpoint."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_ppl, ax_ent) = plt.subplots(1, 2, figsize=(10, 4))
+    for label in dict.fromkeys(e["label"] for e in result["entries"]):
+        rows = sorted((e for e in result["entries"] if e["label"] == label), key=lambda e: e["steps"])
+        ks = [e["steps"] for e in rows]
+        ax_ppl.plot(ks, [e["gen_ppl"] for e in rows], marker="o", label=label)
+        ax_ent.plot(ks, [e["entropy"] for e in rows], marker="o", label=label)
+    for ax, ylabel in ((ax_ppl, f"generative perplexity ({result['judge']})"), (ax_ent, "unigram entropy (nats)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("sampling steps")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    ax_ppl.set_yscale("log")
+    ax_ppl.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run(args) -> int:
+    result = evaluate(args)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    if not args.no_plot:
+        plot(result, args.plot or out.with_suffix(".png"))
+    print(f"wrote {out}")
+    return 0

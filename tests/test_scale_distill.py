@@ -1,0 +1,136 @@
+"""The distillation chain on the default corpus with the tiny DiT: MDLM -> IM-SDTT (2 rounds) -> coupling
+-> IM-ReDi -> evaluate (`python -m scale pipeline`), a resumed distillation that equals the uninterrupted
+one (the teacher of the current round is restored), evaluation numbers recomputed by hand, and bad input."""
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from scale.checkpoint import load_model
+from scale.cli import main
+from scale.coupling import Coupling
+from scale.distill import adapt_weights
+from scale.evaluate import draw
+from scale.judge import load_judge
+from scale.metrics import decode_samples
+from scale.model import DiT, DiTConfig
+from scale.tokenizers import load_tokenizer
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    path = tmp_path_factory.getbasetemp() / "imdm-cache"
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in (("IMDM_CACHE", str(path)), ("HF_HUB_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1")):
+            mp.setenv(key, value)
+        out = tmp_path_factory.mktemp("chain") / "run"
+        assert main(["pipeline", "--preset", "tiny-cpu", "--out", str(out)]) == 0
+        yield out
+
+
+def test_the_chain_runs_every_stage(chain):
+    done = json.loads((chain / "pipeline.json").read_text())["done"]
+    assert done == ["mdlm", "imsdtt", "coupling", "imredi", "judge", "evaluate"]
+    rounds = sorted(p.name for p in (chain / "imsdtt" / "rounds").iterdir())
+    assert rounds == ["round-1-8-steps", "round-2-4-steps"]  # 16 -> 8 -> 4 steps
+    for name in ("mdlm", "imsdtt", "imredi"):
+        assert json.loads((chain / name / "state.json").read_text())["step"] == (12 if name == "mdlm" else 6)
+    sdtt = json.loads((chain / "imsdtt" / "state.json").read_text())["config"]
+    assert sdtt["model"]["noise"] == "rand" and sdtt["distill"]["method"] == "imdm-sdtt"
+    # The MDLM became an IMDM with an inert eps path: a zero last layer gives the MDLM's logits.
+    mdlm, _ = load_model(chain / "mdlm")
+    assert mdlm.noise is None
+    assert len(Coupling(chain / "coupling")) == 32
+    # The IM-ReDi student trained its eps path on (eps(seed), x_t) -> x_0 pairs.
+    redi, _ = load_model(chain / "imredi", "model")
+    assert redi.vocab_embed.eps_mlp_norm() > 0
+
+
+def test_evaluation_json_and_plot(chain):
+    result = json.loads((chain / "eval.json").read_text())
+    assert (chain / "eval.png").stat().st_size > 1000
+    assert [(Path(e["checkpoint"]).name, e["steps"]) for e in result["entries"]] == \
+        [(c, k) for c in ("mdlm", "imsdtt", "imredi") for k in (1, 2, 4, 8)]
+    for e in result["entries"]:
+        assert e["judge"] == str(chain / "judge") and e["mauve"] is None
+        assert 1 <= e["nfe"] <= e["steps"] and (e["steps"] > 1 or e["nfe"] == 1)
+        assert e["gen_ppl"] > 1 and 0 < e["entropy"] <= math.log(32) and e["seconds_per_sample"] > 0
+    assert all(math.isfinite(c["val_ppl"]) and c["val_ppl"] > 1 for c in result["checkpoints"])
+
+
+def test_gen_ppl_and_entropy_of_the_evaluation_by_hand(chain):
+    """Redraw the IM-ReDi 2-step samples (same seeds), then score them with an explicit loop."""
+    result = json.loads((chain / "eval.json").read_text())
+    entry = next(e for e in result["entries"] if e["label"] == "imredi" and e["steps"] == 2)
+    model, state = load_model(chain / "imredi")
+    tokens, nfe, _ = draw(model, 8, 32, 2, 8, 0, torch.device("cpu"))
+    assert nfe == entry["nfe"]
+    entropies = []
+    for row in tokens.tolist():
+        counts = Counter(row)
+        entropies.append(-sum(c / 32 * math.log(c / 32) for c in counts.values()))
+    assert entry["entropy"] == pytest.approx(sum(entropies) / 8, rel=1e-12)
+    judge = load_judge(str(chain / "judge"), device="cpu")
+    texts = decode_samples(tokens, load_tokenizer(state["tokenizer"]))
+    assert texts[0] == entry["sample"]
+    nll, count = 0.0, 0
+    for text in texts:
+        ids = judge.tokenizer(text)["input_ids"][:32]  # truncated to the model's length
+        assert len(ids) <= judge.context
+        with torch.no_grad():
+            logp = torch.log_softmax(judge.model(torch.tensor([ids])).logits[0].double(), -1)
+        seen_eos = False
+        for j in range(1, len(ids)):
+            if ids[j] == judge.eos_id and seen_eos:
+                continue
+            seen_eos |= ids[j] == judge.eos_id
+            nll, count = nll - logp[j - 1, ids[j]].item(), count + 1
+    assert entry["gen_ppl"] == pytest.approx(math.exp(nll / count), rel=1e-5)
+
+
+def test_resumed_distillation_restores_the_round_teacher(chain, tmp_path):
+    args = ["distill", "--method", "imdm-sdtt", "--teacher", str(chain / "mdlm"), "--config", "tiny-cpu-distill",
+            "--out", str(tmp_path / "run")]
+    assert main([*args, "--max-steps", "4"]) == 0  # one step into round 2 (grow_every = 3)
+    assert main([*args, "--resume"]) == 0
+    for name in ("model.safetensors", "ema.safetensors"):
+        mine, ref = load_file(tmp_path / "run" / name), load_file(chain / "imsdtt" / name)
+        assert all(torch.equal(mine[k], ref[k]) for k in ref)
+
+
+def test_eps_path_adaptation():
+    cfg = dict(vocab_size=40, mask_id=39)
+    imdm = DiT(DiTConfig(**cfg, noise="rand", noise_dim=6))
+    mdm = DiT(DiTConfig(**cfg, noise="none"))
+    wide = DiT(DiTConfig(**cfg, noise="rand", noise_dim=12))
+    inert = imdm.state_dict()
+    assert set(adapt_weights(inert, mdm, "src")) == set(mdm.state_dict())
+    assert adapt_weights(inert, wide, "src")["vocab_embed.imdm_mlp.0.weight"].shape == (128, 12)
+    assert adapt_weights(mdm.state_dict(), imdm, "src")["vocab_embed.imdm_mlp.2.weight"].abs().max() == 0
+    trained = {**inert, "vocab_embed.imdm_mlp.2.weight": torch.ones_like(inert["vocab_embed.imdm_mlp.2.weight"])}
+    with pytest.raises(ValueError, match="^src: its trained eps path"):
+        adapt_weights(trained, mdm, "src")
+
+
+@pytest.mark.parametrize("argv,word", [
+    (["distill", "--method", "nope", "--out", "x"], "--method: expected one of"),
+    (["distill", "--method", "imdm-redi", "--out", "x"], "--coupling: expected a redi-data folder"),
+    (["distill", "--method", "imdm-sdtt", "--out", "x"], "--teacher: expected a checkpoint folder"),
+    (["pipeline", "--preset", "nope", "--out", "x"], "--preset: expected one of"),
+    (["pipeline", "--preset", "owt", "--out", "x"], "--mdlm: preset 'owt' starts from an MDLM"),
+    (["evaluate", "--ckpt", "x", "--steps", "0", "--out", "x.json"], "--steps: expected"),
+])
+def test_bad_input_exits_2_with_one_line(argv, word, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(word) and "\n" not in err
+
+
+def test_bad_round_plan_names_the_config_key(chain, tmp_path, capsys):
+    assert main(["distill", "--method", "sdtt", "--teacher", str(chain / "mdlm"), "--config", "tiny-cpu-distill",
+                 "--set", "distill.target_steps=3", "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err.startswith("distill.target_steps: expected")
