@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "distill": ("scale.distill_cli", "few-step distillation: sdtt / imdm-sdtt / redi / imdm-redi / imdm-eps-coupling"),
     "redi-data": ("scale.coupling", "teacher completions of masked training blocks, the (IM-)ReDi coupling"),
     "evaluate": ("scale.evaluate", "gen PPL, entropy, NFE, time, MAUVE and ELBO perplexity per checkpoint x steps"),
+    "train-judge": ("scale.judge_cli", "train a small GPT-2 judge on held-out text (for machines without gpt2-large)"),
     "pipeline": ("scale.pipeline", "MDLM -> IM-SDTT -> coupling -> IM-ReDi -> evaluate, stage by stage"),
 }
 
