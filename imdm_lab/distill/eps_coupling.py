@@ -1,0 +1,146 @@
+"""The eps-driven coupling: a teacher whose random choices are functions of the mask labels eps.
+
+ELBO training cannot make eps useful, because under the forward process eps is independent of x_0
+(imdm-reference sec. 2.2(d)). Here the teacher's completion is a deterministic function x_0 = F(x_t, eps):
+every random choice of its rollout (which position next, which token) is read from eps, and a student
+learns F online, on fresh eps every batch, by cross-entropy on the masked positions. An exact teacher
+makes F push the label law forward to the data law, so a perfectly learned one-step student reproduces
+p: partition-and-map (sec. 2.2(c)).
+
+How the randomness is read from eps (READERS):
+- `kr` (Knothe-Rosenblatt): positions are completed left to right, the token of position i drawn by
+  inverse CDF of the teacher's conditional at u_i = CDF(eps_i[0]) (coordinate 0 of its own label). F is
+  monotone in each u_i, a triangular map.
+- `reveal-times`: the order is the ascending order of eps_i[1] (each position's label carries its own
+  reveal time); tokens as in `kr`. Which position comes first now changes with eps, so F is a
+  discontinuous function of all the labels jointly.
+- `joint` (finite K-state labels): one uniform from the labels of all positions read as a base-K number,
+  u = (sum_i z_i K^(L-1-i) + U') / K^L with a dither U' from the teacher's own generator, then decoded
+  left to right by arithmetic coding (each draw passes its rescaled residual on). This uses the full
+  L log K nats the labels can carry; what the labels cannot determine stays random (the dither).
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch
+
+from imdm_lab.losses import subs_log_probs
+from imdm_lab.masking import MaskNoise, q_sample
+
+# Largest float64 below 1: uniforms are kept in [0, 1).
+_BELOW_ONE = 1.0 - 2.0**-53
+
+
+class Reading(NamedTuple):
+    u: torch.Tensor  # Float64[B, L], the uniform that decides position i's token (only u[:, 0] if chained)
+    order: torch.Tensor  # Long[B, L], the positions in the order the teacher completes them
+    chained: bool  # arithmetic decoding: one u, each draw hands its residual to the next
+
+
+def _label_uniform(eps: torch.Tensor, noise: MaskNoise, coordinate: int) -> torch.Tensor:
+    """U(0, 1) variates from one coordinate of continuous labels: Float[B, L, D] -> Float64[B, L]."""
+    if not noise.continuous:
+        raise ValueError(f"reader: this reading needs continuous labels, got {noise.kind!r}")
+    if coordinate >= noise.dim:
+        raise ValueError(f"reader: needs labels with at least {coordinate + 1} coordinates, got dim {noise.dim}")
+    z = eps[..., coordinate].double() / noise.scale
+    u = (z + 1.0) / 2.0 if noise.kind == "rand" else torch.special.ndtr(z)
+    return u.clamp(0.0, _BELOW_ONE)
+
+
+def _read_kr(eps, noise, generator):
+    B, L = eps.shape[:2]
+    order = torch.arange(L, device=eps.device).expand(B, L)
+    return Reading(_label_uniform(eps, noise, 0), order, False)
+
+
+def _read_reveal_times(eps, noise, generator):
+    order = _label_uniform(eps, noise, 1).argsort(dim=1)
+    return Reading(_label_uniform(eps, noise, 0), order, False)
+
+
+def _read_joint(eps, noise, generator):
+    if noise.continuous:
+        raise ValueError(f"reader: 'joint' reads finite K-state labels, got {noise.kind!r}")
+    B, L = eps.shape
+    digits = noise.K ** torch.arange(L - 1, -1, -1, device=eps.device, dtype=torch.float64)
+    dither = torch.rand(B, generator=generator, dtype=torch.float64,
+                        device=generator.device if generator is not None else eps.device).to(eps.device)
+    u = ((eps.double() * digits).sum(-1) + dither) / float(noise.K) ** L
+    order = torch.arange(L, device=eps.device).expand(B, L)
+    return Reading(u.clamp(0.0, _BELOW_ONE)[:, None].expand(B, L).contiguous(), order, True)
+
+
+# name -> (eps Float[B, L, D] | Long[B, L], noise, generator) -> Reading
+READERS = {"kr": _read_kr, "reveal-times": _read_reveal_times, "joint": _read_joint}
+
+
+def read_labels(eps: torch.Tensor, noise: MaskNoise, reader: str,
+                generator: torch.Generator | None = None) -> Reading:
+    if reader not in READERS:
+        raise ValueError(f"reader: expected one of {sorted(READERS)}, got {reader!r}")
+    return READERS[reader](eps, noise, generator)
+
+
+def inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token v with CDF(v-1) <= u < CDF(v), and the residual (u - CDF(v-1)) / p(v) in [0, 1).
+
+    probs: Float64[N, C] normalised, u: Float64[N] in [0, 1) -> (Long[N], Float64[N]). The residual is again
+    U(0, 1) given v when u is, which is what arithmetic decoding passes on."""
+    cdf = probs.cumsum(-1)
+    v = torch.minimum(u * cdf[:, -1], torch.nextafter(cdf[:, -1], torch.zeros_like(u)))
+    token = torch.searchsorted(cdf, v[:, None], right=True)[:, 0].clamp_max(probs.shape[-1] - 1)
+    p = probs.gather(1, token[:, None])[:, 0]
+    low = cdf.gather(1, token[:, None])[:, 0] - p
+    return token, ((v - low) / p).clamp(0.0, _BELOW_ONE)
+
+
+@torch.no_grad()
+def eps_coupled_completion(teacher: Callable, x_t: torch.Tensor, eps: torch.Tensor, reading: Reading, *,
+                           mask_id: int, t: torch.Tensor | None = None) -> torch.Tensor:
+    """x_0 = F(x_t, eps): the teacher completes the masked positions one at a time (Long[B, L] -> Long[B, L]).
+
+    Step j completes position order[:, j] (if masked) with the inverse CDF of the teacher's x0_hat given
+    everything revealed so far, at u[:, j's position] (or the running residual when chained). The teacher
+    sees the same labels throughout (no reset); L network calls."""
+    x = x_t.clone()
+    B, L = x.shape
+    rows = torch.arange(B, device=x.device)
+    u_run = reading.u[:, 0].clone()
+    t = torch.ones(B, device=x.device) if t is None else t
+    for j in range(L):
+        pos = reading.order[:, j]
+        todo = x[rows, pos] == mask_id
+        if not todo.any():
+            continue
+        logp = subs_log_probs(teacher(x, eps, t.to(torch.get_default_dtype())), x, mask_id)
+        b, p = rows[todo], pos[todo]
+        u = u_run[b] if reading.chained else reading.u[b, p]
+        token, residual = inverse_cdf(logp[b, p].double().softmax(-1), u)
+        x[b, p] = token
+        u_run[b] = residual
+    return x
+
+
+def eps_coupling_loss(student: Callable, teacher: Callable, x0: torch.Tensor, *, noise: MaskNoise,
+                      reader: str, mask_id: int, full_mask_fraction: float = 0.5,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+    """Cross-entropy of the student against F(x_t, eps) on the masked positions, fresh eps (scalar).
+
+    x0: Long[B, L] data. A fraction of the rows is fully masked (t = 1: the one-step map from labels to
+    sequences), the others are data masked at t ~ U(0, 1) (completions, used by multi-step sampling).
+    The targets are deterministic given (x_t, eps), so any positive time weighting has the same optimum;
+    the loss is left unweighted, which avoids the 1/t variance of the ELBO weight."""
+    B, L = x0.shape
+    dev = x0.device
+    gdev = generator.device if generator is not None else dev
+    t = torch.rand(B, generator=generator, dtype=torch.float64, device=gdev).to(dev)
+    t[: int(round(full_mask_fraction * B))] = 1.0
+    x_t, masked = q_sample(x0, t, "linear", mask_id, generator=generator)
+    eps = noise.draw(B, L, generator=generator, device=dev)
+    target = eps_coupled_completion(teacher, x_t, eps, read_labels(eps, noise, reader, generator),
+                                    mask_id=mask_id, t=t)
+    logp = subs_log_probs(student(x_t, eps, t.to(torch.get_default_dtype())), x_t, mask_id)
+    nll = -logp.gather(-1, target[..., None])[..., 0]
+    return torch.where(masked, nll, torch.zeros_like(nll)).sum() / masked.sum().clamp_min(1)

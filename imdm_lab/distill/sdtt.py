@@ -1,0 +1,85 @@
+"""SDTT / IM-SDTT: progressive self-distillation targets (Deschenaux & Gulcehre; imdm-reference sec. 5.1).
+
+In round r a frozen teacher takes k ancestral steps of size dt from x_t; the student, given the same x_t
+(and, for an IMDM, the same labels eps, held fixed over the teacher's rollout: no reset), learns to match
+in ONE step of size k * dt the teacher's predictions. Rounds multiply dt by k and copy the student into the
+teacher, so the student's step count goes N_0 -> N_0 / k -> ... -> 1.
+
+The teacher steps here are contiguous, t -> t - dt -> ... -> t - k dt (the official code leaves a gap
+between them, imdm-reference sec. 9.3); a step whose end time is <= 0 reveals every remaining mask.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from imdm_lab.losses import divergence, subs_log_probs
+from imdm_lab.masking import MaskNoise, q_sample
+from imdm_lab.posterior import mdm_coefficients
+from imdm_lab.sampling import categorical
+from imdm_lab.schedules import Schedule, check_steps, get_schedule, sample_times
+
+
+def round_plan(start_steps: int, target_steps: int = 1, k: int = 2) -> list[float]:
+    """Teacher step sizes dt_r = k^r / N_0 of the rounds that take a N_0-step sampler to target_steps.
+
+    After round r the student samples with N_0 / k^(r+1) steps; e.g. (16, 1, 2) -> [1/16, 1/8, 1/4, 1/2]."""
+    start_steps, target_steps = check_steps(start_steps), check_steps(target_steps)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+        raise ValueError(f"k: expected an integer >= 2, got {k!r}")
+    dts, n = [], start_steps
+    while n > target_steps and n % k == 0:
+        dts.append(1.0 / n)
+        n //= k
+    if n != target_steps:
+        raise ValueError(f"target_steps: expected start_steps / k^r = {start_steps} / {k}^r, got {target_steps}")
+    return dts
+
+
+@torch.no_grad()
+def teacher_targets(teacher: Callable, x_t: torch.Tensor, eps, t: torch.Tensor, dt: float, *, k: int = 2,
+                    mask_id: int, schedule: str | Schedule = "linear",
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    """log-probs the student must match: Float[B, L, C] for x_t Long[B, L], t Float[B] (eps fixed).
+
+    Teacher step j goes from tau_j = t - j dt to tau_j - dt, unmasking a masked position with probability
+    (alpha_s - alpha_t)/(1 - alpha_t) and drawing its token from the teacher's x0_hat (float64). A position
+    revealed at step j gets the teacher's log x0_hat of step j; one still masked after the k steps gets
+    that of the last step. Visible positions carry their token (SUBS)."""
+    sched = get_schedule(schedule)
+    x = x_t.clone()
+    still = x == mask_id
+    target = None
+    for j in range(k):
+        tau = (t - j * dt).clamp_min(0.0)
+        logp = subs_log_probs(teacher(x, eps, tau.to(torch.get_default_dtype())), x, mask_id)
+        target = logp if target is None else torch.where(still[..., None], logp, target)
+        s = tau.double() - dt
+        alpha_s = torch.where(s <= 0, torch.ones_like(s), sched.alpha(s.clamp_min(0.0)))
+        unmask, _ = mdm_coefficients(sched.alpha(tau.double()), alpha_s)
+        coins = torch.rand(x.shape, generator=generator, dtype=torch.float64,
+                           device=generator.device if generator is not None else x.device).to(x.device)
+        reveal = still & (coins < unmask[:, None])
+        if reveal.any():
+            x[reveal] = categorical(logp[reveal].double().exp(), generator)
+        still = still & ~reveal
+    return target
+
+
+def sdtt_loss(student: Callable, teacher: Callable, x0: torch.Tensor, dt: float, *, k: int = 2,
+              mask_id: int, noise: MaskNoise | None = None, schedule: str | Schedule = "linear",
+              divergence_kind: str = "kl-bwd", t_min: float = 1e-3,
+              generator: torch.Generator | None = None) -> torch.Tensor:
+    """One SDTT (noise None) / IM-SDTT (noise given) loss on a data batch x0 Long[B, L] -> scalar.
+
+    t ~ U[t_min, 1] (antithetic), x_t ~ q(x_t | x0), eps fresh per position and shared by teacher and
+    student; the divergence (reverse KL by default) is averaged over the masked positions of x_t."""
+    B, L = x0.shape
+    t = sample_times(B, t_min, antithetic=True, generator=generator, device=x0.device)
+    x_t, masked = q_sample(x0, t, schedule, mask_id, generator=generator)
+    eps = None if noise is None else noise.draw(B, L, generator=generator, device=x0.device)
+    target = teacher_targets(teacher, x_t, eps, t, dt, k=k, mask_id=mask_id, schedule=schedule,
+                             generator=generator)
+    student_logp = subs_log_probs(student(x_t, eps, t), x_t, mask_id)
+    return divergence(student_logp, target, divergence_kind, mask=masked)[1]
