@@ -125,29 +125,38 @@ def zero_shot(model, state, names: list[str], args, device) -> dict:
     return out
 
 
+def prompts(val_blocks, n_prompts: int, continuations: int, prefix_len: int, mask_id: int,
+            seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(truth Long[P, L], given Long[P c, L], given_mask Bool[P c, L]): P validation blocks chosen by a
+    seeded permutation, each repeated c times with its first prefix_len tokens given and the rest masked."""
+    P = min(n_prompts, len(val_blocks))
+    order = np.random.default_rng(derive_seed(seed, "prompts")).permutation(len(val_blocks))[:P]
+    truth = val_blocks.get_batch(np.sort(order))
+    given_mask = torch.zeros(P * continuations, truth.shape[1], dtype=torch.bool)
+    given_mask[:, :prefix_len] = True
+    masks = torch.full(given_mask.shape, mask_id, dtype=torch.int64)
+    given = torch.where(given_mask, truth.repeat_interleave(continuations, dim=0), masks)
+    return truth, given, given_mask
+
+
 def conditional(model, tok, val_blocks, judge, args, k: int, device) -> dict:
     """MAUVE of prefix-conditioned samples against the true blocks, plus their gen PPL and entropy."""
     from scale.metrics import decode_samples, gen_ppl, mauve_score, unigram_entropy
 
     L = val_blocks.length
-    if not 1 <= args.prefix_len < min(args.mauve_len, L):
-        raise ValueError(f"--prefix-len: expected an integer in [1, {min(args.mauve_len, L)}), got {args.prefix_len}")
-    prompts = min(args.prompts, len(val_blocks))
-    order = np.random.default_rng(derive_seed(args.seed, "prompts")).permutation(len(val_blocks))[:prompts]
-    truth = val_blocks.get_batch(np.sort(order))
-    given = truth.repeat_interleave(args.continuations, dim=0)
-    given_mask = torch.zeros_like(given, dtype=torch.bool)
-    given_mask[:, :args.prefix_len] = True
-    given = torch.where(given_mask, given, torch.full_like(given, model.config.mask_id))
+    cut = min(args.mauve_len, L)
+    if not 1 <= args.prefix_len < cut:
+        raise ValueError(f"--prefix-len: expected an integer in [1, {cut}), got {args.prefix_len}")
+    truth, given, given_mask = prompts(val_blocks, args.prompts, args.continuations, args.prefix_len,
+                                       model.config.mask_id, args.seed)
     tokens, _, _ = draw(model, len(given), L, k, args.batch_size, args.seed, device, given=given,
                         given_mask=given_mask, tag="cond")
-    cut = min(args.mauve_len, L)
     q = decode_samples(tokens[:, :cut], tok)
     p = decode_samples(truth[:, :cut], tok)
     score = mauve_score(p, q, judge, max_length=cut, seeds=MAUVE_SEEDS, batch_size=args.judge_batch_size)
     return {"mauve": score["mauve"], "mauve_per_seed": score["per_seed"],
             "cond_gen_ppl": gen_ppl(q, judge, max_length=cut, batch_size=args.judge_batch_size).gen_ppl,
-            "cond_entropy": unigram_entropy(tokens[:, :cut]), "prompts": prompts,
+            "cond_entropy": unigram_entropy(tokens[:, :cut]), "prompts": len(truth),
             "continuations": args.continuations}
 
 

@@ -6,20 +6,22 @@ MDLM -> IM-SDTT -> coupling -> IM-ReDi -> evaluation, as the sequence of `python
     imsdtt    distill --method imdm-sdtt --teacher DIR/mdlm       DIR/imsdtt    (rounds in DIR/imsdtt/rounds)
     coupling  redi-data --teacher DIR/imsdtt --n N --steps K      DIR/coupling
     imredi    distill --method imdm-redi --coupling DIR/coupling  DIR/imredi
-    judge     a proxy judge trained on held-out text (scale.judge.train_judge), unless --judge is given
+    judge     train-judge --out DIR/judge (tiny-cpu: a proxy judge on held-out text; the paper presets
+              judge with gpt2-large; --judge NAME_OR_DIR overrides both)
     evaluate  evaluate --ckpt DIR/mdlm DIR/imsdtt DIR/imredi      DIR/eval.json, DIR/eval.png
 
 A stage that finished is recorded in DIR/pipeline.json and skipped when the command is run again; an
 interrupted training stage continues with --resume and redi-data from its complete shards. Without
 --launcher every stage runs in this process; with one, the training and coupling stages run as
-`LAUNCHER -m scale ...` subprocesses (evaluation stays single-process). --dry-run prints the commands.
+`LAUNCHER -m scale ...` subprocesses (judge training and evaluation stay single-process).
+--dry-run prints the commands.
 """
 from __future__ import annotations
 
 import json
 import shlex
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 STAGES = ("mdlm", "imsdtt", "coupling", "imredi", "judge", "evaluate")
@@ -32,7 +34,7 @@ class Preset:
     coupling: list[str]
     imredi: list[str]
     evaluate: list[str]
-    judge: dict = field(default_factory=dict)  # train_judge keyword arguments of the proxy judge
+    judge: list[str] | None = None  # `train-judge` arguments of a proxy judge; None: gpt2-large
 
 
 PRESETS: dict[str, Preset] = {
@@ -43,7 +45,8 @@ PRESETS: dict[str, Preset] = {
         coupling=["--n", "32", "--steps", "16", "--batch-size", "16", "--shard-size", "16"],
         imredi=["--config", "tiny-cpu-distill"],
         evaluate=["--steps", "1,2,4,8", "--n", "8", "--batch-size", "8", "--val-batches", "2"],
-        judge=dict(size="tiny", steps=20, length=32, batch_size=4, lr=3e-3, warmup=5)),
+        judge=["--size", "tiny", "--steps", "20", "--length", "32", "--batch-size", "4", "--lr", "3e-3",
+               "--warmup", "5", "--eval-batches", "8"]),
     # The paper's LM1B chain (imdm-reference sec. 5): MDLM 1M steps, IM-SDTT 7 x 10k, 100k pairs, 50k steps.
     "lm1b": Preset(
         mdlm=["--config", "lm1b-mdlm-small"],
@@ -65,8 +68,8 @@ def add_arguments(p) -> None:
     p.add_argument("--preset", default="tiny-cpu", help=f"one of {sorted(PRESETS)} (default tiny-cpu)")
     p.add_argument("--out", required=True, help="folder of all stages")
     p.add_argument("--mdlm", default=None, help="an MDLM checkpoint to start from (skips the mdlm stage)")
-    p.add_argument("--judge", default=None, help="judge for evaluate (default: train a proxy judge; "
-                                                 "gpt2-large where the hub is reachable)")
+    p.add_argument("--judge", default=None, help="judge for evaluate (default: gpt2-large; tiny-cpu trains "
+                                                 "a proxy judge)")
     p.add_argument("--launcher", default="", help='e.g. "torchrun --nproc_per_node 8" (default: in-process)')
     p.add_argument("--args", action="append", default=[], metavar='STAGE="ARGS"',
                    help='extra arguments of one stage, e.g. --args imsdtt="--set train.micro_batch=8"')
@@ -83,8 +86,8 @@ def _extra(items: list[str]) -> dict[str, list[str]]:
     return out
 
 
-def plan(args) -> list[tuple[str, list[str] | None]]:
-    """[(stage, `python -m scale` argv or None for the in-process judge)] of this run."""
+def plan(args) -> list[tuple[str, list[str]]]:
+    """[(stage, `python -m scale` argv)] of this run."""
     if args.preset not in PRESETS:
         raise ValueError(f"--preset: expected one of {sorted(PRESETS)}, got {args.preset!r}")
     preset, out, extra = PRESETS[args.preset], Path(args.out), _extra(args.args)
@@ -92,21 +95,24 @@ def plan(args) -> list[tuple[str, list[str] | None]]:
         raise ValueError(f"--mdlm: preset {args.preset!r} starts from an MDLM checkpoint "
                          f"(e.g. python -m scale import-mdlm --from kuleshov-group/mdlm-owt --noise none --out DIR)")
     mdlm = args.mdlm or str(out / "mdlm")
-    judge = args.judge or str(out / "judge")
+    train_judge = not args.judge and preset.judge is not None
+    judge = args.judge or (str(out / "judge") if train_judge else "gpt2-large")
     stages = []
     if not args.mdlm:
         stages.append(("mdlm", ["train", *preset.mdlm, "--out", mdlm]))
     stages += [
-        ("imsdtt", ["distill", "--method", "imdm-sdtt", "--teacher", mdlm, *preset.imsdtt, "--out", str(out / "imsdtt")]),
-        ("coupling", ["redi-data", "--teacher", str(out / "imsdtt"), *preset.coupling, "--out", str(out / "coupling")]),
+        ("imsdtt", ["distill", "--method", "imdm-sdtt", "--teacher", mdlm, *preset.imsdtt,
+                    "--out", str(out / "imsdtt")]),
+        ("coupling", ["redi-data", "--teacher", str(out / "imsdtt"), *preset.coupling,
+                      "--out", str(out / "coupling")]),
         ("imredi", ["distill", "--method", "imdm-redi", "--coupling", str(out / "coupling"), *preset.imredi,
                     "--out", str(out / "imredi")]),
     ]
-    if not args.judge:
-        stages.append(("judge", None))
+    if train_judge:
+        stages.append(("judge", ["train-judge", *preset.judge, "--out", judge]))
     stages.append(("evaluate", ["evaluate", "--ckpt", mdlm, str(out / "imsdtt"), str(out / "imredi"),
                                 *preset.evaluate, "--judge", judge, "--out", str(out / "eval.json")]))
-    return [(name, None if argv is None else argv + extra.get(name, [])) for name, argv in stages]
+    return [(name, argv + extra.get(name, [])) for name, argv in stages]
 
 
 def _resumable(argv: list[str]) -> list[str]:
@@ -119,17 +125,12 @@ def _resumable(argv: list[str]) -> list[str]:
 
 def _run_stage(name: str, argv: list[str], launcher: list[str]) -> None:
     from scale.cli import main
-    if launcher and name != "evaluate":
+    if launcher and name not in ("judge", "evaluate"):
         rc = subprocess.run([*launcher, "-m", "scale", *argv]).returncode
     else:
         rc = main(argv)
     if rc != 0:
         raise ValueError(f"pipeline: stage {name!r} failed with exit status {rc}")
-
-
-def _train_judge(args) -> None:
-    from scale.judge import train_judge
-    train_judge(Path(args.out) / "judge", **PRESETS[args.preset].judge)
 
 
 def run(args) -> int:
@@ -138,11 +139,8 @@ def run(args) -> int:
     prefix = launcher or ["python"]
     if args.dry_run:
         for name, argv in stages:
-            if argv is None:
-                print(f"# {name}: python -m scale train-judge --out {Path(args.out) / 'judge'}")
-            else:
-                head = ["python"] if name == "evaluate" else prefix
-                print(shlex.join([*head, "-m", "scale", *argv]))
+            head = ["python"] if name in ("judge", "evaluate") else prefix
+            print(shlex.join([*head, "-m", "scale", *argv]))
         return 0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -153,10 +151,7 @@ def run(args) -> int:
             print(f"pipeline: {name} already done")
             continue
         print(f"pipeline: {name}")
-        if argv is None:
-            _train_judge(args)
-        else:
-            _run_stage(name, _resumable(argv), launcher)
+        _run_stage(name, _resumable(argv), launcher)
         done.append(name)
         record.write_text(json.dumps({"preset": args.preset, "done": done}, indent=1))
     return 0

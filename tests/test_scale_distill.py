@@ -14,7 +14,8 @@ from scale.checkpoint import load_model
 from scale.cli import main
 from scale.coupling import Coupling
 from scale.distill import adapt_weights
-from scale.evaluate import draw
+from scale.data import load_blocks
+from scale.evaluate import draw, prompts
 from scale.judge import load_judge
 from scale.metrics import decode_samples
 from scale.model import DiT, DiTConfig
@@ -90,6 +91,16 @@ def test_gen_ppl_and_entropy_of_the_evaluation_by_hand(chain):
             seen_eos |= ids[j] == judge.eos_id
             nll, count = nll - logp[j - 1, ids[j]].item(), count + 1
     assert entry["gen_ppl"] == pytest.approx(math.exp(nll / count), rel=1e-5)
+
+
+def test_conditional_samples_keep_their_prefix(chain):
+    model, state = load_model(chain / "imredi")
+    val = load_blocks("wiki", "validation", tokenizer="bert-base-uncased", length=32, progress=False)
+    truth, given, given_mask = prompts(val, 3, 2, 5, model.config.mask_id, seed=0)
+    assert truth.shape == (3, 32) and given.shape == (6, 32) and int(given_mask.sum()) == 6 * 5
+    tokens, nfe, _ = draw(model, 6, 32, 4, 4, 0, torch.device("cpu"), given=given, given_mask=given_mask, tag="c")
+    assert torch.equal(tokens[:, :5], truth.repeat_interleave(2, 0)[:, :5])
+    assert not (tokens == model.config.mask_id).any() and 1 <= nfe <= 4
 
 
 def test_resumed_distillation_restores_the_round_teacher(chain, tmp_path):
