@@ -1,0 +1,72 @@
+"""Two-dimensional slices of label space: what a one-step IMDM outputs as two label coordinates vary.
+
+    eps, (a, b) = label_slice(noise, L, axes=((0, 0), (1, 0)), n=101, base=noise.draw(1, L, generator=g)[0])
+    seqs = one_step_modes(model, eps, mask_id=V)        # Long[n*n, L], row-major over (a, b)
+    ids = support_index(seqs, support)                  # index of each row in the support, -1 elsewhere
+
+Partition-and-map made visible: a denoiser that learned a map g(eps) -> sequence cuts the slice into
+regions, one per output sequence; an MDM (no labels) or a model that ignores eps paints one region.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from imdm_lab.losses import subs_log_probs
+from imdm_lab.masking import MaskNoise
+
+# Half-width of the plotted range of one label coordinate, in units of noise.scale, per label kind.
+HALF_WIDTH = {"rand": 1.0, "randn": 3.0, "learnable": 3.0}
+
+
+def label_slice(noise: MaskNoise, length: int, axes, n: int, base: torch.Tensor):
+    """Labels on an n x n grid over two coordinates, every other coordinate fixed to `base`.
+
+    axes: ((position, coordinate), (position, coordinate)), the two varied entries of eps; base:
+    Float[L, D]. The grid takes the midpoints of n equal cells of [-h, h] (h = HALF_WIDTH * scale), so
+    no point lies on a cell edge. Returns (eps Float[n*n, L, D] with the first axis varying slowest,
+    (a, b) the Float64[n] coordinate values of each axis)."""
+    if noise.kind not in HALF_WIDTH:
+        raise ValueError(f"noise: expected continuous labels ({', '.join(HALF_WIDTH)}), got {noise.kind!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ValueError(f"n: expected an integer >= 2, got {n!r}")
+    noise.check(base[None], 1, length)
+    try:
+        (p0, d0), (p1, d1) = axes
+    except (TypeError, ValueError):
+        raise ValueError(f"axes: expected two (position, coordinate) pairs, got {axes!r}") from None
+    for p, d in ((p0, d0), (p1, d1)):
+        if not (0 <= p < length and 0 <= d < noise.dim):
+            raise ValueError(f"axes: expected positions in [0, {length}) and coordinates in [0, {noise.dim}), "
+                             f"got {axes!r}")
+    if (p0, d0) == (p1, d1):
+        raise ValueError(f"axes: expected two different entries, got {axes!r}")
+    h = HALF_WIDTH[noise.kind] * noise.scale
+    values = -h + h * (2 * np.arange(n) + 1) / n
+    eps = base.expand(n * n, *base.shape).clone()
+    grid = torch.tensor(values, dtype=eps.dtype)
+    eps[:, p0, d0] = grid.repeat_interleave(n)
+    eps[:, p1, d1] = grid.repeat(n)
+    return eps, (values, values.copy())
+
+
+@torch.no_grad()
+def one_step_modes(denoiser, eps: torch.Tensor, mask_id: int, chunk: int = 4096) -> torch.Tensor:
+    """The most likely token of every position after one step from the all-mask state, given eps.
+
+    eps: Float[N, L, D] -> Long[N, L], argmax_v p(x^i = v | all masked, eps) after SUBS. A one-step
+    IMDM that learned partition-and-map puts almost all mass on these tokens, so the rows are the
+    sequences its sampler outputs at those labels."""
+    N, L = eps.shape[:2]
+    out = []
+    for e in eps.split(chunk):
+        x = torch.full((len(e), L), mask_id, dtype=torch.int64)
+        out.append(subs_log_probs(denoiser(x, e, torch.ones(len(e))), x, mask_id).argmax(-1))
+    return torch.cat(out)
+
+
+def support_index(seqs, support: np.ndarray) -> np.ndarray:
+    """Row index of each sequence in `support` (Long[S, L]), -1 for a sequence outside it: Long[N]."""
+    seqs = np.asarray(seqs)
+    index = {tuple(row): s for s, row in enumerate(np.asarray(support).tolist())}
+    return np.array([index.get(tuple(row), -1) for row in seqs.tolist()], dtype=np.int64)
