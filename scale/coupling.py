@@ -193,7 +193,9 @@ class Coupling:
 
 def add_arguments(p) -> None:
     p.add_argument("--teacher", required=True, help="checkpoint folder of the teacher")
-    p.add_argument("--n", type=int, required=True, help="number of (x_t, x_0, t, seed) samples")
+    # --num-samples: under torchrun, whose parser also sees the script's options, "--n" is ambiguous.
+    p.add_argument("--n", "--num-samples", dest="n", type=int, required=True,
+                   help="number of (x_t, x_0, t, seed) samples (write --num-samples under torchrun)")
     p.add_argument("--steps", type=int, default=1024, help="teacher sampling steps from t to 0 (default 1024)")
     p.add_argument("--out", required=True, help="coupling folder (rerun the same command to resume)")
     p.add_argument("--fix-eps", action="store_true", help="no label resets: eps(seed) stays the whole path")

@@ -42,7 +42,7 @@ PRESETS: dict[str, Preset] = {
     "tiny-cpu": Preset(
         mdlm=["--config", "tiny-cpu", "--set", "model.noise=none", "--set", "eval.every=0", "--max-steps", "12"],
         imsdtt=["--config", "tiny-cpu-distill"],
-        coupling=["--n", "32", "--steps", "16", "--batch-size", "16", "--shard-size", "16"],
+        coupling=["--num-samples", "32", "--steps", "16", "--batch-size", "16", "--shard-size", "16"],
         imredi=["--config", "tiny-cpu-distill"],
         evaluate=["--steps", "1,2,4,8", "--n", "8", "--batch-size", "8", "--val-batches", "2"],
         judge=["--size", "tiny", "--steps", "20", "--length", "32", "--batch-size", "4", "--lr", "3e-3",
@@ -51,14 +51,14 @@ PRESETS: dict[str, Preset] = {
     "lm1b": Preset(
         mdlm=["--config", "lm1b-mdlm-small"],
         imsdtt=["--config", "lm1b-imsdtt"],
-        coupling=["--n", "100000", "--steps", "1024", "--batch-size", "128"],
+        coupling=["--num-samples", "100000", "--steps", "1024", "--batch-size", "128"],
         imredi=["--config", "lm1b-imredi"],
         evaluate=["--steps", "1,2,4,8,16,32,64,128,256,1024", "--n", "1024", "--batch-size", "64"]),
     # OpenWebText from the official MDLM weights (python -m scale import-mdlm --from kuleshov-group/mdlm-owt).
     "owt": Preset(
         mdlm=None,
         imsdtt=["--config", "owt-imsdtt"],
-        coupling=["--n", "100000", "--steps", "1024", "--batch-size", "32"],
+        coupling=["--num-samples", "100000", "--steps", "1024", "--batch-size", "32"],
         imredi=["--config", "owt-imredi"],
         evaluate=["--steps", "1,2,4,8,16,32,64,128,256,1024", "--n", "1024", "--batch-size", "32", "--mauve"]),
 }

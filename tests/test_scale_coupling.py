@@ -112,6 +112,23 @@ def test_ranks_split_the_shards_and_add_up_to_one_process(teacher, tmp_path):
     assert torch.equal(a["x_0"][visible], a["x_t"][visible]) and not (a["x_0"] == 103).any()
 
 
+def _env(cache):
+    return {**os.environ, "IMDM_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+            "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+def test_two_torchrun_processes_make_the_one_process_coupling(teacher, cache, tmp_path):
+    kw = dict(n=6, steps=3, batch_size=2, shard_size=2)
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "scale", "redi-data", "--teacher", str(teacher), "--num-samples", "6", "--steps", "3",
+                          "--batch-size", "2", "--shard-size", "2", "--out", str(tmp_path / "two")],
+                         env=_env(cache), capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-2000:]
+    one = generate(teacher, tmp_path / "one", runtime=CPU, progress=False, **kw)
+    a, b = _arrays(one), _arrays(tmp_path / "two")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_other_settings_in_the_same_folder_are_refused(teacher, tmp_path, capsys):
     args = ["redi-data", "--teacher", str(teacher), "--n", "2", "--steps", "2", "--out", str(tmp_path / "c")]
     assert main(args) == 0
@@ -124,8 +141,7 @@ def test_other_settings_in_the_same_folder_are_refused(teacher, tmp_path, capsys
 
 
 def test_sigkill_then_rerun_has_no_duplicates_or_gaps(teacher, cache, tmp_path):
-    env = {**os.environ, "IMDM_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env = _env(cache)
     n, size = 16, 2
     args = [sys.executable, "-m", "scale", "redi-data", "--teacher", str(teacher), "--n", str(n),
             "--steps", "32", "--batch-size", "2", "--shard-size", str(size)]
