@@ -4,7 +4,7 @@ MDLM -> IM-SDTT -> coupling -> IM-ReDi -> evaluation, as the sequence of `python
 
     mdlm      train --config ... --set model.noise=none           DIR/mdlm      (or --mdlm CKPT)
     imsdtt    distill --method imdm-sdtt --teacher DIR/mdlm       DIR/imsdtt    (rounds in DIR/imsdtt/rounds)
-    coupling  redi-data --teacher DIR/imsdtt --n N --steps K      DIR/coupling
+    coupling  redi-data --teacher DIR/imsdtt --num-samples N --steps K  DIR/coupling
     imredi    distill --method imdm-redi --coupling DIR/coupling  DIR/imredi
     judge     train-judge --out DIR/judge (tiny-cpu: a proxy judge on held-out text; the paper presets
               judge with gpt2-large; --judge NAME_OR_DIR overrides both)
