@@ -38,18 +38,21 @@ def test_partition_and_map_oracle_cuts_the_slice_into_V_bands_of_its_read_coordi
     noise = MaskNoise("rand", dim=2)
     n = 8
     eps, (a, _) = label_slice(noise, L, ((0, 0), (1, 0)), n=n, base=_base(noise))
-    seqs = one_step_modes(OracleIMDM(p, noise), eps, mask_id=V, chunk=5).numpy()
+    seqs, logp = one_step_modes(OracleIMDM(p, noise), eps, mask_id=V, chunk=5)
+    assert torch.equal(logp, torch.zeros(n * n, dtype=torch.float64))  # a deterministic one-step output
+    seqs = seqs.numpy()
     ids = support_index(seqs, np.repeat(np.arange(V)[:, None], L, axis=1)).reshape(n, n)
     expected = np.floor((a + 1) / 2 * V).astype(int)
     assert np.array_equal(ids, np.repeat(expected[:, None], n, axis=1))
 
 
-def test_a_denoiser_without_labels_paints_one_region_and_off_support_rows_get_minus_one():
+def test_a_denoiser_without_labels_outputs_no_likely_sequence_and_off_support_rows_get_minus_one():
     p = make_task("align", V=V, L=L).probs
     noise = MaskNoise("randn", dim=3)
     eps, _ = label_slice(noise, L, ((0, 0), (0, 1)), n=3, base=_base(noise))
-    seqs = one_step_modes(OracleMDM(p), eps, mask_id=V)  # uniform marginals: argmax is token 0 everywhere
+    seqs, logp = one_step_modes(OracleMDM(p), eps, mask_id=V)  # uniform marginals: argmax is token 0
     assert torch.equal(seqs, torch.zeros(9, L, dtype=torch.int64))
+    assert torch.allclose(logp, torch.full((9,), -L * np.log(V), dtype=torch.float64))  # (1/V)^L
     support = np.array([[0, 0, 0], [1, 1, 1]])
     assert support_index(np.array([[1, 1, 1], [0, 1, 0], [0, 0, 0]]), support).tolist() == [1, -1, 0]
 

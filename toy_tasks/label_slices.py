@@ -1,11 +1,12 @@
 """Two-dimensional slices of label space: what a one-step IMDM outputs as two label coordinates vary.
 
     eps, (a, b) = label_slice(noise, L, axes=((0, 0), (1, 0)), n=101, base=noise.draw(1, L, generator=g)[0])
-    seqs = one_step_modes(model, eps, mask_id=V)        # Long[n*n, L], row-major over (a, b)
+    seqs, logp = one_step_modes(model, eps, mask_id=V)  # Long[n*n, L] row-major over (a, b), Float[n*n]
     ids = support_index(seqs, support)                  # index of each row in the support, -1 elsewhere
 
 Partition-and-map made visible: a denoiser that learned a map g(eps) -> sequence cuts the slice into
-regions, one per output sequence; an MDM (no labels) or a model that ignores eps paints one region.
+regions, one per output sequence, each output with probability close to 1; a model that ignores eps
+(an MDM, or an IMDM trained with the ELBO only) has no region where one sequence is likely.
 """
 from __future__ import annotations
 
@@ -51,18 +52,20 @@ def label_slice(noise: MaskNoise, length: int, axes, n: int, base: torch.Tensor)
 
 
 @torch.no_grad()
-def one_step_modes(denoiser, eps: torch.Tensor, mask_id: int, chunk: int = 4096) -> torch.Tensor:
-    """The most likely token of every position after one step from the all-mask state, given eps.
+def one_step_modes(denoiser, eps: torch.Tensor, mask_id: int, chunk: int = 4096):
+    """The most likely one-step output given eps, and its probability under the one-step sampler.
 
-    eps: Float[N, L, D] -> Long[N, L], argmax_v p(x^i = v | all masked, eps) after SUBS. A one-step
-    IMDM that learned partition-and-map puts almost all mass on these tokens, so the rows are the
-    sequences its sampler outputs at those labels."""
+    eps: Float[N, L, D] -> (Long[N, L], Float64[N]): m^i = argmax_v p(x^i = v | all masked, eps) after
+    SUBS, and log prod_i p(x^i = m^i | all masked, eps), the log-probability that one step from the
+    all-mask state with these labels outputs exactly m (positions are drawn independently given eps)."""
     N, L = eps.shape[:2]
-    out = []
+    modes, logps = [], []
     for e in eps.split(chunk):
         x = torch.full((len(e), L), mask_id, dtype=torch.int64)
-        out.append(subs_log_probs(denoiser(x, e, torch.ones(len(e))), x, mask_id).argmax(-1))
-    return torch.cat(out)
+        best = subs_log_probs(denoiser(x, e, torch.ones(len(e))), x, mask_id).double().max(-1)
+        modes.append(best.indices)
+        logps.append(best.values.sum(-1))
+    return torch.cat(modes), torch.cat(logps)
 
 
 def support_index(seqs, support: np.ndarray) -> np.ndarray:
