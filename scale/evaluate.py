@@ -39,6 +39,7 @@ MAUVE_SEEDS = (42, 43, 44, 45, 46)
 
 
 def add_arguments(p) -> None:
+    from scale.metrics import EOS_RULES
     p.add_argument("--ckpt", required=True, nargs="+", help="checkpoint folder(s) to compare")
     p.add_argument("--steps", default="1,2,4,8,16,32,64,128,256,1024", help="comma-separated step counts")
     p.add_argument("--n", type=int, default=1024, help="unconditional samples per step count (default 1024)")
@@ -52,6 +53,9 @@ def add_arguments(p) -> None:
     p.add_argument("--val-batches", type=int, default=8, help="validation batches of the ELBO perplexity")
     p.add_argument("--batch-size", type=int, default=32, help="sequences per sampler / ELBO batch")
     p.add_argument("--judge-batch-size", type=int, default=8)
+    p.add_argument("--eos-rule", choices=sorted(EOS_RULES), default="official",
+                   help="tokens counted by gen PPL: official = every non-EOS token plus the first EOS (the "
+                        "reference code); first-eos = the tokens up to and including the first EOS")
     p.add_argument("--weights", choices=("ema", "model"), default="ema")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="JSON file to write")
@@ -155,7 +159,8 @@ def conditional(model, tok, val_blocks, judge, args, k: int, device) -> dict:
     p = decode_samples(truth[:, :cut], tok)
     score = mauve_score(p, q, judge, max_length=cut, seeds=MAUVE_SEEDS, batch_size=args.judge_batch_size)
     return {"mauve": score["mauve"], "mauve_per_seed": score["per_seed"],
-            "cond_gen_ppl": gen_ppl(q, judge, max_length=cut, batch_size=args.judge_batch_size).gen_ppl,
+            "cond_gen_ppl": gen_ppl(q, judge, max_length=cut, batch_size=args.judge_batch_size,
+                                    eos_rule=args.eos_rule).gen_ppl,
             "cond_entropy": unigram_entropy(tokens[:, :cut]), "prompts": len(truth),
             "continuations": args.continuations}
 
@@ -176,7 +181,7 @@ def evaluate(args) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     judge = load_judge(args.judge, device=device)
     names = [s for s in args.zero_shot.split(",") if s.strip()]
-    result = {"judge": args.judge, "n": args.n, "seed": args.seed, "weights": args.weights,
+    result = {"judge": args.judge, "eos_rule": args.eos_rule, "n": args.n, "seed": args.seed, "weights": args.weights,
               "device": str(device), "checkpoints": [], "entries": []}
     for path, label in zip(args.ckpt, _labels(args.ckpt)):
         model, state = load_model(path, args.weights, device)
@@ -191,7 +196,8 @@ def evaluate(args) -> dict:
             tokens, nfe, seconds = draw(model, args.n, length, k, args.batch_size, args.seed, device)
             texts = decode_samples(tokens, tok)
             entry = {"checkpoint": str(path), "label": label, "steps": k,
-                     "gen_ppl": gen_ppl(texts, judge, max_length=length, batch_size=args.judge_batch_size).gen_ppl,
+                     "gen_ppl": gen_ppl(texts, judge, max_length=length, batch_size=args.judge_batch_size,
+                                        eos_rule=args.eos_rule).gen_ppl,
                      "entropy": unigram_entropy(tokens), "nfe": nfe, "seconds_per_sample": seconds / args.n,
                      "mauve": None, "judge": args.judge, "val_ppl": ckpt["val_ppl"], "sample": texts[0]}
             if args.mauve:

@@ -53,6 +53,7 @@ def test_the_chain_runs_every_stage(chain):
 
 def test_evaluation_json_and_plot(chain):
     result = json.loads((chain / "eval.json").read_text())
+    assert result["eos_rule"] == "official"  # the reference code's count; --eos-rule first-eos switches
     assert (chain / "eval.png").stat().st_size > 1000
     assert [(Path(e["checkpoint"]).name, e["steps"]) for e in result["entries"]] == \
         [(c, k) for c in ("mdlm", "imsdtt", "imredi") for k in (1, 2, 4, 8)]
