@@ -60,6 +60,8 @@ def test_notebook_runs_top_to_bottom_with_fast_parameters(path, tmp_path, token_
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     nb = load_notebook(path, fast=True)
     assert "FAST = True" in parameter_cell(nb).source
+    if "\nRUN_DIR = " in "\n" + parameter_cell(nb).source:  # checkpoints inside the test's folder
+        set_parameters(nb, RUN_DIR=str(tmp_path / "run"))
     execute_notebook(nb, tmp_path, timeout_s=TIMEOUT_S)  # raises on the first failing cell
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(c.execution_count is not None for c in code)
