@@ -17,6 +17,7 @@ from imdm_lab.exact import (Marginals, align_success, check_int, entropy, kl, md
                             total_correlation)
 from imdm_lab.schedules import get_schedule
 from toy_tasks.distributions import TASKS, make_task
+from toy_tasks.experiment import add_experiment_arguments, run_experiment
 from toy_tasks.sample_command import add_sample_arguments, run_sample
 
 
@@ -111,6 +112,7 @@ COMMANDS = {
     "bound": (add_bound_arguments, run_bound),
     "success-curve": (add_success_arguments, run_success),
     "sample": (add_sample_arguments, run_sample),
+    "experiment": (add_experiment_arguments, run_experiment),
 }
 
 

@@ -1,0 +1,182 @@
+"""The toy demonstration: distillation kernels checked against exact laws, and the qualitative facts
+(MDM one step = TC; ELBO-IMDM = MDM; eps-coupled IMDM far below TC) on a small align task."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from imdm_lab.distill import (eps_coupled_completion, inverse_cdf, perturbed_coupling, read_labels,
+                              round_plan, teacher_targets)
+from imdm_lab.exact import kl, total_correlation
+from imdm_lab.losses import subs_log_probs
+from imdm_lab.masking import MaskNoise
+from toy_tasks.cli import main
+from toy_tasks.distributions import make_task
+from toy_tasks.evaluate import evaluate, kl_exact, kl_paths, left_to_right_kl
+from toy_tasks.methods import Budget, Run
+from toy_tasks.models import make_model
+from toy_tasks.oracle import OracleMDM
+from toy_tasks.task_views import task_view
+
+
+def _law(samples: torch.Tensor, V: int, L: int) -> np.ndarray:
+    codes = (samples * V ** torch.arange(L - 1, -1, -1)).sum(1)
+    return (np.bincount(codes.numpy(), minlength=V**L) / len(samples)).reshape((V,) * L)
+
+
+# ---- distillation kernels against exact laws ------------------------------------------------------
+
+def test_inverse_cdf_maps_a_uniform_grid_to_the_probabilities_and_residuals_stay_uniform():
+    probs = torch.tensor([[0.5, 0.25, 0.0, 0.25]], dtype=torch.float64)
+    u = (torch.arange(1000, dtype=torch.float64) + 0.5) / 1000
+    token, residual = inverse_cdf(probs.expand(1000, 4), u)
+    assert np.allclose(np.bincount(token.numpy(), minlength=4) / 1000, probs[0].numpy())
+    for v in (0, 1, 3):  # the residual of each token is again spread evenly over [0, 1)
+        r = residual[token == v].numpy()
+        assert r.min() < 0.01 and r.max() > 0.99 and abs(r.mean() - 0.5) < 0.01
+
+
+@pytest.mark.parametrize("reader, noise", [("kr", MaskNoise("rand", dim=2)),
+                                           ("reveal-times", MaskNoise("randn", dim=2)),
+                                           ("joint", MaskNoise("finite", K=2))])
+def test_eps_coupling_of_the_exact_teacher_pushes_labels_forward_to_p(reader, noise):
+    p = make_task("dirichlet", V=3, L=3, seed=1, alpha=0.5).probs
+    teacher = OracleMDM(p)
+    n = 40_000
+    gen = torch.Generator().manual_seed(0)
+    eps = noise.draw(n, 3, generator=gen)
+    x = torch.full((n, 3), 3, dtype=torch.int64)
+    out = eps_coupled_completion(teacher, x, eps, read_labels(eps, noise, reader, gen), mask_id=3)
+    q = _law(out, 3, 3)
+    assert 0.5 * np.abs(q - p).sum() < 0.02  # TV; sampling noise alone is ~0.01 at n = 40 000
+
+
+def test_eps_coupling_is_a_function_of_the_labels():
+    p = make_task("dirichlet", V=3, L=3, seed=2, alpha=0.5).probs
+    noise = MaskNoise("rand", dim=2)
+    eps = noise.draw(64, 3, generator=torch.Generator().manual_seed(1))
+    x = torch.full((64, 3), 3, dtype=torch.int64)
+    x[::2, 1] = 2  # partially masked rows keep their visible tokens
+    runs = [eps_coupled_completion(OracleMDM(p), x, eps, read_labels(eps, noise, "kr"), mask_id=3)
+            for _ in range(2)]
+    assert torch.equal(runs[0], runs[1])
+    assert torch.equal(runs[0][::2, 1], x[::2, 1])
+
+
+def test_round_plan_doubles_the_step_until_one_step():
+    assert round_plan(16, 1, 2) == [1 / 16, 1 / 8, 1 / 4, 1 / 2]
+    with pytest.raises(ValueError, match="^target_steps"):
+        round_plan(12, 5, 2)
+
+
+def test_teacher_targets_of_one_full_step_are_the_teacher_prediction():
+    p = make_task("dirichlet", V=3, L=3, seed=3, alpha=0.5).probs
+    teacher = OracleMDM(p)
+    x_t = torch.tensor([[3, 3, 3], [0, 3, 3], [1, 2, 3]])
+    t = torch.ones(3)
+    target = teacher_targets(teacher, x_t, None, t, dt=1.0, k=2, mask_id=3,
+                             generator=torch.Generator().manual_seed(0))
+    direct = subs_log_probs(teacher(x_t, None, t), x_t, 3)
+    assert torch.allclose(target, direct)  # a step of size 1 from t = 1 reveals everything at once
+
+
+def test_perturbed_coupling_completes_the_visible_tokens():
+    p = make_task("align", V=5, L=4).probs
+    view = task_view("align", V=5, L=4)
+    gen = torch.Generator().manual_seed(0)
+    x0 = view.sample(256, gen)
+    c = perturbed_coupling(OracleMDM(p), x0, steps=4, mask_id=5, generator=gen)
+    visible = c.x_t != 5
+    assert torch.equal(c.x_0[visible], x0[visible])
+    assert (c.x_0 < 5).all() and bool(((c.t > 0) & (c.t <= 1)).all())
+    # with something visible, the exact teacher copies it to every position (align)
+    some = visible.any(1)
+    assert bool((c.x_0[some] == c.x_0[some][:, :1]).all())
+
+
+# ---- evaluation against an independent computation ------------------------------------------------
+
+def test_exact_one_step_kl_of_an_mdm_is_the_kl_to_its_product_law():
+    view = task_view("dirichlet", V=3, L=3, seed=4, alpha=0.5)
+    model = make_model("tiny", 3, 3, "mdlm", seed=5)
+    x = torch.full((1, 3), 3, dtype=torch.int64)
+    with torch.no_grad():
+        q_i = torch.softmax(model(x, None, torch.ones(1))[0].double(), -1).numpy()  # [L, V]
+    product = np.einsum("a,b,c->abc", *q_i)
+    got, _ = kl_exact(model, view, greedy=False, n=0, gen=None)
+    assert got == pytest.approx(kl(view.probs, product), rel=1e-6)
+
+
+# ---- the qualitative facts on align (short trainings, fixed seeds) ---------------------------------
+
+@pytest.fixture(scope="module")
+def align_run():
+    # One thread: these tiny networks gain nothing from intra-op threads, and a busy machine makes
+    # two threads per process several times slower (the experiment CLI does the same).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    view = task_view("align", V=8, L=3)
+    budget = Budget(elbo_steps=300, round_steps=1, sdtt_start=2, redi_pairs=64, redi_teacher_steps=2,
+                    redi_steps=1, coupling_steps=500, batch=64)
+    yield Run(view, "tiny", budget, seed=0)
+    torch.set_num_threads(threads)
+
+
+def _one_step(run, method):
+    return evaluate(run.get(method), run.view, 1, 2048, seed=7)
+
+
+def test_elbo_trained_mdm_one_step_kl_is_the_total_correlation(align_run):
+    tc = align_run.view.total_correlation
+    row = _one_step(align_run, "mdm")
+    assert row["kl_estimator"] == "exact"
+    assert abs(row["kl"] - tc) < 0.1 * tc
+    assert row["success"] < 0.1
+
+
+def test_elbo_trained_imdm_stays_close_to_the_mdm(align_run):
+    tc = align_run.view.total_correlation
+    mdm, imdm = _one_step(align_run, "mdm"), _one_step(align_run, "imdm-elbo")
+    assert imdm["kl_estimator"] == "labels-mc"
+    assert abs(imdm["kl"] - mdm["kl"]) < 0.1 * tc
+
+
+def test_eps_coupled_imdm_beats_the_factorization_bound_in_one_step(align_run):
+    tc = align_run.view.total_correlation
+    row = _one_step(align_run, "imdm-eps-coupling")
+    assert row["kl"] < 0.5 * tc and row["kl_ci"][1] < 0.5 * tc
+    assert row["success"] > 0.5
+    assert row["coverage"] == 1.0
+
+
+# ---- command line ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, names", [
+    (["experiment", "--preset", "nope"], "demo, paper-synthetic"),
+    (["experiment", "--preset", "demo", "--methods", "mdm,magic"], "imdm-eps-coupling"),
+    (["experiment", "--preset", "demo", "--tasks", "nope"], "align"),
+])
+def test_experiment_cli_rejects_unknown_names_with_exit_2(argv, names, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert names in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_path_estimate_of_the_multi_step_law_matches_the_exact_mdm_law():
+    view = task_view("dirichlet", V=3, L=3, seed=6, alpha=0.5)
+    oracle = OracleMDM(view.probs)
+    oracle.noise = None  # the evaluation reads the label law of a model; the oracle has none
+    for steps in (2, 4):
+        got, ci = kl_paths(oracle, view, steps, 4000, torch.Generator().manual_seed(steps))
+        want = view.mdm_kl(steps)
+        assert ci[0] - 0.01 <= want <= ci[1] + 0.01 and abs(got - want) < 0.03
+
+
+def test_left_to_right_law_of_the_exact_teacher_is_p():
+    view = task_view("dirichlet", V=3, L=3, seed=1, alpha=0.5)
+    oracle = OracleMDM(view.probs)
+    oracle.noise = None
+    assert abs(left_to_right_kl(oracle, view)) < 1e-9

@@ -1,0 +1,219 @@
+"""Sample laws of trained toy models measured against the task's exact law p.
+
+For one model and a step count: samples from the shared ancestral sampler give success (align: all
+tokens equal), unigram entropy (of all generated tokens pooled: a collapse onto few values lowers it),
+coverage (fraction of the support of p hit at least once) and the number of network calls; KL(p || q)
+comes from the most exact estimator available (KL_ESTIMATORS):
+
+- `exact`: one step with a finite label set (an MDM: one label; a K-state mask: K^L label configurations).
+  A one-step sampler is a mixture of product laws, q(x) = mean_z prod_i q_i(x_i | z), enumerated over z.
+- `labels-mc`: one step with continuous labels (or too many finite ones): the same mixture averaged over
+  n label draws (an unbiased estimate of q(x) for every x in the support); CI by bootstrap over the draws.
+- `paths`: several steps of a model without labels: q(x) estimated without bias for every x in the
+  support by forcing the sampler's paths onto x (see kl_paths); CI by bootstrap over the paths. Unlike
+  a histogram it is finite when p has cells far below 1 / n.
+- `histogram`: several steps of a model with labels, whose law given eps is close to deterministic, so
+  forced paths are as noisy as a histogram: plug-in KL of the counts of the >= 20 |support| samples;
+  CI by bootstrap of the counts; null (+inf) when a sequence of the support was never drawn.
+Only q on the support of p enters KL(p || q) = sum_{p(x) > 0} p(x) ln(p(x) / q(x)).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from imdm_lab.losses import subs_log_probs
+from imdm_lab.posterior import imdm_coefficients
+from imdm_lab.sampling import sample
+from imdm_lab.schedules import get_schedule
+from toy_tasks.models import ToyDenoiser
+
+BOOTSTRAP = 200
+ENUMERATION_LIMIT = 2**12  # label configurations K^L enumerated by `exact` (more: `labels-mc`)
+CHUNK = 8192  # rows per network call when sampling, enumerating or averaging over labels
+GROUPS = 50  # groups of label draws resampled by the bootstrap of `labels-mc`
+
+
+def _kl(p: np.ndarray, q: np.ndarray) -> float:
+    with np.errstate(divide="ignore"):
+        return float(np.sum(p * (np.log(p) - np.log(q))))
+
+
+def _ci(values: np.ndarray) -> list[float] | None:
+    """95% percentile interval; None when a resample missed a support sequence (KL = +inf there)."""
+    if not np.all(np.isfinite(values)):
+        return None
+    lo, hi = np.percentile(values, [2.5, 97.5])
+    return [float(lo), float(hi)]
+
+
+@torch.no_grad()
+def _support_log_weights(model: ToyDenoiser, eps, support: torch.Tensor, greedy: bool) -> torch.Tensor:
+    """log prod_i q_i(x_i | eps_n) for every label draw n and support row s: Float64[N, S]."""
+    N, L = eps.shape[0] if eps is not None else 1, model.L
+    x = torch.full((N, L), model.mask_id, dtype=torch.int64)
+    logp = subs_log_probs(model(x, eps, torch.ones(N)), x, model.mask_id).double()
+    if greedy:  # the greedy last step puts all mass on the argmax
+        logp = torch.where(logp == logp.max(-1, keepdim=True).values, torch.zeros_like(logp),
+                           torch.full_like(logp, -math.inf))
+    pos = torch.arange(L)
+    return logp[:, pos[None, :], support].sum(-1)  # [N, S, L] -> [N, S]
+
+
+def _rows_per_call(model: ToyDenoiser, support: torch.Tensor) -> int:
+    """Label draws per network call, so that the [rows, S, L] gather stays near 2^22 numbers."""
+    return max(1, min(CHUNK, 2**22 // (model.L * max(len(support), model.V))))
+
+
+def kl_exact(model: ToyDenoiser, view, greedy: bool, n: int, gen) -> tuple[float, None]:
+    """One step, finite labels: enumerate every label configuration (a single one for an MDM)."""
+    support = torch.from_numpy(view.support)
+    if model.noise is None:
+        chunks = [None]
+    else:
+        K, L = model.noise.K, model.L
+        codes = torch.arange(K**L)
+        labels = torch.stack([(codes // K ** (L - 1 - i)) % K for i in range(L)], dim=1)
+        chunks = labels.split(_rows_per_call(model, support))
+    total = sum(_support_log_weights(model, e, support, greedy).exp().sum(0) for e in chunks)
+    count = 1 if model.noise is None else model.noise.K ** model.L
+    return _kl(view.support_probs, (total / count).numpy()), None
+
+
+def kl_labels_mc(model: ToyDenoiser, view, greedy: bool, n: int, gen) -> tuple[float, list | None]:
+    """One step: q(x) averaged over n label draws; CI by bootstrap over GROUPS groups of draws (draw j
+    belongs to group j mod GROUPS), which keeps memory at GROUPS x S however large n is."""
+    support = torch.from_numpy(view.support)
+    sums = torch.zeros(GROUPS, len(support), dtype=torch.float64)
+    rows = _rows_per_call(model, support)
+    for start in range(0, n, rows):
+        m = min(rows, n - start)
+        w = _support_log_weights(model, model.noise.draw(m, model.L, generator=gen), support, greedy).exp()
+        sums.index_add_(0, torch.arange(start, start + m) % GROUPS, w)
+    sizes = np.bincount(np.arange(n) % GROUPS, minlength=GROUPS)
+    rng = np.random.default_rng(int(torch.randint(0, 2**31, (), generator=gen)))
+    pick = rng.multinomial(GROUPS, np.full(GROUPS, 1.0 / GROUPS), size=BOOTSTRAP)
+    boot = (pick @ sums.numpy()) / (pick @ sizes)[:, None]
+    p = view.support_probs
+    return _kl(p, sums.sum(0).numpy() / n), _ci(np.array([_kl(p, q) for q in boot]))
+
+
+@torch.no_grad()
+def kl_paths(model: ToyDenoiser, view, steps: int, n: int, gen) -> tuple[float, list | None]:
+    """Several steps: an unbiased estimate of q(x) for every support sequence x by forcing the sampler's
+    paths onto x. Which positions unmask (and which labels reset) at a step does not depend on the
+    tokens, so q(x) = E_branches[ prod over reveals of q_theta(x_i | state, eps) ]: draw the branches as
+    the sampler does, write x's tokens where positions unmask, multiply the model's probabilities.
+    n // |S| paths per sequence (at least 16); CI by bootstrap over each sequence's paths."""
+    S, L = view.support.shape
+    R = max(16, n // S)
+    target = torch.from_numpy(view.support).repeat_interleave(R, dim=0)  # [S R, L]
+    N = target.shape[0]
+    x = torch.full((N, L), model.mask_id, dtype=torch.int64)
+    eps = None if model.noise is None else model.noise.draw(N, L, generator=gen)
+    sched = get_schedule("linear")
+    alphas = sched.alpha(sched.grid(steps))
+    alphas[-1] = 1.0
+    logw = torch.zeros(N, dtype=torch.float64)
+    for j in range(steps):
+        masked = x == model.mask_id
+        if not masked.any():
+            break
+        unmask, keep, _ = imdm_coefficients(alphas[j], alphas[j + 1], fix_eps=model.noise is None)
+        r = torch.rand((N, L), generator=gen, dtype=torch.float64)
+        reveal = masked & (r < unmask)
+        rows = reveal.any(1).nonzero()[:, 0]  # the network is only needed where a token is revealed
+        t = torch.full((CHUNK,), float(sched.grid(steps)[j]))
+        for i in range(0, len(rows), CHUNK):
+            b = rows[i:i + CHUNK]
+            logp = subs_log_probs(model(x[b], None if eps is None else eps[b], t[:len(b)]), x[b], model.mask_id)
+            hit = logp.gather(-1, target[b][..., None])[..., 0].double()
+            logw[b] += torch.where(reveal[b], hit, torch.zeros_like(hit)).sum(1)
+        x = torch.where(reveal, target, x)
+        reset = masked & (r >= unmask + keep)
+        if model.noise is not None and reset.any():
+            eps[reset] = model.noise.draw_rows(int(reset.sum()), generator=gen)
+    w = logw.exp().reshape(S, R).numpy()
+    rng = np.random.default_rng(int(torch.randint(0, 2**31, (), generator=gen)))
+    p = view.support_probs
+    boot = [(rng.multinomial(R, np.full(R, 1.0 / R), size=S) * w).sum(1) / R for _ in range(BOOTSTRAP)]
+    return _kl(p, w.mean(1)), _ci(np.array([_kl(p, q) for q in boot]))
+
+
+def kl_histogram(counts: np.ndarray, n: int, view, gen) -> tuple[float | None, list | None]:
+    """Plug-in KL of the sample histogram on the support, bootstrap CI of the multinomial counts."""
+    if np.any(counts == 0):
+        return None, None
+    cells = np.append(counts, n - counts.sum()) / n  # the support cells and "anything else"
+    rng = np.random.default_rng(int(torch.randint(0, 2**31, (), generator=gen)))
+    boot = rng.multinomial(n, cells, size=BOOTSTRAP)[:, :-1] / n
+    p = view.support_probs
+    return _kl(p, counts / n), _ci(np.array([_kl(p, q) for q in boot]))
+
+
+@torch.no_grad()
+def left_to_right_kl(model: ToyDenoiser, view) -> float:
+    """Exact KL(p || q_lr) of the law q_lr(x) = prod_i q(x_i | x_<i) of revealing one token at a time,
+    left to right: the law of the `kr` eps-driven coupling of this model as a teacher."""
+    X = torch.from_numpy(view.support)
+    S, L = X.shape
+    logq = torch.zeros(S, dtype=torch.float64)
+    for i in range(L):
+        x = torch.where(torch.arange(L) < i, X, torch.full_like(X, model.mask_id))
+        eps = None if model.noise is None else model.noise.draw(S, L)
+        logp = subs_log_probs(model(x, eps, torch.ones(S)), x, model.mask_id).double()
+        logq += logp[torch.arange(S), i, X[:, i]]
+    return _kl(view.support_probs, logq.exp().numpy())
+
+
+def support_counts(samples: np.ndarray, support: np.ndarray) -> np.ndarray:
+    """How often each support row occurs among the samples: Long[S]."""
+    index = {tuple(row): s for s, row in enumerate(support.tolist())}
+    rows, counts = np.unique(samples, axis=0, return_counts=True)
+    out = np.zeros(len(support), dtype=np.int64)
+    for row, c in zip(rows.tolist(), counts):
+        s = index.get(tuple(row))
+        if s is not None:
+            out[s] = c
+    return out
+
+
+def unigram_entropy(samples: np.ndarray, V: int) -> float:
+    """Entropy (nats) of the pooled token frequencies of all samples."""
+    f = np.bincount(samples.ravel(), minlength=V) / samples.size
+    f = f[f > 0]
+    return float(-(f * np.log(f)).sum()) + 0.0  # + 0.0: no "-0.000" for a constant sample
+
+
+def kl_method(model: ToyDenoiser, steps: int) -> str:
+    if steps > 1:
+        return "paths" if model.noise is None else "histogram"
+    if model.noise is None or (not model.noise.continuous and model.noise.K ** model.L <= ENUMERATION_LIMIT):
+        return "exact"
+    return "labels-mc"
+
+
+KL_ESTIMATORS = {"exact": kl_exact, "labels-mc": kl_labels_mc}  # one step
+
+
+def evaluate(model: ToyDenoiser, view, steps: int, n: int, seed: int, last_step: str = "ancestral") -> dict:
+    """One result row: kl, kl_ci, success, entropy, coverage, nfe (and the estimator used)."""
+    gen = torch.Generator().manual_seed(seed)
+    chunks = [sample(model, batch_size=min(CHUNK, n - start), length=model.L, steps=steps,
+                     mask_id=model.mask_id, schedule="linear", noise=model.noise, generator=gen,
+                     last_step=last_step) for start in range(0, n, CHUNK)]
+    samples = torch.cat([c.tokens for c in chunks]).numpy()
+    nfe = float(np.mean([c.nfe for c in chunks]))
+    counts = support_counts(samples, view.support)
+    how = kl_method(model, steps)
+    if how == "paths":
+        kl, ci = kl_paths(model, view, steps, n, gen)
+    elif how == "histogram":
+        kl, ci = kl_histogram(counts, n, view, gen)
+    else:
+        kl, ci = KL_ESTIMATORS[how](model, view, last_step == "greedy", n, gen)
+    success = float((samples == samples[:, :1]).all(1).mean()) if view.name == "align" else None
+    return {"kl": kl, "kl_ci": ci, "success": success, "entropy": unigram_entropy(samples, view.V),
+            "coverage": float((counts > 0).mean()), "nfe": nfe, "kl_estimator": how}

@@ -1,0 +1,165 @@
+"""The toy methods: how each model of the comparison is trained (METHODS registry).
+
+Every method is a function of a `Run` (task, model size, budget, seed) that returns a trained
+ToyDenoiser; methods that start from another one (a distilled student from its ELBO-trained teacher)
+ask the run for it, so each model is trained once per run.
+
+    mdm                 MDM (no labels), continuous-time ELBO on data
+    imdm-elbo           IMDM (labels U(-1, 1)^D), same ELBO: the labels carry no information about x_0
+    sdtt / imdm-sdtt    rounds of 2-step teacher -> 1-step student from `mdm` / `imdm-elbo`, reverse KL,
+                        labels shared by teacher and student (imdm), N_0 -> 1 step
+    redi / imdm-redi    perturbed coupling of the teacher `mdm` / `imdm-elbo` (many steps, initial labels
+                        from a seed), fine-tuned with the ELBO-weighted CE at the stored t, labels from the seed
+    imdm-eps-coupling   student from `imdm-elbo` learns the eps-driven coupling of the teacher `mdm`, reading
+                        `kr` (Knothe-Rosenblatt: fixed order, inverse CDF from each position's own label)
+    imdm-eps-reveal     the same with reveal order and tokens read from the labels (`reveal-times`)
+    imdm-kN             a finite N-state mask, MDM weights plus a zero K x d table, eps-driven coupling
+                        reading all labels jointly (`joint`)
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from imdm_lab.distill import (coupling_loss, eps_coupling_loss, perturbed_coupling, round_plan, sdtt_loss)
+from imdm_lab.losses import elbo
+from imdm_lab.schedules import sample_times
+from toy_tasks.models import ToyDenoiser, make_model
+from toy_tasks.train import TrainConfig, frozen_copy, train
+
+SCHEDULE = "linear"  # the schedule of the exact engine's curves
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Optimizer steps and data sizes of one run (a preset fixes them)."""
+
+    elbo_steps: int
+    round_steps: int  # per SDTT round
+    sdtt_start: int  # N_0: the teacher's step count in round 0
+    redi_pairs: int
+    redi_teacher_steps: int
+    redi_steps: int
+    coupling_steps: int
+    batch: int = 128
+    lr: float = 3e-3
+    finetune_lr: float = 1e-3
+
+
+@dataclass
+class Run:
+    view: object  # a task view (toy_tasks.task_views)
+    size: str
+    budget: Budget
+    seed: int
+    models: dict = field(default_factory=dict)
+    notes: dict = field(default_factory=dict)
+
+    def get(self, method: str) -> ToyDenoiser:
+        if method not in self.models:
+            if method not in METHODS:
+                raise ValueError(f"method: expected one of {sorted(METHODS)}, got {method!r}")
+            self.models[method] = METHODS[method][0](self)
+        return self.models[method]
+
+    def fresh(self, eps: str) -> ToyDenoiser:
+        return make_model(self.size, self.view.V, self.view.L, eps, seed=self.seed)
+
+    def data(self, gen: torch.Generator) -> torch.Tensor:
+        return self.view.sample(self.budget.batch, gen)
+
+    def fit(self, model, loss_fn, steps: int, lr: float, salt: int) -> None:
+        cfg = TrainConfig(steps=steps, lr=lr, batch=self.budget.batch)
+        train(model, loss_fn, cfg, seed=self.seed * 1000 + salt)
+
+
+def _elbo_trained(eps: str, salt: int):
+    def method(run: Run) -> ToyDenoiser:
+        model = run.fresh(eps)
+
+        def loss(step, gen):
+            x0 = run.data(gen)
+            t = sample_times(x0.shape[0], 1e-3, antithetic=True, generator=gen)
+            return elbo(model, x0, t, SCHEDULE, model.mask_id, noise=model.noise, generator=gen).mean
+        run.fit(model, loss, run.budget.elbo_steps, run.budget.lr, salt)
+        return model
+    return method
+
+
+def _sdtt(base: str, salt: int):
+    def method(run: Run) -> ToyDenoiser:
+        student = copy.deepcopy(run.get(base))
+        for r, dt in enumerate(round_plan(run.budget.sdtt_start, 1, 2)):
+            teacher = frozen_copy(student)  # teacher <- student at every round
+
+            def loss(step, gen, teacher=teacher, dt=dt):
+                return sdtt_loss(student, teacher, run.data(gen), dt, k=2, mask_id=student.mask_id,
+                                 noise=student.noise, schedule=SCHEDULE, generator=gen)
+            run.fit(student, loss, run.budget.round_steps, run.budget.finetune_lr, salt + r)
+        return student
+    return method
+
+
+def _redi(base: str, salt: int):
+    def method(run: Run) -> ToyDenoiser:
+        teacher = run.get(base)
+        gen = torch.Generator().manual_seed(run.seed * 1000 + salt)
+        pairs = perturbed_coupling(teacher, run.view.sample(run.budget.redi_pairs, gen),
+                                   steps=run.budget.redi_teacher_steps, mask_id=teacher.mask_id,
+                                   noise=teacher.noise, schedule=SCHEDULE, generator=gen)
+        student = copy.deepcopy(teacher)
+
+        def loss(step, gen):
+            rows = torch.randint(0, run.budget.redi_pairs, (run.budget.batch,), generator=gen)
+            return coupling_loss(student, type(pairs)(*(v[rows] for v in pairs)), mask_id=student.mask_id,
+                                 noise=student.noise, schedule=SCHEDULE)
+        run.fit(student, loss, run.budget.redi_steps, run.budget.finetune_lr, salt + 1)
+        return student
+    return method
+
+
+def _coupled(student_init: Callable[[Run], ToyDenoiser], reader: str, salt: int):
+    def method(run: Run) -> ToyDenoiser:
+        teacher = frozen_copy(run.get("mdm"))
+        student = student_init(run)
+
+        def loss(step, gen):
+            return eps_coupling_loss(student, teacher, run.data(gen), noise=student.noise, reader=reader,
+                                     mask_id=student.mask_id, generator=gen)
+        run.fit(student, loss, run.budget.coupling_steps, run.budget.lr, salt)
+        return student
+    return method
+
+
+def _from_imdm_elbo(run: Run) -> ToyDenoiser:
+    return copy.deepcopy(run.get("imdm-elbo"))
+
+
+def _finite_from_mdm(K: int):
+    def init(run: Run) -> ToyDenoiser:
+        model = run.fresh(f"k{K}")
+        missing, unexpected = model.load_state_dict(run.get("mdm").state_dict(), strict=False)
+        if unexpected or set(missing) != {"vocab_embed.mask_table"}:
+            raise ValueError(f"k{K}: MDM weights do not fit the finite-K model ({missing}, {unexpected})")
+        return model  # the zero K x d table: exactly the MDM at the start
+    return init
+
+
+# name -> (train(run) -> model, label variant of the model)
+METHODS: dict[str, tuple[Callable[[Run], ToyDenoiser], str]] = {
+    "mdm": (_elbo_trained("mdlm", 1), "mdlm"),
+    "imdm-elbo": (_elbo_trained("rand", 2), "rand"),
+    "sdtt": (_sdtt("mdm", 10), "mdlm"),
+    "imdm-sdtt": (_sdtt("imdm-elbo", 20), "rand"),
+    "redi": (_redi("mdm", 30), "mdlm"),
+    "imdm-redi": (_redi("imdm-elbo", 40), "rand"),
+    "imdm-eps-coupling": (_coupled(_from_imdm_elbo, "kr", 50), "rand"),
+    "imdm-eps-reveal": (_coupled(_from_imdm_elbo, "reveal-times", 60), "rand"),
+    "imdm-k2": (_coupled(_finite_from_mdm(2), "joint", 70), "k2"),
+    "imdm-k4": (_coupled(_finite_from_mdm(4), "joint", 80), "k4"),
+    "imdm-k16": (_coupled(_finite_from_mdm(16), "joint", 90), "k16"),
+}
+
