@@ -10,6 +10,12 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 FLOOR = 1e-3  # KL values below this are drawn at the floor of the log axis
 
 
+def _colors(task: dict) -> dict:
+    """One colour per method, the same in every panel (tab20 has room for every method)."""
+    methods = [m for m in dict.fromkeys(r["method"] for r in task["results"]) if "+greedy" not in m]
+    return {m: plt.cm.tab20(i % 20) for i, m in enumerate(methods)}
+
+
 def plot_results(result: dict, path: str) -> None:
     tasks = result["tasks"]
     aligned = [t for t in tasks if t["task"] == "align"]
@@ -24,20 +30,23 @@ def plot_results(result: dict, path: str) -> None:
         if bound:
             ax.plot(*zip(*[(k, max(b, FLOOR)) for k, b in bound]), "k--", lw=1.5, label="stepwise bound")
         ax.axhline(task["total_correlation"], color="grey", ls=":", label="TC(p)")
-        for method in dict.fromkeys(r["method"] for r in task["results"]):
+        for method, color in _colors(task).items():
             rows = [r for r in task["results"] if r["method"] == method and r["kl"] is not None]
-            if rows and "+greedy" not in method:
+            if rows:
                 ax.plot([r["steps"] for r in rows], [max(r["kl"], FLOOR) for r in rows], "o-", ms=3, lw=1,
-                        label=method)
+                        color=color, label=method)
         ax.set(xscale="log", yscale="log", xlabel="sampling steps", ylabel="KL(p || model) [nats]",
                title=f"{task['task']} V={task['V']} L={task['L']}")
         ax.set_xticks(steps, [str(k) for k in steps])
     for ax, task in zip(axes[len(tasks):], aligned):
-        for method in dict.fromkeys(r["method"] for r in task["results"]):
-            rows = [r for r in task["results"] if r["method"] == method and "+greedy" not in method]
-            ax.plot([r["steps"] for r in rows], [r["success"] for r in rows], "o-", ms=3, lw=1, label=method)
+        for method, color in _colors(task).items():
+            rows = [r for r in task["results"] if r["method"] == method]
+            ax.plot([r["steps"] for r in rows], [r["success"] for r in rows], "o-", ms=3, lw=1, color=color,
+                    label=method)
+        steps = sorted({r["steps"] for r in task["results"]})
         ax.set(xscale="log", xlabel="sampling steps", ylabel="P(all tokens equal)", ylim=(-0.02, 1.02),
-               title=f"align V={task['V']} L={task['L']}: success")
+               title=f"align V={task['V']} L={task['L']}: success (ancestral last step)")
+        ax.set_xticks(steps, [str(k) for k in steps])
     axes[0].legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
