@@ -117,18 +117,24 @@ def make_dit_config(config: Config, vocab_size: int, mask_id: int) -> DiTConfig:
                      bf16=config.train.bf16)
 
 
-def check_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
-    """Every missing / unexpected key and every shape mismatch against `model`, in one ValueError."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(tensors))
+def weight_mismatches(own: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor],
+                      may_miss: str | None = None) -> str:
+    """Missing / unexpected keys and shape mismatches of `tensors` against the state dict `own`, as one
+    readable line ('' when they fit); keys starting with `may_miss` may be absent."""
+    missing = sorted(k for k in set(own) - set(tensors) if not (may_miss and k.startswith(may_miss)))
     unexpected = sorted(set(tensors) - set(own))
     shapes = sorted(f"{k} {tuple(tensors[k].shape)} vs model {tuple(own[k].shape)}"
                     for k in set(own) & set(tensors) if tensors[k].shape != own[k].shape)
-    if missing or unexpected or shapes:
-        parts = [f"{label}: {', '.join(items)}" for label, items in
-                 (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes))
-                 if items]
-        raise ValueError(f"{source}: weights do not fit this model ({'; '.join(parts)})")
+    return "; ".join(f"{label}: {', '.join(items)}" for label, items in
+                     (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes))
+                     if items)
+
+
+def check_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Every missing / unexpected key and every shape mismatch against `model`, in one ValueError."""
+    problems = weight_mismatches(model.state_dict(), tensors)
+    if problems:
+        raise ValueError(f"{source}: weights do not fit this model ({problems})")
 
 
 def load_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:

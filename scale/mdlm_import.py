@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from scale.checkpoint import make_dit_config, save_checkpoint
+from scale.checkpoint import make_dit_config, save_checkpoint, weight_mismatches
 from scale.config import Config, DataSection, ModelSection
 from scale.model import SIZES, DiT, DiTConfig
 
@@ -177,15 +177,9 @@ def convert(tensors: dict[str, torch.Tensor], config: DiTConfig, source) -> DiT:
     _check_rotary(tensors, config, source)
     model = DiT(config)
     own = model.state_dict()
-    missing = sorted(k for k in set(own) - set(tensors) if not k.startswith(EPS_PATH))
-    unexpected = sorted(set(tensors) - set(own))
-    shapes = sorted(f"{k} {tuple(tensors[k].shape)} vs {tuple(own[k].shape)}"
-                    for k in set(own) & set(tensors) if tensors[k].shape != own[k].shape)
-    if missing or unexpected or shapes:
-        parts = [f"{label}: {', '.join(items)}" for label, items in
-                 (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes))
-                 if items]
-        raise ValueError(f"--from: {source} does not map onto the DiT ({'; '.join(parts)})")
+    problems = weight_mismatches(own, tensors, may_miss=EPS_PATH)
+    if problems:
+        raise ValueError(f"--from: {source} does not map onto the DiT ({problems})")
     model.load_state_dict({**own, **{k: v.float() for k, v in tensors.items()}})
     return model
 
