@@ -108,9 +108,11 @@ def sample_times(batch: int, t_min: float = 1e-3, antithetic: bool = True,
         raise ValueError(f"batch: expected an integer >= 1, got {batch!r}")
     if not 0.0 <= t_min < 1.0:
         raise ValueError(f"t_min: expected a number in [0, 1), got {t_min!r}")
+    # A generator draws only on its own device (a CUDA generator cannot fill a CPU tensor).
+    gdev = generator.device if generator is not None else device
     if antithetic:
-        u0 = torch.rand((), generator=generator, dtype=torch.float64)
-        u = (u0 + torch.arange(batch, dtype=torch.float64) / batch) % 1.0
+        u0 = torch.rand((), generator=generator, dtype=torch.float64, device=gdev)
+        u = (u0 + torch.arange(batch, dtype=torch.float64, device=gdev) / batch) % 1.0
     else:
-        u = torch.rand(batch, generator=generator, dtype=torch.float64)
+        u = torch.rand(batch, generator=generator, dtype=torch.float64, device=gdev)
     return ((1.0 - t_min) * u + t_min).to(device=device, dtype=dtype)
