@@ -16,8 +16,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev,scale,notebooks]'
 	touch $(STAMP)
 
+# The main job: learned MDM vs IMDM on enumerable tasks, every distillation method, exact KLs.
 demo: $(STAMP)
-	$(OFFLINE) $(PY) -m toy_tasks bound --task align --V 16 --L 4 --steps 1,2,4,8,16
+	mkdir -p results
+	$(OFFLINE) $(PY) -m toy_tasks experiment --preset demo --json results/demo.json --plot results/demo.png
 
 test: $(STAMP)
 	$(OFFLINE) $(PY) -m pytest

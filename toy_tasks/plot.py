@@ -2,10 +2,9 @@
 curve and the stepwise factorization bound; success rate against steps for `align`."""
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+# No backend is forced here: matplotlib falls back to Agg on a machine without a display, and a
+# notebook that imports this module keeps its inline backend.
+import matplotlib.pyplot as plt
 
 FLOOR = 1e-3  # KL values below this are drawn at the floor of the log axis
 
