@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from imdm_lab import exact as E
-from toy_tasks.distributions import TASKS, make_task
+from toy_tasks.distributions import TASK_OPTIONS, TASKS, VALIDATORS, make_task
 
 
 def entropy_of(p, positions):
@@ -117,3 +117,10 @@ def test_memory_budget_is_configurable():
     with pytest.raises(ValueError, match="V, L: .* budget"):
         make_task("align", V=4, L=4, budget_bytes=1000)
     assert make_task("align", V=4, L=4, budget_bytes=E.engine_bytes(4, 4)).V == 4
+
+
+def test_command_line_options_cover_every_task_parameter_but_the_file_path():
+    """--probs gives `path`; every other parameter a task takes has its own option."""
+    taken = set().union(*(spec.defaults for spec in TASKS.values()))
+    assert set(TASK_OPTIONS) == taken - {"path"}
+    assert set(TASK_OPTIONS) <= set(VALIDATORS)

@@ -16,7 +16,7 @@ import sys
 from imdm_lab.exact import (Marginals, align_success, check_int, entropy, kl, mdm_law, stepwise_bound,
                             total_correlation)
 from imdm_lab.schedules import get_schedule
-from toy_tasks.distributions import TASKS, make_task
+from toy_tasks.distributions import TASK_OPTIONS, TASKS, make_task
 from toy_tasks.experiment import add_experiment_arguments, run_experiment
 from toy_tasks.sample_command import add_sample_arguments, run_sample
 
@@ -41,10 +41,6 @@ def parse_steps(text: str) -> list[int]:
     if len(set(steps)) != len(steps):
         raise ValueError(f"steps: expected distinct step counts, got {text!r}")
     return steps
-
-
-# --task parameters; a task refuses the ones it does not take.
-TASK_OPTIONS = {"V": int, "L": int, "seed": int, "alpha": float, "modes": int, "noise": float}
 
 
 def add_bound_arguments(parser: argparse.ArgumentParser) -> None:

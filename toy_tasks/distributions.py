@@ -123,6 +123,11 @@ VALIDATORS: dict[str, Callable] = {
 }
 
 
+# The parameters a command line may set (--V, --L, ...) and their types; a task refuses the ones it does not
+# take. `path` is left out: the commands give it as --probs.
+TASK_OPTIONS: dict[str, type] = {"V": int, "L": int, "seed": int, "alpha": float, "modes": int, "noise": float}
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     build: Callable[..., np.ndarray]

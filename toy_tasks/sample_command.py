@@ -21,7 +21,7 @@ from imdm_lab.exact import check_int
 from imdm_lab.masking import MaskNoise
 from imdm_lab.sampling import sample
 from imdm_lab.schedules import get_schedule
-from toy_tasks.distributions import make_task
+from toy_tasks.distributions import TASK_OPTIONS, make_task
 from toy_tasks.oracle import ORACLES, make_oracle
 
 # the label law oracle-imdm reads its uniform from (one coordinate is all partition-and-map needs)
@@ -34,8 +34,6 @@ def _flag(name: str) -> str:
 
 
 def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
-    # the task options are the bound command's; imported here because cli.py imports this module
-    from toy_tasks.cli import TASK_OPTIONS
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--task", help="a named task (see `bound --help`)")
     source.add_argument("--probs", metavar="FILE.npy", help="a joint saved with numpy.save, shape (V,)*L")
@@ -55,7 +53,6 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_sample(args: argparse.Namespace) -> None:
     """Sample sequences with the real ancestral sampler and an oracle denoiser; write them as .npy."""
-    from toy_tasks.cli import TASK_OPTIONS
     steps = check_int("steps", args.steps, 1)
     n = check_int("samples", args.samples, 1)
     batch = check_int("batch_size", args.batch_size, 1)
