@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned: the local CPU wheel; an unpinned torch pulls a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev,scale,notebooks]'
+	$(PY) -m pip install -q -e '.[dev,scale,notebooks,mauve]'
 	touch $(STAMP)
 
 # The main job: learned MDM vs IMDM on enumerable tasks, every distillation method, exact KLs.
