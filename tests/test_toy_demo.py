@@ -97,6 +97,23 @@ def test_perturbed_coupling_completes_the_visible_tokens():
     assert bool((c.x_0[some] == c.x_0[some][:, :1]).all())
 
 
+
+def test_perturbed_coupling_masks_under_the_masking_schedule_and_keeps_given_seeds():
+    p = make_task("align", V=5, L=8).probs
+    gen = torch.Generator().manual_seed(1)
+    x0 = torch.zeros(4000, 8, dtype=torch.long)
+    seeds = torch.arange(4000, dtype=torch.long) * 7
+    c = perturbed_coupling(OracleMDM(p), x0, steps=1, mask_id=5, mask_schedule="cosine", seeds=seeds,
+                           generator=gen)
+    assert torch.equal(c.seeds, seeds)
+    # cosine: P(masked | t) = (1 - 1e-3) (1 - cos(pi t / 2)), written out here; the linear law would give t
+    expected = np.mean([(1 - 1e-3) * (1 - math.cos(math.pi * t / 2)) for t in c.t.tolist()])
+    frac = (c.x_t == 5).double().mean().item()
+    assert abs(frac - expected) < 0.02  # 32000 coins: standard error < 0.003
+    assert abs(frac - c.t.mean().item()) > 0.1
+    with pytest.raises(ValueError, match="^seeds: expected a Long tensor"):
+        perturbed_coupling(OracleMDM(p), x0[:3], steps=1, mask_id=5, seeds=seeds, generator=gen)
+
 # ---- evaluation against an independent computation ------------------------------------------------
 
 def test_exact_one_step_kl_of_an_mdm_is_the_kl_to_its_product_law():
