@@ -21,16 +21,11 @@ import numpy as np
 from scipy.special import entr, rel_entr
 from scipy.stats import binom
 
+from imdm_lab.checks import check_int
 from imdm_lab.schedules import check_steps, get_schedule
 
 DEFAULT_BUDGET_BYTES = 4 * 2**30
 SUM_TOLERANCE = 1e-9
-
-
-def check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def engine_bytes(V: int, L: int) -> int:

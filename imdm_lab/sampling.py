@@ -20,6 +20,7 @@ from typing import Callable, NamedTuple
 
 import torch
 
+from imdm_lab.checks import check_int
 from imdm_lab.losses import NEG_INF
 from imdm_lab.masking import MaskNoise, check_times, check_tokens
 from imdm_lab.posterior import imdm_coefficients
@@ -119,11 +120,9 @@ LAST_STEPS = {"ancestral": _draw, "greedy": _argmax}
 
 def _check_options(steps, temperature, top_p, last_step, batch_size, length, mask_id, noise, dtype):
     check_steps(steps)
-    for name, value in (("batch_size", batch_size), ("length", length)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
-    if isinstance(mask_id, bool) or not isinstance(mask_id, int) or mask_id < 0:
-        raise ValueError(f"mask_id: expected an integer >= 0, got {mask_id!r}")
+    check_int("batch_size", batch_size, 1)
+    check_int("length", length, 1)
+    check_int("mask_id", mask_id, 0)
     if not isinstance(temperature, (int, float)) or not temperature > 0:
         raise ValueError(f"temperature: expected a number > 0, got {temperature!r}")
     if not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:

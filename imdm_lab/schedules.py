@@ -14,6 +14,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from imdm_lab.checks import check_int
+
 # MDLM's log-linear and cosine schedules keep alpha_1 = 1e-3 > 0 so that -alpha'/(1 - alpha) stays finite.
 ALPHA_FLOOR = 1e-3
 
@@ -92,9 +94,7 @@ def get_schedule(schedule: str | Schedule) -> Schedule:
 
 
 def check_steps(steps) -> int:
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise ValueError(f"steps: expected an integer >= 1, got {steps!r}")
-    return int(steps)
+    return check_int("steps", steps, 1)
 
 
 def sample_times(batch: int, t_min: float = 1e-3, antithetic: bool = True,
@@ -104,8 +104,7 @@ def sample_times(batch: int, t_min: float = 1e-3, antithetic: bool = True,
 
     antithetic: one uniform offset U shared by the batch, u_i = (U + i/B) mod 1, so the batch covers
     [0, 1) evenly (stratified); this lowers the variance of the ELBO estimate (MDLM, sec. 3.5)."""
-    if batch < 1:
-        raise ValueError(f"batch: expected an integer >= 1, got {batch!r}")
+    batch = check_int("batch", batch, 1)
     if not 0.0 <= t_min < 1.0:
         raise ValueError(f"t_min: expected a number in [0, 1), got {t_min!r}")
     # A generator draws only on its own device (a CUDA generator cannot fill a CPU tensor).

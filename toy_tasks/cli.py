@@ -13,7 +13,8 @@ import argparse
 import json
 import sys
 
-from imdm_lab.exact import (Marginals, align_success, check_int, entropy, kl, mdm_law, stepwise_bound,
+from imdm_lab.checks import check_int
+from imdm_lab.exact import (Marginals, align_success, entropy, kl, mdm_law, stepwise_bound,
                             total_correlation)
 from imdm_lab.schedules import get_schedule
 from toy_tasks.distributions import TASK_OPTIONS, TASKS, make_task

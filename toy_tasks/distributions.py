@@ -15,7 +15,8 @@ from typing import Callable
 
 import numpy as np
 
-from imdm_lab.exact import check_int, check_joint, check_size
+from imdm_lab.checks import check_int
+from imdm_lab.exact import check_joint, check_size
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from imdm_lab.checks import check_int
 from imdm_lab.losses import subs_log_probs
 from imdm_lab.masking import MaskNoise
 
@@ -29,8 +30,7 @@ def label_slice(noise: MaskNoise, length: int, axes, n: int, base: torch.Tensor)
     (a, b) the Float64[n] coordinate values of each axis)."""
     if noise.kind not in HALF_WIDTH:
         raise ValueError(f"noise: expected continuous labels ({', '.join(HALF_WIDTH)}), got {noise.kind!r}")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise ValueError(f"n: expected an integer >= 2, got {n!r}")
+    n = check_int("n", n, 2)
     noise.check(base[None], 1, length)
     try:
         (p0, d0), (p1, d1) = axes

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imdm_lab.exact import check_int
+from imdm_lab.checks import check_int
 from imdm_lab.masking import MaskNoise
 from imdm_lab.sampling import sample
 from imdm_lab.schedules import get_schedule

@@ -14,6 +14,7 @@ from typing import Callable
 
 import torch
 
+from imdm_lab.checks import check_int
 from imdm_lab.losses import divergence, subs_log_probs
 from imdm_lab.masking import MaskNoise, q_sample
 from imdm_lab.posterior import mdm_coefficients
@@ -26,8 +27,7 @@ def round_plan(start_steps: int, target_steps: int = 1, k: int = 2) -> list[floa
 
     After round r the student samples with N_0 / k^(r+1) steps; e.g. (16, 1, 2) -> [1/16, 1/8, 1/4, 1/2]."""
     start_steps, target_steps = check_steps(start_steps), check_steps(target_steps)
-    if isinstance(k, bool) or not isinstance(k, int) or k < 2:
-        raise ValueError(f"k: expected an integer >= 2, got {k!r}")
+    k = check_int("k", k, 2)
     dts, n = [], start_steps
     while n > target_steps and n % k == 0:
         dts.append(1.0 / n)
