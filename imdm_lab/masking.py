@@ -40,10 +40,6 @@ NOISE_KINDS = {
 }
 
 
-def _generator_device(generator, device):
-    return generator.device if generator is not None else (device or "cpu")
-
-
 @dataclass(frozen=True)
 class MaskNoise:
     """Law of the per-position mask label eps.
@@ -84,13 +80,10 @@ class MaskNoise:
     def draw_rows(self, n: int, generator: torch.Generator | None = None, device=None,
                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """n fresh labels from the generator: Float[n, D] or Long[n] (drawn in float64, then cast)."""
-        gdev = _generator_device(generator, device)
         shape = (n, self.dim) if self.continuous else (n,)
-        if NOISE_KINDS[self.kind][0] == "uniform":
-            base = torch.rand(shape, generator=generator, device=gdev, dtype=torch.float64)
-        else:
-            base = torch.randn(shape, generator=generator, device=gdev, dtype=torch.float64)
-        return self._finish(base, dtype).to(device or gdev)
+        draw = torch.rand if NOISE_KINDS[self.kind][0] == "uniform" else torch.randn
+        base = hashed.generator_draw(draw, shape, generator=generator, device=device, dtype=torch.float64)
+        return self._finish(base, dtype)
 
     def draw(self, batch: int, length: int, generator: torch.Generator | None = None, device=None,
              dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -168,7 +161,7 @@ def q_sample(x0: torch.Tensor, t, schedule: str | Schedule, mask_id: int,
     check_tokens(x0, "x0")
     sched = get_schedule(schedule)
     t = check_times(t, x0.shape[0]).to(device=x0.device, dtype=torch.float64)
-    coins = torch.rand(x0.shape, generator=generator, dtype=torch.float64,
-                       device=_generator_device(generator, x0.device)).to(x0.device)
+    coins = hashed.generator_draw(torch.rand, x0.shape, generator=generator, device=x0.device,
+                                  dtype=torch.float64)
     masked = coins < (1.0 - sched.alpha(t))[:, None]
     return torch.where(masked, torch.full_like(x0, mask_id), x0), masked

@@ -76,6 +76,16 @@ def _key(seeds: torch.Tensor, streams: torch.Tensor) -> torch.Tensor:
     return mix32(lo ^ k)
 
 
+def generator_draw(draw, *args, generator: torch.Generator | None = None, device=None, **kwargs) -> torch.Tensor:
+    """draw(*args, **kwargs) (torch.rand, randn, randint) on the generator's device, moved to `device`.
+
+    A generator fills tensors only on its own device (a CUDA generator cannot draw a CPU tensor), so the
+    values of a seeded run do not depend on where they are used. device=None: the generator's device,
+    or the CPU without a generator."""
+    gdev = generator.device if generator is not None else (device or "cpu")
+    return draw(*args, generator=generator, device=gdev, **kwargs).to(device or gdev)
+
+
 def _check_seeds(seeds) -> torch.Tensor:
     if not isinstance(seeds, torch.Tensor) or seeds.dtype not in (torch.int64, torch.int32):
         raise ValueError(f"seeds: expected an integer tensor, got {type(seeds).__name__}"

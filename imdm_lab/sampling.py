@@ -23,6 +23,7 @@ import torch
 from imdm_lab.checks import check_int
 from imdm_lab.losses import NEG_INF
 from imdm_lab.masking import MaskNoise, check_times, check_tokens
+from imdm_lab.noise import generator_draw
 from imdm_lab.posterior import imdm_coefficients
 from imdm_lab.schedules import Schedule, check_steps, get_schedule
 
@@ -34,12 +35,6 @@ class SampleOutput(NamedTuple):
     eps_final: torch.Tensor | None  # labels after the last step (with all resets applied)
 
 
-def _rand(shape, generator, device, dtype=torch.float64) -> torch.Tensor:
-    """Uniforms drawn on the generator's device (a generator cannot draw elsewhere), then moved."""
-    gdev = generator.device if generator is not None else device
-    return torch.rand(shape, generator=generator, device=gdev, dtype=dtype).to(device)
-
-
 def categorical(probs: torch.Tensor, generator: torch.Generator | None = None,
                 overwrite: bool = False) -> torch.Tensor:
     """Inverse-CDF draw of one class per row: Float[N, C] (non-negative, any positive total) -> Long[N].
@@ -49,7 +44,7 @@ def categorical(probs: torch.Tensor, generator: torch.Generator | None = None,
     overwrite=True turns probs into its cumulative sum in place (no N x C allocation)."""
     cdf = probs.cumsum_(-1) if overwrite else probs.cumsum(-1)
     total = cdf[:, -1:]
-    v = _rand(total.shape, generator, probs.device, probs.dtype) * total
+    v = generator_draw(torch.rand, total.shape, generator=generator, device=probs.device, dtype=probs.dtype) * total
     v = torch.minimum(v, torch.nextafter(total, torch.zeros_like(total)))
     return torch.searchsorted(cdf, v, right=True)[:, 0].clamp_max(probs.shape[-1] - 1)
 
@@ -214,7 +209,7 @@ def sample(denoiser: Callable, *, batch_size: int, length: int, steps: int, mask
         if logits is None or not cache:
             logits, nfe = _call(denoiser, x, eps, times[:, j], mask_id), nfe + 1
         unmask, keep = unmask_all[:, j], keep_all[:, j]
-        r = _rand((B, L), generator, device)[b, pos]
+        r = generator_draw(torch.rand, (B, L), generator=generator, device=device, dtype=torch.float64)[b, pos]
         reveal = r < unmask[b]
         ub, upos = b[reveal], pos[reveal]
         if ub.numel():

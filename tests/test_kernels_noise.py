@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from imdm_lab.masking import MaskNoise
-from imdm_lab.noise import hash_uniform, normal_at, uniform_at
+from imdm_lab.noise import generator_draw, hash_uniform, normal_at, uniform_at
 
 KINDS = [MaskNoise("rand", dim=5, scale=2.0), MaskNoise("randn", dim=3), MaskNoise("learnable", dim=4),
          MaskNoise("finite", K=7)]
@@ -145,3 +145,11 @@ def test_seeded_labels_depend_on_the_seed_alone(seeds, data):
     cut = data.draw(st.integers(0, len(seeds)))
     parts = [noise.from_seeds(s[perm][:cut], 4, stream=3), noise.from_seeds(s[perm][cut:], 4, stream=3)]
     assert torch.equal(torch.cat(parts), full[perm])
+
+
+def test_generator_draw_is_the_generator_stream_on_the_target_device():
+    a = generator_draw(torch.rand, (3, 4), generator=torch.Generator().manual_seed(5), device="cpu",
+                       dtype=torch.float64)
+    assert torch.equal(a, torch.rand((3, 4), generator=torch.Generator().manual_seed(5), dtype=torch.float64))
+    b = generator_draw(torch.randint, 0, 7, (100,), generator=torch.Generator().manual_seed(5))
+    assert b.device.type == "cpu" and b.dtype == torch.int64 and int(b.min()) >= 0 and int(b.max()) < 7

@@ -27,6 +27,7 @@ import torch
 
 from imdm_lab.losses import subs_log_probs
 from imdm_lab.masking import MaskNoise, q_sample
+from imdm_lab.noise import generator_draw
 
 # Largest float64 below 1: uniforms are kept in [0, 1).
 _BELOW_ONE = 1.0 - 2.0**-53
@@ -65,8 +66,7 @@ def _read_joint(eps, noise, generator):
         raise ValueError(f"reader: 'joint' reads finite K-state labels, got {noise.kind!r}")
     B, L = eps.shape
     digits = noise.K ** torch.arange(L - 1, -1, -1, device=eps.device, dtype=torch.float64)
-    dither = torch.rand(B, generator=generator, dtype=torch.float64,
-                        device=generator.device if generator is not None else eps.device).to(eps.device)
+    dither = generator_draw(torch.rand, B, generator=generator, device=eps.device, dtype=torch.float64)
     u = ((eps.double() * digits).sum(-1) + dither) / float(noise.K) ** L
     order = torch.arange(L, device=eps.device).expand(B, L)
     return Reading(u.clamp(0.0, _BELOW_ONE)[:, None].expand(B, L).contiguous(), order, True)
@@ -134,8 +134,7 @@ def eps_coupling_loss(student: Callable, teacher: Callable, x0: torch.Tensor, *,
     the loss is left unweighted, which avoids the 1/t variance of the ELBO weight."""
     B, L = x0.shape
     dev = x0.device
-    gdev = generator.device if generator is not None else dev
-    t = torch.rand(B, generator=generator, dtype=torch.float64, device=gdev).to(dev)
+    t = generator_draw(torch.rand, B, generator=generator, device=dev, dtype=torch.float64)
     t[: int(round(full_mask_fraction * B))] = 1.0
     x_t, masked = q_sample(x0, t, "linear", mask_id, generator=generator)
     eps = noise.draw(B, L, generator=generator, device=dev)

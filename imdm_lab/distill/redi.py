@@ -16,6 +16,7 @@ import torch
 
 from imdm_lab.losses import elbo_terms, subs_log_probs
 from imdm_lab.masking import MaskNoise, q_sample
+from imdm_lab.noise import generator_draw
 from imdm_lab.sampling import sample
 from imdm_lab.schedules import Schedule, sample_times
 
@@ -48,8 +49,7 @@ def perturbed_coupling(teacher: Callable, x0: torch.Tensor, *, steps: int, mask_
                               or tuple(seeds.shape) != (N,)):
         raise ValueError(f"seeds: expected a Long tensor of shape {(N,)}")
     if seeds is None:
-        seeds = torch.randint(0, SEED_BOUND, (N,), generator=generator,
-                              device=generator.device if generator is not None else x0.device).to(x0.device)
+        seeds = generator_draw(torch.randint, 0, SEED_BOUND, (N,), generator=generator, device=x0.device)
     out = sample(teacher, batch_size=N, length=L, steps=steps, mask_id=mask_id, schedule=schedule,
                  noise=noise, given=x_t, t_start=t, seeds=seeds if noise is not None else None,
                  generator=generator, fix_eps=fix_eps, cache=cache, device=x0.device)

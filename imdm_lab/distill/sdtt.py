@@ -17,6 +17,7 @@ import torch
 from imdm_lab.checks import check_int
 from imdm_lab.losses import divergence, subs_log_probs
 from imdm_lab.masking import MaskNoise, q_sample
+from imdm_lab.noise import generator_draw
 from imdm_lab.posterior import mdm_coefficients
 from imdm_lab.sampling import categorical
 from imdm_lab.schedules import Schedule, check_steps, get_schedule, sample_times
@@ -58,8 +59,7 @@ def teacher_targets(teacher: Callable, x_t: torch.Tensor, eps, t: torch.Tensor, 
         s = tau.double() - dt
         alpha_s = torch.where(s <= 0, torch.ones_like(s), sched.alpha(s.clamp_min(0.0)))
         unmask, _ = mdm_coefficients(sched.alpha(tau.double()), alpha_s)
-        coins = torch.rand(x.shape, generator=generator, dtype=torch.float64,
-                           device=generator.device if generator is not None else x.device).to(x.device)
+        coins = generator_draw(torch.rand, x.shape, generator=generator, device=x.device, dtype=torch.float64)
         reveal = still & (coins < unmask[:, None])
         if reveal.any():
             x[reveal] = categorical(logp[reveal].double().exp(), generator)
