@@ -210,11 +210,18 @@ def kl(p, q) -> float:
     return float(rel_entr(a, np.asarray(q, dtype=np.float64)).sum())
 
 
+def _reveal_law(steps: int, schedule) -> tuple[np.ndarray, np.ndarray]:
+    """(pi, c_prev): pi_j = P(a position is revealed at step j) and c_{j-1} = pi_1 + ... + pi_{j-1}, the
+    probability that it was revealed before step j (Float64[k] each, c_0 = 0)."""
+    pi = get_schedule(schedule).reveal_probs(check_steps(steps))
+    return pi, np.concatenate([[0.0], np.cumsum(pi)[:-1]])
+
+
 def reveal_hazards(steps: int, schedule="linear") -> np.ndarray:
     """h_j = P(revealed at step j | masked after step j-1) = pi_j / (1 - sum_{l<j} pi_l) (Float64[k]);
     the last step reveals everything left, h_k = 1."""
-    pi = get_schedule(schedule).reveal_probs(check_steps(steps))
-    left = 1.0 - np.concatenate([[0.0], np.cumsum(pi)[:-1]])
+    pi, c_prev = _reveal_law(steps, schedule)
+    left = 1.0 - c_prev
     h = np.clip(np.divide(pi, left, out=np.ones_like(pi), where=left > 0), 0.0, 1.0)
     h[-1] = 1.0
     return h
@@ -275,10 +282,9 @@ def _reveal_pair_weights(L: int, steps: int, schedule) -> np.ndarray:
     """w[u, s] = sum_j c_{j-1}^u pi_j^s (1 - c_j)^(L-u-s): the probability that a given set U (|U| = u) is
     revealed before step j and a given disjoint S (|S| = s) exactly at step j, summed over j
     (c_j = pi_1 + ... + pi_j). Float64[L+1, L+1], zero where u + s > L."""
-    pi = get_schedule(schedule).reveal_probs(check_steps(steps))
-    c = np.cumsum(pi)
+    pi, c_prev = _reveal_law(steps, schedule)
+    c = c_prev + pi
     c[-1] = 1.0
-    c_prev = np.concatenate([[0.0], c[:-1]])
     u = np.arange(L + 1)[:, None, None]
     s = np.arange(L + 1)[None, :, None]
     left = np.clip(L - u - s, 0, None)
@@ -318,8 +324,8 @@ def align_success(V: int, L: int, steps: int, schedule="linear") -> float:
     V = check_int("V", V, 2)
     L = check_int("L", L, 1)
     h = reveal_hazards(steps, schedule)
-    pi = get_schedule(schedule).reveal_probs(check_steps(steps))
-    none_before = np.clip(1.0 - np.concatenate([[0.0], np.cumsum(pi)[:-1]]), 0.0, 1.0) ** L
+    _, c_prev = _reveal_law(steps, schedule)
+    none_before = np.clip(1.0 - c_prev, 0.0, 1.0) ** L
     n = np.arange(1, L + 1)[:, None]
     first = binom.pmf(n, L, h[None, :]) * np.power(float(V), 1.0 - n)
     return float(none_before @ first.sum(axis=0))
