@@ -350,16 +350,21 @@ class PartitionMap:
         return self.support[np.searchsorted(self.edges, u, side="right") - 1]
 
 
-def partition_and_map(p) -> PartitionMap:
-    """Partition [0, 1) into one interval of length p(x) per sequence x of the support, and map each
-    interval to its sequence: a deterministic g with g_#(U[0, 1)) = p."""
+def support(p) -> tuple[np.ndarray, np.ndarray]:
+    """The sequences with p > 0 in lexicographic order and their masses: (Long[N, L], Float64[N])."""
     m = _tables(p)
     flat = m.p.ravel()
     idx = np.flatnonzero(flat > 0)
-    support = np.stack(np.unravel_index(idx, m.p.shape), axis=-1).astype(np.int64)
-    edges = np.concatenate([[0.0], np.cumsum(flat[idx]) / flat[idx].sum()])
+    return np.stack(np.unravel_index(idx, m.p.shape), axis=-1).astype(np.int64), flat[idx]
+
+
+def partition_and_map(p) -> PartitionMap:
+    """Partition [0, 1) into one interval of length p(x) per sequence x of the support, and map each
+    interval to its sequence: a deterministic g with g_#(U[0, 1)) = p."""
+    seqs, mass = support(p)
+    edges = np.concatenate([[0.0], np.cumsum(mass) / mass.sum()])
     edges[-1] = 1.0
-    return PartitionMap(support, edges)
+    return PartitionMap(seqs, edges)
 
 
 def conditional_marginals(p, x, visible) -> np.ndarray:

@@ -300,3 +300,13 @@ def test_memory_budget_refuses_and_names_the_size():
 def test_bad_arguments_are_refused(call, pattern):
     with pytest.raises(ValueError, match=pattern):
         call(copy_task())
+
+
+def test_support_lists_the_positive_sequences_in_lexicographic_order():
+    p = np.zeros((3, 3, 3))
+    for x, w in (((2, 0, 1), 0.5), ((0, 1, 2), 0.25), ((0, 1, 0), 0.125), ((1, 1, 1), 0.125)):
+        p[x] = w
+    seqs, mass = E.support(p)
+    expected = [x for x in itertools.product(range(3), repeat=3) if p[x] > 0]
+    assert [tuple(s) for s in seqs.tolist()] == expected
+    np.testing.assert_array_equal(mass, [p[x] for x in expected])

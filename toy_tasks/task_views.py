@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from imdm_lab.exact import Marginals, align_success, kl, mdm_law, stepwise_bound, total_correlation
+from imdm_lab.exact import Marginals, align_success, kl, mdm_law, stepwise_bound, support, total_correlation
 from toy_tasks.distributions import make_task
 
 
@@ -25,10 +25,8 @@ class JointView:
 
     def __post_init__(self):
         self.m = Marginals(self.probs)
-        flat = self.probs.ravel()
-        idx = np.flatnonzero(flat > 0)
-        self.support = np.stack(np.unravel_index(idx, self.probs.shape), axis=-1).astype(np.int64)
-        self.support_probs = flat[idx] / flat[idx].sum()
+        self.support, mass = support(self.m)
+        self.support_probs = mass / mass.sum()
         self.V, self.L = self.probs.shape[0], self.probs.ndim
         self.total_correlation = total_correlation(self.m)
 
