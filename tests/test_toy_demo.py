@@ -192,6 +192,19 @@ def test_path_estimate_of_the_multi_step_law_matches_the_exact_mdm_law():
         assert ci[0] - 0.01 <= want <= ci[1] + 0.01 and abs(got - want) < 0.03
 
 
+def test_greedy_last_step_after_others_is_measured_on_its_own_samples():
+    """align V=4, L=2, two linear steps, greedy last step, exact oracle. Step 1 reveals each position
+    with prob. 1/2: one revealed (1/2) -> the other copies it; both (1/4) -> equal w.p. 1/4; none (1/4) ->
+    the argmax of the uniform conditional is token 0 at both. q(c, c) = (1/2 + 1/16)/4 + [c = 0]/4."""
+    view = task_view("align", V=4, L=2)
+    oracle = OracleMDM(view.probs)
+    oracle.noise = None
+    q = np.full(4, (0.5 + 1 / 16) / 4)
+    q[0] += 0.25
+    want = float(np.sum(0.25 * np.log(0.25 / q)))  # 0.320; the ancestral law would give ln(1.6) = 0.470
+    row = evaluate(oracle, view, 2, 20000, seed=0, last_step="greedy")
+    assert row["kl_estimator"] == "histogram" and abs(row["kl"] - want) < 0.03
+
 def test_left_to_right_law_of_the_exact_teacher_is_p():
     view = task_view("dirichlet", V=3, L=3, seed=1, alpha=0.5)
     oracle = OracleMDM(view.probs)

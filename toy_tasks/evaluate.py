@@ -13,7 +13,8 @@ comes from the most exact estimator available (KL_ESTIMATORS):
   support by forcing the sampler's paths onto x (see kl_paths); CI by bootstrap over the paths. Unlike
   a histogram it is finite when p has cells far below 1 / n.
 - `histogram`: several steps of a model with labels, whose law given eps is close to deterministic, so
-  forced paths are as noisy as a histogram: plug-in KL of the counts of the >= 20 |support| samples;
+  forced paths are as noisy as a histogram (and several steps with a greedy last step, which forced
+  paths do not follow): plug-in KL of the counts of the >= 20 |support| samples;
   CI by bootstrap of the counts; null (+inf) when a sequence of the support was never drawn.
 Only q on the support of p enters KL(p || q) = sum_{p(x) > 0} p(x) ln(p(x) / q(x)).
 """
@@ -187,9 +188,11 @@ def unigram_entropy(samples: np.ndarray, V: int) -> float:
     return float(-(f * np.log(f)).sum()) + 0.0  # + 0.0: no "-0.000" for a constant sample
 
 
-def kl_method(model: ToyDenoiser, steps: int) -> str:
+def kl_method(model: ToyDenoiser, steps: int, greedy: bool = False) -> str:
+    """The estimator of KL(p || q) for this sampler (see the module docstring). The forced paths follow
+    ancestral draws only, so a greedy last step after others is measured by its histogram."""
     if steps > 1:
-        return "paths" if model.noise is None else "histogram"
+        return "paths" if model.noise is None and not greedy else "histogram"
     if model.noise is None or (not model.noise.continuous and model.noise.K ** model.L <= ENUMERATION_LIMIT):
         return "exact"
     return "labels-mc"
@@ -207,7 +210,7 @@ def evaluate(model: ToyDenoiser, view, steps: int, n: int, seed: int, last_step:
     samples = torch.cat([c.tokens for c in chunks]).numpy()
     nfe = float(np.mean([c.nfe for c in chunks]))
     counts = support_counts(samples, view.support)
-    how = kl_method(model, steps)
+    how = kl_method(model, steps, last_step == "greedy")
     if how == "paths":
         kl, ci = kl_paths(model, view, steps, n, gen)
     elif how == "histogram":
