@@ -50,6 +50,11 @@ def _ci(values: np.ndarray) -> list[float] | None:
     return [float(lo), float(hi)]
 
 
+def _bootstrap_rng(gen: torch.Generator) -> np.random.Generator:
+    """A numpy generator for the bootstrap, seeded from the run's torch generator."""
+    return np.random.default_rng(int(torch.randint(0, 2**31, (), generator=gen)))
+
+
 @torch.no_grad()
 def _support_log_weights(model: ToyDenoiser, eps, support: torch.Tensor, greedy: bool) -> torch.Tensor:
     """log prod_i q_i(x_i | eps_n) for every label draw n and support row s: Float64[N, S]."""
@@ -94,7 +99,7 @@ def kl_labels_mc(model: ToyDenoiser, view, greedy: bool, n: int, gen) -> tuple[f
         w = _support_log_weights(model, model.noise.draw(m, model.L, generator=gen), support, greedy).exp()
         sums.index_add_(0, torch.arange(start, start + m) % GROUPS, w)
     sizes = np.bincount(np.arange(n) % GROUPS, minlength=GROUPS)
-    rng = np.random.default_rng(int(torch.randint(0, 2**31, (), generator=gen)))
+    rng = _bootstrap_rng(gen)
     pick = rng.multinomial(GROUPS, np.full(GROUPS, 1.0 / GROUPS), size=BOOTSTRAP)
     boot = (pick @ sums.numpy()) / (pick @ sizes)[:, None]
     p = view.support_probs
@@ -115,7 +120,8 @@ def kl_paths(model: ToyDenoiser, view, steps: int, n: int, gen) -> tuple[float, 
     x = torch.full((N, L), model.mask_id, dtype=torch.int64)
     eps = None if model.noise is None else model.noise.draw(N, L, generator=gen)
     sched = get_schedule("linear")
-    alphas = sched.alpha(sched.grid(steps))
+    times = sched.grid(steps)
+    alphas = sched.alpha(times)
     alphas[-1] = 1.0
     logw = torch.zeros(N, dtype=torch.float64)
     for j in range(steps):
@@ -126,7 +132,7 @@ def kl_paths(model: ToyDenoiser, view, steps: int, n: int, gen) -> tuple[float, 
         r = torch.rand((N, L), generator=gen, dtype=torch.float64)
         reveal = masked & (r < unmask)
         rows = reveal.any(1).nonzero()[:, 0]  # the network is only needed where a token is revealed
-        t = torch.full((CHUNK,), float(sched.grid(steps)[j]))
+        t = torch.full((CHUNK,), float(times[j]))
         for i in range(0, len(rows), CHUNK):
             b = rows[i:i + CHUNK]
             logp = subs_log_probs(model(x[b], None if eps is None else eps[b], t[:len(b)]), x[b], model.mask_id)
@@ -137,7 +143,7 @@ def kl_paths(model: ToyDenoiser, view, steps: int, n: int, gen) -> tuple[float, 
         if model.noise is not None and reset.any():
             eps[reset] = model.noise.draw_rows(int(reset.sum()), generator=gen)
     w = logw.exp().reshape(S, R).numpy()
-    rng = np.random.default_rng(int(torch.randint(0, 2**31, (), generator=gen)))
+    rng = _bootstrap_rng(gen)
     p = view.support_probs
     boot = [(rng.multinomial(R, np.full(R, 1.0 / R), size=S) * w).sum(1) / R for _ in range(BOOTSTRAP)]
     return _kl(p, w.mean(1)), _ci(np.array([_kl(p, q) for q in boot]))
@@ -148,7 +154,7 @@ def kl_histogram(counts: np.ndarray, n: int, view, gen) -> tuple[float | None, l
     if np.any(counts == 0):
         return None, None
     cells = np.append(counts, n - counts.sum()) / n  # the support cells and "anything else"
-    rng = np.random.default_rng(int(torch.randint(0, 2**31, (), generator=gen)))
+    rng = _bootstrap_rng(gen)
     boot = rng.multinomial(n, cells, size=BOOTSTRAP)[:, :-1] / n
     p = view.support_probs
     return _kl(p, counts / n), _ci(np.array([_kl(p, q) for q in boot]))
