@@ -17,10 +17,7 @@ from scale.model import DiT
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def cache(tmp_path_factory, monkeypatch):
-    """The session's block cache (shared with test_scale_train), so the corpus is tokenized once."""
-    monkeypatch.setenv("IMDM_CACHE", str(tmp_path_factory.getbasetemp() / "imdm-cache"))
+pytestmark = pytest.mark.usefixtures("token_cache")  # the session's block cache: tokenized once
 
 
 @pytest.fixture(scope="module")

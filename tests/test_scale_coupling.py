@@ -2,7 +2,6 @@
 is the eps the teacher sampled from, shards split across ranks add up to the one-process coupling, and a
 run killed with SIGKILL resumes to the uninterrupted result, without duplicates or gaps."""
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -20,21 +19,11 @@ from scale.cli import main
 from scale.coupling import Coupling, generate
 from scale.distributed import Runtime
 
-ROOT = Path(__file__).resolve().parents[1]
 CPU = Runtime(0, 1, 0, torch.device("cpu"))
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    path = tmp_path_factory.getbasetemp() / "imdm-cache"
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in (("IMDM_CACHE", str(path)), ("HF_HUB_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1")):
-            mp.setenv(key, value)
-        yield path
-
-
-@pytest.fixture(scope="module")
-def teacher(cache, tmp_path_factory):
+def teacher(token_cache, tmp_path_factory):
     """A tiny-cpu IMDM after a few training steps (its eps path is still inert; the tests only need
     a working denoiser on real blocks)."""
     run = tmp_path_factory.mktemp("teacher") / "imdm"
@@ -112,17 +101,12 @@ def test_ranks_split_the_shards_and_add_up_to_one_process(teacher, tmp_path):
     assert torch.equal(a["x_0"][visible], a["x_t"][visible]) and not (a["x_0"] == 103).any()
 
 
-def _env(cache):
-    return {**os.environ, "IMDM_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-            "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-
-
-def test_two_torchrun_processes_make_the_one_process_coupling(teacher, cache, tmp_path):
+def test_two_torchrun_processes_make_the_one_process_coupling(teacher, subprocess_env, tmp_path):
     kw = dict(n=6, steps=3, batch_size=2, shard_size=2)
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                           "-m", "scale", "redi-data", "--teacher", str(teacher), "--num-samples", "6", "--steps", "3",
                           "--batch-size", "2", "--shard-size", "2", "--out", str(tmp_path / "two")],
-                         env=_env(cache), capture_output=True, text=True, timeout=300)
+                         env=subprocess_env, capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-2000:]
     one = generate(teacher, tmp_path / "one", runtime=CPU, progress=False, **kw)
     a, b = _arrays(one), _arrays(tmp_path / "two")
@@ -140,13 +124,12 @@ def test_other_settings_in_the_same_folder_are_refused(teacher, tmp_path, capsys
     assert capsys.readouterr().err.startswith("--n: expected an integer >= 1")
 
 
-def test_sigkill_then_rerun_has_no_duplicates_or_gaps(teacher, cache, tmp_path):
-    env = _env(cache)
+def test_sigkill_then_rerun_has_no_duplicates_or_gaps(teacher, subprocess_env, tmp_path):
     n, size = 16, 2
     args = [sys.executable, "-m", "scale", "redi-data", "--teacher", str(teacher), "--n", str(n),
             "--steps", "32", "--batch-size", "2", "--shard-size", str(size)]
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([*args, "--out", str(killed)], env=env, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([*args, "--out", str(killed)], env=subprocess_env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and not (killed / "shard-000002").exists():
@@ -159,7 +142,7 @@ def test_sigkill_then_rerun_has_no_duplicates_or_gaps(teacher, cache, tmp_path):
     with pytest.raises(ValueError, match="incomplete"):
         Coupling(killed)
 
-    resumed = subprocess.run([*args, "--out", str(killed)], env=env, capture_output=True, text=True, timeout=120)
+    resumed = subprocess.run([*args, "--out", str(killed)], env=subprocess_env, capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     data = Coupling(killed)  # checks that samples 0..n-1 are present exactly once
     assert len(data) == n and len(list(killed.glob("shard-*"))) == n // size

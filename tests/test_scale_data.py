@@ -22,27 +22,14 @@ ASSET_SHA256 = {
 }
 
 
-@pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory):
-    # One cache per test session, shared with tests/test_scale_metrics.py.
-    return tmp_path_factory.getbasetemp() / "imdm-cache"
-
-
 @pytest.fixture(autouse=True)
-def offline_cache(cache_dir, monkeypatch):
-    monkeypatch.setenv("IMDM_CACHE", str(cache_dir))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.delenv("LOCAL_RANK", raising=False)
+def offline_cache(token_cache, monkeypatch):
+    monkeypatch.delenv("LOCAL_RANK", raising=False)  # this process builds: no torchrun rank waits
 
 
 @pytest.fixture(scope="session")
-def wiki_val_bert(cache_dir):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("IMDM_CACHE", str(cache_dir))
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        return load_blocks("wikipedia", "validation", tokenizer="bert-base-uncased", length=128,
-                           progress=False)
+def wiki_val_bert(token_cache):
+    return load_blocks("wikipedia", "validation", tokenizer="bert-base-uncased", length=128, progress=False)
 
 
 def _write_docs(folder, n, words=30):

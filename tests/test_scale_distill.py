@@ -23,14 +23,10 @@ from scale.tokenizers import load_tokenizer
 
 
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory):
-    path = tmp_path_factory.getbasetemp() / "imdm-cache"
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in (("IMDM_CACHE", str(path)), ("HF_HUB_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1")):
-            mp.setenv(key, value)
-        out = tmp_path_factory.mktemp("chain") / "run"
-        assert main(["pipeline", "--preset", "tiny-cpu", "--out", str(out)]) == 0
-        yield out
+def chain(token_cache, tmp_path_factory):
+    out = tmp_path_factory.mktemp("chain") / "run"
+    assert main(["pipeline", "--preset", "tiny-cpu", "--out", str(out)]) == 0
+    return out
 
 
 def test_the_chain_runs_every_stage(chain):

@@ -16,11 +16,7 @@ from scale.tokenizers import load_tokenizer
 EOS = 50256
 
 
-@pytest.fixture(autouse=True)
-def offline_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("IMDM_CACHE", str(tmp_path_factory.getbasetemp() / "imdm-cache"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+pytestmark = pytest.mark.usefixtures("token_cache")
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +31,8 @@ def judge_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def judge(judge_dir):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        return load_judge(str(judge_dir), device="cpu")
+def judge(token_cache, judge_dir):
+    return load_judge(str(judge_dir), device="cpu")
 
 
 def _hand_nll(model, ids, counted):

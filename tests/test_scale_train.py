@@ -3,7 +3,6 @@
 SIGKILL after a checkpoint resumes to the bit-identical result."""
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -15,27 +14,9 @@ from safetensors.torch import load_file
 
 from scale.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
 # 4 steps of 2 micro-batches of 4 sequences, a checkpoint every 2 steps.
 SHORT = ["train", "--config", "tiny-cpu", "--max-steps", "4", "--set", "train.micro_batch=4",
          "--set", "train.checkpoint_every=2", "--set", "train.log_every=1", "--set", "eval.every=0"]
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    path = tmp_path_factory.getbasetemp() / "imdm-cache"
-    old = os.environ.get("IMDM_CACHE")
-    os.environ["IMDM_CACHE"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("IMDM_CACHE")
-    else:
-        os.environ["IMDM_CACHE"] = old
-
-
-def _env(cache):
-    return {**os.environ, "IMDM_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-            "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
 
 def _records(run: Path) -> list[dict]:
@@ -46,7 +27,7 @@ def _losses(run: Path) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in _records(run) if "loss" in r}
 
 
-def test_tiny_cpu_30_steps_lowers_the_validation_elbo_and_samples(cache, tmp_path, capsys):
+def test_tiny_cpu_30_steps_lowers_the_validation_elbo_and_samples(token_cache, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "--config", "tiny-cpu", "--out", str(run)]) == 0
     (final,) = [r for r in _records(run) if "val_nll" in r]
@@ -67,10 +48,10 @@ def test_tiny_cpu_30_steps_lowers_the_validation_elbo_and_samples(cache, tmp_pat
 
 
 @pytest.fixture(scope="module")
-def reference_run(cache, tmp_path_factory):
+def reference_run(subprocess_env, tmp_path_factory):
     """One process, uninterrupted."""
     run = tmp_path_factory.mktemp("reference") / "run"
-    done = subprocess.run([sys.executable, "-m", "scale", *SHORT, "--out", str(run)], env=_env(cache),
+    done = subprocess.run([sys.executable, "-m", "scale", *SHORT, "--out", str(run)], env=subprocess_env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     return run
@@ -83,10 +64,10 @@ def _same_weights(a: Path, b: Path, name: str, tol: float = 0.0) -> None:
         assert (wa[key] - wb[key]).abs().max() <= tol, (name, key)
 
 
-def test_two_gloo_processes_equal_one_process(cache, reference_run, tmp_path):
+def test_two_gloo_processes_equal_one_process(subprocess_env, reference_run, tmp_path):
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                           "-m", "scale", *SHORT, "--out", str(tmp_path / "two")],
-                         env=_env(cache), capture_output=True, text=True, timeout=300)
+                         env=subprocess_env, capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-2000:]
     assert _records(tmp_path / "two")[0]["world_size"] == 2
     assert _records(reference_run)[0]["accumulation"] == 2
@@ -94,10 +75,10 @@ def test_two_gloo_processes_equal_one_process(cache, reference_run, tmp_path):
     _same_weights(tmp_path / "two", reference_run, "model.safetensors", tol=1e-5)
 
 
-def test_sigkill_after_a_checkpoint_then_resume_is_bit_identical(cache, reference_run, tmp_path):
+def test_sigkill_after_a_checkpoint_then_resume_is_bit_identical(subprocess_env, reference_run, tmp_path):
     args = [sys.executable, "-m", "scale", *SHORT, "--out", str(tmp_path / "run")]
     killed = tmp_path / "run"
-    proc = subprocess.Popen(args, env=_env(cache), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(args, env=subprocess_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while time.time() < deadline:
         state = killed / "state.json"
@@ -109,7 +90,7 @@ def test_sigkill_after_a_checkpoint_then_resume_is_bit_identical(cache, referenc
     proc.wait()
     assert max(_losses(killed)) < 4
 
-    resumed = subprocess.run([*args, "--resume"], env=_env(cache), capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run([*args, "--resume"], env=subprocess_env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     for name in ("model.safetensors", "ema.safetensors"):
         _same_weights(killed, reference_run, name)

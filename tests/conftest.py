@@ -1,0 +1,29 @@
+"""Fixtures shared by the test files.
+
+`token_cache`: one offline token-block cache per test session, so a corpus is tokenized once however
+many files train on it. Session-wide means the environment it sets stays for the rest of the session.
+"""
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+@pytest.fixture(scope="session")
+def token_cache(tmp_path_factory):
+    """The session's `$IMDM_CACHE` folder, with the Hugging Face hub and datasets offline."""
+    path = tmp_path_factory.getbasetemp() / "imdm-cache"
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in {"IMDM_CACHE": str(path), **OFFLINE}.items():
+            mp.setenv(key, value)
+        yield path
+
+
+@pytest.fixture(scope="session")
+def subprocess_env(token_cache):
+    """Environment for a `python -m scale` child: the session's cache, one thread per process (two
+    processes share the CPU under torchrun) and this checkout importable."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
