@@ -100,15 +100,6 @@ def adapt_weights(tensors: dict, model: torch.nn.Module, source: str) -> dict:
     return out
 
 
-def load_into(model: torch.nn.Module, tensors: dict, sharded: bool) -> None:
-    """Full CPU weights into a bare, DDP-shared or FSDP-sharded model (every process passes the same)."""
-    if not sharded:
-        model.load_state_dict(tensors)
-        return
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-    set_model_state_dict(model, tensors, options=StateDictOptions(full_state_dict=True, strict=True))
-
-
 class Distiller(Trainer):
     """A Trainer whose loss is `config.distill.method`'s objective; the student starts from `init`."""
 
@@ -120,8 +111,7 @@ class Distiller(Trainer):
         self.method = get_method(dc.method)
         torch.manual_seed(tc.seed)  # the student's own initial eps path, as the Trainer drew it
         init = adapt_weights(init, DiT(self.model.config), source)
-        self.is_sharded = tc.strategy == "fsdp" and self.rt.world > 1
-        load_into(self.model, init, self.is_sharded)
+        D.load_full_model_state(self.model, init, self.sharded)
         self.ema = EMA(self.model, tc.ema)  # averages from the initial weights, not the random ones
         self.dts = round_plan(dc.start_steps, dc.teacher_steps, dc.target_steps) if self.method.rounds else []
         self.teacher = None

@@ -102,14 +102,21 @@ def full_state(model: torch.nn.Module, optimizer, sharded: bool) -> tuple[dict, 
     return get_model_state_dict(model, options=opts), get_optimizer_state_dict(model, optimizer, options=opts)
 
 
-def load_full_state(model, optimizer, model_state: dict, optimizer_state: dict, sharded: bool) -> None:
-    """Inverse of full_state (every process passes the same full dicts)."""
+def load_full_model_state(model: torch.nn.Module, model_state: dict, sharded: bool) -> None:
+    """Full CPU weights into a bare, DDP-shared or FSDP-sharded model (every process passes the same)."""
     if not sharded:
         model.load_state_dict(model_state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+    set_model_state_dict(model, model_state, options=StateDictOptions(full_state_dict=True, strict=True))
+
+
+def load_full_state(model, optimizer, model_state: dict, optimizer_state: dict, sharded: bool) -> None:
+    """Inverse of full_state (every process passes the same full dicts)."""
+    load_full_model_state(model, model_state, sharded)
+    if not sharded:
         optimizer.load_state_dict(optimizer_state)
         return
-    from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
-                                                         set_optimizer_state_dict)
-    opts = StateDictOptions(full_state_dict=True, strict=True)
-    set_model_state_dict(model, model_state, options=opts)
-    set_optimizer_state_dict(model, optimizer, optimizer_state, options=opts)
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+    set_optimizer_state_dict(model, optimizer, optimizer_state,
+                             options=StateDictOptions(full_state_dict=True, strict=True))
