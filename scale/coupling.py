@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from imdm_lab.exact import check_int
 from imdm_lab.noise import hash_uniform
 from imdm_lab.sampling import sample
 from imdm_lab.schedules import get_schedule
@@ -91,8 +92,7 @@ def generate(teacher: str | Path, out: str | Path, *, n: int, steps: int, fix_ep
     from scale.data import load_blocks
 
     for name, value in (("n", n), ("steps", steps), ("batch_size", batch_size), ("shard_size", shard_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"--{name.replace('_', '-')}: expected an integer >= 1, got {value!r}")
+        check_int(f"--{name.replace('_', '-')}", value, 1)
     if not 0.0 < t_min < 1.0:
         raise ValueError(f"--t-min: expected a number in (0, 1), got {t_min!r}")
     rt = runtime or D.init_runtime()

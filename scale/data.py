@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from imdm_lab.exact import check_int
 from scale.corpora import CORPUS_ALIASES, DEFAULT_CORPUS, Corpus, get_corpus
 from scale.tokenizers import load_tokenizer, vocab_layout, wrap_specials
 
@@ -256,8 +257,7 @@ class BatchStream:
                  world_size: int = 1, position: DataPosition | None = None):
         for name, value, low in (("num_blocks", num_blocks, 1), ("global_batch", global_batch, 1),
                                  ("world_size", world_size, 1), ("seed", seed, 0)):
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-                raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
+            check_int(name, value, low)
         if global_batch > num_blocks:
             raise ValueError(f"global_batch: expected at most the {num_blocks} blocks, got {global_batch}")
         if global_batch % world_size:

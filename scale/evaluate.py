@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from imdm_lab.exact import check_int
 from imdm_lab.sampling import sample
 from scale.checkpoint import load_model
 from scale.sample_cli import parse_steps
@@ -61,11 +62,6 @@ def add_arguments(p) -> None:
     p.add_argument("--out", required=True, help="JSON file to write")
     p.add_argument("--plot", default=None, help="PNG file (default: OUT with .png)")
     p.add_argument("--no-plot", action="store_true")
-
-
-def _check_int(name: str, value: int, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"--{name}: expected an integer >= {low}, got {value!r}")
 
 
 def _sync(device) -> None:
@@ -177,7 +173,7 @@ def evaluate(args) -> dict:
 
     steps = parse_steps(args.steps)
     for name in ("n", "batch_size", "judge_batch_size", "prompts", "continuations", "mauve_len", "val_batches"):
-        _check_int(name.replace("_", "-"), getattr(args, name), 1)
+        check_int(f"--{name.replace('_', '-')}", getattr(args, name), 1)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     judge = load_judge(args.judge, device=device)
     names = [s for s in args.zero_shot.split(",") if s.strip()]

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from imdm_lab.exact import check_int
 from scale.corpora import DEFAULT_CORPUS
 from scale.data import BatchStream, eval_indices, load_blocks
 from scale.tokenizers import load_tokenizer
@@ -125,12 +126,9 @@ def train_judge(out: str | Path, *, data: str = DEFAULT_CORPUS, split: str = "he
 
     if size not in JUDGE_SIZES:
         raise ValueError(f"size: expected one of {sorted(JUDGE_SIZES)}, got {size!r}")
-    for name, value in (("steps", steps), ("batch_size", batch_size), ("length", length),
-                        ("eval_batches", eval_batches)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < (3 if name == "length" else 1):
-            raise ValueError(f"{name}: expected an integer >= {3 if name == 'length' else 1}, got {value!r}")
-    if not isinstance(warmup, int) or warmup < 0:
-        raise ValueError(f"warmup: expected an integer >= 0, got {warmup!r}")
+    for name, value, low in (("steps", steps, 1), ("batch_size", batch_size, 1), ("length", length, 3),
+                             ("eval_batches", eval_batches, 1), ("warmup", warmup, 0)):
+        check_int(name, value, low)
     if not lr > 0:
         raise ValueError(f"lr: expected a positive number, got {lr!r}")
     out = Path(out)

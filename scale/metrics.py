@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from imdm_lab.exact import check_int
 from scale.judge import Judge
 
 
@@ -68,13 +69,6 @@ def _check_texts(texts, name: str = "texts") -> list[str]:
     return list(texts)
 
 
-def _check_positive(name: str, value, allow_none: bool = False) -> None:
-    if allow_none and value is None:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
-
-
 def _judge_ids(texts: list[str], judge: Judge, max_length: int | None) -> list[torch.Tensor]:
     enc = judge.tokenizer(texts, verbose=False)["input_ids"]
     return [torch.tensor(ids[:max_length] if max_length else ids, dtype=torch.long) for ids in enc]
@@ -98,8 +92,9 @@ def gen_ppl(texts, judge: Judge, *, max_length: int | None = None, batch_size: i
     batch_size: chunks per forward pass (the result does not depend on it).
     """
     texts = _check_texts(texts)
-    _check_positive("max_length", max_length, allow_none=True)
-    _check_positive("batch_size", batch_size)
+    if max_length is not None:
+        check_int("max_length", max_length, 1)
+    check_int("batch_size", batch_size, 1)
     if eos_rule not in EOS_RULES:
         raise ValueError(f"eos_rule: expected one of {sorted(EOS_RULES)}, got {eos_rule!r}")
     # Chunks (sample index, ids, counted-as-target mask) of at most `judge.context` tokens.
@@ -171,8 +166,9 @@ def judge_features(texts, judge: Judge, *, max_length: int | None = None,
     """Float32[N, d]: the judge's last-layer hidden state at each text's last token (MAUVE's own
     featurizer, with the judge in place of gpt2-large); texts truncated to `max_length` tokens."""
     texts = _check_texts(texts)
-    _check_positive("max_length", max_length, allow_none=True)
-    _check_positive("batch_size", batch_size)
+    if max_length is not None:
+        check_int("max_length", max_length, 1)
+    check_int("batch_size", batch_size, 1)
     limit = min(max_length or judge.context, judge.context)
     seqs = _judge_ids(texts, judge, limit)
     if any(len(s) == 0 for s in seqs):

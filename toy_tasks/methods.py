@@ -56,13 +56,12 @@ class Run:
     budget: Budget
     seed: int
     models: dict = field(default_factory=dict)
-    notes: dict = field(default_factory=dict)
 
     def get(self, method: str) -> ToyDenoiser:
         if method not in self.models:
             if method not in METHODS:
                 raise ValueError(f"method: expected one of {sorted(METHODS)}, got {method!r}")
-            self.models[method] = METHODS[method][0](self)
+            self.models[method] = METHODS[method](self)
         return self.models[method]
 
     def fresh(self, eps: str) -> ToyDenoiser:
@@ -148,18 +147,18 @@ def _finite_from_mdm(K: int):
     return init
 
 
-# name -> (train(run) -> model, label variant of the model)
-METHODS: dict[str, tuple[Callable[[Run], ToyDenoiser], str]] = {
-    "mdm": (_elbo_trained("mdlm", 1), "mdlm"),
-    "imdm-elbo": (_elbo_trained("rand", 2), "rand"),
-    "sdtt": (_sdtt("mdm", 10), "mdlm"),
-    "imdm-sdtt": (_sdtt("imdm-elbo", 20), "rand"),
-    "redi": (_redi("mdm", 30), "mdlm"),
-    "imdm-redi": (_redi("imdm-elbo", 40), "rand"),
-    "imdm-eps-coupling": (_coupled(_from_imdm_elbo, "kr", 50), "rand"),
-    "imdm-eps-reveal": (_coupled(_from_imdm_elbo, "reveal-times", 60), "rand"),
-    "imdm-k2": (_coupled(_finite_from_mdm(2), "joint", 70), "k2"),
-    "imdm-k4": (_coupled(_finite_from_mdm(4), "joint", 80), "k4"),
-    "imdm-k16": (_coupled(_finite_from_mdm(16), "joint", 90), "k16"),
+# name -> train(run) -> the trained model
+METHODS: dict[str, Callable[[Run], ToyDenoiser]] = {
+    "mdm": _elbo_trained("mdlm", 1),
+    "imdm-elbo": _elbo_trained("rand", 2),
+    "sdtt": _sdtt("mdm", 10),
+    "imdm-sdtt": _sdtt("imdm-elbo", 20),
+    "redi": _redi("mdm", 30),
+    "imdm-redi": _redi("imdm-elbo", 40),
+    "imdm-eps-coupling": _coupled(_from_imdm_elbo, "kr", 50),
+    "imdm-eps-reveal": _coupled(_from_imdm_elbo, "reveal-times", 60),
+    "imdm-k2": _coupled(_finite_from_mdm(2), "joint", 70),
+    "imdm-k4": _coupled(_finite_from_mdm(4), "joint", 80),
+    "imdm-k16": _coupled(_finite_from_mdm(16), "joint", 90),
 }
 
