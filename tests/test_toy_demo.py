@@ -175,6 +175,7 @@ def test_eps_coupled_imdm_beats_the_factorization_bound_in_one_step(align_run):
     (["experiment", "--preset", "nope"], "demo, paper-synthetic"),
     (["experiment", "--preset", "demo", "--methods", "mdm,magic"], "imdm-eps-coupling"),
     (["experiment", "--preset", "demo", "--tasks", "nope"], "align"),
+    (["experiment", "--preset", "demo", "--workers", "0"], "workers: expected an integer >= 1"),
 ])
 def test_experiment_cli_rejects_unknown_names_with_exit_2(argv, names, capsys):
     assert main(argv) == 2

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
+from imdm_lab.checks import check_int
 from toy_tasks.evaluate import evaluate, left_to_right_kl
 from toy_tasks.methods import METHODS, Budget, Run
 from toy_tasks.task_views import task_view
@@ -208,6 +209,7 @@ def add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
 def run_experiment(args: argparse.Namespace) -> None:
     """Train the toy methods, measure their sample laws against p, print the table (JSON / PNG on request)."""
     methods = _names(args.methods, ALL_METHODS, "method")
+    workers = check_int("workers", args.workers, 1)
     task_names = sorted({p.name for preset in PRESETS.values() for p in preset.tasks})
     tasks = _names(args.tasks, task_names, "task")
     for path in (args.json, args.plot):
@@ -218,7 +220,7 @@ def run_experiment(args: argparse.Namespace) -> None:
     # and the cores are used by running the tasks in parallel processes instead.
     torch.set_num_threads(1)
     start = time.perf_counter()
-    result = run_preset(args.preset, args.seed, methods, tasks, workers=args.workers)
+    result = run_preset(args.preset, args.seed, methods, tasks, workers=workers)
     result["seconds"] = round(time.perf_counter() - start, 1)
     print(format_table(result))
     print(f"\ntotal time {result['seconds']:.0f} s")
