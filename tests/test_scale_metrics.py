@@ -163,3 +163,16 @@ def test_train_judge_cli_function_writes_a_loadable_judge(tmp_path):
     assert loaded.context == 32 and loaded.tokenizer("Hello world")["input_ids"] == [15496, 995]
     result = gen_ppl(["The history of the city begins in the early years."], loaded)
     assert 1 < result.gen_ppl < 50257
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(steps=0), "steps: expected an integer >= 1, got 0"),
+    (dict(length=2), "length: expected an integer >= 3, got 2"),
+    (dict(warmup=-1), "warmup: expected an integer >= 0, got -1"),
+    (dict(warmup=True), "warmup: expected an integer >= 0, got True"),
+    (dict(eval_batches=1.5), "eval_batches: expected an integer >= 1, got 1.5"),
+])
+def test_train_judge_rejects_bad_settings_before_reading_data(tmp_path, kwargs, message):
+    from scale.judge import train_judge
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        train_judge(tmp_path / "judge", data=str(tmp_path / "no-such-corpus"), **kwargs)
