@@ -163,14 +163,14 @@ def train_judge(out: str | Path, *, data: str = DEFAULT_CORPUS, split: str = "he
         out_.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        loss = out_.loss.item()
+        loss = out_.loss.detach()  # read once at the end: no device sync per step
     model.eval()
     val_nll = mean_nll(model, val_blocks, batch_size, max_batches=eval_batches)
     summary = {"judge": str(out), "data": data, "split": split, "eval_split": eval_split,
                "size": size, "length": length, "steps": steps, "batch_size": batch_size, "lr": lr,
                "eval_batches": eval_batches, "seed": seed,
                "parameters": sum(p.numel() for p in model.parameters()),
-               "train_tokens_seen": steps * batch_size * length, "final_train_loss": loss,
+               "train_tokens_seen": steps * batch_size * length, "final_train_loss": float(loss),
                "val_nll": val_nll, "val_ppl": math.exp(val_nll), "seconds": time.time() - start}
     # Write next to the target and rename: a killed run never leaves a half-written judge.
     tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
