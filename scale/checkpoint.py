@@ -142,15 +142,20 @@ def load_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], sourc
     model.load_state_dict(tensors)
 
 
-def load_model(folder: str | Path, weights: str = "ema", device="cpu") -> tuple[DiT, dict]:
-    """A DiT in eval mode with the checkpoint's EMA (default) or raw weights, and its state.json."""
+def weights_path(folder: str | Path, weights: str = "ema") -> Path:
+    """The file of a checkpoint's EMA (default) or raw weights; the raw ones when there is no EMA."""
     if weights not in ("ema", "model"):
         raise ValueError(f"weights: expected 'ema' or 'model', got {weights!r}")
-    folder = Path(folder)
+    path = Path(folder) / f"{weights}.safetensors"
+    if weights == "ema" and not path.is_file():
+        path = path.with_name("model.safetensors")  # imported weights come without an EMA
+    return path
+
+
+def load_model(folder: str | Path, weights: str = "ema", device="cpu") -> tuple[DiT, dict]:
+    """A DiT in eval mode with the checkpoint's EMA (default) or raw weights, and its state.json."""
+    path = weights_path(folder, weights)
     state = read_state(folder)
     model = DiT(dit_config(state))
-    name = f"{weights}.safetensors"
-    if weights == "ema" and not (folder / name).is_file():
-        name = "model.safetensors"  # imported weights come without an EMA
-    load_weights(model, read_tensors(folder / name, state["step"]), f"ckpt: {folder / name}")
+    load_weights(model, read_tensors(path, state["step"]), f"ckpt: {path}")
     return model.to(device).eval(), state

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from scale import distributed as D
-from scale.checkpoint import read_state, read_tensors
+from scale.checkpoint import read_state, read_tensors, weights_path
 from scale.config import config_from_dict, parse_override, resolve_config_path, _read_toml
 from scale.coupling import Coupling
 from scale.distill import Distiller, get_method
@@ -97,10 +97,7 @@ def run(args) -> int:
     method = get_method(args.method)
     source = _init_source(args, method)
     state = read_state(source)
-    name = f"{args.weights}.safetensors"
-    if not (Path(source) / name).is_file():
-        name = "model.safetensors"  # imported weights come without an EMA
-    init = read_tensors(Path(source) / name, state["step"])
+    init = read_tensors(weights_path(source, args.weights), state["step"])
     config = build_config(state["config"], args.method, args.config, args.set, args.coupling)
     if args.max_steps is not None and args.max_steps < 1:
         raise ValueError(f"--max-steps: expected an integer >= 1, got {args.max_steps}")
