@@ -156,14 +156,17 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
     """Read a TOML config (a path, or a name of scale/configs/ without .toml) and apply overrides."""
     raw: dict = {}
     if path is not None:
-        raw = _read_toml(resolve_config_path(path))
+        raw = read_toml(resolve_config_path(path))
     for item in overrides:
-        section, name, value = parse_override(item)
-        raw.setdefault(section, {})
-        if not isinstance(raw[section], dict):
-            raise ValueError(f"--set: {section!r} is not a section")
-        raw[section][name] = value
+        set_value(raw, *parse_override(item))
     return config_from_dict(raw)
+
+
+def set_value(raw: dict, section: str, name: str, value) -> None:
+    """raw[section][name] = value in nested config dicts, creating the section when absent."""
+    if not isinstance(raw.setdefault(section, {}), dict):
+        raise ValueError(f"--set: {section!r} is not a section")
+    raw[section][name] = value
 
 
 def resolve_config_path(path: str | Path) -> Path:
@@ -177,7 +180,7 @@ def resolve_config_path(path: str | Path) -> Path:
     raise ValueError(f"--config: no file {str(path)!r}; expected a TOML path or one of {names}")
 
 
-def _read_toml(path: Path) -> dict:
+def read_toml(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)

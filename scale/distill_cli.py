@@ -15,7 +15,7 @@ from pathlib import Path
 
 from scale import distributed as D
 from scale.checkpoint import read_state, read_tensors, weights_path
-from scale.config import config_from_dict, parse_override, resolve_config_path, _read_toml
+from scale.config import config_from_dict, parse_override, read_toml, resolve_config_path, set_value
 from scale.coupling import Coupling
 from scale.distill import Distiller, get_method
 from scale.train_cli import open_data
@@ -35,30 +35,24 @@ def add_arguments(p) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
 
 
-def _merge(raw: dict, section: str, name: str, value) -> None:
-    if not isinstance(raw.setdefault(section, {}), dict):
-        raise ValueError(f"--set: {section!r} is not a section")
-    raw[section][name] = value
-
-
 def build_config(base: dict, method_name: str, config_path: str | None, overrides: list[str],
                  coupling: str | None):
     """The distillation config: base < method defaults < config file < overrides (key by key)."""
     method = get_method(method_name)
     raw = copy.deepcopy(base)
     for key, value in method.defaults.items():
-        _merge(raw, *key.split("."), value)
+        set_value(raw, *key.split("."), value)
     if config_path:
-        for section, values in _read_toml(resolve_config_path(config_path)).items():
+        for section, values in read_toml(resolve_config_path(config_path)).items():
             if not isinstance(values, dict):
                 raise ValueError(f"--config: {section!r} is not a section")
             for name, value in values.items():
-                _merge(raw, section, name, value)
+                set_value(raw, section, name, value)
     for item in overrides:
-        _merge(raw, *parse_override(item))
-    _merge(raw, "distill", "method", method_name)
+        set_value(raw, *parse_override(item))
+    set_value(raw, "distill", "method", method_name)
     if coupling:
-        _merge(raw, "distill", "coupling", str(coupling))
+        set_value(raw, "distill", "coupling", str(coupling))
     config = config_from_dict(raw)
     schedule = base.get("train", {}).get("schedule", config.train.schedule)
     if config.train.schedule != schedule:
