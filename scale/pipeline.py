@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 STAGES = ("mdlm", "imsdtt", "coupling", "imredi", "judge", "evaluate")
+IN_PROCESS = ("judge", "evaluate")  # single-process stages: never run under the launcher
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,7 @@ def _resumable(argv: list[str]) -> list[str]:
 
 def _run_stage(name: str, argv: list[str], launcher: list[str]) -> None:
     from scale.cli import main
-    if launcher and name not in ("judge", "evaluate"):
+    if launcher and name not in IN_PROCESS:
         rc = subprocess.run([*launcher, "-m", "scale", *argv]).returncode
     else:
         rc = main(argv)
@@ -139,7 +140,7 @@ def run(args) -> int:
     prefix = launcher or ["python"]
     if args.dry_run:
         for name, argv in stages:
-            head = ["python"] if name in ("judge", "evaluate") else prefix
+            head = ["python"] if name in IN_PROCESS else prefix
             print(shlex.join([*head, "-m", "scale", *argv]))
         return 0
     out = Path(args.out)
