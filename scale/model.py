@@ -235,7 +235,7 @@ class DiT(nn.Module):
             DiTBlock(dims.hidden, dims.heads, dims.cond, dropout, config.softcap, config.qk_norm)
             for _ in range(dims.blocks))
         self.output_layer = FinalLayer(dims.hidden, config.vocab_size, dims.cond)
-        self.noise = config.mask_noise()
+        self.noise = self.vocab_embed.noise  # the law of the labels eps it reads (None: an MDLM)
         self._schedule = get_schedule(config.schedule)
 
     def sigma(self, t: torch.Tensor) -> torch.Tensor:
