@@ -186,7 +186,6 @@ def test_experiment_cli_rejects_unknown_names_with_exit_2(argv, names, capsys):
 def test_path_estimate_of_the_multi_step_law_matches_the_exact_mdm_law():
     view = task_view("dirichlet", V=3, L=3, seed=6, alpha=0.5)
     oracle = OracleMDM(view.probs)
-    oracle.noise = None  # the evaluation reads the label law of a model; the oracle has none
     for steps in (2, 4):
         got, ci = kl_paths(oracle, view, steps, 4000, torch.Generator().manual_seed(steps))
         want = view.mdm_kl(steps)
@@ -199,7 +198,6 @@ def test_greedy_last_step_after_others_is_measured_on_its_own_samples():
     the argmax of the uniform conditional is token 0 at both. q(c, c) = (1/2 + 1/16)/4 + [c = 0]/4."""
     view = task_view("align", V=4, L=2)
     oracle = OracleMDM(view.probs)
-    oracle.noise = None
     q = np.full(4, (0.5 + 1 / 16) / 4)
     q[0] += 0.25
     want = float(np.sum(0.25 * np.log(0.25 / q)))  # 0.320; the ancestral law would give ln(1.6) = 0.470
@@ -209,5 +207,4 @@ def test_greedy_last_step_after_others_is_measured_on_its_own_samples():
 def test_left_to_right_law_of_the_exact_teacher_is_p():
     view = task_view("dirichlet", V=3, L=3, seed=1, alpha=0.5)
     oracle = OracleMDM(view.probs)
-    oracle.noise = None
     assert abs(left_to_right_kl(oracle, view)) < 1e-9

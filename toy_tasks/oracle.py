@@ -28,12 +28,16 @@ def _log(probs: np.ndarray) -> np.ndarray:
 
 
 class OracleMDM:
-    """Exact conditional marginals p(x_i | x_visible); uniform where the visible context has p = 0."""
+    """Exact conditional marginals p(x_i | x_visible); uniform where the visible context has p = 0.
+
+    It reads no labels (the optimum ignores eps), so `noise` is accepted and ignored, and the evaluation
+    sees an MDM (noise None)."""
 
     def __init__(self, p, noise: MaskNoise | None = None):
         self.tables = p if isinstance(p, Marginals) else Marginals(p)
         self.V, self.L = self.tables.V, self.tables.L
         self.mask_id = self.V
+        self.noise = None
 
     def __call__(self, x_t: torch.Tensor, eps, t) -> torch.Tensor:
         x = x_t.cpu().numpy()
