@@ -31,13 +31,25 @@ def _uniform_to_finite(u, noise):
     return torch.clamp((u * noise.K).floor().long(), max=noise.K - 1)
 
 
-# kind -> (base variate 'uniform' | 'normal', map from the base variate to eps)
+def _rand_to_uniform(eps, noise):
+    return (eps.double() / noise.scale + 1.0) / 2.0
+
+
+def _randn_to_uniform(eps, noise):
+    return torch.special.ndtr(eps.double() / noise.scale)
+
+
+# kind -> (base variate 'uniform' | 'normal', map from the base variate to eps, map from eps back to a
+# U(0, 1) variate: the CDF of its law, None for finite labels)
 NOISE_KINDS = {
-    "rand": ("uniform", _uniform_to_rand),
-    "randn": ("normal", _normal_to_randn),
-    "learnable": ("normal", _normal_to_randn),
-    "finite": ("uniform", _uniform_to_finite),
+    "rand": ("uniform", _uniform_to_rand, _rand_to_uniform),
+    "randn": ("normal", _normal_to_randn, _randn_to_uniform),
+    "learnable": ("normal", _normal_to_randn, _randn_to_uniform),
+    "finite": ("uniform", _uniform_to_finite, None),
 }
+
+# Largest float64 below 1: uniforms read back from labels are kept in [0, 1).
+BELOW_ONE = 1.0 - 2.0**-53
 
 
 @dataclass(frozen=True)
@@ -72,6 +84,14 @@ class MaskNoise:
     def width(self) -> int:
         """Number of hashed values per position: D for continuous labels, 1 for finite ones."""
         return self.dim if self.continuous else 1
+
+    def to_uniform(self, eps: torch.Tensor) -> torch.Tensor:
+        """U(0, 1) variates read from continuous labels, elementwise: Float[...] -> Float64[...] in [0, 1).
+
+        u = CDF(eps) of the label law (learnable: of the N(0, 1) * scale draw, before mu and sigma)."""
+        if not self.continuous:
+            raise ValueError(f"noise: expected continuous labels to read a uniform from, got {self.kind!r}")
+        return NOISE_KINDS[self.kind][2](eps, self).clamp(0.0, BELOW_ONE)
 
     def _finish(self, base: torch.Tensor, dtype) -> torch.Tensor:
         eps = NOISE_KINDS[self.kind][1](base, self)

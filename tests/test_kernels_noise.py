@@ -153,3 +153,16 @@ def test_generator_draw_is_the_generator_stream_on_the_target_device():
     assert torch.equal(a, torch.rand((3, 4), generator=torch.Generator().manual_seed(5), dtype=torch.float64))
     b = generator_draw(torch.randint, 0, 7, (100,), generator=torch.Generator().manual_seed(5))
     assert b.device.type == "cpu" and b.dtype == torch.int64 and int(b.min()) >= 0 and int(b.max()) < 7
+
+
+@pytest.mark.parametrize("kind", ["rand", "randn", "learnable"])
+def test_to_uniform_is_the_cdf_of_the_label_law(kind):
+    noise = MaskNoise(kind, dim=3, scale=2.0)
+    eps = noise.draw(4000, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    u = noise.to_uniform(eps)
+    z = eps.numpy() / 2.0
+    want = (z + 1.0) / 2.0 if kind == "rand" else stats.norm.cdf(z)
+    np.testing.assert_allclose(u.numpy(), want, atol=1e-12)
+    assert stats.kstest(u.numpy().ravel(), "uniform").pvalue > 1e-4
+    with pytest.raises(ValueError, match="^noise: expected continuous labels"):
+        MaskNoise("finite", K=4).to_uniform(torch.zeros(2, 2, dtype=torch.long))

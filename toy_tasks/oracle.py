@@ -16,9 +16,7 @@ import torch
 
 from imdm_lab.exact import Marginals, conditional_marginals, partition_and_map
 from imdm_lab.losses import NEG_INF
-from imdm_lab.masking import MaskNoise
-
-_LAST_BELOW_ONE = 1.0 - 2.0**-53
+from imdm_lab.masking import BELOW_ONE, MaskNoise
 
 
 def _log(probs: np.ndarray) -> np.ndarray:
@@ -45,14 +43,9 @@ class OracleMDM:
         return torch.from_numpy(_log(probs)).to(x_t.device)
 
 
-def _u_from_rand(eps, noise):
-    """U(-1, 1) * scale label of position 0, coordinate 0 -> uniform u."""
-    return (eps[:, 0, 0].double() / noise.scale + 1.0) / 2.0
-
-
-def _u_from_normal(eps, noise):
-    """N(0, 1) * scale label of position 0, coordinate 0 -> Phi(eps / scale), uniform."""
-    return torch.special.ndtr(eps[:, 0, 0].double() / noise.scale)
+def _u_from_continuous(eps, noise):
+    """The label of position 0, coordinate 0 -> its CDF, uniform (`MaskNoise.to_uniform`)."""
+    return noise.to_uniform(eps[:, 0, 0])
 
 
 def _u_from_finite(eps, noise):
@@ -64,7 +57,7 @@ def _u_from_finite(eps, noise):
 
 
 # label kind -> how one shared uniform u is read from the labels eps
-U_FROM_EPS = {"rand": _u_from_rand, "randn": _u_from_normal, "learnable": _u_from_normal,
+U_FROM_EPS = {"rand": _u_from_continuous, "randn": _u_from_continuous, "learnable": _u_from_continuous,
               "finite": _u_from_finite}
 
 
@@ -82,7 +75,7 @@ class OracleIMDM:
 
     def __call__(self, x_t: torch.Tensor, eps, t) -> torch.Tensor:
         self.noise.check(eps, *x_t.shape)
-        u = U_FROM_EPS[self.noise.kind](eps, self.noise).clamp(0.0, _LAST_BELOW_ONE)
+        u = U_FROM_EPS[self.noise.kind](eps, self.noise).clamp(0.0, BELOW_ONE)
         seq = torch.from_numpy(self.g(u.cpu().numpy())).to(x_t.device)  # Long[B, L]
         logits = torch.full((*x_t.shape, self.V), NEG_INF, dtype=torch.float64, device=x_t.device)
         return logits.scatter_(-1, seq[..., None], 0.0)

@@ -26,11 +26,9 @@ from typing import Callable, NamedTuple
 import torch
 
 from imdm_lab.losses import subs_log_probs
-from imdm_lab.masking import MaskNoise, q_sample
+from imdm_lab.masking import BELOW_ONE, MaskNoise, q_sample
 from imdm_lab.noise import generator_draw
 
-# Largest float64 below 1: uniforms are kept in [0, 1).
-_BELOW_ONE = 1.0 - 2.0**-53
 
 
 class Reading(NamedTuple):
@@ -45,9 +43,7 @@ def _label_uniform(eps: torch.Tensor, noise: MaskNoise, coordinate: int) -> torc
         raise ValueError(f"reader: this reading needs continuous labels, got {noise.kind!r}")
     if coordinate >= noise.dim:
         raise ValueError(f"reader: needs labels with at least {coordinate + 1} coordinates, got dim {noise.dim}")
-    z = eps[..., coordinate].double() / noise.scale
-    u = (z + 1.0) / 2.0 if noise.kind == "rand" else torch.special.ndtr(z)
-    return u.clamp(0.0, _BELOW_ONE)
+    return noise.to_uniform(eps[..., coordinate])
 
 
 def _read_kr(eps, noise, generator):
@@ -69,7 +65,7 @@ def _read_joint(eps, noise, generator):
     dither = generator_draw(torch.rand, B, generator=generator, device=eps.device, dtype=torch.float64)
     u = ((eps.double() * digits).sum(-1) + dither) / float(noise.K) ** L
     order = torch.arange(L, device=eps.device).expand(B, L)
-    return Reading(u.clamp(0.0, _BELOW_ONE)[:, None].expand(B, L).contiguous(), order, True)
+    return Reading(u.clamp(0.0, BELOW_ONE)[:, None].expand(B, L).contiguous(), order, True)
 
 
 # name -> (eps Float[B, L, D] | Long[B, L], noise, generator) -> Reading
@@ -93,7 +89,7 @@ def inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, tor
     token = torch.searchsorted(cdf, v[:, None], right=True)[:, 0].clamp_max(probs.shape[-1] - 1)
     p = probs.gather(1, token[:, None])[:, 0]
     low = cdf.gather(1, token[:, None])[:, 0] - p
-    return token, ((v - low) / p).clamp(0.0, _BELOW_ONE)
+    return token, ((v - low) / p).clamp(0.0, BELOW_ONE)
 
 
 @torch.no_grad()
