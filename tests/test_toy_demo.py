@@ -15,7 +15,7 @@ from imdm_lab.losses import subs_log_probs
 from imdm_lab.masking import MaskNoise
 from toy_tasks.cli import main
 from toy_tasks.distributions import make_task
-from toy_tasks.evaluate import evaluate, kl_exact, kl_paths, left_to_right_kl
+from toy_tasks.evaluate import evaluate, kl_exact, kl_paths, left_to_right_kl, support_counts
 from toy_tasks.methods import Budget, Run
 from toy_tasks.models import make_model
 from toy_tasks.oracle import OracleMDM
@@ -203,6 +203,11 @@ def test_greedy_last_step_after_others_is_measured_on_its_own_samples():
     want = float(np.sum(0.25 * np.log(0.25 / q)))  # 0.320; the ancestral law would give ln(1.6) = 0.470
     row = evaluate(oracle, view, 2, 20000, seed=0, last_step="greedy")
     assert row["kl_estimator"] == "histogram" and abs(row["kl"] - want) < 0.03
+
+def test_support_counts_count_each_support_row_and_ignore_the_rest():
+    support = np.array([[0, 0], [1, 1], [2, 2]])
+    samples = np.array([[1, 1], [0, 1], [1, 1], [2, 2], [1, 1], [2, 0]])
+    assert support_counts(samples, support).tolist() == [0, 3, 1]
 
 def test_left_to_right_law_of_the_exact_teacher_is_p():
     view = task_view("dirichlet", V=3, L=3, seed=1, alpha=0.5)

@@ -29,6 +29,7 @@ from imdm_lab.losses import subs_log_probs
 from imdm_lab.posterior import imdm_coefficients
 from imdm_lab.sampling import sample
 from imdm_lab.schedules import get_schedule
+from toy_tasks.label_slices import support_index
 from toy_tasks.models import ToyDenoiser
 
 BOOTSTRAP = 200
@@ -177,13 +178,10 @@ def left_to_right_kl(model: ToyDenoiser, view) -> float:
 
 def support_counts(samples: np.ndarray, support: np.ndarray) -> np.ndarray:
     """How often each support row occurs among the samples: Long[S]."""
-    index = {tuple(row): s for s, row in enumerate(support.tolist())}
     rows, counts = np.unique(samples, axis=0, return_counts=True)
+    ids = support_index(rows, support)
     out = np.zeros(len(support), dtype=np.int64)
-    for row, c in zip(rows.tolist(), counts):
-        s = index.get(tuple(row))
-        if s is not None:
-            out[s] = c
+    out[ids[ids >= 0]] = counts[ids >= 0]  # the rows are distinct, so each support index occurs once
     return out
 
 
