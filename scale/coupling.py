@@ -66,10 +66,6 @@ def perturb(x0: torch.Tensor, seeds: torch.Tensor, schedule: str, mask_id: int,
     return torch.where(masked, torch.full_like(x0, mask_id), x0), masked, t
 
 
-def _token_dtype(num_classes: int) -> np.dtype:
-    return np.dtype(np.uint16) if num_classes <= 2**16 else np.dtype(np.int32)
-
-
 def _check_meta(out: Path, meta: dict) -> None:
     path = out / "meta.json"
     if not path.is_file():
@@ -89,7 +85,7 @@ def generate(teacher: str | Path, out: str | Path, *, n: int, steps: int, fix_ep
     """Write the coupling of n samples of `teacher` into `out` (see the module docstring); returns out."""
     from tqdm.auto import tqdm
 
-    from scale.data import load_blocks
+    from scale.data import load_blocks, token_dtype
 
     for name, value in (("n", n), ("steps", steps), ("batch_size", batch_size), ("shard_size", shard_size)):
         check_int(f"--{name.replace('_', '-')}", value, 1)
@@ -116,7 +112,7 @@ def generate(teacher: str | Path, out: str | Path, *, n: int, steps: int, fix_ep
     rows = training_rows(len(blocks), n, seed)
     num_shards = -(-n // shard_size)
     todo = [s for s in range(rt.rank, num_shards, rt.world) if not (out / f"shard-{s:06d}").is_dir()]
-    dtype = _token_dtype(cfg.vocab_size)
+    dtype = token_dtype(cfg.vocab_size)
     bar = tqdm(total=len(todo), desc="redi-data shards", disable=not (rt.main and progress))
     for s in todo:
         index = np.arange(s * shard_size, min((s + 1) * shard_size, n), dtype=np.int64)

@@ -81,7 +81,8 @@ def _write_json(path: Path, obj) -> None:
     _atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1, sort_keys=True).encode()))
 
 
-def _dtype_for(num_classes: int) -> np.dtype:
+def token_dtype(num_classes: int) -> np.dtype:
+    """The smallest stored integer type of ids in [0, num_classes): uint16 when they fit, else int32."""
     return np.dtype(np.uint16) if num_classes <= np.iinfo(np.uint16).max + 1 else np.dtype(np.int32)
 
 
@@ -96,7 +97,7 @@ def build_blocks(corpus: Corpus, tokenizer, length: int, out_dir: Path, meta: di
     state = (json.loads(progress_file.read_text()) if progress_file.exists()
              else {"docs": 0, "chunks": 0, "doc_tokens": 0})
     bos, eos = wrap_specials(tokenizer)
-    dtype = _dtype_for(meta["num_classes"])
+    dtype = token_dtype(meta["num_classes"])
     docs_per_chunk = docs_per_group * groups_per_chunk
     docs = corpus.documents(state["docs"])
     with tqdm(total=corpus.num_docs, initial=state["docs"], unit="doc", disable=not progress,
