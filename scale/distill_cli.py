@@ -18,7 +18,7 @@ from scale.checkpoint import read_state, read_tensors, weights_path
 from scale.config import config_from_dict, parse_override, read_toml, resolve_config_path, set_value
 from scale.coupling import Coupling
 from scale.distill import Distiller, get_method
-from scale.train_cli import open_data
+from scale.train_cli import check_run, open_data
 
 
 def add_arguments(p) -> None:
@@ -93,11 +93,8 @@ def run(args) -> int:
     state = read_state(source)
     init = read_tensors(weights_path(source, args.weights), state["step"])
     config = build_config(state["config"], args.method, args.config, args.set, args.coupling)
-    if args.max_steps is not None and args.max_steps < 1:
-        raise ValueError(f"--max-steps: expected an integer >= 1, got {args.max_steps}")
     out = Path(args.out)
-    if not args.resume and (out / "state.json").exists():
-        raise ValueError(f"--out: {out} already holds a checkpoint; pass --resume to continue it")
+    check_run(out, args.resume, args.max_steps)
     runtime = D.init_runtime()
     try:
         blocks, val, tok = open_data(config.data, progress=runtime.main)

@@ -33,6 +33,14 @@ def open_data(data, progress: bool):
     return train, val, load_tokenizer(data.tokenizer)
 
 
+def check_run(out: Path, resume: bool, max_steps: int | None) -> None:
+    """A step limit >= 1 (None: the run's own) and, unless resuming, a folder without a checkpoint."""
+    if max_steps is not None and max_steps < 1:
+        raise ValueError(f"--max-steps: expected an integer >= 1, got {max_steps}")
+    if not resume and (out / "state.json").exists():
+        raise ValueError(f"--out: {out} already holds a checkpoint; pass --resume to continue it")
+
+
 def check_same_model(saved: dict, wanted: dict, out: Path) -> None:
     """Resuming needs the model the checkpoint holds; say which [model] keys differ."""
     diff = [f"model.{k}: {saved.get(k)!r} in the checkpoint, {wanted[k]!r} here" for k in wanted
@@ -44,11 +52,8 @@ def check_same_model(saved: dict, wanted: dict, out: Path) -> None:
 def run(args) -> int:
     config = load_config(args.config, args.set)
     max_steps = config.train.max_steps if args.max_steps is None else args.max_steps
-    if max_steps < 1:
-        raise ValueError(f"--max-steps: expected an integer >= 1, got {max_steps}")
     out = Path(args.out)
-    if not args.resume and (out / "state.json").exists():
-        raise ValueError(f"--out: {out} already holds a checkpoint; pass --resume to continue it")
+    check_run(out, args.resume, max_steps)
     if args.resume:
         check_same_model(read_state(out)["config"]["model"], config.to_dict()["model"], out)
     runtime = D.init_runtime()

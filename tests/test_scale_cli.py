@@ -104,6 +104,17 @@ def test_resume_of_a_truncated_optimizer_state(capsys, tmp_path, ckpt):
     assert "optimizer.pt" in err
 
 
+@pytest.mark.parametrize("command", [["train", "--config", "tiny-cpu"],
+                                     ["distill", "--method", "imdm-sdtt", "--teacher", "{ckpt}"]])
+def test_train_and_distill_refuse_a_used_folder_and_a_step_limit_below_1(capsys, tmp_path, ckpt, command):
+    command = [a.replace("{ckpt}", str(ckpt)) for a in command]
+    err = _fails(capsys, [*command, "--out", str(ckpt)], "--out:")
+    assert "already holds a checkpoint; pass --resume" in err
+    _fails(capsys, [*command, "--out", str(tmp_path / "run"), "--max-steps", "0"],
+           "--max-steps: expected an integer >= 1, got 0")
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("argv,prefix", [(["sample", "--ckpt", "/no/such/run"], "ckpt:"),
                                          (["sample", "--ckpt", "{ckpt}", "--steps", "1,x"], "--steps:"),
                                          (["frobnicate"], "command:")])
