@@ -17,9 +17,9 @@ from imdm_lab.checks import check_int
 from imdm_lab.exact import (Marginals, align_success, entropy, kl, mdm_law, stepwise_bound,
                             total_correlation)
 from imdm_lab.schedules import get_schedule
-from toy_tasks.distributions import TASK_OPTIONS, TASKS, make_task
 from toy_tasks.experiment import add_experiment_arguments, run_experiment
 from toy_tasks.sample_command import add_sample_arguments, run_sample
+from toy_tasks.task_arguments import add_task_arguments, task_from_args
 
 
 class UsageError(Exception):
@@ -45,11 +45,7 @@ def parse_steps(text: str) -> list[int]:
 
 
 def add_bound_arguments(parser: argparse.ArgumentParser) -> None:
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--task", help=f"a named task: {', '.join(TASKS)}")
-    source.add_argument("--probs", metavar="FILE.npy", help="a joint saved with numpy.save, shape (V,)*L")
-    for name, kind in TASK_OPTIONS.items():
-        parser.add_argument(f"--{name}", type=kind, help="task parameter (default: the task's own)")
+    add_task_arguments(parser)
     parser.add_argument("--steps", required=True, help="comma-separated step counts, e.g. 1,2,4")
     parser.add_argument("--schedule", default="linear", help="linear, loglinear or cosine (default linear)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -59,8 +55,7 @@ def run_bound(args: argparse.Namespace) -> None:
     """Entropy, TC, KL(p || p_k) of the k-step exact MDM and the stepwise bound, in nats."""
     steps = parse_steps(args.steps)
     schedule = get_schedule(args.schedule).name
-    params = {name: getattr(args, name) for name in TASK_OPTIONS if getattr(args, name) is not None}
-    task = make_task("file", path=args.probs, **params) if args.probs else make_task(args.task, **params)
+    task = task_from_args(args)
     m = Marginals(task.probs)
     result = {
         "V": task.V,

@@ -21,25 +21,16 @@ from imdm_lab.checks import check_int
 from imdm_lab.masking import MaskNoise
 from imdm_lab.sampling import sample
 from imdm_lab.schedules import get_schedule
-from toy_tasks.distributions import TASK_OPTIONS, make_task
 from toy_tasks.oracle import ORACLES, make_oracle
+from toy_tasks.task_arguments import add_task_arguments, task_from_args
 
 # the label law oracle-imdm reads its uniform from (one coordinate is all partition-and-map needs)
 ORACLE_NOISE = {"oracle-mdm": None, "oracle-imdm": MaskNoise("rand", dim=1)}
 
 
-def _flag(name: str) -> str:
-    """--seed is the sampler's seed here, so the task's own seed is --task-seed."""
-    return "task-seed" if name == "seed" else name
-
-
 def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--task", help="a named task (see `bound --help`)")
-    source.add_argument("--probs", metavar="FILE.npy", help="a joint saved with numpy.save, shape (V,)*L")
-    for name, kind in TASK_OPTIONS.items():
-        parser.add_argument(f"--{_flag(name)}", dest=f"task_{name}", type=kind,
-                            help="task parameter (default: the task's own)")
+    # --seed is the sampler's seed here, so the task's own seed is --task-seed
+    add_task_arguments(parser, renamed={"seed": "task-seed"})
     parser.add_argument("--model", required=True, help=f"the denoiser: {', '.join(ORACLES)}")
     parser.add_argument("--steps", type=int, required=True, help="number of sampling steps K >= 1")
     parser.add_argument("--samples", type=int, required=True, help="number of sequences N >= 1")
@@ -62,9 +53,7 @@ def run_sample(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if not out.parent.is_dir():
         raise ValueError(f"out: expected a file in an existing directory, got {args.out!r}")
-    params = {name: getattr(args, f"task_{name}") for name in TASK_OPTIONS
-              if getattr(args, f"task_{name}") is not None}
-    task = make_task("file", path=args.probs, **params) if args.probs else make_task(args.task, **params)
+    task = task_from_args(args)
     noise = ORACLE_NOISE[args.model]
     denoiser = make_oracle(args.model, task.probs, noise)
     generator = torch.Generator().manual_seed(args.seed)
