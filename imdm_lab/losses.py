@@ -119,9 +119,12 @@ def divergence(student_logp: torch.Tensor, teacher_logp: torch.Tensor, kind: str
     (e.g. the masked positions of x_t), None = all  ->  (Float[B, L], scalar mean over mask)."""
     if kind not in DIVERGENCES:
         raise ValueError(f"kind: expected one of {sorted(DIVERGENCES)}, got {kind!r}")
-    if student_logp.shape != teacher_logp.shape or student_logp.dim() != 3:
-        raise ValueError(f"teacher_logp: expected the shape of student_logp {tuple(student_logp.shape)} "
-                         f"(Float[B, L, C]), got {tuple(teacher_logp.shape)}")
+    if not isinstance(student_logp, torch.Tensor) or student_logp.dim() != 3 or not student_logp.is_floating_point():
+        got = tuple(student_logp.shape) if isinstance(student_logp, torch.Tensor) else type(student_logp).__name__
+        raise ValueError(f"student_logp: expected a float tensor of shape [B, L, C], got {got}")
+    if not isinstance(teacher_logp, torch.Tensor) or teacher_logp.shape != student_logp.shape:
+        got = tuple(teacher_logp.shape) if isinstance(teacher_logp, torch.Tensor) else type(teacher_logp).__name__
+        raise ValueError(f"teacher_logp: expected the shape of student_logp {tuple(student_logp.shape)}, got {got}")
     per_pos = DIVERGENCES[kind](student_logp, teacher_logp)
     if mask is None:
         return per_pos, per_pos.mean()

@@ -10,6 +10,7 @@ Label kinds (imdm-reference sec. 1, 3.3): `rand` U(-1, 1)^D * scale, `randn` N(0
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -73,8 +74,9 @@ class MaskNoise:
         else:
             if isinstance(self.dim, bool) or not isinstance(self.dim, int) or self.dim < 1:
                 raise ValueError(f"dim: expected an integer >= 1 for kind {self.kind!r}, got {self.dim!r}")
-            if not (isinstance(self.scale, (int, float)) and self.scale > 0):
-                raise ValueError(f"scale: expected a number > 0, got {self.scale!r}")
+            if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)) \
+                    or not 0 < self.scale < math.inf:
+                raise ValueError(f"scale: expected a finite number > 0, got {self.scale!r}")
 
     @property
     def continuous(self) -> bool:

@@ -16,6 +16,7 @@ cache=False for a denoiser that reads t.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple
 
 import torch
@@ -118,8 +119,9 @@ def _check_options(steps, temperature, top_p, last_step, batch_size, length, mas
     check_int("batch_size", batch_size, 1)
     check_int("length", length, 1)
     check_int("mask_id", mask_id, 0)
-    if not isinstance(temperature, (int, float)) or not temperature > 0:
-        raise ValueError(f"temperature: expected a number > 0, got {temperature!r}")
+    # finite: at T = inf every logit, the mask's NEG_INF included, would become 0 and the mask drawable
+    if not isinstance(temperature, (int, float)) or not 0 < temperature < math.inf:
+        raise ValueError(f"temperature: expected a finite number > 0, got {temperature!r}")
     if not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
         raise ValueError(f"top_p: expected a number in (0, 1], got {top_p!r}")
     if last_step not in LAST_STEPS:

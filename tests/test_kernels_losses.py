@@ -44,6 +44,17 @@ def test_subs_bad_input():
         subs_log_probs(torch.zeros(1, 2, 4), torch.tensor([[-1, 1]]), 4)
 
 
+def test_divergence_bad_input():
+    with pytest.raises(ValueError, match="^student_logp:"):
+        divergence([0.0], torch.zeros(1, 2, 4))
+    with pytest.raises(ValueError, match="^student_logp:"):
+        divergence(torch.zeros(2, 4), torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="^teacher_logp:"):
+        divergence(torch.zeros(1, 2, 4), None)
+    with pytest.raises(ValueError, match="^teacher_logp:"):
+        divergence(torch.zeros(1, 2, 4), torch.zeros(1, 2, 3))
+
+
 def _uniform_denoiser(C):
     def den(x, eps, t):
         return torch.zeros(*x.shape, C, dtype=torch.float64)

@@ -88,7 +88,8 @@ def test_generator_draws_are_reproducible_and_in_range(noise):
 
 @pytest.mark.parametrize("kwargs, word", [
     (dict(kind="gauss", dim=3), "kind"), (dict(kind="rand", dim=0), "dim"), (dict(kind="finite"), "K"),
-    (dict(kind="rand", dim=2, scale=-1.0), "scale")])
+    (dict(kind="rand", dim=2, scale=-1.0), "scale"), (dict(kind="rand", dim=2, scale=float("inf")), "scale"),
+    (dict(kind="randn", dim=2, scale=True), "scale")])
 def test_bad_noise_arguments(kwargs, word):
     with pytest.raises(ValueError, match=f"^{word}:"):
         MaskNoise(**kwargs)

@@ -175,7 +175,8 @@ def test_temperature_sharpens_x0_hat():
 
 
 @pytest.mark.parametrize("kwargs, word", [
-    (dict(steps=0), "steps"), (dict(temperature=0.0), "temperature"), (dict(top_p=0.0), "top_p"),
+    (dict(steps=0), "steps"), (dict(temperature=0.0), "temperature"), (dict(temperature=float("inf")), "temperature"),
+    (dict(top_p=0.0), "top_p"),
     (dict(top_p=1.5), "top_p"), (dict(last_step="beam"), "last_step"), (dict(schedule="sqrt"), "schedule"),
     (dict(batch_size=0), "batch_size"), (dict(t_start=1.5), "t_start"),
     (dict(given=torch.tensor([[9, V, V], [0, 1, V]])), "given"), (dict(given=torch.zeros(2, 4, dtype=torch.long)), "given"),
