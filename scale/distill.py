@@ -34,7 +34,6 @@ from scale.config import Config
 from scale.ema import EMA
 from scale.mdlm_import import EPS_PATH
 from scale.model import DiT
-from scale.seeds import derive_seed
 from scale.train import Trainer
 
 
@@ -173,12 +172,10 @@ class Distiller(Trainer):
         return super().run(max_steps)
 
     # ---- objectives --------------------------------------------------------------------------
-    def _micro_batch_loss(self, g, rows, t_all) -> torch.Tensor:
-        tc, mb = self.cfg.train, self.plan.micro_batch
-        torch.manual_seed(derive_seed(tc.seed, "dropout", self.step, g))
-        gen = torch.Generator(self.rt.device).manual_seed(derive_seed(tc.seed, "distill", self.step, g))
-        idx = rows[g * mb:(g + 1) * mb]
-        return OBJECTIVES[self.cfg.distill.method](self, idx, t_all[g * mb:(g + 1) * mb], gen)
+    SEED_TAG = "distill"
+
+    def loss(self, idx, t, gen) -> torch.Tensor:
+        return OBJECTIVES[self.cfg.distill.method](self, idx, t, gen)
 
 
 def sdtt_objective(d: Distiller, idx, t, gen) -> torch.Tensor:

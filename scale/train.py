@@ -159,13 +159,20 @@ class Trainer:
             path.write_text("".join(ln + "\n" for ln in keep))
 
     # ---- one optimizer step ------------------------------------------------------------------
+    SEED_TAG = "mask"  # names the seed of a micro-batch's generator (masks, labels eps)
+
     def _micro_batch_loss(self, g: int, rows: np.ndarray, t_all: torch.Tensor) -> torch.Tensor:
+        """Loss of global micro-batch g: its rows and times, dropout and generator seeded by (step, g)."""
         tc, mb = self.cfg.train, self.plan.micro_batch
-        x0 = self.train_blocks[rows[g * mb:(g + 1) * mb]].to(self.rt.device)
-        t = t_all[g * mb:(g + 1) * mb].to(self.rt.device)
         torch.manual_seed(derive_seed(tc.seed, "dropout", self.step, g))
-        gen = torch.Generator(self.rt.device).manual_seed(derive_seed(tc.seed, "mask", self.step, g))
-        return elbo(self.wrapped, x0, t, tc.schedule, self.mask_id, noise=self.noise, generator=gen).mean
+        gen = torch.Generator(self.rt.device).manual_seed(derive_seed(tc.seed, self.SEED_TAG, self.step, g))
+        return self.loss(rows[g * mb:(g + 1) * mb], t_all[g * mb:(g + 1) * mb], gen)
+
+    def loss(self, idx: np.ndarray, t: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Mean ELBO of the training blocks at row indices idx (Int[b]) at times t (Float[b])."""
+        x0 = self.train_blocks[idx].to(self.rt.device)
+        return elbo(self.wrapped, x0, t.to(self.rt.device), self.cfg.train.schedule, self.mask_id,
+                    noise=self.noise, generator=gen).mean
 
     def train_step(self) -> dict:
         tc, plan = self.cfg.train, self.plan
