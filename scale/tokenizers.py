@@ -89,7 +89,7 @@ def load_tokenizer(name: str):
     if Path(name).is_dir():
         tok = _from_dir(name)
     elif key is not None and hub_offline():
-        tok = _from_dir(ASSETS / VENDORED[key].folder)
+        tok = _from_dir(vendored_dir(name))
     else:
         try:
             from transformers import AutoTokenizer
@@ -99,7 +99,7 @@ def load_tokenizer(name: str):
                 raise ValueError(
                     f"name: tokenizer {name!r} could not be loaded "
                     f"(hub offline={hub_offline()}): {type(err).__name__}: {err}") from None
-            tok = _from_dir(ASSETS / VENDORED[key].folder)
+            tok = _from_dir(vendored_dir(name))
     if key is not None:
         tok.clean_up_tokenization_spaces = VENDORED[key].clean_up
     return tok
