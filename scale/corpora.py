@@ -79,16 +79,21 @@ def _check_split(split: str, allowed=SPLITS) -> None:
 
 @dataclass
 class Corpus:
-    """Documents of one split. `fingerprint` identifies the content for cache keys."""
+    """Documents of one split. `fingerprint` identifies the content for cache keys, so it must not
+    need the documents: a cache hit never reads them."""
     name: str
     split: str
     fingerprint: str
     _docs: Callable[[int], Iterator[str]] = field(repr=False)
-    num_docs: int | None = None
+    _num_docs: int | Callable[[], int] | None = field(default=None, repr=False)  # a count or how to count
 
     def documents(self, start: int = 0) -> Iterator[str]:
         """Documents from index `start` on, in a fixed order (resumable builds skip the first ones)."""
         return self._docs(start)
+
+    @property
+    def num_docs(self) -> int | None:
+        return self._num_docs() if callable(self._num_docs) else self._num_docs
 
 
 # ---------------------------------------------------------------- gensim Wikipedia (default corpus)
@@ -116,20 +121,23 @@ def wiki_articles() -> tuple[str, ...]:
     return tuple(articles)
 
 
-def _listed_corpus(name: str, split: str, fingerprint: str, docs) -> Corpus:
+def _split_documents(name: str, split: str, docs) -> list[str]:
+    """The documents of a listed corpus that fall in `split` (split_of their index)."""
     chosen = [d for i, d in enumerate(docs) if split_of(i) == split]
     if not chosen:
         raise ValueError(f"data: corpus {name!r} has {len(docs)} documents and none falls in split "
                          f"{split!r} (document i goes to validation when i % 10 == 8 and to heldout "
                          "when i % 10 == 9); give at least 10 documents")
-    return Corpus(name, split, fingerprint, lambda start: iter(chosen[start:]), len(chosen))
+    return chosen
 
 
 def wiki_corpus(split: str) -> Corpus:
+    """The default corpus; the dump is parsed only when its documents are read (not on a cache hit)."""
     _check_split(split)
     path = wiki_dump_path()
     fingerprint = f"gensim-wiki:{path.stat().st_size}:v1"
-    return _listed_corpus("wikipedia", split, fingerprint, wiki_articles())
+    chosen = functools.cache(lambda: _split_documents("wikipedia", split, wiki_articles()))
+    return Corpus("wikipedia", split, fingerprint, lambda start: iter(chosen()[start:]), lambda: len(chosen()))
 
 
 # ---------------------------------------------------------------- local files and folders
@@ -169,8 +177,9 @@ def local_corpus(path: str | Path, split: str, text_column: str = "text") -> Cor
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     stamp = hashlib.sha1("".join(f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns};"
                                  for p in files).encode()).hexdigest()[:16]
-    docs = _local_documents(path, text_column)
-    return _listed_corpus(path.name, split, f"local:{path}:{stamp}:{text_column}", docs)
+    chosen = _split_documents(path.name, split, _local_documents(path, text_column))
+    return Corpus(path.name, split, f"local:{path}:{stamp}:{text_column}", lambda start: iter(chosen[start:]),
+                  len(chosen))
 
 
 # ---------------------------------------------------------------- Hugging Face datasets
