@@ -82,11 +82,21 @@ def main() -> int:
     p.add_argument("--tiny", action="store_true", help="tiny-cpu sizes: a smoke run of a few seconds per stage")
     p.add_argument("--corpus", default="results/corpus/wikipedia.jsonl")
     p.add_argument("--export-corpus", default=None, metavar="PATH", help="write the corpus JSONL and exit")
+    # Shorter runs when less GPU time is left (the defaults are the settings' own).
+    p.add_argument("--mdlm-steps", type=int, help="MDLM pre-training steps")
+    p.add_argument("--grow-every", type=int, help="IM-SDTT steps per round (2 rounds)")
+    p.add_argument("--judge-steps", type=int, help="proxy-judge training steps")
+    p.add_argument("--n", type=int, help="samples per checkpoint and step count")
     args = p.parse_args()
     if args.export_corpus:
         export_corpus(Path(args.export_corpus))
         return 0
-    s = SETTINGS["tiny" if args.tiny else "gpu"]
+    s = dict(SETTINGS["tiny" if args.tiny else "gpu"])
+    for key in ("mdlm_steps", "grow_every", "n"):
+        if getattr(args, key) is not None:
+            s[key] = getattr(args, key)
+    if args.judge_steps is not None:
+        s["judge"] = [*s["judge"], "--steps", str(args.judge_steps)]  # argparse keeps the last --steps
     out = Path(os.environ.get("OUT") or "results")
     work = Path(os.environ.get("WORK") or "/tmp/gpu_distill_check")
     out.mkdir(parents=True, exist_ok=True)
@@ -127,12 +137,12 @@ def main() -> int:
                        "--judge", str(work / "judge"), "--out", str(work / "eval.json"), *plot], times)
     records = [json.loads(line) for line in (sdtt / "metrics.jsonl").read_text().splitlines()]
     result = {
+        **json.loads((work / "eval.json").read_text()),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu",
         "torch": torch.__version__, "python": platform.python_version(), "settings": s, "corpus": data,
         "seconds": times, "judge_training": {k: judge[k] for k in ("size", "steps", "val_ppl", "parameters")},
         "sdtt_loss": [{k: r[k] for k in ("step", "loss")} for r in records if "loss" in r],
         "sdtt_tokens_per_s": [r["tokens_per_s"] for r in records if "tokens_per_s" in r][-1:],
-        **json.loads((work / "eval.json").read_text()),
     }
     path = out / "gpu_distill_check.json"
     path.write_text(json.dumps(result, indent=1))
