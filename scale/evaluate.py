@@ -139,25 +139,35 @@ def prompts(val_blocks, n_prompts: int, continuations: int, prefix_len: int, mas
     return truth, given, given_mask
 
 
-def conditional(model, tok, val_blocks, judge, args, k: int, device) -> dict:
-    """MAUVE of prefix-conditioned samples against the true blocks, plus their gen PPL and entropy."""
-    from scale.metrics import decode_samples, gen_ppl, mauve_score, unigram_entropy
+def human_side(model, tok, val_blocks, judge, args) -> dict:
+    """What MAUVE compares against, the same for every step count of a checkpoint: the prompts
+    (prefix tokens held fixed), the true blocks cut to --mauve-len and their judge features."""
+    from scale.metrics import decode_samples, judge_features
 
-    L = val_blocks.length
-    cut = min(args.mauve_len, L)
+    cut = min(args.mauve_len, val_blocks.length)
     if not 1 <= args.prefix_len < cut:
         raise ValueError(f"--prefix-len: expected an integer in [1, {cut}), got {args.prefix_len}")
     truth, given, given_mask = prompts(val_blocks, args.prompts, args.continuations, args.prefix_len,
                                        model.config.mask_id, args.seed)
-    tokens, _, _ = draw(model, len(given), L, k, args.batch_size, args.seed, device, given=given,
-                        given_mask=given_mask, tag="cond")
-    q = decode_samples(tokens[:, :cut], tok)
     p = decode_samples(truth[:, :cut], tok)
-    score = mauve_score(p, q, judge, max_length=cut, seeds=MAUVE_SEEDS, batch_size=args.judge_batch_size)
+    return {"cut": cut, "prompts": len(truth), "given": given, "given_mask": given_mask, "p": p,
+            "p_features": judge_features(p, judge, max_length=cut, batch_size=args.judge_batch_size)}
+
+
+def conditional(model, tok, human: dict, judge, args, k: int, device) -> dict:
+    """MAUVE of prefix-conditioned samples against the true blocks, plus their gen PPL and entropy."""
+    from scale.metrics import decode_samples, gen_ppl, mauve_score, unigram_entropy
+
+    cut = human["cut"]
+    tokens, _, _ = draw(model, len(human["given"]), human["given"].shape[1], k, args.batch_size, args.seed, device,
+                        given=human["given"], given_mask=human["given_mask"], tag="cond")
+    q = decode_samples(tokens[:, :cut], tok)
+    score = mauve_score(human["p"], q, judge, max_length=cut, seeds=MAUVE_SEEDS,
+                        batch_size=args.judge_batch_size, p_features=human["p_features"])
     return {"mauve": score["mauve"], "mauve_per_seed": score["per_seed"],
             "cond_gen_ppl": gen_ppl(q, judge, max_length=cut, batch_size=args.judge_batch_size,
                                     eos_rule=args.eos_rule).gen_ppl,
-            "cond_entropy": unigram_entropy(tokens[:, :cut]), "prompts": len(truth),
+            "cond_entropy": unigram_entropy(tokens[:, :cut]), "prompts": human["prompts"],
             "continuations": args.continuations}
 
 
@@ -188,6 +198,7 @@ def evaluate(args) -> dict:
                 "val_ppl": elbo_ppl(model, val_blocks, args, device),
                 "zero_shot": zero_shot(model, state, names, args, device)}
         result["checkpoints"].append(ckpt)
+        human = human_side(model, tok, val_blocks, judge, args) if args.mauve else None
         for k in steps:
             tokens, nfe, seconds = draw(model, args.n, length, k, args.batch_size, args.seed, device)
             texts = decode_samples(tokens, tok)
@@ -197,7 +208,7 @@ def evaluate(args) -> dict:
                      "entropy": unigram_entropy(tokens), "nfe": nfe, "seconds_per_sample": seconds / args.n,
                      "mauve": None, "judge": args.judge, "val_ppl": ckpt["val_ppl"], "sample": texts[0]}
             if args.mauve:
-                entry.update(conditional(model, tok, val_blocks, judge, args, k, device))
+                entry.update(conditional(model, tok, human, judge, args, k, device))
             result["entries"].append(entry)
             print(f"{label:>24} steps {k:>5}: gen PPL {entry['gen_ppl']:9.2f}  entropy {entry['entropy']:.3f}  "
                   f"nfe {nfe:7.2f}  {entry['seconds_per_sample'] * 1e3:8.2f} ms/sample"

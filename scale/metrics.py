@@ -185,15 +185,19 @@ def judge_features(texts, judge: Judge, *, max_length: int | None = None,
 
 
 def mauve_score(p_texts, q_texts, judge: Judge, *, max_length: int | None = None,
-                seeds=(42, 43, 44, 45, 46), batch_size: int = 8, **mauve_kwargs) -> dict:
+                seeds=(42, 43, 44, 45, 46), batch_size: int = 8, p_features: np.ndarray | None = None,
+                **mauve_kwargs) -> dict:
     """MAUVE between human texts p and generated texts q on judge features, averaged over seeds
-    (the reference runs seeds 42..46). Needs the optional `mauve-text` package (extra `mauve`)."""
+    (the reference runs seeds 42..46). Needs the optional `mauve-text` package (extra `mauve`).
+    p_features: the judge features of p_texts when already computed (one set of human texts scored
+    against several samplers); p_texts is then not featurised again."""
     try:
         import mauve
     except ImportError:
         raise ValueError("mauve: the optional package mauve-text is not installed "
                          "(pip install 'imdm-lab[mauve]')") from None
-    p = judge_features(p_texts, judge, max_length=max_length, batch_size=batch_size)
+    p = p_features if p_features is not None else judge_features(p_texts, judge, max_length=max_length,
+                                                                  batch_size=batch_size)
     q = judge_features(_check_texts(q_texts, "q_texts"), judge, max_length=max_length,
                        batch_size=batch_size)
     scores = [float(mauve.compute_mauve(p_features=p, q_features=q, seed=s, verbose=False,

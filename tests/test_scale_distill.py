@@ -100,6 +100,33 @@ def test_conditional_samples_keep_their_prefix(chain):
     assert not (tokens == model.config.mask_id).any() and 1 <= nfe <= 4
 
 
+def test_mauve_entries_recomputed_from_the_samples(chain, tmp_path, monkeypatch):
+    """`evaluate --mauve`: the human side is featurised once per checkpoint (not once per step count), and
+    each MAUVE equals mauve_score of the decoded texts computed from scratch."""
+    pytest.importorskip("mauve")
+    import scale.metrics as metrics
+    calls = []
+    featurise = metrics.judge_features
+    monkeypatch.setattr(metrics, "judge_features", lambda texts, *a, **kw: calls.append(len(texts)) or
+                        featurise(texts, *a, **kw))
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", "--ckpt", str(chain / "imredi"), "--steps", "1,2", "--n", "4", "--judge",
+                 str(chain / "judge"), "--mauve", "--prompts", "8", "--continuations", "2", "--prefix-len", "8",
+                 "--val-batches", "1", "--out", str(out), "--no-plot"]) == 0
+    assert calls == [8, 16, 16]  # human texts once, then the 16 continuations of each step count
+    model, _ = load_model(chain / "imredi")
+    tok = load_tokenizer("bert-base-uncased")
+    val = load_blocks("wiki", "validation", tokenizer="bert-base-uncased", length=32, progress=False)
+    truth, given, given_mask = prompts(val, 8, 2, 8, model.config.mask_id, seed=0)
+    judge = load_judge(str(chain / "judge"))
+    for entry in json.loads(out.read_text())["entries"]:
+        tokens, _, _ = draw(model, 16, 32, entry["steps"], 32, 0, torch.device("cpu"), given=given,
+                            given_mask=given_mask, tag="cond")
+        ref = metrics.mauve_score(decode_samples(truth, tok), decode_samples(tokens, tok), judge, max_length=32,
+                                  seeds=(42, 43, 44, 45, 46))
+        assert 0 <= entry["mauve"] <= 1 and entry["mauve"] == pytest.approx(ref["mauve"], abs=1e-9)
+
+
 def test_resumed_distillation_restores_the_round_teacher(chain, tmp_path):
     args = ["distill", "--method", "imdm-sdtt", "--teacher", str(chain / "mdlm"), "--config", "tiny-cpu-distill",
             "--out", str(tmp_path / "run")]
