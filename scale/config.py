@@ -17,7 +17,11 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 
 @dataclass
 class ModelSection:
-    size: str = "tiny-cpu"  # a name of scale.model.SIZES
+    size: str = "tiny-cpu"  # a name of scale.model.SIZES: the preset of the dimensions left at 0
+    hidden: int = 0  # hidden size d (0: the size's)
+    blocks: int = 0  # transformer blocks
+    heads: int = 0  # attention heads (d / heads must be even: rotary)
+    cond: int = 0  # width of the timestep conditioning
     noise: str = "rand"  # "none" trains MDLM; rand / randn / learnable / finite train IMDM
     noise_dim: int = 0  # 0: the hidden size
     noise_scale: float = 1.0
@@ -35,6 +39,7 @@ class DataSection:
     length: int = 128
     hf_config: str = ""  # configuration name of a Hugging Face dataset, if it needs one
     text_column: str = "text"
+    revision: str = ""  # hub dataset revision to pin ("": as published, else its parquet export)
 
 
 @dataclass

@@ -1,15 +1,22 @@
-"""`python -m scale import-mdlm --from PATH_OR_HF_ID --out DIR`: official MDLM (or IMDM) weights -> a checkpoint.
+"""`python -m scale import-mdlm --from PATH_OR_HF_ID --out DIR`: MDLM, IMDM or SDTT weights -> a checkpoint.
 
 Accepted sources (imdm-reference.md sec. 11):
-- a Hugging Face model folder or id such as `kuleshov-group/mdlm-owt`: config.json (hidden_dim, cond_dim,
-  n_blocks, n_heads, vocab_size, model_length, time_conditioning) and model.safetensors or
-  pytorch_model.bin with keys `backbone.*`;
-- a Lightning .ckpt of the MDLM / DUO / IMDM code: `state_dict` with keys `backbone.*` and, optionally,
-  the EMA shadow parameters (`ema.shadow_params`, in parameter order, rotary `inv_freq` excluded).
+- a Hugging Face model folder or id such as `kuleshov-group/mdlm-owt` (`--revision` picks a branch, as
+  SDTT's students on `jdeschena/sdtt`): config.json and model.safetensors or pytorch_model.bin with keys
+  `backbone.*` (SDTT students distilled from the Hub MDLM: `backbone.backbone.*`);
+- a Lightning .ckpt of the MDLM / DUO / IMDM / SDTT code: `state_dict` with keys `backbone.*` and,
+  optionally, the EMA shadow parameters (`ema.shadow_params`: the trainable parameters in order, so
+  without the rotary `inv_freq` buffer and a frozen one-state mask table).
 
-After `backbone.` is stripped the names are scale.model.DiT's. The rotary `inv_freq` buffer is checked
-(it fixes the head count) and dropped. An MDLM has no eps path: the IMDM built from it keeps the eps-MLP
-at its zero-initialised last layer, so it computes exactly the MDLM's logits.
+The DiT is built with the source's own dimensions, none looked up: hidden size and vocabulary from the
+embedding, cond width from the timestep embedder, blocks by counting, heads from the config (MDLM's flat
+`n_heads`, or the Hydra `model.n_heads` of SDTT / IMDM configs) or else from the rotary table (head
+dim = 2 len(inv_freq)), qk-norm from the presence of q_norm / k_norm, noise dim D from the eps-MLP's
+input, K from the finite table. The softcap comes from the config (`model.softcap`, < 0 = off) or
+--softcap. After the prefix is stripped the names are scale.model.DiT's, except the official finite
+table `vocab_embed.imdm_mlp.weight` (here `vocab_embed.mask_table`) and the learnable labels' (1, 1, D)
+vectors (here D). An MDLM has no eps path: the IMDM built from it keeps the eps-MLP at its
+zero-initialised last layer, so it computes exactly the MDLM's logits.
 """
 from __future__ import annotations
 
@@ -21,11 +28,24 @@ import torch
 
 from scale.checkpoint import make_dit_config, save_checkpoint, weight_mismatches
 from scale.config import Config, DataSection, ModelSection
-from scale.model import SIZES, DiT, DiTConfig
+from scale.model import SIZES, DiT, DiTConfig, DiTSize
 
 EPS_PATH = ("vocab_embed.imdm_mlp.", "vocab_embed.learnable_noise_", "vocab_embed.mask_table")
 # vocabulary size -> (tokenizer, mask id, dataset) of the official models
 VOCABS = {50258: ("gpt2", 50257, "openwebtext"), 30522: ("bert-base-uncased", 103, "lm1b")}
+# setting -> where a source config records it: MDLM's flat config.json key, then Hydra paths (SDTT's
+# config.json, the hyper-parameters of a Lightning .ckpt)
+CONFIG_FIELDS = {
+    "heads": ("n_heads", "model.n_heads"),
+    "dropout": ("dropout", "model.dropout"),
+    "length": ("model_length", "model.length"),
+    "time_conditioning": ("time_conditioning", "algo.time_conditioning"),
+    "softcap": ("softcap", "model.softcap"),
+    "noise_type": ("noise_type", "algo.noise_type"),
+    "noise_scale": ("noise_scale", "algo.noise_scale"),
+    "tokenizer": ("tokenizer_name", "tokenizer.name"),
+}
+OFFICIAL_TABLE = "vocab_embed.imdm_mlp.weight"  # the official K x d finite mask table
 
 
 def add_arguments(p) -> None:
@@ -36,7 +56,11 @@ def add_arguments(p) -> None:
                    help="eps law of the imported model: none (MDLM), rand, randn, learnable "
                         "(default: rand, or what the source's eps path implies)")
     p.add_argument("--noise-dim", type=int, default=0, help="eps dimension D (default: the hidden size)")
-    p.add_argument("--softcap", type=float, default=0.0, help="attention softcap the source used (LM1B: 50)")
+    p.add_argument("--softcap", type=float, default=None,
+                   help="attention softcap the source used (default: its config's, else off; LM1B: 50)")
+    p.add_argument("--heads", type=int, default=None,
+                   help="attention heads, for a source that records them neither in a config nor a rotary table")
+    p.add_argument("--revision", default=None, help="branch / tag / commit of a Hugging Face id")
     p.add_argument("--weights", choices=("ema", "raw"), default="ema",
                    help="for a .ckpt holding an EMA: which weights to import (default ema)")
     p.add_argument("--mask-id", type=int, default=None, help="mask id (default: 50257 for GPT-2, 103 for BERT)")
@@ -90,21 +114,29 @@ def read_lightning(path: Path) -> dict:
 
 
 def _strip(state: dict, source) -> dict[str, torch.Tensor]:
-    keys = [k for k in state if k.startswith("backbone.")]
+    """The backbone's weights without their prefixes: `backbone.` (nested twice in an SDTT student of
+    the Hub MDLM) and torch.compile's `_orig_mod.`."""
+    keys = [k for k in state if k.replace("_orig_mod.", "").startswith("backbone.")]
     if not keys:
         raise ValueError(f"--from: {source} holds no 'backbone.*' weights (keys start with "
                          f"{sorted({k.split('.')[0] for k in state})[:5]})")
-    return {k[len("backbone."):]: state[k] for k in keys}
+    out = {}
+    for k in keys:
+        name = k.replace("_orig_mod.", "")
+        while name.startswith("backbone."):
+            name = name[len("backbone."):]
+        out[name] = state[k]
+    return out
 
 
-def _lightning_weights(path: Path, weights: str) -> dict[str, torch.Tensor]:
-    blob = read_lightning(path)
+def _lightning_weights(blob, path: Path, weights: str) -> dict[str, torch.Tensor]:
     if not isinstance(blob, dict) or not isinstance(blob.get("state_dict"), dict):
         raise ValueError(f"--from: {path} has no 'state_dict' (not a Lightning checkpoint)")
     tensors = _strip(blob["state_dict"], path)
     shadow = (blob.get("ema") or {}).get("shadow_params") if isinstance(blob.get("ema"), dict) else None
     if weights == "ema" and shadow:
-        names = [k for k in tensors if k != "rotary_emb.inv_freq"]
+        frozen = {"rotary_emb.inv_freq"} | ({OFFICIAL_TABLE} if _is_frozen_table(tensors) else set())
+        names = [k for k in tensors if k not in frozen]
         if len(names) != len(shadow) or any(tensors[n].shape != s.shape for n, s in zip(names, shadow)):
             raise ValueError(f"--from: the EMA of {path} ({len(shadow)} tensors) does not line up with its "
                              f"{len(names)} parameters; pass --weights raw")
@@ -112,14 +144,28 @@ def _lightning_weights(path: Path, weights: str) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def _hf_folder(source: str) -> Path:
+def _is_frozen_table(tensors: dict) -> bool:
+    """A one-state finite mask table is frozen (requires_grad False), so no EMA tracks it."""
+    return OFFICIAL_TABLE in tensors and tensors[OFFICIAL_TABLE].dim() == 2 and tensors[OFFICIAL_TABLE].shape[0] == 1
+
+
+def _lightning_config(blob: dict) -> dict | None:
+    """The Hydra config among a .ckpt's hyper-parameters when it is plain data (dicts, numbers,
+    strings); pickled config objects are never reconstructed, and then the shapes alone decide."""
+    hp = blob.get("hyper_parameters")
+    config = hp.get("config") if isinstance(hp, dict) else None
+    return config if isinstance(config, dict) else None
+
+
+def _hf_folder(source: str, revision: str | None = None) -> Path:
     if Path(source).is_dir():
         return Path(source)
     if Path(source).suffix or source.count("/") != 1:
         raise ValueError(f"--from: {source!r} is neither a folder, a .ckpt file nor a Hugging Face id owner/name")
     from huggingface_hub import snapshot_download
     try:
-        return Path(snapshot_download(source, allow_patterns=["config.json", "*.safetensors", "*.bin"]))
+        return Path(snapshot_download(source, revision=revision,
+                                      allow_patterns=["config.json", "*.safetensors", "*.bin"]))
     except Exception as err:  # hub errors: offline, not found, network
         raise ValueError(f"--from: could not fetch {source!r} from the Hugging Face hub "
                          f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
@@ -144,20 +190,68 @@ def _hf_weights(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
 
 
 # ---- mapping onto our DiT -------------------------------------------------------------------------
-def infer_size(tensors: dict[str, torch.Tensor], hf: dict | None) -> str:
-    """The named size whose (hidden, blocks, heads, cond) the source has; heads from config.json or
-    from the rotary table's length (head_dim / 2)."""
+def recorded(hf: dict | None, name: str, default=None):
+    """A setting of the source's config (CONFIG_FIELDS: a flat key or a dotted Hydra path), else default."""
+    for path in CONFIG_FIELDS[name]:
+        node = hf or {}
+        for part in path.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None and not (isinstance(node, str) and node.startswith("${")):  # unresolved Hydra
+            return node
+    return default
+
+
+def infer_dims(tensors: dict[str, torch.Tensor], hf: dict | None, heads: int | None = None) -> DiTSize:
+    """(hidden, blocks, heads, cond) of the source: shapes, and heads from `heads`, the config or the
+    rotary table (inv_freq holds head_dim / 2 frequencies); dropout from the config (else -1: unknown)."""
     hidden = tensors["vocab_embed.embedding"].shape[1]
     cond = tensors["sigma_map.mlp.0.weight"].shape[0]
     blocks = len({k.split(".")[1] for k in tensors if k.startswith("blocks.")})
-    heads = (hf or {}).get("n_heads")
+    heads = heads or recorded(hf, "heads")
     if heads is None and "rotary_emb.inv_freq" in tensors:
         heads = hidden // (2 * tensors["rotary_emb.inv_freq"].numel())
-    for name, s in SIZES.items():
-        if (s.hidden, s.blocks, s.cond) == (hidden, blocks, cond) and heads in (None, s.heads):
-            return name
-    raise ValueError(f"--from: no named size has hidden {hidden}, {blocks} blocks, {heads} heads, cond {cond}; "
-                     f"sizes: {', '.join(f'{n} {s}' for n, s in SIZES.items())}")
+    if heads is None:
+        raise ValueError("--from: the source records its number of attention heads nowhere (no config.json "
+                         "n_heads / model.n_heads, no rotary_emb.inv_freq); pass --heads")
+    if blocks == 0:
+        raise ValueError("--from: the source has no blocks.N.* weights")
+    return DiTSize(hidden=hidden, blocks=blocks, heads=int(heads), cond=cond,
+                   dropout=float(recorded(hf, "dropout", -1.0)))
+
+
+def source_noise(tensors: dict, hf: dict | None, requested: str | None, noise_dim: int) -> dict:
+    """The eps path the source has, as ModelSection fields (noise, noise_dim, num_mask, noise_scale):
+    the finite table fixes K, the eps-MLP's input D, learnable parameters the kind; a requested kind
+    must agree with what the source holds. An MDLM source takes any kind (default rand)."""
+    scale = float(recorded(hf, "noise_scale", 1.0))
+    if OFFICIAL_TABLE in tensors and tensors[OFFICIAL_TABLE].dim() == 2:
+        found, allowed = {"noise": "finite", "num_mask": tensors[OFFICIAL_TABLE].shape[0]}, ("finite",)
+    elif "vocab_embed.imdm_mlp.0.weight" in tensors:
+        dim = tensors["vocab_embed.imdm_mlp.0.weight"].shape[1]
+        if "vocab_embed.learnable_noise_mu" in tensors:
+            kind, allowed = "learnable", ("learnable",)
+        else:
+            kind = recorded(hf, "noise_type")
+            kind, allowed = (kind if kind in ("rand", "randn") else "rand"), ("rand", "randn", "learnable")
+        found = {"noise": kind, "noise_dim": dim, "noise_scale": scale}
+    else:
+        return {"noise": requested or "rand", "noise_dim": noise_dim}
+    if requested is not None and requested not in allowed:
+        raise ValueError(f"--noise: the source's eps path is {found['noise']!r}"
+                         f"{' (K = %d)' % found['num_mask'] if 'num_mask' in found else ''}; "
+                         f"expected one of {list(allowed)}, got {requested!r}")
+    return {**found, "noise": requested or found["noise"]}
+
+
+def to_own_names(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Official eps-path names and shapes -> scale.model.DiT's (finite table, learnable label vectors)."""
+    out = dict(tensors)
+    if OFFICIAL_TABLE in out and out[OFFICIAL_TABLE].dim() == 2:
+        out["vocab_embed.mask_table"] = out.pop(OFFICIAL_TABLE)
+    for name in ("vocab_embed.learnable_noise_mu", "vocab_embed.learnable_noise_sigma"):
+        if name in out:
+            out[name] = out[name].reshape(-1)
+    return out
 
 
 def _check_rotary(tensors: dict, config: DiTConfig, source) -> None:
@@ -173,7 +267,7 @@ def _check_rotary(tensors: dict, config: DiTConfig, source) -> None:
 def convert(tensors: dict[str, torch.Tensor], config: DiTConfig, source) -> DiT:
     """Our DiT with the source's weights; parameters of the eps path absent from the source keep their
     initialisation (zero last layer). Any other missing key, unexpected key or shape is an error."""
-    tensors = dict(tensors)
+    tensors = to_own_names(tensors)
     _check_rotary(tensors, config, source)
     model = DiT(config)
     own = model.state_dict()
@@ -184,39 +278,56 @@ def convert(tensors: dict[str, torch.Tensor], config: DiTConfig, source) -> DiT:
     return model
 
 
-def _noise_of(tensors: dict, requested: str | None, noise_dim: int) -> tuple[str, int]:
-    if "vocab_embed.imdm_mlp.0.weight" in tensors:  # an IMDM source fixes D
-        return requested or "rand", tensors["vocab_embed.imdm_mlp.0.weight"].shape[1]
-    return requested or "rand", noise_dim
+def _preset_of(dims: DiTSize) -> str:
+    """The named size with exactly these dimensions (a label in state.json), else the default one;
+    the dimensions themselves are always written explicitly."""
+    same = [n for n, s in SIZES.items() if (s.hidden, s.blocks, s.heads, s.cond) ==
+            (dims.hidden, dims.blocks, dims.heads, dims.cond)]
+    return same[0] if same else ModelSection.size
 
 
-def run(args) -> int:
+def read_source(args) -> tuple[dict[str, torch.Tensor], dict | None]:
+    """(backbone weights without prefixes, the source's config or None)."""
     source = args.source
     if source.endswith(".ckpt") or Path(source).is_file():
         if not Path(source).is_file():
             raise ValueError(f"--from: no such file {source!r}")
-        tensors, hf = _lightning_weights(Path(source), args.weights), None
-    else:
-        tensors, hf = _hf_weights(_hf_folder(source))
+        blob = read_lightning(Path(source))
+        return _lightning_weights(blob, Path(source), args.weights), _lightning_config(blob)
+    return _hf_weights(_hf_folder(source, getattr(args, "revision", None)))
+
+
+def run(args) -> int:
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out: {args.out!r} is an existing file; expected a checkpoint folder to write")
+    source = args.source
+    tensors, hf = read_source(args)
     for key in ("vocab_embed.embedding", "sigma_map.mlp.0.weight"):
         if key not in tensors:
             raise ValueError(f"--from: {source} lacks backbone.{key}; not an MDLM / IMDM DiT")
     vocab = tensors["output_layer.linear.weight"].shape[0] if "output_layer.linear.weight" in tensors \
         else tensors["vocab_embed.embedding"].shape[0]
     tok, mask_id, dataset = VOCABS.get(vocab, (None, vocab - 1, "openwebtext"))
-    tokenizer = args.tokenizer or tok
+    tokenizer = args.tokenizer or recorded(hf, "tokenizer") or tok
     if tokenizer is None:
         raise ValueError(f"--tokenizer: needed for a vocabulary of {vocab} classes (known: {sorted(VOCABS)})")
-    noise, noise_dim = _noise_of(tensors, args.noise, args.noise_dim)
-    model_section = ModelSection(size=infer_size(tensors, hf), noise=noise, noise_dim=noise_dim,
-                                 softcap=args.softcap, dropout=float((hf or {}).get("dropout", -1.0)),
-                                 time_conditioning=bool((hf or {}).get("time_conditioning", False)))
+    dims = infer_dims(tensors, hf, args.heads)
+    softcap = args.softcap if args.softcap is not None else max(0.0, float(recorded(hf, "softcap", 0.0)))
+    qk_norm = "blocks.0.q_norm.weight" in tensors
+    model_section = ModelSection(size=_preset_of(dims), hidden=dims.hidden, blocks=dims.blocks, heads=dims.heads,
+                                 cond=dims.cond, softcap=softcap, qk_norm=qk_norm, dropout=dims.dropout,
+                                 time_conditioning=bool(recorded(hf, "time_conditioning", False)),
+                                 **source_noise(tensors, hf, args.noise, args.noise_dim))
     config = Config(model=model_section, data=DataSection(
-        dataset=dataset, tokenizer=tokenizer, length=int((hf or {}).get("model_length", 1024))))
+        dataset=dataset, tokenizer=tokenizer, length=int(recorded(hf, "length", 1024))))
     mask_id = mask_id if args.mask_id is None else args.mask_id
     model = convert(tensors, make_dit_config(config, vocab, mask_id), source)
     save_checkpoint(args.out, model.state_dict(), None, None, {
         "step": 0, "config": config.to_dict(), "vocab_size": vocab, "mask_id": mask_id,
         "tokenizer": tokenizer, "imported_from": str(source)})
-    print(f"wrote {args.out}: {model_section.size} DiT, noise {noise}, vocabulary {vocab}, mask id {mask_id}")
+    m = model_section
+    print(f"wrote {args.out}: DiT hidden {m.hidden}, {m.blocks} blocks, {m.heads} heads, cond {m.cond}"
+          f"{', qk-norm' if qk_norm else ''}{f', softcap {softcap:g}' if softcap else ''}; noise {m.noise}"
+          f"{f' (D = {model.noise.dim})' if model.noise is not None and model.noise.continuous else ''}"
+          f"{f' (K = {m.num_mask})' if m.noise == 'finite' else ''}; vocabulary {vocab}, mask id {mask_id}")
     return 0

@@ -45,11 +45,16 @@ SIZES: dict[str, DiTSize] = {
 
 @dataclass(frozen=True)
 class DiTConfig:
-    """Everything that fixes the DiT's parameter shapes and its forward pass."""
+    """Everything that fixes the DiT's parameter shapes and its forward pass. The dimensions are
+    hidden / blocks / heads / cond (0: the named size's preset)."""
 
     vocab_size: int  # C output classes (the mask id may be one of them)
     mask_id: int
-    size: str = "tiny-cpu"
+    size: str = "tiny-cpu"  # preset of the dimensions left at 0
+    hidden: int = 0
+    blocks: int = 0
+    heads: int = 0
+    cond: int = 0
     dropout: float | None = None  # None: the size's default
     noise: str = "rand"  # "none" (MDLM) or a MaskNoise kind: rand / randn / learnable / finite
     noise_dim: int = 0  # 0: the hidden size
@@ -64,6 +69,18 @@ class DiTConfig:
     def __post_init__(self):
         if self.size not in SIZES:
             raise ValueError(f"model.size: expected one of {sorted(SIZES)}, got {self.size!r}")
+        for name in ("hidden", "blocks", "heads", "cond"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"model.{name}: expected an integer >= 1 (0 = the size's), got {value!r}")
+        d = self.dims
+        if d.hidden % d.heads:
+            raise ValueError(f"model.heads: expected a divisor of the hidden size {d.hidden}, got {d.heads}")
+        if (d.hidden // d.heads) % 2:
+            raise ValueError(f"model.heads: the head dimension hidden / heads = {d.hidden // d.heads} must be "
+                             f"even for the rotary embedding, got heads {d.heads}")
+        if d.dropout is not None and not 0.0 <= d.dropout < 1.0:
+            raise ValueError(f"model.dropout: expected a number in [0, 1), got {d.dropout!r}")
         if self.vocab_size < 2:
             raise ValueError(f"vocab_size: expected an integer >= 2, got {self.vocab_size!r}")
         if not 0 <= self.mask_id <= self.vocab_size:
@@ -85,7 +102,11 @@ class DiTConfig:
 
     @property
     def dims(self) -> DiTSize:
-        return SIZES[self.size]
+        """The preset of `size` with every explicitly given dimension (and dropout) in its place."""
+        preset = SIZES[self.size]
+        return DiTSize(hidden=self.hidden or preset.hidden, blocks=self.blocks or preset.blocks,
+                       heads=self.heads or preset.heads, cond=self.cond or preset.cond,
+                       dropout=preset.dropout if self.dropout is None else self.dropout)
 
     @property
     def embed_rows(self) -> int:
@@ -228,7 +249,7 @@ class DiT(nn.Module):
         super().__init__()
         self.config = config
         dims = config.dims
-        dropout = dims.dropout if config.dropout is None else config.dropout
+        dropout = dims.dropout
         self.vocab_embed = build_embedding(config)
         self.sigma_map = TimestepEmbedder(dims.cond)
         self.blocks = nn.ModuleList(

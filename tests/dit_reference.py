@@ -1,6 +1,11 @@
-"""A from-the-equations forward pass of the official MDLM DiT over a state dict with its key names,
+"""A from-the-equations forward pass of the official MDLM / IMDM DiT over a state dict with its key names,
 written independently of scale/model.py (explicit rotation pairs, explicit attention, no nn modules),
-plus a builder of random official-layout state dicts. Used to check the DiT and the MDLM importer."""
+plus a builder of random official-layout state dicts. Used to check the DiT and the MDLM importer.
+
+The IMDM eps path under its official names: `vocab_embed.imdm_mlp.{0,2}` (Linear D -> 4d, exact GELU,
+Linear 4d -> d without bias), `vocab_embed.learnable_noise_{mu,sigma}` of shape (1, 1, D) (learnable labels
+mu + sigma * eps), or for K finite mask states the table `vocab_embed.imdm_mlp.weight` (K x d); q_norm /
+k_norm are LayerNorms (weight and bias) over the head dimension, applied before the rotation."""
 from __future__ import annotations
 
 import math
@@ -10,9 +15,11 @@ import torch.nn.functional as F
 
 
 def official_state_dict(vocab: int, hidden: int, blocks: int, heads: int, cond: int, seed: int = 0,
-                        scale: float = 0.2) -> dict[str, torch.Tensor]:
+                        scale: float = 0.2, noise_dim: int = 0, learnable: bool = False, num_mask: int = 0,
+                        qk_norm: bool = False) -> dict[str, torch.Tensor]:
     """Random weights under the official key layout (`backbone.` prefix, rotary inv_freq buffer).
-    Modulations are non-zero so that their chunk order matters."""
+    Modulations are non-zero so that their chunk order matters. noise_dim > 0 adds the eps-MLP (and
+    with `learnable` the label parameters); num_mask > 0 the finite-K table instead."""
     g = torch.Generator().manual_seed(seed)
 
     def r(*shape):
@@ -23,6 +30,15 @@ def official_state_dict(vocab: int, hidden: int, blocks: int, heads: int, cond: 
           "backbone.sigma_map.mlp.2.weight": r(cond, cond), "backbone.sigma_map.mlp.2.bias": r(cond),
           "backbone.rotary_emb.inv_freq": 1.0 / (10_000 ** (torch.arange(0, hidden // heads, 2).float()
                                                             / (hidden // heads)))}
+    if noise_dim:
+        if learnable:
+            sd["backbone.vocab_embed.learnable_noise_mu"] = r(1, 1, noise_dim)
+            sd["backbone.vocab_embed.learnable_noise_sigma"] = 1 + r(1, 1, noise_dim)
+        sd.update({"backbone.vocab_embed.imdm_mlp.0.weight": r(4 * hidden, noise_dim),
+                   "backbone.vocab_embed.imdm_mlp.0.bias": r(4 * hidden),
+                   "backbone.vocab_embed.imdm_mlp.2.weight": r(hidden, 4 * hidden)})
+    if num_mask:
+        sd["backbone.vocab_embed.imdm_mlp.weight"] = r(num_mask, hidden)
     for n in range(blocks):
         p = f"backbone.blocks.{n}."
         sd.update({p + "norm1.weight": 1 + r(hidden), p + "attn_qkv.weight": r(3 * hidden, hidden),
@@ -30,6 +46,10 @@ def official_state_dict(vocab: int, hidden: int, blocks: int, heads: int, cond: 
                    p + "mlp.0.weight": r(4 * hidden, hidden), p + "mlp.0.bias": r(4 * hidden),
                    p + "mlp.2.weight": r(hidden, 4 * hidden), p + "mlp.2.bias": r(hidden),
                    p + "adaLN_modulation.weight": r(6 * hidden, cond), p + "adaLN_modulation.bias": r(6 * hidden)})
+        if qk_norm:
+            hd = hidden // heads
+            sd.update({p + "q_norm.weight": 1 + r(hd), p + "q_norm.bias": r(hd),
+                       p + "k_norm.weight": 1 + r(hd), p + "k_norm.bias": r(hd)})
     sd.update({"backbone.output_layer.norm_final.weight": 1 + r(hidden),
                "backbone.output_layer.linear.weight": r(vocab, hidden),
                "backbone.output_layer.linear.bias": r(vocab),
@@ -38,10 +58,27 @@ def official_state_dict(vocab: int, hidden: int, blocks: int, heads: int, cond: 
     return sd
 
 
-def _ln(x, w):
+def _ln(x, w, b=0.0):
     mu = x.mean(-1, keepdim=True)
     var = ((x - mu) ** 2).mean(-1, keepdim=True)
-    return (x - mu) / torch.sqrt(var + 1e-5) * w
+    return (x - mu) / torch.sqrt(var + 1e-5) * w + b
+
+
+def _embed(w: dict, x: torch.Tensor, eps, mask_id) -> torch.Tensor:
+    """E[x], plus at mask positions MLP(eps) (continuous labels; learnable: MLP(mu + sigma eps)) or the
+    finite table's row eps."""
+    h = w["vocab_embed.embedding"][x]
+    if eps is None:
+        return h
+    if "vocab_embed.imdm_mlp.weight" in w:  # K finite mask states
+        offset = w["vocab_embed.imdm_mlp.weight"][eps]
+    else:
+        e = eps.double()
+        if "vocab_embed.learnable_noise_mu" in w:
+            e = w["vocab_embed.learnable_noise_mu"] + w["vocab_embed.learnable_noise_sigma"] * e
+        hidden = F.gelu(e @ w["vocab_embed.imdm_mlp.0.weight"].T + w["vocab_embed.imdm_mlp.0.bias"])
+        offset = hidden @ w["vocab_embed.imdm_mlp.2.weight"].T
+    return h + (x == mask_id)[..., None].double() * offset
 
 
 def _rotate(x):
@@ -56,10 +93,12 @@ def _rotate(x):
     return out
 
 
-def reference_logits(sd: dict, x: torch.Tensor, sigma: torch.Tensor, heads: int, softcap: float = 0.0):
-    """Logits Float64[B, L, V] of the official DiT (MDLM: no eps path) at noise level sigma (Float[B])."""
+def reference_logits(sd: dict, x: torch.Tensor, sigma: torch.Tensor, heads: int, softcap: float = 0.0,
+                     eps: torch.Tensor | None = None, mask_id: int | None = None):
+    """Logits Float64[B, L, V] of the official DiT at noise level sigma (Float[B]); an IMDM reads the
+    labels eps (Float[B, L, D] or Long[B, L]) at the positions holding mask_id."""
     w = {k.removeprefix("backbone."): v.double() for k, v in sd.items()}
-    h = w["vocab_embed.embedding"][x]
+    h = _embed(w, x, eps, mask_id)
     half = 128
     freqs = torch.exp(-math.log(10_000) * torch.arange(half, dtype=torch.float64) / half)
     feats = torch.cat([torch.cos(sigma.double()[:, None] * freqs), torch.sin(sigma.double()[:, None] * freqs)], -1)
@@ -74,7 +113,10 @@ def reference_logits(sd: dict, x: torch.Tensor, sigma: torch.Tensor, heads: int,
         sh1, sc1, g1, sh2, sc2, g2 = (mod[..., i * d:(i + 1) * d] for i in range(6))
         a = _ln(h, p("norm1.weight")) * (1 + sc1) + sh1
         qkv = (a @ p("attn_qkv.weight").T).reshape(B, L, 3, heads, hd)
-        q, k, v = _rotate(qkv[:, :, 0]), _rotate(qkv[:, :, 1]), qkv[:, :, 2]
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        if f"blocks.{n}.q_norm.weight" in w:
+            q, k = _ln(q, p("q_norm.weight"), p("q_norm.bias")), _ln(k, p("k_norm.weight"), p("k_norm.bias"))
+        q, k = _rotate(q), _rotate(k)
         scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(hd)
         if softcap > 0:
             scores = softcap * torch.tanh(scores / softcap)

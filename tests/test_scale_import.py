@@ -1,5 +1,7 @@
-"""import-mdlm on checkpoints built here with the official key layout: a Hugging Face folder
-(config.json + model.safetensors) and a Lightning .ckpt (state_dict, pickled hyper-parameters, EMA)."""
+"""import-mdlm on checkpoints built here with the official key layouts: MDLM's Hugging Face folder
+(config.json + model.safetensors) and Lightning .ckpt (state_dict, pickled hyper-parameters, EMA), IMDM's
+eps paths (eps-MLP with D != hidden, finite table, learnable labels) and SDTT's Hub layout, at shapes
+outside the named sizes; each import reproduces the float64 official forward of tests/dit_reference.py."""
 import json
 
 import pytest
@@ -93,3 +95,133 @@ def test_mismatched_keys_and_shapes_are_listed(tmp_path, capsys):
 def test_missing_source_is_a_clear_error(tmp_path, capsys, source):
     assert main(["import-mdlm", "--from", source, "--out", str(tmp_path / "o")]) == 2
     assert capsys.readouterr().err.startswith("--from:")
+
+
+# ---- dimensions from the source, every family --------------------------------------------------
+def _import(tmp_path, src, name, *extra):
+    out = tmp_path / name
+    assert main(["import-mdlm", "--from", str(src), "--out", str(out), "--mask-id", str(MASK), *extra]) == 0
+    return out
+
+
+def _eps_logits(folder, x, t):
+    """(logits of the imported model, the labels eps it read) at times t."""
+    model, _ = load_model(folder)
+    eps = None if model.noise is None else model.noise.draw(*x.shape, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        return model(x, eps, t).double(), eps
+
+
+# The peer's `tiny` (512 / 8 blocks / 8 heads) in full and `medium` (1024 / 24 / 16) with its block and
+# head counts but a narrower width; neither is a named size here.
+@pytest.mark.parametrize("hidden,blocks,heads,cond", [pytest.param(512, 8, 8, 128, marks=pytest.mark.slow),
+                                                       (128, 24, 16, 128)])
+def test_mdlm_of_the_peer_shapes_imports_with_its_own_dims(tmp_path, hidden, blocks, heads, cond):
+    sd = official_state_dict(V, hidden, blocks, heads, cond, seed=7, scale=0.05)
+    src = tmp_path / "hf"
+    src.mkdir()
+    (src / "config.json").write_text(json.dumps({
+        "model_type": "mdlm", "vocab_size": V, "model_length": 16, "hidden_dim": hidden, "cond_dim": cond,
+        "n_blocks": blocks, "n_heads": heads, "dropout": 0.1, "time_conditioning": False}))
+    save_file(sd, src / "model.safetensors")
+    out = _import(tmp_path, src, "o", "--tokenizer", "gpt2", "--noise", "none")
+    model_cfg = json.loads((out / "state.json").read_text())["config"]["model"]
+    assert (model_cfg["hidden"], model_cfg["blocks"], model_cfg["heads"], model_cfg["cond"]) == (hidden, blocks, heads, cond)
+    x = _x()
+    got, _ = _eps_logits(out, x, torch.zeros(2))
+    torch.testing.assert_close(got, reference_logits(sd, x, torch.zeros(2), heads), atol=2e-4, rtol=2e-4)
+
+
+def test_imdm_lightning_ckpt_eps_mlp_qk_norm_softcap_from_its_config(tmp_path):
+    """An IMDM .ckpt: eps-MLP with D = 24 != hidden 64, qk-norm, softcap and the Hydra config as plain data;
+    raw and EMA weights each reproduce the official forward with the same eps."""
+    hidden, blocks, heads, cond, D = 64, 2, 4, 32, 24
+    kw = dict(noise_dim=D, qk_norm=True)
+    sd = official_state_dict(V, hidden, blocks, heads, cond, seed=8, **kw)
+    ema = official_state_dict(V, hidden, blocks, heads, cond, seed=9, **kw)
+    hydra = {"model": {"hidden_size": hidden, "n_heads": heads, "n_blocks": blocks, "cond_dim": cond, "length": 16,
+                       "softcap": 3.0, "qk_norm": True, "noise_dim": D, "dropout": 0.1},
+             "algo": {"noise_type": "randn", "noise_scale": 1.0, "time_conditioning": False}}
+    torch.save({"state_dict": sd, "hyper_parameters": {"config": hydra},
+                "ema": {"shadow_params": [v for k, v in ema.items() if "inv_freq" not in k]}}, tmp_path / "imdm.ckpt")
+    x = _x()
+    for weights, source in (("raw", sd), ("ema", ema)):
+        out = _import(tmp_path, tmp_path / "imdm.ckpt", weights, "--weights", weights, "--tokenizer", "gpt2")
+        m = json.loads((out / "state.json").read_text())["config"]["model"]
+        assert (m["noise"], m["noise_dim"], m["qk_norm"], m["softcap"]) == ("randn", D, True, 3.0)
+        got, eps = _eps_logits(out, x, torch.zeros(2))
+        assert eps.shape == (2, 16, D)
+        want = reference_logits(source, x, torch.zeros(2), heads, softcap=3.0, eps=eps, mask_id=MASK)
+        torch.testing.assert_close(got, want, atol=2e-4, rtol=2e-4)
+
+
+@pytest.mark.parametrize("num_mask", [3, 1])
+def test_imdm_finite_mask_table_with_ema(tmp_path, num_mask):
+    """The official finite table vocab_embed.imdm_mlp.weight (K x d); with K = 1 it is frozen and the EMA
+    list skips it, so the shadow parameters still line up."""
+    d = SIZES["tiny-cpu"]
+    sd = official_state_dict(V, d.hidden, d.blocks, d.heads, d.cond, seed=10, num_mask=num_mask)
+    ema = official_state_dict(V, d.hidden, d.blocks, d.heads, d.cond, seed=11, num_mask=num_mask)
+    frozen = {"backbone.rotary_emb.inv_freq"} | ({"backbone.vocab_embed.imdm_mlp.weight"} if num_mask == 1 else set())
+    torch.save({"state_dict": sd, "ema": {"shadow_params": [v for k, v in ema.items() if k not in frozen]}},
+               tmp_path / "finite.ckpt")
+    out = _import(tmp_path, tmp_path / "finite.ckpt", "o", "--tokenizer", "gpt2")
+    m = json.loads((out / "state.json").read_text())["config"]["model"]
+    assert (m["noise"], m["num_mask"]) == ("finite", num_mask)
+    x = _x()
+    got, eps = _eps_logits(out, x, torch.zeros(2))
+    if num_mask == 1:
+        ema["backbone.vocab_embed.imdm_mlp.weight"] = sd["backbone.vocab_embed.imdm_mlp.weight"]
+    want = reference_logits(ema, x, torch.zeros(2), d.heads, eps=eps, mask_id=MASK)
+    torch.testing.assert_close(got, want, atol=2e-4, rtol=2e-4)
+
+
+def test_imdm_learnable_labels(tmp_path):
+    d = SIZES["tiny-cpu"]
+    sd = official_state_dict(V, d.hidden, d.blocks, d.heads, d.cond, seed=12, noise_dim=20, learnable=True)
+    torch.save({"state_dict": sd}, tmp_path / "learn.ckpt")
+    out = _import(tmp_path, tmp_path / "learn.ckpt", "o", "--tokenizer", "gpt2")
+    m = json.loads((out / "state.json").read_text())["config"]["model"]
+    assert (m["noise"], m["noise_dim"]) == ("learnable", 20)
+    x = _x()
+    got, eps = _eps_logits(out, x, torch.zeros(2))
+    want = reference_logits(sd, x, torch.zeros(2), d.heads, eps=eps, mask_id=MASK)
+    torch.testing.assert_close(got, want, atol=2e-4, rtol=2e-4)
+    assert main(["import-mdlm", "--from", str(tmp_path / "learn.ckpt"), "--out", str(tmp_path / "bad"),
+                 "--noise", "finite", "--tokenizer", "gpt2"]) == 2
+
+
+def test_sdtt_student_hub_layout(tmp_path, capsys):
+    """SDTT's Hub layout: the Hydra config as config.json (model.hidden_size, model.n_heads, tokenizer.name,
+    time_conditioning) and a student of the Hub MDLM, whose keys read backbone.backbone.*; no rotary table."""
+    hidden, blocks, heads, cond = 64, 3, 8, 48
+    sd = official_state_dict(V, hidden, blocks, heads, cond, seed=13)
+    del sd["backbone.rotary_emb.inv_freq"]
+    src = tmp_path / "sdtt"
+    src.mkdir()
+    (src / "config.json").write_text(json.dumps({
+        "time_conditioning": True, "tokenizer": {"name": "gpt2"},
+        "model": {"name": "small", "type": "ddit-orig", "hidden_size": hidden, "cond_dim": cond, "length": 16,
+                  "n_blocks": blocks, "n_heads": heads, "dropout": 0.1},
+        "data_preprocess": {"seq_len": "${model.length}"}}))
+    save_file({**{"backbone." + k: v for k, v in sd.items()}, "noise.sigma_max": torch.tensor(1.0)},
+              src / "model.safetensors")
+    out = _import(tmp_path, src, "student", "--noise", "none")
+    state = json.loads((out / "state.json").read_text())
+    assert state["tokenizer"] == "gpt2" and state["config"]["model"]["time_conditioning"]
+    x, t = _x(), torch.tensor([0.3, 0.8])
+    got, _ = _eps_logits(out, x, t)
+    sigma = -torch.log(1 - (1 - 1e-3) * t)  # the log-linear schedule's -log alpha_t
+    torch.testing.assert_close(got, reference_logits(sd, x, sigma, heads), atol=2e-4, rtol=2e-4)
+    # without config.json and rotary table the heads are unknown: a clear refusal, then --heads decides
+    (src / "config.json").write_text("{}")
+    assert main(["import-mdlm", "--from", str(src), "--out", str(tmp_path / "x"), "--tokenizer", "gpt2"]) == 2
+    assert "--heads" in capsys.readouterr().err
+    _import(tmp_path, src, "y", "--tokenizer", "gpt2", "--heads", str(heads))
+
+
+def test_out_that_is_a_file_is_refused_before_reading(tmp_path, capsys):
+    (tmp_path / "taken").write_text("x")
+    assert main(["import-mdlm", "--from", "no/such/thing.ckpt", "--out", str(tmp_path / "taken")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("--out:") and len(err.strip().splitlines()) == 1
