@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("scale.evaluate", "gen PPL, entropy, NFE, time, MAUVE and ELBO perplexity per checkpoint x steps"),
     "train-judge": ("scale.judge_cli", "train a small GPT-2 judge on held-out text (for machines without gpt2-large)"),
     "pipeline": ("scale.pipeline", "MDLM -> IM-SDTT -> coupling -> IM-ReDi -> evaluate, stage by stage"),
+    "push": ("scale.hub", "upload a checkpoint to the Hugging Face Hub (config.json, safetensors, model card)"),
+    "plot": ("scale.plot", "plot a run's metrics.jsonl: training loss, validation ELBO, gen PPL / entropy"),
 }
 
 

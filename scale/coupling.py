@@ -33,6 +33,7 @@ from imdm_lab.sampling import sample
 from imdm_lab.schedules import get_schedule
 from scale import distributed as D
 from scale.checkpoint import load_model
+from scale.hub import resolve_checkpoint
 from scale.seeds import derive_seed
 
 FORMAT = "imdm-lab-coupling/1"
@@ -93,6 +94,7 @@ def generate(teacher: str | Path, out: str | Path, *, n: int, steps: int, fix_ep
         raise ValueError(f"--t-min: expected a number in (0, 1), got {t_min!r}")
     rt = runtime or D.init_runtime()
     out = Path(out)
+    teacher = resolve_checkpoint(teacher, "--teacher")
     model, state = load_model(teacher, weights, rt.device)
     cfg, data = model.config, state["config"]["data"]
     blocks = load_blocks(data["dataset"], "train", tokenizer=data["tokenizer"], length=data["length"],
@@ -188,7 +190,7 @@ class Coupling:
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--teacher", required=True, help="checkpoint folder of the teacher")
+    p.add_argument("--teacher", required=True, help="checkpoint folder or Hub id of the teacher")
     # --num-samples: under torchrun, whose parser also sees the script's options, "--n" is ambiguous.
     p.add_argument("--n", "--num-samples", dest="n", type=int, required=True,
                    help="number of (x_t, x_0, t, seed) samples (write --num-samples under torchrun)")

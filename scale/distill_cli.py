@@ -18,15 +18,17 @@ from scale.checkpoint import read_state, read_tensors, weights_path
 from scale.config import config_from_dict, parse_override, read_toml, resolve_config_path, set_value
 from scale.coupling import Coupling
 from scale.distill import Distiller, get_method
+from scale.hub import resolve_checkpoint
 from scale.train_cli import check_run, open_data
 
 
 def add_arguments(p) -> None:
     p.add_argument("--method", required=True, help="sdtt | imdm-sdtt | redi | imdm-redi | imdm-eps-coupling")
     p.add_argument("--out", required=True, help="run folder: checkpoints, rounds/, metrics.jsonl")
-    p.add_argument("--teacher", default=None, help="teacher checkpoint (sdtt, imdm-sdtt, imdm-eps-coupling)")
+    p.add_argument("--teacher", default=None,
+                   help="teacher checkpoint folder or Hub id (sdtt, imdm-sdtt, imdm-eps-coupling)")
     p.add_argument("--coupling", default=None, help="redi-data folder (redi, imdm-redi)")
-    p.add_argument("--init", default=None, help="student's initial checkpoint (default: the teacher)")
+    p.add_argument("--init", default=None, help="student's initial checkpoint or Hub id (default: the teacher)")
     p.add_argument("--weights", choices=("ema", "model"), default="ema", help="weights of --init (default ema)")
     p.add_argument("--config", default=None, help="TOML file or name of scale/configs with the keys to change")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
@@ -69,11 +71,11 @@ def build_config(base: dict, method_name: str, config_path: str | None, override
 
 def _init_source(args, method) -> str:
     if args.init:
-        return args.init
+        return str(resolve_checkpoint(args.init, "--init"))
     if method.teacher:
         if not args.teacher:
             raise ValueError(f"--teacher: expected a checkpoint folder for --method {args.method}")
-        return args.teacher
+        return str(resolve_checkpoint(args.teacher, "--teacher"))
     return _coupling_path(args, method, None)
 
 

@@ -32,6 +32,7 @@ import torch
 from imdm_lab.exact import check_int
 from imdm_lab.sampling import sample
 from scale.checkpoint import load_model
+from scale.hub import resolve_checkpoint
 from scale.sample_cli import parse_steps
 from scale.seeds import derive_seed
 from scale.validation import validation_elbo
@@ -41,7 +42,7 @@ MAUVE_SEEDS = (42, 43, 44, 45, 46)
 
 def add_arguments(p) -> None:
     from scale.metrics import EOS_RULES
-    p.add_argument("--ckpt", required=True, nargs="+", help="checkpoint folder(s) to compare")
+    p.add_argument("--ckpt", required=True, nargs="+", help="checkpoint folder(s) or Hub ids to compare")
     p.add_argument("--steps", default="1,2,4,8,16,32,64,128,256,1024", help="comma-separated step counts")
     p.add_argument("--n", type=int, default=1024, help="unconditional samples per step count (default 1024)")
     p.add_argument("--judge", default="gpt2-large", help="judge LM: hub name or local folder (default gpt2-large)")
@@ -190,7 +191,7 @@ def evaluate(args) -> dict:
     result = {"judge": args.judge, "eos_rule": args.eos_rule, "n": args.n, "seed": args.seed, "weights": args.weights,
               "device": str(device), "checkpoints": [], "entries": []}
     for path, label in zip(args.ckpt, _labels(args.ckpt)):
-        model, state = load_model(path, args.weights, device)
+        model, state = load_model(resolve_checkpoint(path), args.weights, device)
         tok = load_tokenizer(state["tokenizer"])
         length = state["config"]["data"]["length"]
         val_blocks = _val_blocks(state, state["config"]["data"]["dataset"])

@@ -13,6 +13,7 @@ import torch
 
 from imdm_lab.sampling import sample
 from scale.checkpoint import load_model
+from scale.hub import resolve_checkpoint
 from scale.seeds import derive_seed
 from scale.tokenizers import load_tokenizer, wrap_specials
 
@@ -28,7 +29,7 @@ def parse_steps(text: str) -> list[int]:
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--ckpt", required=True, help="checkpoint folder (train or import-mdlm output)")
+    p.add_argument("--ckpt", required=True, help="checkpoint folder (train or import-mdlm output) or Hub id user/name")
     p.add_argument("--steps", default="1,2,4", help="comma-separated step counts (default 1,2,4)")
     p.add_argument("--n", type=int, default=8, help="samples per step count (default 8)")
     p.add_argument("--prefix", default=None, help="text the samples continue")
@@ -49,7 +50,7 @@ def run(args) -> int:
     if args.n < 1:
         raise ValueError(f"--n: expected an integer >= 1, got {args.n}")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model, state = load_model(args.ckpt, args.weights, device)
+    model, state = load_model(resolve_checkpoint(args.ckpt), args.weights, device)
     tok = load_tokenizer(state["tokenizer"])
     cfg = model.config
     length = args.length or state["config"]["data"]["length"]

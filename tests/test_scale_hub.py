@@ -1,0 +1,121 @@
+"""Checkpoints as Hub repositories, never over the network: `push` with a mocked create_repo / upload_folder
+that copies the uploaded folder, `--ckpt user/name` with a mocked snapshot_download that returns it."""
+import json
+import shutil
+
+import huggingface_hub
+import pytest
+import torch
+from huggingface_hub.errors import LocalEntryNotFoundError
+from safetensors.torch import load_file
+
+from scale.checkpoint import load_model, make_dit_config, read_state, save_checkpoint
+from scale.cli import main
+from scale.config import load_config
+from scale.hub import export_hub_folder, resolve_checkpoint
+from scale.model import DiT
+
+pytestmark = pytest.mark.usefixtures("token_cache")  # $IMDM_CACHE in a temporary folder, hub offline
+
+
+@pytest.fixture
+def ckpt(tmp_path):
+    """A tiny checkpoint whose EMA differs from its raw weights, with an optimizer state and RNG states."""
+    config = load_config("tiny-cpu")
+    torch.manual_seed(0)
+    model = DiT(make_dit_config(config, 30522, 103))
+    raw = model.state_dict()
+    ema = {k: v + 0.01 * torch.randn(v.shape, generator=torch.Generator().manual_seed(1)) for k, v in raw.items()}
+    folder = tmp_path / "run"
+    save_checkpoint(folder, raw, ema, {"state": {}, "param_groups": []}, {
+        "step": 7, "config": config.to_dict(), "vocab_size": 30522, "mask_id": 103,
+        "tokenizer": "bert-base-uncased", "rng": {"torch": "AAAA"}, "data": {"epoch": 0, "offset": 3}})
+    return folder
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """A stand-in Hub: upload_folder copies into repos/<user>--<name>/<commit>, snapshot_download returns it."""
+    root = tmp_path / "repos"
+    calls = {}
+
+    def create_repo(repo_id, private=None, exist_ok=False, **kw):
+        calls["create"] = (repo_id, private, exist_ok)
+
+    def upload_folder(*, repo_id, folder_path, commit_message=None, **kw):
+        calls["upload"] = (repo_id, commit_message)
+        shutil.copytree(folder_path, root / repo_id.replace("/", "--") / "0123abcd")
+
+    def snapshot_download(repo_id, revision=None, allow_patterns=None, **kw):
+        calls["download"] = (repo_id, revision, allow_patterns)
+        folder = root / repo_id.replace("/", "--") / "0123abcd"
+        if not folder.is_dir():
+            raise LocalEntryNotFoundError("Cannot find an appropriate cached snapshot folder")
+        return str(folder)
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    for name, fn in (("create_repo", create_repo), ("upload_folder", upload_folder),
+                     ("snapshot_download", snapshot_download)):
+        monkeypatch.setattr(huggingface_hub, name, fn)
+    return root, calls
+
+
+def test_push_then_load_by_id_is_bit_for_bit(ckpt, hub, capsys):
+    root, calls = hub
+    assert main(["push", "--ckpt", str(ckpt), "--repo", "someone/tiny", "--private"]) == 0
+    assert calls["create"] == ("someone/tiny", True, True) and calls["upload"][1] == "imdm-lab checkpoint, step 7"
+    repo = root / "someone--tiny" / "0123abcd"
+    assert sorted(p.name for p in repo.iterdir()) == ["README.md", "config.json", "ema.safetensors",
+                                                      "model.safetensors"]
+    config = json.loads((repo / "config.json").read_text())
+    assert "rng" not in config and "data" not in config and config["step"] == 7
+    assert "python -m scale sample --ckpt someone/tiny" in (repo / "README.md").read_text()
+
+    local = resolve_checkpoint("someone/tiny")
+    assert calls["download"][0] == "someone/tiny"
+    for weights, name in (("model", "model.safetensors"), ("ema", "ema.safetensors")):
+        got = load_model(local, weights)[0].state_dict()
+        want = load_file(str(ckpt / name))
+        assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    state, original = read_state(local), read_state(ckpt)
+    assert {k: state[k] for k in ("step", "config", "vocab_size", "mask_id", "tokenizer")} == \
+        {k: original[k] for k in ("step", "config", "vocab_size", "mask_id", "tokenizer")}
+    assert resolve_checkpoint("someone/tiny") == local  # rebuilt once per commit
+
+
+def test_sample_accepts_a_hub_id(ckpt, hub, capsys):
+    root, _ = hub
+    export_hub_folder(ckpt, root / "someone--tiny" / "0123abcd", "someone/tiny")
+    assert main(["sample", "--ckpt", "someone/tiny", "--steps", "1", "--n", "1", "--length", "8"]) == 0
+    assert "=== 1 step (1 network calls) ===" in capsys.readouterr().out
+
+
+def test_import_without_ema_pushes_one_weights_file(tmp_path):
+    config = load_config("tiny-cpu")
+    model = DiT(make_dit_config(config, 40, 39))
+    save_checkpoint(tmp_path / "imp", model.state_dict(), None, None, {
+        "step": 0, "config": config.to_dict(), "vocab_size": 40, "mask_id": 39, "tokenizer": "gpt2"})
+    out = export_hub_folder(tmp_path / "imp", tmp_path / "hubdir")
+    assert not (out / "ema.safetensors").exists() and (out / "model.safetensors").is_file()
+
+
+def test_offline_or_unknown_ids_are_one_line_errors(ckpt, capsys, monkeypatch):
+    # the real snapshot_download under HF_HUB_OFFLINE=1 (set by the session fixture): no network is touched
+    assert main(["sample", "--ckpt", "nobody/no-such-model", "--steps", "1", "--n", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("ckpt: 'nobody/no-such-model' is no local folder")
+    assert "HF_HUB_OFFLINE=1" in err
+    assert main(["push", "--ckpt", str(ckpt), "--repo", "someone/tiny"]) == 2
+    assert capsys.readouterr().err.startswith("--repo: HF_HUB_OFFLINE=1 forbids uploading")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    assert main(["push", "--ckpt", str(ckpt), "--repo", "not an id"]) == 2
+    assert capsys.readouterr().err.startswith("--repo: expected a Hub repository id user/name")
+
+
+def test_a_foreign_hub_folder_is_refused(tmp_path, hub):
+    root, _ = hub
+    folder = root / "other--model" / "0123abcd"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"model_type": "mdlm"}))
+    with pytest.raises(ValueError, match="ckpt: .* is not an imdm-lab-dit/1 Hub repository"):
+        resolve_checkpoint("other/model")
