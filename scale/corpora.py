@@ -15,6 +15,7 @@ from __future__ import annotations
 import bz2
 import functools
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -26,6 +27,10 @@ SPLITS = ("train", "validation", "heldout")
 DEFAULT_CORPUS = "wikipedia"
 CORPUS_ALIASES = {"wiki": "wikipedia", "owt": "openwebtext"}
 READ_BATCH = 1000  # documents fetched per Arrow slice when iterating a Hugging Face dataset
+# datasets >= 4 refuses script datasets (datasets/load.py: "Dataset scripts are no longer supported, but
+# found X.py"); the Hub's automatic parquet export of such a dataset lives on this revision.
+SCRIPT_ERROR = "Dataset scripts are no longer supported"
+PARQUET_EXPORT = "refs/convert/parquet"
 
 # LM1B ships pre-tokenized text ("it 's here ."); MDLM re-joins it before tokenizing. The rules
 # apply in this order; each pair is (pattern, replacement).
@@ -186,32 +191,50 @@ def local_corpus(path: str | Path, split: str, text_column: str = "text") -> Cor
 
 @dataclass(frozen=True)
 class HubEntry:
-    """A registered hub dataset: id, config, split expression per split, text column, detokenizer."""
+    """A registered hub dataset: id, config, split expression per split, text column, detokenizer;
+    `streaming` reads it as it downloads (`num_docs`: document count of each split, for slicing a stream
+    when the dataset's own info does not record it)."""
     hub_id: str
     splits: dict
     config: str | None = None
     text_column: str = "text"
     detokenize: Callable[[str], str] | None = None
+    streaming: bool = False
+    num_docs: dict = field(default_factory=dict)
 
 
 REGISTERED = {
     "lm1b": HubEntry("lm1b", {"train": "train", "validation": "test"}, detokenize=lm1b_detokenize),
-    # MDLM's split of the single OpenWebText "train" split: the last 100k documents validate.
-    "openwebtext": HubEntry("openwebtext", {"train": "train[:-100000]",
-                                            "validation": "train[-100000:]"}),
+    # MDLM's split of the single OpenWebText "train" split: the last 100k documents validate. Streamed:
+    # no 40 GB Arrow copy is written before tokenization starts.
+    "openwebtext": HubEntry("openwebtext", {"train": "train[:-100000]", "validation": "train[-100000:]"},
+                            streaming=True, num_docs={"train": 8_013_769}),
 }
 
 
-def _load_hub(hub_id: str, config: str | None, split_expr: str | None):
+def _first_line(err: Exception) -> str:
+    return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+
+
+def _load_hub(hub_id: str, config: str | None, split_expr: str | None, revision: str = "",
+              streaming: bool = False):
+    """(dataset, the revision it came from): `revision` when pinned; else the dataset as published and,
+    when `datasets` refuses it as a script dataset, its parquet export. The error names every attempt."""
     import datasets
-    try:
-        return datasets.load_dataset(hub_id, config, split=split_expr)
-    except Exception as err:  # connection, missing cache, unknown split, script datasets ...
-        offline = os.environ.get("HF_DATASETS_OFFLINE", "0") not in {"0", "", "false", "False"}
-        raise ValueError(
-            f"data: dataset {hub_id!r} (config {config!r}, split {split_expr!r}) could not be loaded"
-            f"{' with HF_DATASETS_OFFLINE=1 (not in the local datasets cache)' if offline else ''}: "
-            f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
+    errors = []
+    for rev in ([revision] if revision else [None, PARQUET_EXPORT]):
+        try:
+            return datasets.load_dataset(hub_id, config, split=split_expr, revision=rev,
+                                         streaming=streaming), rev or ""
+        except Exception as err:  # connection, missing cache, unknown split, script datasets ...
+            errors.append(f"revision {rev or 'as published'}: {_first_line(err)}")
+            if rev is None and SCRIPT_ERROR not in str(err):
+                break  # only a script dataset has a parquet export to fall back on
+    offline = os.environ.get("HF_DATASETS_OFFLINE", "0") not in {"0", "", "false", "False"}
+    raise ValueError(
+        f"data: dataset {hub_id!r} (config {config!r}, split {split_expr!r}) could not be loaded"
+        f"{' with HF_DATASETS_OFFLINE=1 (not in the local datasets cache)' if offline else ''}; "
+        f"tried {len(errors)} revision(s): {'; '.join(errors)}")
 
 
 def _hub_documents(name: str, split: str, ds, hub_id: str, text_column: str,
@@ -229,41 +252,83 @@ def _hub_documents(name: str, split: str, ds, hub_id: str, text_column: str,
     return Corpus(name, split, fingerprint, docs, len(ds))
 
 
-def hub_corpus(name: str, split: str, entry: HubEntry) -> Corpus:
+def split_slice(split_expr: str, total: int | None) -> tuple[str, int, int]:
+    """'train[:-100000]' -> ('train', 0, total - 100000): a split expression as (split, start, stop)."""
+    m = re.fullmatch(r"(\w+)(?:\[(-?\d*):(-?\d*)\])?", split_expr)
+    if m is None:
+        raise ValueError(f"split: expected NAME or NAME[a:b], got {split_expr!r}")
+    name, lo, hi = m.group(1), m.group(2) or "", m.group(3) or ""
+    if total is None and (hi == "" or lo.startswith("-") or hi.startswith("-")):
+        raise ValueError(f"split: {split_expr!r} of a stream needs the split's document count, which is unknown")
+
+    def bound(text: str, default):
+        return default if text == "" else total + int(text) if int(text) < 0 else int(text)
+
+    return name, bound(lo, 0), bound(hi, total)
+
+
+def _stream_documents(name: str, split: str, ds, entry: HubEntry, split_expr: str, revision: str) -> Corpus:
+    """A streamed split (datasets.IterableDataset): documents [start, stop) of the stream, read in order as
+    they arrive; a resumed build skips the first ones."""
+    info = getattr(ds, "info", None)
+    split_name = re.match(r"\w+", split_expr).group(0)
+    counted = getattr((getattr(info, "splits", None) or {}).get(split_name), "num_examples", None)
+    _, start, stop = split_slice(split_expr, counted or entry.num_docs.get(split_name))
+    if entry.text_column not in (ds.column_names or [entry.text_column]):
+        raise ValueError(f"text_column: {entry.text_column!r} is not a column of {entry.hub_id!r} "
+                         f"(columns: {ds.column_names})")
+
+    def docs(skip: int) -> Iterator[str]:
+        for row in itertools.islice(ds.skip(start + skip), stop - start - skip):
+            text = row[entry.text_column]
+            yield entry.detokenize(text) if entry.detokenize else text
+
+    fingerprint = f"hub:{entry.hub_id}:{revision}:{split_expr}:{entry.text_column}:stream"
+    return Corpus(name, split, fingerprint, docs, stop - start)
+
+
+def hub_corpus(name: str, split: str, entry: HubEntry, revision: str = "") -> Corpus:
     """A registered hub dataset (LM1B, OpenWebText) with its fixed split expressions."""
     if split not in entry.splits:
         raise ValueError(f"split: expected one of {list(entry.splits)} for {name!r}, got {split!r}")
     split_expr = entry.splits[split]
-    ds = _load_hub(entry.hub_id, entry.config, split_expr)
+    if entry.streaming:
+        split_name = re.match(r"\w+", split_expr).group(0)
+        ds, rev = _load_hub(entry.hub_id, entry.config, split_name, revision, streaming=True)
+        return _stream_documents(name, split, ds, entry, split_expr, rev)
+    ds, rev = _load_hub(entry.hub_id, entry.config, split_expr, revision)
     return _hub_documents(name, split, ds, entry.hub_id, entry.text_column, entry.detokenize,
-                          split_expr)
+                          split_expr if not rev else f"{split_expr}@{rev}")
 
 
-def generic_hub_corpus(hub_id: str, split: str, config: str | None, text_column: str) -> Corpus:
+def generic_hub_corpus(hub_id: str, split: str, config: str | None, text_column: str,
+                       revision: str = "") -> Corpus:
     """Any hub dataset: its "train" split, and "validation" (or "test" when it has none)."""
     candidates = {"train": ("train",), "validation": ("validation", "test")}
     if split not in candidates:
         raise ValueError(f"split: expected one of {list(candidates)} for {hub_id!r}, got {split!r}")
-    splits = _load_hub(hub_id, config, None)
+    splits, rev = _load_hub(hub_id, config, None, revision)
     chosen = next((s for s in candidates[split] if s in splits), None)
     if chosen is None:
         raise ValueError(f"split: {hub_id!r} has splits {list(splits)}, none of {candidates[split]}")
     name = hub_id.replace("/", "--") + (f"--{config}" if config else "")
-    return _hub_documents(name, split, splits[chosen], hub_id, text_column, None, chosen)
+    return _hub_documents(name, split, splits[chosen], hub_id, text_column, None,
+                          chosen if not rev else f"{chosen}@{rev}")
 
 
 def get_corpus(data: str = DEFAULT_CORPUS, split: str = "train", *, hf_config: str | None = None,
-               text_column: str = "text") -> Corpus:
-    """Resolve `data` (registered name, local path, or hub dataset id) to the documents of `split`."""
+               text_column: str = "text", revision: str = "") -> Corpus:
+    """Resolve `data` (registered name, local path, or hub dataset id) to the documents of `split`;
+    `revision` pins a hub dataset's revision (default: as published, else its parquet export)."""
     if not isinstance(data, str) or not data:
         raise ValueError(f"data: expected a corpus name, a path or a dataset id, got {data!r}")
     data = CORPUS_ALIASES.get(data, data)
     if data == "wikipedia":
         return wiki_corpus(split)
     if data in REGISTERED:
-        return hub_corpus(data, split, REGISTERED[data])
+        return hub_corpus(data, split, REGISTERED[data], revision)
     if Path(data).expanduser().exists():
         return local_corpus(Path(data).expanduser(), split, text_column)
     if data.startswith((".", "/", "~")) or data.endswith((".txt", ".jsonl")):
         raise ValueError(f"data: path {data!r} does not exist")
-    return generic_hub_corpus(data, split, hf_config, text_column)
+    return generic_hub_corpus(data, split, hf_config, text_column, revision)

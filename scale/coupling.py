@@ -99,7 +99,7 @@ def generate(teacher: str | Path, out: str | Path, *, n: int, steps: int, fix_ep
     cfg, data = model.config, state["config"]["data"]
     blocks = load_blocks(data["dataset"], "train", tokenizer=data["tokenizer"], length=data["length"],
                          hf_config=data["hf_config"] or None, text_column=data["text_column"],
-                         progress=rt.main and progress)
+                         progress=rt.main and progress, revision=data.get("revision", ""))
     meta = {"format": FORMAT, "teacher": str(Path(teacher).resolve()), "teacher_step": state["step"],
             "weights": weights, "n": n, "steps": steps, "fix_eps": fix_eps, "seed": seed,
             "shard_size": shard_size, "t_min": t_min, "length": blocks.length,

@@ -153,11 +153,13 @@ def _wait_for(path: Path, poll_s: float = 1.0) -> None:
 
 def load_blocks(data: str = DEFAULT_CORPUS, split: str = "train", *, tokenizer: str | None = None,
                 length: int | None = None, hf_config: str | None = None, text_column: str = "text",
-                docs_per_group: int = DOCS_PER_GROUP, progress: bool = True) -> "TokenBlocks":
+                docs_per_group: int = DOCS_PER_GROUP, progress: bool = True,
+                revision: str = "") -> "TokenBlocks":
     """Blocks of `data`/`split`, built once into the cache and memory-mapped.
 
     data: "lm1b", "openwebtext", "wikipedia" (default, offline), a local file/folder or a hub dataset id.
     tokenizer / length: default per corpus (DATA_DEFAULTS; LM1B: bert-base-uncased, 128).
+    revision: a hub dataset's revision ("": as published, or its parquet export for a script dataset).
     """
     default_tok, default_len = DATA_DEFAULTS.get(CORPUS_ALIASES.get(data, data), ("gpt2", 1024))
     tokenizer = tokenizer or default_tok
@@ -166,7 +168,7 @@ def load_blocks(data: str = DEFAULT_CORPUS, split: str = "train", *, tokenizer: 
         raise ValueError(f"length: expected an integer >= 3, got {length!r}")
     if not isinstance(docs_per_group, int) or docs_per_group < 1:
         raise ValueError(f"docs_per_group: expected an integer >= 1, got {docs_per_group!r}")
-    corpus = get_corpus(data, split, hf_config=hf_config, text_column=text_column)
+    corpus = get_corpus(data, split, hf_config=hf_config, text_column=text_column, revision=revision)
     tok = load_tokenizer(tokenizer)
     layout = vocab_layout(tok)
     tok_id = str(Path(tokenizer).resolve()) if Path(tokenizer).is_dir() else tokenizer

@@ -102,7 +102,8 @@ def _val_blocks(state: dict, dataset: str, split: str = "validation"):
     data = state["config"]["data"]
     return load_blocks(dataset, split, tokenizer=data["tokenizer"], length=data["length"],
                        hf_config=(data["hf_config"] or None) if dataset == data["dataset"] else None,
-                       text_column=data["text_column"], progress=False)
+                       text_column=data["text_column"], progress=False,
+                       revision=data.get("revision", "") if dataset == data["dataset"] else "")
 
 
 def elbo_ppl(model, blocks, args, device) -> float:

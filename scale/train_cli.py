@@ -22,12 +22,14 @@ def add_arguments(p) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config value (repeatable), e.g. --set train.lr=1e-4")
+    p.add_argument("--data-revision", default=None,
+                   help="pin the hub dataset's revision (data.revision), e.g. refs/convert/parquet")
 
 
 def open_data(data, progress: bool):
     """(train blocks, validation blocks, tokenizer) of a config's [data] section."""
     kwargs = dict(tokenizer=data.tokenizer, length=data.length, hf_config=data.hf_config or None,
-                  text_column=data.text_column, progress=progress)
+                  text_column=data.text_column, progress=progress, revision=data.revision)
     train = load_blocks(data.dataset, "train", **kwargs)
     val = load_blocks(data.dataset, "validation", **kwargs)
     return train, val, load_tokenizer(data.tokenizer)
@@ -51,6 +53,8 @@ def check_same_model(saved: dict, wanted: dict, out: Path) -> None:
 
 def run(args) -> int:
     config = load_config(args.config, args.set)
+    if args.data_revision is not None:
+        config.data.revision = args.data_revision
     max_steps = config.train.max_steps if args.max_steps is None else args.max_steps
     out = Path(args.out)
     check_run(out, args.resume, max_steps)

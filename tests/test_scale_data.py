@@ -113,20 +113,22 @@ def test_registered_and_generic_hub_corpora_with_a_stand_in_loader(monkeypatch):
     import datasets
     calls = []
 
-    def fake_load(hub_id, config, split_expr):
-        calls.append((hub_id, config, split_expr))
+    def fake_load(hub_id, config, split_expr, revision="", streaming=False):
+        calls.append((hub_id, config, split_expr) + (("stream",) if streaming else ()))
         rows = {"text": [f"{hub_id} row {i} , done ." for i in range(3)]}
         if split_expr is None:  # a generic dataset without a "validation" split
             return datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows),
-                                         "test": datasets.Dataset.from_dict(rows)})
-        return datasets.Dataset.from_dict(rows)
+                                         "test": datasets.Dataset.from_dict(rows)}), revision
+        if streaming:
+            return datasets.Dataset.from_dict(rows).to_iterable_dataset(), revision
+        return datasets.Dataset.from_dict(rows), revision
 
     monkeypatch.setattr(corpora, "_load_hub", fake_load)
     lm1b = get_corpus("lm1b", "validation")
     assert calls[-1] == ("lm1b", None, "test")  # MDLM validates LM1B on its test split
     assert list(lm1b.documents(1)) == ["lm1b row 1, done.", "lm1b row 2, done."]  # detokenized
     get_corpus("openwebtext", "train")
-    assert calls[-1] == ("openwebtext", None, "train[:-100000]")
+    assert calls[-1] == ("openwebtext", None, "train", "stream")  # streamed, sliced as train[:-100000]
     other = get_corpus("someone/texts", "validation", hf_config="en")
     assert calls[-1] == ("someone/texts", "en", None) and other.num_docs == 3
     assert next(other.documents()) == "someone/texts row 0 , done ."  # no detokenizer

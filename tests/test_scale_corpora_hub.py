@@ -1,0 +1,83 @@
+"""Hub corpora with a stub of `datasets.load_dataset` (never the network): the script-dataset refusal of
+datasets >= 4 (its real message, datasets/load.py) falls back to the parquet export, a pinned revision is
+tried alone, every failure names its attempts, and OpenWebText streams into the block cache."""
+import dataclasses
+
+import datasets
+import pytest
+
+from scale import corpora
+from scale.corpora import PARQUET_EXPORT, get_corpus, lm1b_detokenize, split_slice
+from scale.data import load_blocks
+
+SCRIPT_ERROR = RuntimeError("Dataset scripts are no longer supported, but found lm1b.py")
+TEXTS = [f"document {i} says it 's here ." for i in range(30)]
+
+
+def _stub(monkeypatch, outcome):
+    """load_dataset -> outcome(revision, kwargs) (a dataset, or an exception to raise); records the calls."""
+    calls = []
+
+    def load_dataset(path, name=None, split=None, revision=None, streaming=False, **kw):
+        calls.append((path, split, revision, streaming))
+        result = outcome(revision, split)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    return calls
+
+
+def test_script_dataset_falls_back_to_the_parquet_export(monkeypatch):
+    table = datasets.Dataset.from_dict({"text": TEXTS})
+    calls = _stub(monkeypatch, lambda rev, split: table if rev == PARQUET_EXPORT else SCRIPT_ERROR)
+    corpus = get_corpus("lm1b", "validation")
+    assert [c[2] for c in calls] == [None, PARQUET_EXPORT] and calls[0][1] == "test"
+    assert list(corpus.documents(28)) == [lm1b_detokenize(t) for t in TEXTS[28:]]
+    assert corpus.num_docs == 30 and PARQUET_EXPORT in corpus.fingerprint
+
+
+def test_both_attempts_failing_names_both(monkeypatch):
+    calls = _stub(monkeypatch, lambda rev, split: SCRIPT_ERROR if rev is None else ConnectionError("no route to hub"))
+    with pytest.raises(ValueError) as err:
+        get_corpus("someone/scripted", "train")
+    msg = str(err.value)
+    assert len(calls) == 2 and "tried 2 revision(s)" in msg
+    assert "revision as published: RuntimeError: Dataset scripts are no longer supported" in msg
+    assert f"revision {PARQUET_EXPORT}: ConnectionError: no route to hub" in msg
+
+
+def test_other_errors_are_not_retried_and_a_pinned_revision_is_tried_alone(monkeypatch):
+    calls = _stub(monkeypatch, lambda rev, split: FileNotFoundError("no such dataset"))
+    with pytest.raises(ValueError, match="tried 1 revision"):
+        get_corpus("someone/missing", "train")
+    assert len(calls) == 1
+    table = datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": TEXTS})})
+    calls = _stub(monkeypatch, lambda rev, split: table if rev == "v1.0" else SCRIPT_ERROR)
+    assert get_corpus("someone/pinned", "train", revision="v1.0").num_docs == 30
+    assert [c[2] for c in calls] == ["v1.0"]
+
+
+def test_split_expressions_of_a_stream():
+    assert split_slice("train[:-100000]", 8_013_769) == ("train", 0, 7_913_769)
+    assert split_slice("train[-100000:]", 8_013_769) == ("train", 7_913_769, 8_013_769)
+    assert split_slice("test", 12) == ("test", 0, 12)
+    with pytest.raises(ValueError, match="document count"):
+        split_slice("train[-5:]", None)
+
+
+def test_openwebtext_streams_into_the_block_cache(monkeypatch, token_cache):
+    """Streaming: load_dataset(streaming=True) of the whole split, the slices taken from the stream in order."""
+    docs = [" ".join(f"word{i}x{j}" for j in range(40)) for i in range(30)]
+    stream = datasets.IterableDataset.from_generator(lambda: ({"text": d} for d in docs))
+    calls = _stub(monkeypatch, lambda rev, split: stream)
+    monkeypatch.setitem(corpora.REGISTERED, "openwebtext", dataclasses.replace(
+        corpora.REGISTERED["openwebtext"], splits={"train": "train[:-6]", "validation": "train[-6:]"},
+        num_docs={"train": 30}))
+    train, val = get_corpus("openwebtext", "train"), get_corpus("openwebtext", "validation")
+    assert all(c[3] for c in calls) and {c[1] for c in calls} == {"train"}
+    assert list(train.documents()) == docs[:24] and list(train.documents(20)) == docs[20:24]
+    assert list(val.documents()) == docs[24:] and (train.num_docs, val.num_docs) == (24, 6)
+    blocks = load_blocks("openwebtext", "validation", tokenizer="gpt2", length=32, progress=False)
+    assert blocks.meta["num_docs"] == 6 and len(blocks) > 0
