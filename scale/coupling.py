@@ -115,7 +115,9 @@ def generate(teacher: str | Path, out: str | Path, *, n: int, steps: int, fix_ep
     num_shards = -(-n // shard_size)
     todo = [s for s in range(rt.rank, num_shards, rt.world) if not (out / f"shard-{s:06d}").is_dir()]
     dtype = token_dtype(cfg.vocab_size)
-    bar = tqdm(total=len(todo), desc="redi-data shards", disable=not (rt.main and progress))
+    # counts this process's samples (not shards: one shard of teacher rollouts can take hours)
+    bar = tqdm(total=sum(min(shard_size, n - s * shard_size) for s in todo), desc="redi-data samples",
+               unit="sample", disable=not (rt.main and progress))
     for s in todo:
         index = np.arange(s * shard_size, min((s + 1) * shard_size, n), dtype=np.int64)
         arrays = {k: [] for k in ARRAYS}
@@ -132,8 +134,8 @@ def generate(teacher: str | Path, out: str | Path, *, n: int, steps: int, fix_ep
             for key, value in (("x_t", x_t), ("x_0", res.tokens), ("t", t), ("seed", seeds),
                                ("index", torch.from_numpy(idx))):
                 arrays[key].append(value.cpu().numpy())
+            bar.update(len(idx))
         _write_shard(out, s, {k: np.concatenate(v) for k, v in arrays.items()}, dtype)
-        bar.update(1)
     bar.close()
     D.barrier()
     return out

@@ -77,9 +77,12 @@ def draw(model, n: int, length: int, steps: int, batch_size: int, seed: int, dev
 
     Sample i's labels come from seed derive_seed(seed, tag) + i and batch b's draws from
     (seed, tag, steps, b), so a sample does not depend on the other step counts evaluated."""
+    from tqdm.auto import tqdm
+
     cfg, tokens, calls, seconds = model.config, [], 0.0, 0.0
     base = derive_seed(seed, tag, "eps") % 2**40
-    for b, lo in enumerate(range(0, n, batch_size)):
+    for b, lo in enumerate(tqdm(range(0, n, batch_size), desc=f"sampling {n} x {steps} steps ({tag})",
+                                unit="batch", leave=False)):
         size = min(batch_size, n - lo)
         seeds = torch.arange(lo, lo + size, dtype=torch.int64, device=device) + base
         gen = torch.Generator(device).manual_seed(derive_seed(seed, tag, steps, b))

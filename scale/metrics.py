@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from imdm_lab.exact import check_int
 from scale.judge import Judge
@@ -106,7 +107,8 @@ def gen_ppl(texts, judge: Judge, *, max_length: int | None = None, batch_size: i
     nll = np.zeros(len(texts), dtype=np.float64)
     count = np.zeros(len(texts), dtype=np.int64)
     pad = judge.tokenizer.pad_token_id
-    for b in range(0, len(chunks), batch_size):
+    for b in tqdm(range(0, len(chunks), batch_size), desc=f"gen PPL ({judge.name})", unit="batch",
+                  leave=False):
         part = chunks[b:b + batch_size]
         ids, attn = _padded([c[1] for c in part], pad)
         logits = judge.model(input_ids=ids.to(judge.device),
@@ -174,7 +176,8 @@ def judge_features(texts, judge: Judge, *, max_length: int | None = None,
     if any(len(s) == 0 for s in seqs):
         raise ValueError("texts: expected every text to give at least one judge token")
     feats = []
-    for b in range(0, len(seqs), batch_size):
+    for b in tqdm(range(0, len(seqs), batch_size), desc=f"features ({judge.name})", unit="batch",
+                  leave=False):
         part = seqs[b:b + batch_size]
         ids, attn = _padded(part, judge.tokenizer.pad_token_id)
         hidden = judge.model(input_ids=ids.to(judge.device), attention_mask=attn.to(judge.device),

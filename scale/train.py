@@ -70,6 +70,12 @@ def learning_rate(step: int, lr: float, warmup: int) -> float:
     return lr * min(1.0, (step + 1) / warmup) if warmup > 0 else lr
 
 
+def _duration(seconds: float) -> str:
+    """12345.6 -> '3h25m46s' (a log line's ETA)."""
+    s = int(round(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
 def _encode(state: torch.Tensor) -> str:
     return base64.b64encode(state.numpy().tobytes()).decode()
 
@@ -223,17 +229,24 @@ class Trainer:
             self._log({"step": 0, "parameters": parameter_count(self.model), "world_size": self.rt.world,
                        "accumulation": self.plan.accumulation, "device": str(self.rt.device)})
         bar = tqdm(total=max_steps, initial=self.step, disable=not self.rt.main, desc="train", unit="step")
-        last, tic, since = {}, time.perf_counter(), 0
+        last, tic, since, start = {}, time.perf_counter(), 0, self.step
+        started = tic
         while self.step < max_steps:
             last = self.train_step()
             since += 1
             bar.update(1)
             bar.set_postfix(loss=f"{last['loss']:.3f}")
             if self.step % tc.log_every == 0 or self.step == max_steps:
+                now = time.perf_counter()
                 tokens = since * self.plan.global_batch * self.cfg.data.length
-                last["tokens_per_s"] = tokens / (time.perf_counter() - tic)
-                tic, since = time.perf_counter(), 0
+                last["tokens_per_s"] = tokens / (now - tic)
+                # ETA from the mean step time of this session (evaluation and saving included)
+                last["eta_s"] = (max_steps - self.step) * (now - started) / (self.step - start)
+                tic, since = now, 0
                 self._log(last)
+                if self.rt.main:
+                    bar.write(f"step {self.step}/{max_steps}  loss {last['loss']:.4f}  lr {last['lr']:.2e}  "
+                              f"{last['tokens_per_s']:,.0f} tokens/s  ETA {_duration(last['eta_s'])}")
             if ec.every and (self.step % ec.every == 0 or self.step == max_steps):
                 last = {**last, **self.evaluate()}
                 self._log({k: last[k] for k in ("step", "val_nll", "val_ppl", "samples")})

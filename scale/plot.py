@@ -1,0 +1,84 @@
+"""`python -m scale plot RUN [--out PNG]`: a run's metrics.jsonl against optimizer steps.
+
+RUN is a run folder (train / distill --out) or its metrics.jsonl. One panel per quantity the log holds:
+training loss (`loss`), validation ELBO in nats per token (`val_nll`), and, where recorded, generative
+perplexity (`gen_ppl`, log scale) and unigram entropy (`entropy`). Default output: RUN/metrics.png.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+# metrics.jsonl key -> (panel title, log-scale y)
+PANELS = {
+    "loss": ("training loss (ELBO, nats / token)", False),
+    "val_nll": ("validation ELBO (nats / token)", False),
+    "gen_ppl": ("generative perplexity", True),
+    "entropy": ("unigram entropy (nats)", False),
+}
+
+
+def add_arguments(p) -> None:
+    p.add_argument("run", help="run folder holding metrics.jsonl, or the metrics.jsonl file")
+    p.add_argument("--out", default=None, help="PNG to write (default: RUN/metrics.png)")
+
+
+def read_metrics(run: str | Path) -> tuple[Path, list[dict]]:
+    """(the metrics.jsonl path, its records); a missing or unreadable log is a ValueError naming RUN."""
+    path = Path(run)
+    if path.is_dir():
+        path = path / "metrics.jsonl"
+    if not path.is_file():
+        raise ValueError(f"RUN: expected a run folder with metrics.jsonl or the file itself, got {str(run)!r}")
+    records = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"RUN: {path} line {n} is not JSON ({err})") from None
+    return path, records
+
+
+def series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
+    """(steps, values) of every record holding a number under `key`, in step order."""
+    points = sorted((r["step"], float(r[key])) for r in records
+                    if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool) and "step" in r)
+    return [s for s, _ in points], [v for _, v in points]
+
+
+def plot(records: list[dict], out: str | Path, title: str = "") -> list[str]:
+    """Write the panels of the quantities present to `out`; returns their keys."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    present = [k for k in PANELS if series(records, k)[0]]
+    if not present:
+        raise ValueError(f"RUN: the log holds none of {sorted(PANELS)} yet")
+    fig, axes = plt.subplots(1, len(present), figsize=(4.2 * len(present), 3.6), squeeze=False)
+    for ax, key in zip(axes[0], present):
+        steps, values = series(records, key)
+        ax.plot(steps, values, marker="o" if len(steps) < 30 else None, markersize=3)
+        label, log = PANELS[key]
+        if log:
+            ax.set_yscale("log")
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return present
+
+
+def run(args) -> int:
+    path, records = read_metrics(args.run)
+    out = Path(args.out) if args.out else path.with_name("metrics.png")
+    if not out.parent.is_dir():
+        raise ValueError(f"--out: folder {str(out.parent)!r} does not exist")
+    present = plot(records, out, title=str(path.parent))
+    print(f"wrote {out} ({', '.join(present)})")
+    return 0

@@ -1,0 +1,60 @@
+"""The training log a cluster user watches: per-step lines with tokens/s and ETA, `tokens_per_s` / `eta_s` in
+metrics.jsonl, and `python -m scale plot RUN` drawing it."""
+import json
+
+import pytest
+import torch
+
+from scale.cli import main
+from scale.config import load_config
+from scale.plot import read_metrics, series
+from scale.train import Trainer
+
+V, MASK = 40, 39
+
+
+def _tiny_run(out):
+    config = load_config("tiny-cpu", ["train.max_steps=4", "train.log_every=2", "train.global_batch=4",
+                                      "train.warmup=0", "eval.every=2", "eval.samples=1", "eval.sample_steps=[1]",
+                                      "eval.batch_size=4", "eval.val_batches=1", "data.length=16",
+                                      "train.checkpoint_every=4"])
+    g = torch.Generator().manual_seed(0)
+    blocks = torch.randint(0, V - 1, (16, 16), generator=g)
+    Trainer(config, out, blocks[:12], blocks[12:], V, MASK).run(4)
+    return out
+
+
+@pytest.mark.slow
+def test_log_lines_metrics_and_plot(tmp_path, capsys):
+    run = _tiny_run(tmp_path / "run")
+    printed = capsys.readouterr().out
+    lines = [ln for ln in printed.splitlines() if ln.startswith("step ")]
+    assert [ln.split()[1] for ln in lines] == ["2/4", "4/4"]
+    assert all("tokens/s" in ln and "ETA" in ln for ln in lines) and lines[-1].endswith("ETA 0m00s")
+    _, records = read_metrics(run)
+    logged = [r for r in records if "loss" in r]
+    assert [r["step"] for r in logged] == [2, 4]
+    assert all(r["tokens_per_s"] > 0 for r in logged) and logged[-1]["eta_s"] == 0 and logged[0]["eta_s"] > 0
+    assert series(records, "val_nll")[0] == [2, 4]
+
+    assert main(["plot", str(run)]) == 0
+    png = run / "metrics.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    assert "(loss, val_nll)" in capsys.readouterr().out
+    # gen PPL / entropy panels where a log records them
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in
+                                              [{"step": 1, "gen_ppl": 900.0, "entropy": 5.1},
+                                               {"step": 2, "gen_ppl": 300.0, "entropy": 5.0}]))
+    assert main(["plot", str(tmp_path / "m.jsonl"), "--out", str(tmp_path / "g.png")]) == 0
+    assert "(gen_ppl, entropy)" in capsys.readouterr().out and (tmp_path / "g.png").stat().st_size > 5000
+
+
+def test_bad_run_path_exits_2(tmp_path, capsys):
+    assert main(["plot", str(tmp_path / "nothing")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("RUN: expected a run folder with metrics.jsonl") and "\n" not in err
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.jsonl").write_text("{not json\n")
+    assert main(["plot", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err.startswith("RUN: ")
+    assert main(["plot", str(tmp_path / "run"), "--out", str(tmp_path / "no" / "x.png")]) == 2
