@@ -97,3 +97,34 @@ def test_qk_norm_and_dropout_options_train_through_the_elbo_kernel():
 def test_bad_model_config_names_the_argument(kwargs, word):
     with pytest.raises(ValueError, match=f"^{word}"):
         DiTConfig(**{"vocab_size": V, "mask_id": MASK, **kwargs})
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"hidden": 48, "heads": 5}, "model.heads: expected a divisor of the hidden size 48"),
+    ({"hidden": 36, "heads": 4}, "model.heads: the head dimension hidden / heads = 9 must be even"),
+    ({"blocks": -1}, "model.blocks: expected an integer >= 1"),
+    ({"cond": 2.5}, "model.cond: expected an integer >= 1"),
+    ({"dropout": 1.0}, "model.dropout: expected a number in"),
+])
+def test_explicit_dims_are_validated(kwargs, message):
+    with pytest.raises(ValueError, match=f"^{message}"):
+        DiTConfig(**{"vocab_size": V, "mask_id": MASK, **kwargs})
+
+
+def test_explicit_dims_override_the_preset_from_a_config():
+    from scale.checkpoint import make_dit_config
+    from scale.config import load_config
+
+    config = load_config("tiny-cpu", ["model.hidden=48", "model.blocks=3", "model.heads=6", "model.cond=20"])
+    model = DiT(make_dit_config(config, V, MASK))
+    assert model.config.dims == type(DIMS)(hidden=48, blocks=3, heads=6, cond=20, dropout=DIMS.dropout)
+    assert len(model.blocks) == 3 and model.vocab_embed.embedding.shape == (V, 48)
+    assert model.sigma_map.mlp[2].weight.shape == (20, 20) and model.blocks[0].heads == 6
+    assert model.vocab_embed.imdm_mlp[0].weight.shape == (4 * 48, 48)  # noise_dim 0: the hidden size
+    x, t = _inputs()
+    eps = model.noise.draw(*x.shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert model.eval()(x, eps, t).shape == (*x.shape, V)
+    # only the given dims change: the rest stay the preset's
+    partial = DiTConfig(vocab_size=V, mask_id=MASK, size="synthetic", blocks=1).dims
+    assert (partial.hidden, partial.blocks, partial.heads, partial.cond) == (128, 1, 4, 128)
