@@ -192,15 +192,13 @@ def local_corpus(path: str | Path, split: str, text_column: str = "text") -> Cor
 @dataclass(frozen=True)
 class HubEntry:
     """A registered hub dataset: id, config, split expression per split, text column, detokenizer;
-    `streaming` reads it as it downloads (`num_docs`: document count of each split, for slicing a stream
-    when the dataset's own info does not record it)."""
+    `streaming` reads it as it downloads."""
     hub_id: str
     splits: dict
     config: str | None = None
     text_column: str = "text"
     detokenize: Callable[[str], str] | None = None
     streaming: bool = False
-    num_docs: dict = field(default_factory=dict)
 
 
 REGISTERED = {
@@ -208,7 +206,7 @@ REGISTERED = {
     # MDLM's split of the single OpenWebText "train" split: the last 100k documents validate. Streamed:
     # no 40 GB Arrow copy is written before tokenization starts.
     "openwebtext": HubEntry("openwebtext", {"train": "train[:-100000]", "validation": "train[-100000:]"},
-                            streaming=True, num_docs={"train": 8_013_769}),
+                            streaming=True),
 }
 
 
@@ -258,7 +256,7 @@ def split_slice(split_expr: str, total: int | None) -> tuple[str, int, int]:
     if m is None:
         raise ValueError(f"split: expected NAME or NAME[a:b], got {split_expr!r}")
     name, lo, hi = m.group(1), m.group(2) or "", m.group(3) or ""
-    if total is None and (hi == "" or lo.startswith("-") or hi.startswith("-")):
+    if total is None and (hi == "" or lo.startswith("-") or hi.startswith("-")):  # a bound needs the count
         raise ValueError(f"split: {split_expr!r} of a stream needs the split's document count, which is unknown")
 
     def bound(text: str, default):
@@ -267,24 +265,64 @@ def split_slice(split_expr: str, total: int | None) -> tuple[str, int, int]:
     return name, bound(lo, 0), bound(hi, total)
 
 
+def _tail_start(ds, count: int) -> tuple[int, int]:
+    """(shard i, rows to skip in it) where the last `count` documents of a stream begin, found by counting
+    the stream's shards (its files) from the end, so only those shards are read."""
+    need = count
+    for i in reversed(range(ds.n_shards)):
+        rows = sum(1 for _ in ds.shard(num_shards=ds.n_shards, index=i, contiguous=True))
+        if rows >= need:
+            return i, rows - need
+        need -= rows
+    raise ValueError(f"split: the stream holds {count - need} documents, fewer than the last {count} asked for")
+
+
 def _stream_documents(name: str, split: str, ds, entry: HubEntry, split_expr: str, revision: str) -> Corpus:
-    """A streamed split (datasets.IterableDataset): documents [start, stop) of the stream, read in order as
-    they arrive; a resumed build skips the first ones."""
-    info = getattr(ds, "info", None)
+    """A streamed split (datasets.IterableDataset) read in order as it downloads; a resumed build skips
+    the first documents. The tail [-k:] starts at the shard (file) holding the k-th document from the
+    end and [:-k] stops there, both found by counting the last shards (_tail_start), so OpenWebText's
+    validation tail does not read the training documents and no document count is needed. Other
+    slices [a:b] read from the start (a negative bound needs the count the dataset's info records)."""
     split_name = re.match(r"\w+", split_expr).group(0)
-    counted = getattr((getattr(info, "splits", None) or {}).get(split_name), "num_examples", None)
-    _, start, stop = split_slice(split_expr, counted or entry.num_docs.get(split_name))
-    if entry.text_column not in (ds.column_names or [entry.text_column]):
+    if ds.column_names is not None and entry.text_column not in ds.column_names:
         raise ValueError(f"text_column: {entry.text_column!r} is not a column of {entry.hub_id!r} "
                          f"(columns: {ds.column_names})")
+    splits = getattr(getattr(ds, "info", None), "splits", None) or {}
+    total = getattr(splits.get(split_name), "num_examples", None)
+    shard = functools.partial(ds.shard, num_shards=ds.n_shards, contiguous=True)
+    tail, head = re.fullmatch(r"\w+\[-(\d+):\]", split_expr), re.fullmatch(r"\w+\[:-(\d+)\]", split_expr)
+    if tail or head:  # the last k documents, or all but them: both start from where the tail begins
+        k = int((tail or head).group(1))
+        where = functools.cache(lambda: _tail_start(ds, k))
+        count = k if tail else (total - k if total else None)
+
+        def rows(skip: int):
+            first, offset = where()
+            if tail:
+                parts = (shard(index=j) for j in range(first, ds.n_shards))
+                return itertools.islice(itertools.chain.from_iterable(parts), offset + skip, None)
+            parts = itertools.chain((shard(index=j) for j in range(first)),
+                                    [itertools.islice(shard(index=first), offset)])
+            return itertools.islice(itertools.chain.from_iterable(parts), skip, None)
+    elif "[" not in split_expr:  # the whole split
+        count = total
+
+        def rows(skip: int):
+            return ds.skip(skip)
+    else:
+        _, start, stop = split_slice(split_expr, total)
+        count = stop - start
+
+        def rows(skip: int):
+            return itertools.islice(ds.skip(start + skip), count - skip)
 
     def docs(skip: int) -> Iterator[str]:
-        for row in itertools.islice(ds.skip(start + skip), stop - start - skip):
+        for row in rows(skip):
             text = row[entry.text_column]
             yield entry.detokenize(text) if entry.detokenize else text
 
     fingerprint = f"hub:{entry.hub_id}:{revision}:{split_expr}:{entry.text_column}:stream"
-    return Corpus(name, split, fingerprint, docs, stop - start)
+    return Corpus(name, split, fingerprint, docs, count)
 
 
 def hub_corpus(name: str, split: str, entry: HubEntry, revision: str = "") -> Corpus:

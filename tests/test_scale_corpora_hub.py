@@ -68,16 +68,29 @@ def test_split_expressions_of_a_stream():
 
 
 def test_openwebtext_streams_into_the_block_cache(monkeypatch, token_cache):
-    """Streaming: load_dataset(streaming=True) of the whole split, the slices taken from the stream in order."""
+    """Streaming: load_dataset(streaming=True) of the whole split, no document count known; the training
+    head read from the start up to the tail, the validation tail from the shard (file) where it begins,
+    so the shards before it are never read."""
     docs = [" ".join(f"word{i}x{j}" for j in range(40)) for i in range(30)]
-    stream = datasets.IterableDataset.from_generator(lambda: ({"text": d} for d in docs))
+    opened = []
+
+    def gen(shards):
+        for lo, hi in shards:
+            opened.append(lo)
+            yield from ({"text": d} for d in docs[lo:hi])
+
+    stream = datasets.IterableDataset.from_generator(gen, gen_kwargs={"shards": [(0, 10), (10, 20), (20, 30)]})
     calls = _stub(monkeypatch, lambda rev, split: stream)
     monkeypatch.setitem(corpora.REGISTERED, "openwebtext", dataclasses.replace(
-        corpora.REGISTERED["openwebtext"], splits={"train": "train[:-6]", "validation": "train[-6:]"},
-        num_docs={"train": 30}))
+        corpora.REGISTERED["openwebtext"], splits={"train": "train[:-14]", "validation": "train[-14:]"}))
     train, val = get_corpus("openwebtext", "train"), get_corpus("openwebtext", "validation")
     assert all(c[3] for c in calls) and {c[1] for c in calls} == {"train"}
-    assert list(train.documents()) == docs[:24] and list(train.documents(20)) == docs[20:24]
-    assert list(val.documents()) == docs[24:] and (train.num_docs, val.num_docs) == (24, 6)
+    assert opened == []  # building the corpus reads nothing (a cache hit must not)
+    assert list(train.documents()) == docs[:16] and list(train.documents(12)) == docs[12:16]
+    opened.clear()
+    assert list(val.documents()) == docs[16:] and val.num_docs == 14
+    assert train.num_docs is None  # no count recorded anywhere: the progress bar runs without a total
+    assert 0 not in opened  # the first shard lies wholly before the tail
+    assert list(val.documents(5)) == docs[21:]
     blocks = load_blocks("openwebtext", "validation", tokenizer="gpt2", length=32, progress=False)
-    assert blocks.meta["num_docs"] == 6 and len(blocks) > 0
+    assert blocks.meta["num_docs"] == 14 and len(blocks) > 0
