@@ -94,3 +94,14 @@ def test_openwebtext_streams_into_the_block_cache(monkeypatch, token_cache):
     assert list(val.documents(5)) == docs[21:]
     blocks = load_blocks("openwebtext", "validation", tokenizer="gpt2", length=32, progress=False)
     assert blocks.meta["num_docs"] == 14 and len(blocks) > 0
+
+
+def test_data_revision_option_pins_the_revision(monkeypatch, tmp_path, capsys, token_cache):
+    from scale.cli import main
+
+    calls = _stub(monkeypatch, lambda rev, split: FileNotFoundError(f"no revision {rev}"))
+    assert main(["train", "--config", "tiny-cpu", "--set", "data.dataset=someone/texts", "--data-revision", "v2",
+                 "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("data: dataset 'someone/texts'") and "tried 1 revision(s): revision v2:" in err
+    assert [c[2] for c in calls] == ["v2"]
