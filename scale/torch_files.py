@@ -15,6 +15,8 @@ Every refusal is a ValueError naming the argument and the file.
 from __future__ import annotations
 
 import pickletools
+import re
+import warnings
 import zipfile
 from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
 from pathlib import Path
@@ -65,7 +67,10 @@ def pickle_globals(path: Path) -> set[str]:
 
 
 def _refusal(path: Path, arg: str, err: Exception) -> ValueError:
-    detail = (str(err).splitlines() or [""])[0][:200]
+    # torch's refusal is several lines of advice around one line naming what it refused
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))
+    text = text.split("WeightsUnpickler error:", 1)[-1]
+    detail = next((ln.strip() for ln in text.splitlines() if ln.strip()), "").split(" Please use")[0][:200]
     return ValueError(f"{arg}: {path} cannot be loaded safely ({type(err).__name__}: {detail}); expected "
                       f"tensors in plain containers (what torch.load(weights_only=True) reads)")
 
@@ -74,7 +79,9 @@ def load_weights_only(path: str | Path, arg: str):
     """torch.load(path, weights_only=True) on the CPU; anything it refuses is a ValueError('arg: ...')."""
     path = Path(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "pickle protocol 4": the load below decides, in one line
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for foreign globals and damaged files
         raise _refusal(path, arg, err) from None
 
