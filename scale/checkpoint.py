@@ -179,7 +179,8 @@ class RunFolder:
         return folder
 
     def acquire(self) -> None:
-        """Become the run's writer (idempotent): take the lock, then delete what a dead writer left."""
+        """Become the run's writer (idempotent): take the lock, then delete what a dead writer left in
+        the run folder, checkpoints/ and rounds/."""
         if self._lock is not None:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -191,9 +192,8 @@ class RunFolder:
             raise ValueError(f"--out: {self.root} is being written by another running process") from None
         self._lock = lock
         latest = self.latest()
-        places = [self.root, *(p for p in self.root.iterdir() if p.is_dir() and TMP not in p.name)]
-        for place in places:
-            for path in list(place.iterdir()):
+        for place in (self.root, self.dir, self.root / "rounds"):
+            for path in list(place.iterdir()) if place.is_dir() else []:
                 uncommitted = (place == self.dir and STEP.fullmatch(path.name) is not None
                                and (latest is None or path.name > latest.name))
                 if TMP in path.name or uncommitted:
@@ -234,6 +234,30 @@ class RunFolder:
         committed = sorted(p for p in self.dir.iterdir() if STEP.fullmatch(p.name) and p.name <= latest.name)
         for path in committed[:-KEEP]:
             _delete(path)
+
+
+def trim_metrics(path: Path, step: int | None) -> None:
+    """Cut a run's metrics.jsonl back to the records of steps <= `step` (none when `step` is None: no
+    checkpoint), which a resumed run computes again; a last line cut short by a kill is dropped, any
+    other unreadable line is an error naming the file and line. Rewritten atomically."""
+    if not path.is_file():
+        return
+    lines = path.read_text(errors="replace").split("\n")
+    keep = []
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line) if line else {}
+        except json.JSONDecodeError as err:
+            if number == len(lines):  # no newline after it: the write the kill interrupted
+                break
+            raise ValueError(f"--resume: {path} line {number} is not a JSON record ({err})") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"--resume: {path} line {number} is not a JSON record (a {type(record).__name__})")
+        if line and step is not None and record.get("step", 0) <= step:
+            keep.append(line)
+    tmp = _staging(path)
+    tmp.write_text("".join(ln + "\n" for ln in keep))
+    os.replace(tmp, path)
 
 
 def find_checkpoint(path: str | Path) -> Path | None:

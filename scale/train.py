@@ -16,7 +16,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from imdm_lab.losses import elbo
 from imdm_lab.schedules import sample_times
 from scale import distributed as D
 from scale.checkpoint import (RunFolder, check_weights, checkpoint_folder, dit_config, make_dit_config,
-                              read_optimizer, read_state, read_tensors)
+                              read_optimizer, read_state, read_tensors, trim_metrics)
 from scale.config import Config
 from scale.data import BatchStream
 from scale.ema import EMA
@@ -166,38 +165,12 @@ class Trainer:
             with open(self.out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
 
-    def _truncate_log(self, step: int | None) -> None:
-        """Drop the records a killed run wrote after its last checkpoint (all of them when `step` is
-        None: no checkpoint), since they are computed again; a last line cut short by the kill is
-        dropped, any other unreadable line is an error naming the file and line."""
-        path = self.out / "metrics.jsonl"
-        if not path.is_file():
-            return
-        text = path.read_text(errors="replace")
-        lines = text.split("\n")
-        keep = []
-        for number, line in enumerate(lines, 1):
-            last = number == len(lines)  # after the final newline: empty, or a record cut short
-            try:
-                record = json.loads(line) if line else None
-            except json.JSONDecodeError as err:
-                if last:
-                    break
-                raise ValueError(f"--resume: {path} line {number} is not a JSON record ({err})") from None
-            if record is not None and not isinstance(record, dict):
-                raise ValueError(f"--resume: {path} line {number} is not a JSON record (a {type(record).__name__})")
-            if record is not None and step is not None and record.get("step", 0) <= step:
-                keep.append(line)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text("".join(ln + "\n" for ln in keep))
-        os.replace(tmp, path)
-
     def _open_run(self) -> None:
         """Become the run folder's writer (rank 0): lock, clean a dead writer's leftovers, align the log."""
         self.out.mkdir(parents=True, exist_ok=True)
         if self.rt.main:
             self.run_folder.acquire()
-            self._truncate_log(self.step if self.resumed else None)
+            trim_metrics(self.out / "metrics.jsonl", self.step if self.resumed else None)
 
     # ---- one optimizer step ------------------------------------------------------------------
     SEED_TAG = "mask"  # names the seed of a micro-batch's generator (masks, labels eps)
@@ -258,8 +231,15 @@ class Trainer:
 
     # ---- the loop ----------------------------------------------------------------------------
     def run(self, max_steps: int) -> dict:
-        tc, ec = self.cfg.train, self.cfg.eval
+        """Train to `max_steps` as the run folder's writer; the lock goes with the return or the error."""
         self._open_run()
+        try:
+            return self._loop(max_steps)
+        finally:
+            self.run_folder.release()
+
+    def _loop(self, max_steps: int) -> dict:
+        tc, ec = self.cfg.train, self.cfg.eval
         if self.rt.main and self.step == 0:
             self._log({"step": 0, "parameters": parameter_count(self.model), "world_size": self.rt.world,
                        "accumulation": self.plan.accumulation, "device": str(self.rt.device)})
@@ -283,5 +263,4 @@ class Trainer:
                 D.barrier()
                 self.after_save()
         bar.close()
-        self.run_folder.release()
         return last

@@ -7,7 +7,8 @@ length (a write the kill interrupted).
     python tests/checkpoint_faults.py N STEP [torn] -- ARGV...   `python -m scale ARGV` with the fault
         armed in rank 0 (torchrun launches this file for the DDP test)
     python tests/checkpoint_faults.py sweep DIR                  every step of one commit, one process
-        each (forked), each killed run resumed; prints one JSON line per case
+        each (forked), each killed run resumed; prints one JSON line per case (n = 0: killed half-way
+        through the metrics.jsonl record written just before that commit)
 """
 from __future__ import annotations
 
@@ -57,6 +58,21 @@ def arm(n: int, step: int, torn: bool = False) -> None:
     RunFolder.commit = armed_commit
 
 
+def arm_log(step: int) -> None:
+    """End this process half-way through appending the metrics.jsonl record of `step`."""
+    from scale.train import Trainer
+
+    def torn_log(self, record):
+        if record.get("step") == step and "loss" in record:
+            with open(self.out / "metrics.jsonl", "a") as f:
+                line = json.dumps(record) + "\n"
+                f.write(line[:len(line) // 2])
+            os._exit(KILLED)
+        log(self, record)
+    log = Trainer._log
+    Trainer._log = torn_log
+
+
 # ---- the single-process sweep ------------------------------------------------------------------------
 MAX_STEPS, TARGET = 4, 3  # checkpoints at every step; the commit of step 3 also prunes step 1 (KEEP = 2)
 
@@ -93,7 +109,10 @@ def _child(fn, *args) -> int:
 
 
 def _killed_run(out: Path, n: int, torn: bool) -> None:
-    arm(n, TARGET, torn)
+    if n == 0:
+        arm_log(TARGET)
+    else:
+        arm(n, TARGET, torn)
     _train(out, resume=False)
 
 
@@ -124,7 +143,7 @@ def sweep(folder: Path) -> None:
     ref = folder / "reference"
     _train(ref, False)
     want, records = _tensors(ref), _records(ref)
-    cases = [(n, False) for n in range(1, 64)] + [(n, True) for n in range(1, 64)]
+    cases = [(0, False)] + [(n, False) for n in range(1, 64)] + [(n, True) for n in range(1, 64)]
     last = {False: None, True: None}
     for n, torn in cases:
         if last[torn] is not None and n > last[torn]:

@@ -37,21 +37,23 @@ def fast_dir(tmp_path):
 
 def test_killed_at_every_step_of_a_commit_resumes_bit_identically(fast_dir, subprocess_env):
     """tests/checkpoint_faults.py kills a 4-step run at the n-th rename / replace / fsync / unlink / rmdir
-    of the commit of step 3 (also pruning step 1), for every n, and once more with the file being
-    fsynced cut to half; each killed run is resumed in a fresh process."""
+    of the commit of step 3 (also pruning step 1), for every n, once more with the file being fsynced
+    cut to half, and half-way through the metrics record before that commit (n = 0); each killed run is
+    resumed in a fresh process."""
     done = subprocess.run([sys.executable, str(ROOT / "tests" / "checkpoint_faults.py"), "sweep", str(fast_dir)],
                           env={**subprocess_env, "TQDM_DISABLE": "1"}, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     cases = [json.loads(line) for line in done.stdout.splitlines()]
-    whole = [c for c in cases if not c["torn"]]
-    assert len(whole) >= 12 and len(cases) - len(whole) >= 4  # 4 file writes, the pointer: torn
+    whole = [c for c in cases if not c["torn"] and c["n"] > 0]
+    assert len(whole) >= 12 and len(cases) - len(whole) >= 6  # 4 file writes, the pointer, the log
     for c in cases:
         assert c["resume_exit"] == 0 and c["bit_identical"] and c["same_metrics"], c
         assert c["leftovers"] == [] and c["checkpoints"] == ["latest", "step-00000003", "step-00000004"], c
     # Before the pointer moves the run continues from step 2, from then on from step 3.
     starts = [c["resumed_from"] for c in whole]
     assert starts == sorted(starts) and starts[0] == 2 and starts[-1] == 3
-    assert all(c["resumed_from"] == 2 for c in cases if c["torn"])
+    assert all(c["resumed_from"] == 2 for c in cases if c["torn"] or c["n"] == 0)
+    assert [c["n"] for c in cases].count(0) == 1
 
 
 # ---- folders ---------------------------------------------------------------------------------------------

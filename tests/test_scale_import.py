@@ -1,6 +1,7 @@
 """import-mdlm on checkpoints built here with the official key layout: a Hugging Face folder
 (config.json + model.safetensors) and a Lightning .ckpt (state_dict, pickled hyper-parameters, EMA);
 hostile files of every torch format, whose payload must never run."""
+import collections
 import io
 import json
 import os
@@ -15,6 +16,7 @@ from dit_reference import official_state_dict, reference_logits
 from scale.checkpoint import load_model
 from scale.cli import main
 from scale.model import SIZES
+from scale.tokenizers import load_tokenizer
 
 V, MASK = 40, 39
 DIMS = SIZES["tiny-cpu"]
@@ -116,7 +118,8 @@ def _records(data: bytes) -> list[bytes]:
     stream, out = io.BytesIO(data), []
     for _ in range(5):
         start = stream.tell()
-        *_, (op, _, pos) = pickletools.genops(stream)
+        for _ in pickletools.genops(stream):  # reads one pickle, up to and including its STOP
+            pass
         out.append(data[start:stream.tell()])
     return out + [data[stream.tell():]]
 
@@ -145,7 +148,8 @@ def _import(tmp_path, source, capsys, weights="raw"):
 
 
 @pytest.mark.parametrize("case", ["legacy-magic-record", "legacy-storage-keys-record", "raw-pickle",
-                                  "raw-pickle-protocol-4", "hf-pytorch-model-bin", "zip-state-dict-payload"])
+                                  "raw-pickle-protocol-4", "hf-pytorch-model-bin", "zip-state-dict-payload",
+                                  "zip-dict-subclass-with-items"])
 def test_hostile_files_are_refused_without_running_code(tmp_path, capsys, case):
     marker = tmp_path / "marker"
     payload = Payload(marker)
@@ -161,8 +165,10 @@ def test_hostile_files_are_refused_without_running_code(tmp_path, capsys, case):
         source = _hf_folder(tmp_path / "hf", {})
         (source / "model.safetensors").unlink()
         torch.save({**sd, "backbone.extra": payload}, source / "pytorch_model.bin")
-    else:  # a payload where a weight belongs: it becomes inert, then is refused as a non-tensor
+    elif case == "zip-state-dict-payload":  # where a weight belongs: it becomes inert, then is refused
         torch.save({"state_dict": {**sd, "backbone.blocks.0.norm1.weight": payload}}, source)
+    else:  # the items of a dict subclass cannot be set on a placeholder: refused, not executed
+        torch.save({"state_dict": sd, "hyper_parameters": collections.defaultdict(list, run=[payload])}, source)
     code, err = _import(tmp_path, source, capsys)
     assert not marker.exists(), "the payload ran"
     assert code == 2 and len(err.splitlines()) == 1 and err.startswith("--from:") and "Traceback" not in err
@@ -172,12 +178,14 @@ def test_hostile_files_are_refused_without_running_code(tmp_path, capsys, case):
 
 @pytest.mark.parametrize("fmt", ["zip", "legacy"])
 def test_payloads_in_hyper_parameters_are_skipped_and_the_weights_import(tmp_path, capsys, fmt):
-    """Lightning pickles Python objects next to the weights: each becomes inert (REDUCE, NEWOBJ and
-    BUILD of any state), none runs, and the weights still import exactly."""
+    """Lightning pickles Python objects next to the weights (here also a tokenizer, whose Rust parts
+    pickle their state as bytes): each becomes inert (REDUCE, NEWOBJ and BUILD of any state), none
+    runs, and the weights still import exactly."""
     marker = tmp_path / "marker"
     sd = official_state_dict(V, DIMS.hidden, DIMS.blocks, DIMS.heads, DIMS.cond, seed=8)
     blob = {"state_dict": sd, "hyper_parameters": {"config": Trap(), "run": Payload(marker),
-                                                   "nested": [Payload(marker), {"deep": Trap()}]},
+                                                   "nested": [Payload(marker), {"deep": Trap()}],
+                                                   "tokenizer": load_tokenizer("bert-base-uncased")},
             "callbacks": {"Trap": Trap()}}
     source = tmp_path / "last.ckpt"
     if fmt == "zip":
