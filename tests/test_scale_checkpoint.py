@@ -22,7 +22,7 @@ from scale.model import DiT
 from scale.train import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
-DEAD_PID = 2 ** 22 + 12345  # above Linux's default pid_max: never a live process
+DEAD_PID = 2 ** 22 + 12345  # above the largest pid Linux hands out (pid_max <= 2**22): never alive
 
 
 @pytest.fixture
