@@ -32,6 +32,8 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from scale.checkpoint import find_checkpoint  # noqa: E402
+
 # size -> settings of every stage (--tiny: the CPU smoke run)
 SETTINGS = {
     "gpu": dict(config="owt-imdm-small", size="small", length=512, batch=32, mdlm_steps=400, grow_every=150,
@@ -110,13 +112,13 @@ def main() -> int:
     common = ["--set", f"data.dataset={data}", "--set", "data.tokenizer=gpt2", "--set", f"data.length={s['length']}",
               "--set", f"train.global_batch={s['batch']}", "--set", f"train.micro_batch={s['batch']}",
               "--set", "eval.every=0", "--set", "train.log_every=10"]
-    if not (mdlm / "state.json").is_file():
+    if find_checkpoint(mdlm) is None:
         stage("mdlm", ["train", "--config", s["config"], "--out", str(mdlm), "--set", f"model.size={s['size']}",
                        "--set", "model.noise=none",
                        "--set", f"train.max_steps={s['mdlm_steps']}", "--set", f"train.lr={s['mdlm_lr']}",
                        "--set", "train.warmup=50", "--set", "train.ema=0.999",
                        "--set", f"train.checkpoint_every={s['mdlm_steps']}", *common], times)
-    if not (sdtt / "state.json").is_file():
+    if find_checkpoint(sdtt) is None:
         stage("imsdtt", ["distill", "--method", "imdm-sdtt", "--teacher", str(mdlm), "--out", str(sdtt),
                          "--set", "distill.start_steps=8", "--set", "distill.target_steps=2",
                          "--set", f"distill.grow_every={s['grow_every']}", "--set", f"train.lr={s['distill_lr']}",

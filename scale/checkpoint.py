@@ -1,18 +1,40 @@
-"""Checkpoints of a DiT run: one folder with
+"""Checkpoints: complete folders, each committed atomically as a whole.
+
+A checkpoint folder holds
 
     model.safetensors   weights (names of scale.model.DiT)
-    ema.safetensors     exponential moving average of the weights
+    ema.safetensors     exponential moving average of the weights (absent in imported folders)
     optimizer.pt        AdamW state, tensors and numbers only (read back with weights_only=True)
     state.json          step, config, vocabulary, RNG states, data position
 
-Each file is written under a temporary name and renamed into place, state.json last; every file carries
-the step it belongs to, so a folder whose files disagree (a kill inside the final renames) is reported
-instead of being resumed silently. Nothing here unpickles code.
+A run folder (`train` / `distill --out`) keeps its checkpoints as
+
+    checkpoints/step-00000020/   complete checkpoint folders, the newest KEEP committed ones
+    checkpoints/latest           one line: the name of the newest committed folder
+    .writer.lock                 flock of the process writing the run (released when it dies)
+
+Commit (RunFolder.commit): the files are written into a staging folder `checkpoints/.step-N.tmp-PID`,
+each fsynced, the folder fsynced and renamed to `step-N`; then `latest` is written to
+`.latest.tmp-PID`, fsynced and os.replace'd into place, and the directory fsynced. The pointer is the
+commit: a folder it does not name is invisible, so a process killed at any instant leaves the previous
+checkpoint or the new one, never a mixture. Older step folders are removed only after the pointer has
+moved. The writer of a run takes its lock, then deletes what a dead writer left behind (staging
+folders and files `*.tmp-PID`, a step folder renamed but never committed).
+
+A single checkpoint folder (`import-mdlm --out`, distillation rounds) is staged the same way as the
+sibling `.NAME.tmp-PID` and renamed into place: it exists complete or not at all.
+
+Readers (`checkpoint_folder`, `read_state`, `load_model`) accept either kind of folder, a run folder
+meaning its latest committed checkpoint. Weights that are not finite are refused on load. Nothing here
+unpickles code.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import re
+import shutil
 from pathlib import Path
 
 import torch
@@ -23,48 +45,246 @@ from scale.config import Config, config_from_dict
 from scale.model import DiT, DiTConfig
 
 FORMAT = "imdm-lab-dit/1"
+KEEP = 2  # committed step folders kept in a run folder
+TMP = ".tmp-"  # staging names: .NAME.tmp-PID
+STEP = re.compile(r"step-\d{8}")
 
 
-def _replace_atomically(tmp: Path, final: Path) -> None:
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
+# ---- durable file-system steps ---------------------------------------------------------------------
+def _fsync(path: Path) -> None:
+    """Flush a file's or a directory's contents (a directory: the names it holds) to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
-def save_checkpoint(folder: str | Path, model_state: dict, ema_state: dict | None, optimizer_state: dict | None,
-                    state: dict) -> None:
-    """Write the four files of a checkpoint into `folder` (created if needed). state must hold 'step'."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+def _staging(final: Path) -> Path:
+    return final.with_name(f".{final.name}{TMP}{os.getpid()}")
+
+
+def _delete(path: Path) -> None:
+    """Remove a file or folder; a folder is first renamed to a staging name, so a kill in the middle
+    of the removal leaves something the next writer recognises as stale, not a half-empty checkpoint."""
+    if path.is_dir() and TMP not in path.name:
+        trash = _staging(path)
+        os.rename(path, trash)
+        path = trash
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stale(path: Path) -> bool:
+    """A staging name whose writer is dead."""
+    pid = path.name.rpartition(TMP)[2]
+    return not (pid.isdigit() and _alive(int(pid)))
+
+
+def _write_folder(folder: Path, model_state: dict, ema_state: dict | None, optimizer_state: dict | None,
+                  state: dict) -> None:
+    """The files of one checkpoint in a new folder, each fsynced, then the folder itself."""
+    if folder.exists():  # left by an earlier failed attempt of this very process
+        _delete(folder)
+    folder.mkdir(parents=True)
     step = str(state["step"])
-    staged = []
     for name, tensors in (("model.safetensors", model_state), ("ema.safetensors", ema_state)):
-        if tensors is None:
-            continue
-        tmp = folder / f".{name}.tmp"
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp,
-                  metadata={"step": step, "format": FORMAT})
-        staged.append((tmp, folder / name))
+        if tensors is not None:
+            save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, folder / name,
+                      metadata={"step": step, "format": FORMAT})
+            _fsync(folder / name)
     if optimizer_state is not None:
-        tmp = folder / ".optimizer.pt.tmp"
-        torch.save({"step": state["step"], "optimizer": optimizer_state}, tmp)
-        staged.append((tmp, folder / "optimizer.pt"))
-    tmp = folder / ".state.json.tmp"
-    tmp.write_text(json.dumps({"format": FORMAT, **state}, indent=1))
-    staged.append((tmp, folder / "state.json"))
-    for tmp, final in staged:
-        _replace_atomically(tmp, final)
+        torch.save({"step": state["step"], "optimizer": optimizer_state}, folder / "optimizer.pt")
+        _fsync(folder / "optimizer.pt")
+    (folder / "state.json").write_text(json.dumps({"format": FORMAT, **state}, indent=1))
+    _fsync(folder / "state.json")
+    _fsync(folder)
 
 
-def read_state(folder: str | Path) -> dict:
-    """state.json of a checkpoint folder, checked for format; ValueError('ckpt: ...') otherwise."""
-    folder = Path(folder)
-    path = folder / "state.json"
-    if not folder.is_dir():
-        raise ValueError(f"ckpt: {str(folder)!r} is not a checkpoint folder (no such directory)")
+def _publish(staged: Path, final: Path) -> None:
+    """Rename a complete staged folder into place and make the rename durable."""
+    os.rename(staged, final)
+    _fsync(final.parent)
+
+
+def _claim(final: Path) -> None:
+    """`final` may be created: refuse a non-empty one, drop staging siblings of dead writers."""
+    if final.exists() and (not final.is_dir() or any(final.iterdir())):
+        raise ValueError(f"--out: {final} already exists; expected a new or empty folder")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for path in final.parent.glob(f".{final.name}{TMP}*"):
+        if _stale(path):
+            _delete(path)
+    if final.is_dir():
+        final.rmdir()  # empty: the rename below needs the name free
+
+
+# ---- single checkpoint folders ---------------------------------------------------------------------
+def save_checkpoint(folder: str | Path, model_state: dict, ema_state: dict | None, optimizer_state: dict | None,
+                    state: dict) -> Path:
+    """Write a new checkpoint folder atomically (state must hold 'step'); returns it."""
+    final = Path(folder)
+    _claim(final)
+    staged = _staging(final)
+    _write_folder(staged, model_state, ema_state, optimizer_state, state)
+    _publish(staged, final)
+    return final
+
+
+def copy_checkpoint(source: Path, final: Path, names=("model.safetensors", "ema.safetensors", "state.json")) -> Path:
+    """A new checkpoint folder `final` holding copies of `source`'s files `names`, atomically."""
+    _claim(final)
+    staged = _staging(final)
+    if staged.exists():
+        _delete(staged)
+    staged.mkdir()
+    for name in names:
+        shutil.copyfile(source / name, staged / name)
+        _fsync(staged / name)
+    _fsync(staged)
+    _publish(staged, final)
+    return final
+
+
+# ---- run folders -----------------------------------------------------------------------------------
+class RunFolder:
+    """The committed checkpoints of a run folder, and (for its one writer) the lock and the commits."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.dir = self.root / "checkpoints"
+        self._lock = None
+
+    def latest(self) -> Path | None:
+        """The newest committed checkpoint folder, None when there is none."""
+        pointer = self.dir / "latest"
+        if not pointer.is_file():
+            return None
+        name = pointer.read_text().strip()
+        folder = self.dir / name
+        if not STEP.fullmatch(name) or not (folder / "state.json").is_file():
+            raise ValueError(f"ckpt: {pointer} names {name!r}, which is not a checkpoint folder in {self.dir}")
+        return folder
+
+    def acquire(self) -> None:
+        """Become the run's writer (idempotent): take the lock, then delete what a dead writer left in
+        the run folder, checkpoints/ and rounds/."""
+        if self._lock is not None:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        lock = open(self.root / ".writer.lock", "a")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise ValueError(f"--out: {self.root} is being written by another running process") from None
+        self._lock = lock
+        latest = self.latest()
+        for place in (self.root, self.dir, self.root / "rounds"):
+            for path in list(place.iterdir()) if place.is_dir() else []:
+                uncommitted = (place == self.dir and STEP.fullmatch(path.name) is not None
+                               and (latest is None or path.name > latest.name))
+                if TMP in path.name or uncommitted:
+                    _delete(path)
+        self._prune()
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def commit(self, model_state: dict, ema_state: dict | None, optimizer_state: dict | None,
+               state: dict) -> Path:
+        """Write step state['step'] as a complete folder, point `latest` at it, drop old ones."""
+        if self._lock is None:
+            raise ValueError(f"ckpt: commit to {self.root} without holding its lock")
+        final = self.dir / f"step-{state['step']:08d}"
+        latest = self.latest()
+        if latest == final:
+            return final  # a step is committed once
+        if final.exists():
+            _delete(final)
+        staged = _staging(final)
+        _write_folder(staged, model_state, ema_state, optimizer_state, state)
+        _publish(staged, final)
+        pointer = _staging(self.dir / "latest")
+        pointer.write_text(final.name + "\n")
+        _fsync(pointer)
+        os.replace(pointer, self.dir / "latest")
+        _fsync(self.dir)
+        self._prune()
+        return final
+
+    def _prune(self) -> None:
+        latest = self.latest()
+        if latest is None:
+            return
+        committed = sorted(p for p in self.dir.iterdir() if STEP.fullmatch(p.name) and p.name <= latest.name)
+        for path in committed[:-KEEP]:
+            _delete(path)
+
+
+def trim_metrics(path: Path, step: int | None) -> None:
+    """Cut a run's metrics.jsonl back to the records of steps <= `step` (none when `step` is None: no
+    checkpoint), which a resumed run computes again; a last line cut short by a kill is dropped, any
+    other unreadable line is an error naming the file and line. Rewritten atomically."""
     if not path.is_file():
-        raise ValueError(f"ckpt: {str(folder)!r} holds no state.json; expected a folder written by "
-                         f"`python -m scale train` or `import-mdlm`")
+        return
+    lines = path.read_text(errors="replace").split("\n")
+    keep = []
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line) if line else {}
+        except json.JSONDecodeError as err:
+            if number == len(lines):  # no newline after it: the write the kill interrupted
+                break
+            raise ValueError(f"--resume: {path} line {number} is not a JSON record ({err})") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"--resume: {path} line {number} is not a JSON record (a {type(record).__name__})")
+        if line and step is not None and record.get("step", 0) <= step:
+            keep.append(line)
+    tmp = _staging(path)
+    tmp.write_text("".join(ln + "\n" for ln in keep))
+    os.replace(tmp, path)
+
+
+def find_checkpoint(path: str | Path) -> Path | None:
+    """The checkpoint folder a path means: a run folder's latest commit, or the folder itself when it
+    holds a state.json; None when it holds neither."""
+    path = Path(path)
+    latest = RunFolder(path).latest()
+    if latest is not None:
+        return latest
+    return path if (path / "state.json").is_file() else None
+
+
+def checkpoint_folder(path: str | Path) -> Path:
+    """find_checkpoint, or ValueError('ckpt: ...') when there is no checkpoint."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ValueError(f"ckpt: {str(path)!r} is not a checkpoint folder (no such directory)")
+    folder = find_checkpoint(path)
+    if folder is None:
+        raise ValueError(f"ckpt: {str(path)!r} holds no checkpoint (neither checkpoints/latest nor state.json); "
+                         f"expected a folder written by `python -m scale train` or `import-mdlm`")
+    return folder
+
+
+def read_state(path: str | Path) -> dict:
+    """state.json of a checkpoint (or of a run folder's latest), checked for format; ValueError otherwise."""
+    path = checkpoint_folder(path) / "state.json"
     try:
         state = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -72,6 +292,12 @@ def read_state(folder: str | Path) -> dict:
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"ckpt: {path} is not an {FORMAT} checkpoint")
     return state
+
+
+def _check_finite(tensors: dict, path: Path) -> None:
+    for name, t in tensors.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"ckpt: {path}: tensor {name!r} holds non-finite values (NaN or inf); refusing it")
 
 
 def read_tensors(path: Path, step: int | None = None) -> dict[str, torch.Tensor]:
@@ -86,7 +312,8 @@ def read_tensors(path: Path, step: int | None = None) -> dict[str, torch.Tensor]
         raise ValueError(f"ckpt: {path} is corrupted (not a readable safetensors file: {err})") from None
     if step is not None and meta.get("step") != str(step):
         raise ValueError(f"ckpt: {path} belongs to step {meta.get('step')} but state.json says {step}; "
-                         f"the run was killed while saving, start again from an earlier copy")
+                         f"the folder mixes files of different checkpoints")
+    _check_finite(tensors, path)
     return tensors
 
 
@@ -98,8 +325,12 @@ def read_optimizer(folder: Path, step: int) -> dict:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for a damaged zip / pickle
         raise ValueError(f"ckpt: {path} is corrupted ({type(err).__name__}: {err})") from None
+    if not isinstance(blob, dict) or not isinstance(blob.get("optimizer"), dict):
+        raise ValueError(f"ckpt: {path} is corrupted (not an optimizer state)")
     if blob.get("step") != step:
         raise ValueError(f"ckpt: {path} belongs to step {blob.get('step')} but state.json says {step}")
+    for i, entry in blob["optimizer"].get("state", {}).items():
+        _check_finite({f"state.{i}.{k}": v for k, v in entry.items()}, path)
     return blob["optimizer"]
 
 
@@ -144,17 +375,20 @@ def load_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor], sourc
 
 
 def weights_path(folder: str | Path, weights: str = "ema") -> Path:
-    """The file of a checkpoint's EMA (default) or raw weights; the raw ones when there is no EMA."""
+    """The file of a checkpoint's (or a run folder's latest) EMA (default) or raw weights; the raw ones
+    when there is no EMA."""
     if weights not in ("ema", "model"):
         raise ValueError(f"weights: expected 'ema' or 'model', got {weights!r}")
-    path = Path(folder) / f"{weights}.safetensors"
+    path = checkpoint_folder(folder) / f"{weights}.safetensors"
     if weights == "ema" and not path.is_file():
         path = path.with_name("model.safetensors")  # imported weights come without an EMA
     return path
 
 
 def load_model(folder: str | Path, weights: str = "ema", device="cpu") -> tuple[DiT, dict]:
-    """A DiT in eval mode with the checkpoint's EMA (default) or raw weights, and its state.json."""
+    """A DiT in eval mode with the checkpoint's EMA (default) or raw weights, and its state.json;
+    `folder` is a checkpoint folder or a run folder (its latest commit)."""
+    folder = checkpoint_folder(folder)
     path = weights_path(folder, weights)
     state = read_state(folder)
     model = DiT(dit_config(state))

@@ -19,7 +19,6 @@ Methods (METHODS):
 """
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +28,7 @@ import imdm_lab.distill as distill_kernels
 from imdm_lab.losses import divergence, subs_log_probs
 from imdm_lab.masking import q_sample
 from scale import distributed as D
-from scale.checkpoint import read_state, read_tensors
+from scale.checkpoint import checkpoint_folder, copy_checkpoint, read_state, read_tensors
 from scale.config import Config
 from scale.ema import EMA
 from scale.mdlm_import import EPS_PATH
@@ -130,15 +129,11 @@ class Distiller(Trainer):
         return self.out / "rounds" / f"round-{r}-{dc.start_steps // dc.teacher_steps ** r}-steps"
 
     def _snapshot_round(self, r: int) -> None:
-        """Copy the checkpoint just written in `out` (weights, EMA, state) to rounds/, atomically."""
+        """Copy the checkpoint just committed in `out` (weights, EMA, state) to rounds/, atomically (a
+        complete folder or none; every process calls this)."""
         final = self.rounds_dir(r)
         if self.rt.main and not final.is_dir():
-            tmp = final.with_name(final.name + ".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            for name in ("model.safetensors", "ema.safetensors", "state.json"):
-                shutil.copy2(self.out / name, tmp / name)
-            tmp.rename(final)
+            copy_checkpoint(checkpoint_folder(self.out), final)
         D.barrier()
 
     def _load_teacher_of_round(self) -> None:
@@ -148,21 +143,28 @@ class Distiller(Trainer):
         folder = self.rounds_dir(r)
         self.teacher.load_state_dict(read_tensors(folder / "model.safetensors", read_state(folder)["step"]))
 
-    def train_step(self) -> dict:
-        record = super().train_step()
-        if self.method.rounds and self.step % self.cfg.distill.grow_every == 0:
-            self.save()
-            D.barrier()
+    def must_save(self) -> bool:
+        """A round ends: its student is checkpointed, copied to rounds/ and becomes the teacher."""
+        return self.method.rounds and self.step % self.cfg.distill.grow_every == 0
+
+    def after_save(self) -> None:
+        if self.must_save():
             self._snapshot_round(self.round)
             self._load_teacher_of_round()  # teacher <- the student's raw weights
+
+    def train_step(self) -> dict:
+        record = super().train_step()
+        if self.must_save():
             record["round"] = self.round
         return record
 
-    def resume(self) -> None:
-        super().resume()
+    def _open_run(self) -> None:
+        """A resumed run gets the teacher of its round back; a run killed between a round's commit and
+        its copy to rounds/ makes the copy now."""
+        super()._open_run()
         if self.method.rounds and self.round > 0:
-            if not self.rounds_dir(self.round).is_dir() and self.step % self.cfg.distill.grow_every == 0:
-                self._snapshot_round(self.round)  # killed between the boundary's save and its copy
+            if self.must_save():
+                self._snapshot_round(self.round)
             self._load_teacher_of_round()
 
     def run(self, max_steps: int | None = None) -> dict:

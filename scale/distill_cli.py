@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 from pathlib import Path
 
 from scale import distributed as D
-from scale.checkpoint import read_state, read_tensors, weights_path
+from scale.checkpoint import checkpoint_folder, find_checkpoint, read_state, read_tensors, weights_path
 from scale.config import config_from_dict, parse_override, read_toml, resolve_config_path, set_value
 from scale.coupling import Coupling
 from scale.distill import Distiller, get_method
 from scale.hub import resolve_checkpoint
-from scale.train_cli import check_run, open_data
+from scale.train_cli import check_run, no_checkpoint_note, open_data
 
 
 def add_arguments(p) -> None:
@@ -34,7 +35,8 @@ def add_arguments(p) -> None:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     p.add_argument("--max-steps", type=int, default=None,
                    help="stop after this step (default: all rounds, or train.max_steps)")
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the latest complete checkpoint in --out (step 0 when there is none)")
 
 
 def build_config(base: dict, method_name: str, config_path: str | None, overrides: list[str],
@@ -92,12 +94,16 @@ def _coupling_path(args, method, config) -> str:
 def run(args) -> int:
     method = get_method(args.method)
     source = _init_source(args, method)
-    state = read_state(source)
-    init = read_tensors(weights_path(source, args.weights), state["step"])
+    folder = checkpoint_folder(source)  # a run folder means its latest commit
+    state = read_state(folder)
+    init = read_tensors(weights_path(folder, args.weights), state["step"])
     config = build_config(state["config"], args.method, args.config, args.set, args.coupling)
     out = Path(args.out)
     check_run(out, args.resume, args.max_steps)
+    resume = args.resume and find_checkpoint(out) is not None
     runtime = D.init_runtime()
+    if args.resume and not resume and runtime.main:
+        print(no_checkpoint_note(out), file=sys.stderr)
     try:
         blocks, val, tok = open_data(config.data, progress=runtime.main)
         train = blocks
@@ -109,7 +115,7 @@ def run(args) -> int:
                                  f"{config.data.length} / {state['mask_id']}")
         trainer = Distiller(config, out, init, train, val, state["vocab_size"], state["mask_id"],
                             decode=tok.decode, runtime=runtime, source=f"--init: {source}")
-        if args.resume:
+        if resume:
             trainer.resume()
         result = trainer.run(args.max_steps)
         if runtime.main and "loss" in result:

@@ -21,7 +21,6 @@ zero-initialised last layer, so it computes exactly the MDLM's logits.
 from __future__ import annotations
 
 import json
-import pickle
 from pathlib import Path
 
 import torch
@@ -29,6 +28,7 @@ import torch
 from scale.checkpoint import make_dit_config, save_checkpoint, weight_mismatches
 from scale.config import Config, DataSection, ModelSection
 from scale.model import SIZES, DiT, DiTConfig, DiTSize
+from scale.torch_files import load_skipping_objects, load_weights_only
 
 EPS_PATH = ("vocab_embed.imdm_mlp.", "vocab_embed.learnable_noise_", "vocab_embed.mask_table")
 # vocabulary size -> (tokenizer, mask id, dataset) of the official models
@@ -68,49 +68,13 @@ def add_arguments(p) -> None:
 
 
 # ---- reading the source ---------------------------------------------------------------------------
-class _Opaque:
-    """Stands in for every non-tensor object of a .ckpt (configs, tokenizers, callbacks): their classes are
-    never imported and none of their code runs, so reading stays as safe as a weights-only load."""
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def __setstate__(self, state):
-        pass
-
-    def __setitem__(self, key, value):
-        pass
-
-    def append(self, value):
-        pass
-
-    def extend(self, values):
-        pass
-
-
-class _TensorsOnlyUnpickler(pickle.Unpickler):
-    def find_class(self, module, name):
-        from torch._weights_only_unpickler import _get_allowed_globals
-        allowed = _get_allowed_globals()
-        return allowed.get(f"{module}.{name}", _Opaque)
-
-
-class _TensorsOnlyPickle:
-    Unpickler = _TensorsOnlyUnpickler
-    load = pickle.load
-
-
 def read_lightning(path: Path) -> dict:
-    """torch.load with weights_only=True; a checkpoint that also pickles Python objects (Lightning's
-    hyper-parameters) is read with those objects replaced by inert placeholders."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        pass
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_TensorsOnlyPickle)
-    except Exception as err:  # a damaged zip or pickle surfaces as several exception types
-        raise ValueError(f"--from: {path} is not a readable checkpoint ({type(err).__name__}: {err})") from None
+    """A Lightning .ckpt through torch's weights-only unpickler; the Python objects it also pickles
+    (hyper-parameters, a tokenizer) become inert placeholders (scale.torch_files)."""
+    blob = load_skipping_objects(path, "--from")
+    if not isinstance(blob, dict) or not isinstance(blob.get("state_dict"), dict):
+        raise ValueError(f"--from: {path} has no 'state_dict' (not a Lightning checkpoint)")
+    return blob
 
 
 def _strip(state: dict, source) -> dict[str, torch.Tensor]:
@@ -120,6 +84,9 @@ def _strip(state: dict, source) -> dict[str, torch.Tensor]:
     if not keys:
         raise ValueError(f"--from: {source} holds no 'backbone.*' weights (keys start with "
                          f"{sorted({k.split('.')[0] for k in state})[:5]})")
+    bad = [k for k in keys if not isinstance(state[k], torch.Tensor)]
+    if bad:
+        raise ValueError(f"--from: {source} holds non-tensor values under {', '.join(bad[:3])}")
     out = {}
     for k in keys:
         name = k.replace("_orig_mod.", "")
@@ -130,11 +97,12 @@ def _strip(state: dict, source) -> dict[str, torch.Tensor]:
 
 
 def _lightning_weights(blob, path: Path, weights: str) -> dict[str, torch.Tensor]:
-    if not isinstance(blob, dict) or not isinstance(blob.get("state_dict"), dict):
-        raise ValueError(f"--from: {path} has no 'state_dict' (not a Lightning checkpoint)")
+    """The backbone weights of a .ckpt read by read_lightning: raw, or its EMA shadow parameters."""
     tensors = _strip(blob["state_dict"], path)
     shadow = (blob.get("ema") or {}).get("shadow_params") if isinstance(blob.get("ema"), dict) else None
     if weights == "ema" and shadow:
+        if not isinstance(shadow, list) or not all(isinstance(s, torch.Tensor) for s in shadow):
+            raise ValueError(f"--from: the EMA of {path} is not a list of tensors; pass --weights raw")
         frozen = {"rotary_emb.inv_freq"} | ({OFFICIAL_TABLE} if _is_frozen_table(tensors) else set())
         names = [k for k in tensors if k not in frozen]
         if len(names) != len(shadow) or any(tensors[n].shape != s.shape for n, s in zip(names, shadow)):
@@ -185,7 +153,10 @@ def _hf_weights(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
             from safetensors.torch import load_file
             state.update(load_file(str(f)))
         else:
-            state.update(torch.load(f, map_location="cpu", weights_only=True))
+            blob = load_weights_only(f, "--from")
+            if not isinstance(blob, dict):
+                raise ValueError(f"--from: {f} holds a {type(blob).__name__}, expected a state dict")
+            state.update(blob)
     return _strip(state, folder), hf
 
 

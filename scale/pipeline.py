@@ -24,6 +24,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from scale.checkpoint import find_checkpoint
+
 STAGES = ("mdlm", "imsdtt", "coupling", "imredi", "judge", "evaluate")
 IN_PROCESS = ("judge", "evaluate")  # single-process stages: never run under the launcher
 
@@ -119,7 +121,7 @@ def plan(args) -> list[tuple[str, list[str]]]:
 def _resumable(argv: list[str]) -> list[str]:
     """A training stage whose folder holds a checkpoint continues it."""
     out = Path(argv[argv.index("--out") + 1])
-    if argv[0] in ("train", "distill") and (out / "state.json").is_file() and "--resume" not in argv:
+    if argv[0] in ("train", "distill") and find_checkpoint(out) is not None and "--resume" not in argv:
         return [*argv, "--resume"]
     return argv
 

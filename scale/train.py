@@ -26,8 +26,8 @@ from tqdm import tqdm
 from imdm_lab.losses import elbo
 from imdm_lab.schedules import sample_times
 from scale import distributed as D
-from scale.checkpoint import (check_weights, dit_config, make_dit_config, read_optimizer, read_state,
-                              read_tensors, save_checkpoint)
+from scale.checkpoint import (RunFolder, check_weights, checkpoint_folder, dit_config, make_dit_config,
+                              read_optimizer, read_state, read_tensors, trim_metrics)
 from scale.config import Config
 from scale.data import BatchStream
 from scale.ema import EMA
@@ -121,26 +121,33 @@ class Trainer:
         # The global batch order; each process takes its micro-batches' rows out of it.
         self.stream = BatchStream(len(train_blocks), tc.global_batch, seed=tc.seed)
         self.step = 0
+        self.run_folder = RunFolder(self.out)
+        self.resumed, self.saved_step = False, None
 
     # ---- checkpoints -------------------------------------------------------------------------
     def resume(self) -> None:
-        """Load the checkpoint in `out`; its model must have the shapes this config builds."""
-        state = read_state(self.out)
+        """Load the latest checkpoint of `out`; its model must have the shapes this config builds."""
+        folder = checkpoint_folder(self.out)
+        state = read_state(folder)
         # bf16 autocast is a runtime choice, not part of the model a checkpoint holds.
         if dataclasses.replace(dit_config(state), bf16=self.model.config.bf16) != self.model.config:
             raise ValueError(f"--resume: the checkpoint in {self.out} is of another model than this config "
                              f"and data build ({dit_config(state)} vs {self.model.config})")
         step = state["step"]
-        weights = read_tensors(self.out / "model.safetensors", step)
-        check_weights(self.model, weights, f"ckpt: {self.out / 'model.safetensors'}")
-        D.load_full_state(self.model, self.optimizer, weights, read_optimizer(self.out, step), self.sharded)
-        self.ema.load_state_dict(read_tensors(self.out / "ema.safetensors", step), state["ema_updates"])
+        weights = read_tensors(folder / "model.safetensors", step)
+        check_weights(self.model, weights, f"ckpt: {folder / 'model.safetensors'}")
+        D.load_full_state(self.model, self.optimizer, weights, read_optimizer(folder, step), self.sharded)
+        self.ema.load_state_dict(read_tensors(folder / "ema.safetensors", step), state["ema_updates"])
         self.stream.load_state_dict(state["data"])
         _set_rng_states(state["rng"])
-        self.step = step
-        self._truncate_log(step)
+        self.step = self.saved_step = step
+        self.resumed = True
 
     def save(self) -> None:
+        """Commit the current step to the run folder (once per step; rank 0 writes)."""
+        if self.saved_step == self.step:
+            return
+        self.saved_step = self.step
         model_state, optim_state = D.full_state(self.model, self.optimizer, self.sharded)
         ema_state = self.ema.state_dict()
         if not self.rt.main:
@@ -149,7 +156,14 @@ class Trainer:
                  "mask_id": self.mask_id, "tokenizer": self.cfg.data.tokenizer, "world_size": self.rt.world,
                  "ema_updates": self.ema.updates, "rng": _rng_states(),
                  "data": self.stream.state_dict()}
-        save_checkpoint(self.out, model_state, ema_state, optim_state, state)
+        self.run_folder.commit(model_state, ema_state, optim_state, state)
+
+    def must_save(self) -> bool:
+        """A checkpoint due at this step beyond train.checkpoint_every (none here)."""
+        return False
+
+    def after_save(self) -> None:
+        """Work that needs the checkpoint of this step committed (none here)."""
 
     # ---- logging -----------------------------------------------------------------------------
     def _log(self, record: dict) -> None:
@@ -157,12 +171,12 @@ class Trainer:
             with open(self.out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
 
-    def _truncate_log(self, step: int) -> None:
-        """Drop records a killed run wrote after its last checkpoint; they are computed again."""
-        path = self.out / "metrics.jsonl"
-        if self.rt.main and path.is_file():
-            keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
-            path.write_text("".join(ln + "\n" for ln in keep))
+    def _open_run(self) -> None:
+        """Become the run folder's writer (rank 0): lock, clean a dead writer's leftovers, align the log."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        if self.rt.main:
+            self.run_folder.acquire()
+            trim_metrics(self.out / "metrics.jsonl", self.step if self.resumed else None)
 
     # ---- one optimizer step ------------------------------------------------------------------
     SEED_TAG = "mask"  # names the seed of a micro-batch's generator (masks, labels eps)
@@ -223,8 +237,15 @@ class Trainer:
 
     # ---- the loop ----------------------------------------------------------------------------
     def run(self, max_steps: int) -> dict:
+        """Train to `max_steps` as the run folder's writer; the lock goes with the return or the error."""
+        self._open_run()
+        try:
+            return self._loop(max_steps)
+        finally:
+            self.run_folder.release()
+
+    def _loop(self, max_steps: int) -> dict:
         tc, ec = self.cfg.train, self.cfg.eval
-        self.out.mkdir(parents=True, exist_ok=True)
         if self.rt.main and self.step == 0:
             self._log({"step": 0, "parameters": parameter_count(self.model), "world_size": self.rt.world,
                        "accumulation": self.plan.accumulation, "device": str(self.rt.device)})
@@ -250,8 +271,9 @@ class Trainer:
             if ec.every and (self.step % ec.every == 0 or self.step == max_steps):
                 last = {**last, **self.evaluate()}
                 self._log({k: last[k] for k in ("step", "val_nll", "val_ppl", "samples")})
-            if self.step % tc.checkpoint_every == 0 or self.step == max_steps:
+            if self.step % tc.checkpoint_every == 0 or self.step == max_steps or self.must_save():
                 self.save()
                 D.barrier()
+                self.after_save()
         bar.close()
         return last

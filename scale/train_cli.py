@@ -5,10 +5,11 @@ train.strategy = "fsdp"); the data cache is built by local rank 0 while the othe
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from scale import distributed as D
-from scale.checkpoint import read_state
+from scale.checkpoint import find_checkpoint, read_state
 from scale.config import load_config
 from scale.data import load_blocks
 from scale.tokenizers import load_tokenizer
@@ -19,7 +20,8 @@ def add_arguments(p) -> None:
     p.add_argument("--config", required=True, help="a TOML file or a name of scale/configs (e.g. tiny-cpu)")
     p.add_argument("--out", required=True, help="run folder: checkpoints and metrics.jsonl")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this step (default: train.max_steps)")
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the latest complete checkpoint in --out (step 0 when there is none)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config value (repeatable), e.g. --set train.lr=1e-4")
     p.add_argument("--data-revision", default=None,
@@ -39,8 +41,12 @@ def check_run(out: Path, resume: bool, max_steps: int | None) -> None:
     """A step limit >= 1 (None: the run's own) and, unless resuming, a folder without a checkpoint."""
     if max_steps is not None and max_steps < 1:
         raise ValueError(f"--max-steps: expected an integer >= 1, got {max_steps}")
-    if not resume and (out / "state.json").exists():
+    if not resume and find_checkpoint(out) is not None:
         raise ValueError(f"--out: {out} already holds a checkpoint; pass --resume to continue it")
+
+
+def no_checkpoint_note(out: Path) -> str:
+    return f"--resume: {out} holds no complete checkpoint; starting from step 0"
 
 
 def check_same_model(saved: dict, wanted: dict, out: Path) -> None:
@@ -58,14 +64,17 @@ def run(args) -> int:
     max_steps = config.train.max_steps if args.max_steps is None else args.max_steps
     out = Path(args.out)
     check_run(out, args.resume, max_steps)
-    if args.resume:
-        check_same_model(read_state(out)["config"]["model"], config.to_dict()["model"], out)
+    folder = find_checkpoint(out) if args.resume else None
+    if folder is not None:
+        check_same_model(read_state(folder)["config"]["model"], config.to_dict()["model"], out)
     runtime = D.init_runtime()
+    if args.resume and folder is None and runtime.main:
+        print(no_checkpoint_note(out), file=sys.stderr)
     try:
         train, val, tok = open_data(config.data, progress=runtime.main)
         trainer = Trainer(config, out, train, val, train.num_classes, train.mask_id,
                           decode=tok.decode, runtime=runtime)
-        if args.resume:
+        if folder is not None:
             trainer.resume()
         result = trainer.run(max_steps)
         if runtime.main and "val_ppl" in result:

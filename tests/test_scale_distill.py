@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from scale.checkpoint import load_model
+from scale.checkpoint import find_checkpoint, load_model, read_state
 from scale.cli import main
 from scale.coupling import Coupling
 from scale.distill import adapt_weights
@@ -35,8 +35,8 @@ def test_the_chain_runs_every_stage(chain):
     rounds = sorted(p.name for p in (chain / "imsdtt" / "rounds").iterdir())
     assert rounds == ["round-1-8-steps", "round-2-4-steps"]  # 16 -> 8 -> 4 steps
     for name in ("mdlm", "imsdtt", "imredi"):
-        assert json.loads((chain / name / "state.json").read_text())["step"] == (12 if name == "mdlm" else 6)
-    sdtt = json.loads((chain / "imsdtt" / "state.json").read_text())["config"]
+        assert read_state(chain / name)["step"] == (12 if name == "mdlm" else 6)
+    sdtt = read_state(chain / "imsdtt")["config"]
     assert sdtt["model"]["noise"] == "rand" and sdtt["distill"]["method"] == "imdm-sdtt"
     # The MDLM became an IMDM with an inert eps path: a zero last layer gives the MDLM's logits.
     mdlm, _ = load_model(chain / "mdlm")
@@ -133,7 +133,7 @@ def test_resumed_distillation_restores_the_round_teacher(chain, tmp_path):
     assert main([*args, "--max-steps", "4"]) == 0  # one step into round 2 (grow_every = 3)
     assert main([*args, "--resume"]) == 0
     for name in ("model.safetensors", "ema.safetensors"):
-        mine, ref = load_file(tmp_path / "run" / name), load_file(chain / "imsdtt" / name)
+        mine, ref = load_file(find_checkpoint(tmp_path / "run") / name), load_file(find_checkpoint(chain / "imsdtt") / name)
         assert all(torch.equal(mine[k], ref[k]) for k in ref)
 
 
@@ -145,7 +145,7 @@ def test_other_methods_train(chain, tmp_path, method, source, noise):
     init = ["--init", str(chain / "mdlm")] if method == "redi" else []
     assert main(["distill", "--method", method, source, str(src), *init, "--config", "tiny-cpu-distill",
                  "--max-steps", "1", "--out", str(tmp_path / "run")]) == 0
-    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    state = read_state(tmp_path / "run")
     assert state["step"] == 1 and state["config"]["model"]["noise"] == noise
     losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
               if "loss" in line]
