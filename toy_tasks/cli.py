@@ -14,7 +14,7 @@ import json
 import sys
 
 from imdm_lab.checks import check_int
-from imdm_lab.exact import (Marginals, align_success, entropy, kl, mdm_law, stepwise_bound,
+from imdm_lab.exact import (Marginals, align_success, check_steps_cost, entropy, kl, mdm_law, stepwise_bound,
                             total_correlation)
 from imdm_lab.schedules import get_schedule
 from toy_tasks.experiment import add_experiment_arguments, run_experiment
@@ -56,6 +56,8 @@ def run_bound(args: argparse.Namespace) -> None:
     steps = parse_steps(args.steps)
     schedule = get_schedule(args.schedule).name
     task = task_from_args(args)
+    for k in steps:  # every step count against the work budget before the first law is computed
+        check_steps_cost(task.V, task.L, k, law=True)
     m = Marginals(task.probs)
     result = {
         "V": task.V,
@@ -90,6 +92,8 @@ def run_success(args: argparse.Namespace) -> None:
     """P(all tokens equal) of the k-step exact MDM on `align`, in closed form (no enumeration)."""
     steps = parse_steps(args.steps)
     schedule = get_schedule(args.schedule).name
+    for k in steps:
+        check_steps_cost(check_int("V", args.V, 2), check_int("L", args.L, 1), k, law=False)
     curve = {str(k): align_success(args.V, args.L, k, schedule) for k in steps}
     if args.json:
         print(json.dumps({"V": args.V, "L": args.L, "schedule": schedule, "p_all_equal": curve}))
