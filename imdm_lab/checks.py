@@ -56,3 +56,37 @@ def check_writable(name: str, path, folder: bool = False) -> Path:
         raise ValueError(f"{name}: expected a writable {what}, got {str(p)!r} (cannot create a file in "
                          f"{str(base)!r}: {e.strerror})") from None
     return p
+
+
+def parse_steps(name: str, text: str) -> list[int]:
+    """'1,2,4' -> [1, 2, 4]: a comma-separated list of distinct integers >= 1 (no empty item), the one rule
+    of every command line that takes step counts."""
+    try:
+        steps = [int(part) for part in str(text).split(",")]
+    except ValueError:
+        raise ValueError(f"{name}: expected comma-separated integers >= 1 (e.g. 1,2,4), got {text!r}") from None
+    for k in steps:
+        check_int(name, k, 1)
+    if len(set(steps)) != len(steps):
+        raise ValueError(f"{name}: expected distinct step counts, got {text!r}")
+    return steps
+
+
+def check_device(name: str, value):
+    """value ('cpu', 'cuda', 'cuda:1', 'mps' or None) as a torch.device that this machine has; None: cuda
+    when available, else cpu."""
+    import torch
+
+    if value is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(value)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{name}: expected cpu, cuda, cuda:N or mps, got {value!r}") from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available.get(device.type, False):
+        raise ValueError(f"{name}: expected a device this machine has ({', '.join(k for k, v in available.items() if v)}), "
+                         f"got {value!r}")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"{name}: expected a CUDA index below {torch.cuda.device_count()}, got {value!r}")
+    return device

@@ -25,8 +25,11 @@ from imdm_lab.checks import check_int
 from imdm_lab.schedules import check_steps, get_schedule
 
 DEFAULT_BUDGET_BYTES = 4 * 2**30
-# element operations of one k-step law: about a minute at the 3-15 ns per operation measured on one core
+# operations of one k-step law: about a minute at the 1.5-15 ns per element product measured on one
+# core (benchmarks/exact_engine.py and the align task at V = 2..64); one array operation of the reveal
+# recursion costs 25-70 us whatever its size (V = 2, L = 1..6), counted as PYTHON_TERM products
 WORK_BUDGET = 10**10
+PYTHON_TERM = 10**4
 SUM_TOLERANCE = 1e-9
 
 
@@ -52,12 +55,14 @@ def check_size(V: int, L: int, budget_bytes: int | None = None, name: str = "V, 
 
 
 def steps_cost(V: int, L: int, steps: int, law: bool) -> tuple[int, int]:
-    """(bytes, element operations) of the step-count-dependent work on a (V,)*L joint with k steps.
+    """(bytes, operations) of the step-count-dependent work on a (V,)*L joint with k steps.
 
     The reveal law, its hazards and the pair weights w[u, s, j] hold about 3 (L+1)^2 + 8 L + 8 float64
-    numbers per step (peak, temporaries included); the k-step law (law=True) runs k reveal steps, each
-    over every pair (U, S) of disjoint revealed sets, sum_{U,S} V^|U| V^|S| = (2V+1)^L products."""
-    return 8 * steps * (3 * (L + 1) ** 2 + 8 * L + 8), steps * (2 * V + 1) ** L if law else 0
+    numbers per step (peak, temporaries included). The k-step law (law=True) runs k reveal steps, each
+    over the 3^L pairs (U, S) of disjoint revealed sets: sum_{U,S} V^|U| V^|S| = (2V+1)^L element
+    products, and 3^L array operations of PYTHON_TERM element products each (their overhead)."""
+    ops = steps * ((2 * V + 1) ** L + PYTHON_TERM * 3**L) if law else 0
+    return 8 * steps * (3 * (L + 1) ** 2 + 8 * L + 8), ops
 
 
 def check_steps_cost(V: int, L: int, steps: int, law: bool, budget_bytes: int | None = None) -> int:
@@ -71,7 +76,7 @@ def check_steps_cost(V: int, L: int, steps: int, law: bool, budget_bytes: int | 
         most = min(budget // per_byte, WORK_BUDGET // per_op) if law else budget // per_byte
         raise ValueError(
             f"steps: expected at most {most} for V={V}, L={L} (k steps need about k x {per_byte} bytes"
-            + (f" and k x (2V+1)^L = k x {per_op:.3g} operations" if law else "")
+            + (f" and k x {per_op:.3g} operations" if law else "")
             + f"; budgets {budget / 2**30:.3g} GiB" + (f", {WORK_BUDGET:.0e} operations" if law else "")
             + f"), got {steps}")
     return steps

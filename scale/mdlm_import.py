@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from imdm_lab.checks import check_writable
 from scale.checkpoint import make_dit_config, save_checkpoint, weight_mismatches
 from scale.config import Config, DataSection, ModelSection
 from scale.model import SIZES, DiT, DiTConfig
@@ -191,6 +192,7 @@ def _noise_of(tensors: dict, requested: str | None, noise_dim: int) -> tuple[str
 
 
 def run(args) -> int:
+    check_writable("--out", args.out, folder=True)
     source = args.source
     if source.endswith(".ckpt") or Path(source).is_file():
         if not Path(source).is_file():
