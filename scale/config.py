@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from imdm_lab.checks import SEED_LIMIT
+
 CONFIG_DIR = Path(__file__).parent / "configs"
 
 
@@ -162,7 +164,7 @@ def _readers() -> dict:
 # that a bad value is refused before any data is read or any model is built (types are checked by _coerce)
 VALUE_RULES: dict[str, tuple[Callable, str | Callable]] = {
     "data.length": (lambda v: v >= 2, "an integer >= 2"),
-    "train.seed": (lambda v: 0 <= v < 2**31, "an integer in [0, 2^31)"),
+    "train.seed": (lambda v: 0 <= v < SEED_LIMIT, "an integer in [0, 2^31)"),
     "train.max_steps": (lambda v: v >= 1, "an integer >= 1"),
     "train.lr": (_finite(0.0, closed=False), "a finite number > 0"),
     "train.warmup": (lambda v: v >= 0, "an integer >= 0"),

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imdm_lab.exact import check_int
+from imdm_lab.checks import check_int, check_seed, check_writable
 from imdm_lab.noise import hash_uniform
 from imdm_lab.sampling import sample
 from imdm_lab.schedules import get_schedule
@@ -91,8 +91,9 @@ def generate(teacher: str | Path, out: str | Path, *, n: int, steps: int, fix_ep
         check_int(f"--{name.replace('_', '-')}", value, 1)
     if not 0.0 < t_min < 1.0:
         raise ValueError(f"--t-min: expected a number in (0, 1), got {t_min!r}")
+    seed = check_seed("--seed", seed)
     rt = runtime or D.init_runtime()
-    out = Path(out)
+    out = check_writable("--out", out, folder=True)
     model, state = load_model(teacher, weights, rt.device)
     cfg, data = model.config, state["config"]["data"]
     blocks = load_blocks(data["dataset"], "train", tokenizer=data["tokenizer"], length=data["length"],
@@ -106,8 +107,10 @@ def generate(teacher: str | Path, out: str | Path, *, n: int, steps: int, fix_ep
             "num_blocks": len(blocks)}
     _check_meta(out, meta)
     out.mkdir(parents=True, exist_ok=True)
-    if rt.main:
-        (out / "meta.json").write_text(json.dumps(meta, indent=1))
+    if rt.main:  # atomically: the other ranks may be reading it in _check_meta right now
+        tmp = out / f".meta.json.tmp-{os.getpid()}"
+        tmp.write_text(json.dumps(meta, indent=1))
+        os.replace(tmp, out / "meta.json")
     D.barrier()
     rows = training_rows(len(blocks), n, seed)
     num_shards = -(-n // shard_size)

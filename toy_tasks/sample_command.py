@@ -67,8 +67,11 @@ def run_sample(args: argparse.Namespace) -> None:
     # atomic write: a killed run never leaves a truncated file behind
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, tokens)
-    os.replace(tmp, out)
+    try:
+        with open(tmp, "wb") as f:
+            np.save(f, tokens)
+        os.replace(tmp, out)
+    finally:  # a failed write (a full disk) leaves no stray temporary file either
+        tmp.unlink(missing_ok=True)
     print(f"wrote {tokens.shape[0]} x {tokens.shape[1]} samples to {out}; "
           f"mean network calls per batch: {np.mean(calls):.3f}")
