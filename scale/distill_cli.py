@@ -18,7 +18,7 @@ from scale.checkpoint import read_state, read_tensors, weights_path
 from scale.config import config_from_dict, parse_override, read_toml, resolve_config_path, set_value
 from scale.coupling import Coupling
 from scale.distill import Distiller, get_method
-from scale.train_cli import check_run, open_data
+from scale.train_cli import check_resume_step, check_run, open_data
 
 
 def add_arguments(p) -> None:
@@ -95,6 +95,8 @@ def run(args) -> int:
     config = build_config(state["config"], args.method, args.config, args.set, args.coupling)
     out = Path(args.out)
     check_run(out, args.resume, args.max_steps)
+    if args.resume and args.max_steps is not None:
+        check_resume_step(read_state(out)["step"], args.max_steps, out)
     runtime = D.init_runtime()
     try:
         blocks, val, tok = open_data(config.data, progress=runtime.main)
