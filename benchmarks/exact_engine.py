@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from imdm_lab.exact import Marginals, check_int, check_size, kl, mdm_law, stepwise_bound, total_correlation
-from toy_tasks.cli import parse_steps
+from imdm_lab.checks import parse_steps
 
 
 def main() -> None:
@@ -24,7 +24,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     check_size(check_int("V", args.V, 2), check_int("L", args.L, 1))
-    steps = parse_steps(args.steps)
+    steps = parse_steps("steps", args.steps)
     rng = np.random.default_rng(args.seed)
     p = rng.dirichlet(np.ones(args.V**args.L)).reshape((args.V,) * args.L)
     print(f"Dirichlet(1) joint, V={args.V}, L={args.L} ({args.V ** args.L:,} states), linear schedule\n")

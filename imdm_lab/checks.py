@@ -5,6 +5,10 @@ line can print that one line and exit with code 2.
 """
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
+
 import numpy as np
 
 
@@ -13,3 +17,76 @@ def check_int(name: str, value, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+# Seeds of every command: non-negative, and small enough that seed * 2^32 + i stays an int64 counter
+SEED_LIMIT = 2**31
+
+
+def check_seed(name: str, value) -> int:
+    """value as an int in [0, 2^31): the one range of seeds the command lines accept."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < SEED_LIMIT:
+        raise ValueError(f"{name}: expected an integer in [0, 2^31), got {value!r}")
+    return int(value)
+
+
+def check_writable(name: str, path, folder: bool = False) -> Path:
+    """path as a Path that a command can write at its end: a file (folder=False) or a folder.
+
+    Checked by doing, not by permission bits (which say nothing for root, read-only mounts or /proc): a
+    probe file is created and removed in the deepest folder that exists on the way to path, the one in
+    which the missing folders or the file will be created. Nothing is left behind."""
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise ValueError(f"{name}: expected a path, got {path!r}")
+    p = Path(path)
+    what = "folder" if folder else "file path"
+    if p.exists() and p.is_dir() != folder:
+        got = "a folder" if p.is_dir() else "a file"
+        raise ValueError(f"{name}: expected a {what}, got {got} {str(p)!r}")
+    base = p if folder and p.exists() else p.absolute().parent
+    while not base.exists():
+        base = base.parent
+    if not base.is_dir():
+        raise ValueError(f"{name}: expected a {what} under a folder, got {str(p)!r} ({str(base)!r} is a file)")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=base)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ValueError(f"{name}: expected a writable {what}, got {str(p)!r} (cannot create a file in "
+                         f"{str(base)!r}: {e.strerror})") from None
+    return p
+
+
+def parse_steps(name: str, text: str) -> list[int]:
+    """'1,2,4' -> [1, 2, 4]: a comma-separated list of distinct integers >= 1 (no empty item), the one rule
+    of every command line that takes step counts."""
+    try:
+        steps = [int(part) for part in str(text).split(",")]
+    except ValueError:
+        raise ValueError(f"{name}: expected comma-separated integers >= 1 (e.g. 1,2,4), got {text!r}") from None
+    for k in steps:
+        check_int(name, k, 1)
+    if len(set(steps)) != len(steps):
+        raise ValueError(f"{name}: expected distinct step counts, got {text!r}")
+    return steps
+
+
+def check_device(name: str, value):
+    """value ('cpu', 'cuda', 'cuda:1', 'mps' or None) as a torch.device that this machine has; None: cuda
+    when available, else cpu."""
+    import torch
+
+    if value is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(value)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{name}: expected cpu, cuda, cuda:N or mps, got {value!r}") from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available.get(device.type, False):
+        raise ValueError(f"{name}: expected a device this machine has ({', '.join(k for k, v in available.items() if v)}), "
+                         f"got {value!r}")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"{name}: expected a CUDA index below {torch.cuda.device_count()}, got {value!r}")
+    return device

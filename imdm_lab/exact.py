@@ -25,6 +25,11 @@ from imdm_lab.checks import check_int
 from imdm_lab.schedules import check_steps, get_schedule
 
 DEFAULT_BUDGET_BYTES = 4 * 2**30
+# operations of one k-step law: about a minute at the 1.5-15 ns per element product measured on one
+# core (benchmarks/exact_engine.py and the align task at V = 2..64); one array operation of the reveal
+# recursion costs 25-70 us whatever its size (V = 2, L = 1..6), counted as PYTHON_TERM products
+WORK_BUDGET = 10**10
+PYTHON_TERM = 10**4
 SUM_TOLERANCE = 1e-9
 
 
@@ -47,6 +52,34 @@ def check_size(V: int, L: int, budget_bytes: int | None = None, name: str = "V, 
             f"{name}: expected a joint whose exact-engine work memory fits the budget of "
             f"{budget / 2**30:.3g} GiB, got V={V}, L={L} (V**L = {float(V) ** L:.3g} states) needing about "
             f"{need / 2**30:.3g} GiB")
+
+
+def steps_cost(V: int, L: int, steps: int, law: bool) -> tuple[int, int]:
+    """(bytes, operations) of the step-count-dependent work on a (V,)*L joint with k steps.
+
+    The reveal law, its hazards and the pair weights w[u, s, j] hold about 3 (L+1)^2 + 8 L + 8 float64
+    numbers per step (peak, temporaries included). The k-step law (law=True) runs k reveal steps, each
+    over the 3^L pairs (U, S) of disjoint revealed sets: sum_{U,S} V^|U| V^|S| = (2V+1)^L element
+    products, and 3^L array operations of PYTHON_TERM element products each (their overhead)."""
+    ops = steps * ((2 * V + 1) ** L + PYTHON_TERM * 3**L) if law else 0
+    return 8 * steps * (3 * (L + 1) ** 2 + 8 * L + 8), ops
+
+
+def check_steps_cost(V: int, L: int, steps: int, law: bool, budget_bytes: int | None = None) -> int:
+    """steps, refused (naming the largest step count that fits) when its work exceeds the memory budget
+    or, for the k-step law, the work budget of WORK_BUDGET operations, before anything is allocated."""
+    steps = check_steps(steps)
+    budget = DEFAULT_BUDGET_BYTES if budget_bytes is None else budget_bytes
+    need, work = steps_cost(V, L, steps, law)
+    if need > budget or work > WORK_BUDGET:
+        per_byte, per_op = steps_cost(V, L, 1, law)
+        most = min(budget // per_byte, WORK_BUDGET // per_op) if law else budget // per_byte
+        raise ValueError(
+            f"steps: expected at most {most} for V={V}, L={L} (k steps need about k x {per_byte} bytes"
+            + (f" and k x {per_op:.3g} operations" if law else "")
+            + f"; budgets {budget / 2**30:.3g} GiB" + (f", {WORK_BUDGET:.0e} operations" if law else "")
+            + f"), got {steps}")
+    return steps
 
 
 def check_joint(p, name: str = "p", budget_bytes: int | None = None) -> tuple[int, int]:
@@ -269,6 +302,7 @@ def mdm_law(p, steps: int, schedule="linear") -> np.ndarray:
     Computed forward over revealed sets: A_j(U, x_U) = P(U revealed after step j, tokens x_U), from
     A_0(empty) = 1 by _reveal_step with the hazards h_j; p_k = A_k(all positions)."""
     m = _tables(p)
+    check_steps_cost(m.V, m.L, steps, law=True)
     layer = {0: np.ones((1,) * m.L)}
     for h in reveal_hazards(steps, schedule):
         nxt: dict[int, np.ndarray] = {}
@@ -301,7 +335,7 @@ def stepwise_bound(p, steps: int, schedule="linear") -> float:
     with equality (= TC(p)) at k = 1."""
     m = _tables(p)
     L = m.L
-    w = _reveal_pair_weights(L, steps, schedule)
+    w = _reveal_pair_weights(L, check_steps_cost(m.V, L, steps, law=False), schedule)
     H = m.entropies()
     total = 0.0
     for U in range(m.full):
@@ -323,7 +357,7 @@ def align_success(V: int, L: int, steps: int, schedule="linear") -> float:
         P = sum_j (1 - c_{j-1})^L sum_{n>=1} Binom(n; L, h_j) V^(1-n)."""
     V = check_int("V", V, 2)
     L = check_int("L", L, 1)
-    h = reveal_hazards(steps, schedule)
+    h = reveal_hazards(check_steps_cost(V, L, steps, law=False), schedule)
     _, c_prev = _reveal_law(steps, schedule)
     none_before = np.clip(1.0 - c_prev, 0.0, 1.0) ** L
     n = np.arange(1, L + 1)[:, None]

@@ -68,12 +68,16 @@ def token_weights_(z: torch.Tensor, mask_id: int, temperature: float = 1.0,
                    top_p: float = 1.0) -> torch.Tensor:
     """In place: logits Float[N, C] of masked rows -> weights proportional to x0_hat.
 
-    SUBS (no mass on the mask class), temperature p^(1/T), then nucleus (which normalises)."""
+    SUBS (no mass on the mask class), temperature p^(1/T), then nucleus (which normalises):
+        w = exp((z - max z) / T),
+    the row maximum subtracted before the division, so that z / T never overflows at a tiny T: every
+    exponent is <= 0 with 0 at the argmax, and as T -> 0 the weights tend to the argmax, never to NaN."""
     if mask_id < z.shape[-1]:
         z[:, mask_id] = NEG_INF
+    z.sub_(z.max(-1, keepdim=True).values)
     if temperature != 1.0:
         z.div_(temperature)
-    z.sub_(z.max(-1, keepdim=True).values).exp_()
+    z.exp_()
     return nucleus(z / z.sum(-1, keepdim=True), top_p) if top_p < 1.0 else z
 
 
@@ -130,6 +134,10 @@ def _check_options(steps, temperature, top_p, last_step, batch_size, length, mas
         raise ValueError(f"noise: expected a MaskNoise or None, got {type(noise).__name__}")
     if dtype not in (torch.float64, torch.float32):
         raise ValueError(f"dtype: expected torch.float64 or torch.float32, got {dtype!r}")
+    # below the smallest normal number of the draw dtype T is subnormal there, or 0 (0 / 0 at the argmax)
+    if temperature < torch.finfo(dtype).tiny:
+        raise ValueError(f"temperature: expected a number >= {torch.finfo(dtype).tiny:.4g} (the smallest "
+                         f"normal {dtype}), got {temperature!r}")
 
 
 def _initial_state(batch_size, length, mask_id, given, given_mask, device):

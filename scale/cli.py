@@ -25,6 +25,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are ValueErrors: one line on stderr and exit 2, like any bad input."""
+
+    def error(self, message):
+        raise ValueError(f"{self.prog}: error: {message}")
+
+
 def _usage() -> str:
     width = max(map(len, COMMANDS))
     lines = [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
@@ -41,10 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"command: expected one of {sorted(COMMANDS)}, got {name!r}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
-    parser = argparse.ArgumentParser(prog=f"python -m scale {name}", description=COMMANDS[name][1])
+    parser = Parser(prog=f"python -m scale {name}", description=COMMANDS[name][1])
     module.add_arguments(parser)
-    args = parser.parse_args(rest)
     try:
+        args = parser.parse_args(rest)
         return int(module.run(args) or 0)
     except ValueError as err:
         print(str(err).splitlines()[0] if str(err) else type(err).__name__, file=sys.stderr)

@@ -7,10 +7,14 @@ and an unknown key or a value of the wrong type is a ValueError that lists what 
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
+
+from imdm_lab.checks import SEED_LIMIT
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -140,7 +144,61 @@ def config_from_dict(raw: dict) -> Config:
             raise ValueError(f"config: unknown key(s) {', '.join(f'{name}.{k}' for k in unknown)}; "
                              f"valid keys: {', '.join(valid_keys())}")
         sections[name] = classes[name](**{k: _coerce(f"{name}.{k}", v, hints[k]) for k, v in values.items()})
-    return Config(**sections)
+    return check_values(Config(**sections))
+
+
+def _finite(low: float, high: float = math.inf, closed: bool = True) -> Callable[[float], bool]:
+    return lambda v: math.isfinite(v) and (low <= v if closed else low < v) and v < high
+
+
+def _distinct_steps(v: list[int]) -> bool:
+    return all(k >= 1 for k in v) and len(set(v)) == len(v)
+
+
+def _divergences() -> dict:
+    from imdm_lab.losses import DIVERGENCES
+    return DIVERGENCES
+
+
+def _readers() -> dict:
+    from imdm_lab.distill import READERS
+    return READERS
+
+
+# key -> (test, what is expected, or a function saying it): the ranges a value must lie in, checked when the config is built, so
+# that a bad value is refused before any data is read or any model is built (types are checked by _coerce)
+VALUE_RULES: dict[str, tuple[Callable, str | Callable]] = {
+    "data.length": (lambda v: v >= 2, "an integer >= 2"),
+    "train.seed": (lambda v: 0 <= v < SEED_LIMIT, "an integer in [0, 2^31)"),
+    "train.max_steps": (lambda v: v >= 1, "an integer >= 1"),
+    "train.lr": (_finite(0.0, closed=False), "a finite number > 0"),
+    "train.warmup": (lambda v: v >= 0, "an integer >= 0"),
+    "train.weight_decay": (_finite(0.0), "a finite number >= 0"),
+    "train.betas": (lambda v: len(v) == 2 and all(map(_finite(0.0, 1.0), v)), "two numbers in [0, 1)"),
+    "train.adam_eps": (_finite(0.0, closed=False), "a finite number > 0"),
+    "train.grad_clip": (_finite(0.0, closed=False), "a finite number > 0"),
+    "train.ema": (_finite(0.0, 1.0), "a number in [0, 1)"),
+    "train.t_min": (_finite(0.0, 1.0), "a number in [0, 1)"),
+    "train.checkpoint_every": (lambda v: v >= 1, "an integer >= 1"),
+    "train.log_every": (lambda v: v >= 1, "an integer >= 1"),
+    "eval.every": (lambda v: v >= 0, "an integer >= 0 (0: never)"),
+    "eval.val_batches": (lambda v: v >= 1, "an integer >= 1"),
+    "eval.batch_size": (lambda v: v >= 1, "an integer >= 1"),
+    "eval.samples": (lambda v: v >= 1, "an integer >= 1"),
+    "eval.sample_steps": (_distinct_steps, "a list of distinct integers >= 1"),
+    "distill.divergence": (lambda v: v in _divergences(), lambda: f"one of {sorted(_divergences())}"),
+    "distill.reader": (lambda v: v in _readers(), lambda: f"one of {sorted(_readers())}"),
+}
+
+
+def check_values(config: Config) -> Config:
+    """config, each value of VALUE_RULES checked: ValueError("section.key: expected ..., got ...")."""
+    for key, (test, expected) in VALUE_RULES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        if not test(value):
+            raise ValueError(f"{key}: expected {expected() if callable(expected) else expected}, got {value!r}")
+    return config
 
 
 def parse_override(item: str) -> tuple[str, str, object]:

@@ -147,14 +147,30 @@ def wiki_corpus(split: str) -> Corpus:
 
 # ---------------------------------------------------------------- local files and folders
 
+def _read_text(path: Path) -> str:
+    """A local corpus file as text; a file that is not UTF-8 (a binary file, another encoding) is refused
+    naming it."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"data: expected a UTF-8 text file, got {str(path)!r} (byte {err.start} is "
+                         f"{err.object[err.start:err.start + 1]!r}: {err.reason})") from None
+
+
 def _local_documents(path: Path, text_column: str) -> list[str]:
     """A .txt file: blank-line separated paragraphs; a .jsonl file: one `text_column` per line;
     a folder: every .txt file (recursively, sorted) is one document, .jsonl files as above."""
     def jsonl(p: Path) -> list[str]:
         out = []
-        for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        for n, line in enumerate(_read_text(p).splitlines(), 1):
             if line.strip():
-                row = json.loads(line)
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"data: expected one JSON object per line, got line {n} of {p} ({err})") from None
+                if not isinstance(row, dict):
+                    raise ValueError(f"data: expected one JSON object per line, got a {type(row).__name__} "
+                                     f"on line {n} of {p}")
                 if text_column not in row:
                     raise ValueError(f"text_column: {text_column!r} missing on line {n} of {p}")
                 out.append(str(row[text_column]))
@@ -163,12 +179,12 @@ def _local_documents(path: Path, text_column: str) -> list[str]:
     if path.is_file():
         if path.suffix == ".jsonl":
             return jsonl(path)
-        text = path.read_text(encoding="utf-8")
+        text = _read_text(path)
         return [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
     docs = []
     for p in sorted(path.rglob("*")):
         if p.suffix == ".txt" and p.is_file():
-            text = p.read_text(encoding="utf-8").strip()
+            text = _read_text(p).strip()
             if text:
                 docs.append(text)
         elif p.suffix == ".jsonl" and p.is_file():

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imdm_lab.exact import check_int
+from imdm_lab.checks import check_int, check_seed, check_writable
 from imdm_lab.noise import hash_uniform
 from imdm_lab.sampling import sample
 from imdm_lab.schedules import get_schedule
@@ -92,8 +92,9 @@ def generate(teacher: str | Path, out: str | Path, *, n: int, steps: int, fix_ep
         check_int(f"--{name.replace('_', '-')}", value, 1)
     if not 0.0 < t_min < 1.0:
         raise ValueError(f"--t-min: expected a number in (0, 1), got {t_min!r}")
+    seed = check_seed("--seed", seed)
     rt = runtime or D.init_runtime()
-    out = Path(out)
+    out = check_writable("--out", out, folder=True)
     teacher = resolve_checkpoint(teacher, "--teacher")
     model, state = load_model(teacher, weights, rt.device)
     cfg, data = model.config, state["config"]["data"]
@@ -108,12 +109,15 @@ def generate(teacher: str | Path, out: str | Path, *, n: int, steps: int, fix_ep
             "num_blocks": len(blocks)}
     _check_meta(out, meta)
     out.mkdir(parents=True, exist_ok=True)
-    if rt.main:
-        (out / "meta.json").write_text(json.dumps(meta, indent=1))
+    if rt.main:  # atomically: the other ranks may be reading it in _check_meta right now
+        tmp = out / f".meta.json.tmp-{os.getpid()}"
+        tmp.write_text(json.dumps(meta, indent=1))
+        os.replace(tmp, out / "meta.json")
     D.barrier()
     rows = training_rows(len(blocks), n, seed)
     num_shards = -(-n // shard_size)
     todo = [s for s in range(rt.rank, num_shards, rt.world) if not (out / f"shard-{s:06d}").is_dir()]
+    clean_dead_writers(out, todo)
     dtype = token_dtype(cfg.vocab_size)
     # counts this process's samples (not shards: one shard of teacher rollouts can take hours)
     bar = tqdm(total=sum(min(shard_size, n - s * shard_size) for s in todo), desc="redi-data samples",
@@ -156,9 +160,66 @@ def _write_shard(out: Path, s: int, arrays: dict, token_dtype: np.dtype) -> None
     os.rename(tmp, out / f"shard-{s:06d}")
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def clean_dead_writers(out: Path, shards: list[int]) -> None:
+    """Remove the temporary folders of `shards` (those this process writes) left by a killed writer: a
+    writer's folder names its pid, and only a process that no longer exists leaves one behind."""
+    for s in shards:
+        for tmp in out.glob(f".shard-{s:06d}.tmp-*"):
+            pid = tmp.name.rsplit("-", 1)[1]
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+# field -> (numpy kinds it may have, number of dimensions)
+FIELDS = {"x_t": ("iu", 2), "x_0": ("iu", 2), "t": ("f", 1), "seed": ("i", 1), "index": ("iu", 1)}
+
+
+def _load_field(shard: Path, key: str, rows: int, length: int) -> np.ndarray:
+    """One array of a shard, refused unless it is a plain .npy (no pickles) of the field's kind and shape."""
+    path = shard / f"{key}.npy"
+    if not path.is_file():
+        raise ValueError(f"coupling: {shard.name} lacks {key}.npy; rerun redi-data after removing {shard}")
+    try:
+        value = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"coupling: {shard.name}/{key}.npy is not a plain .npy array ({err})") from None
+    kinds, ndim = FIELDS[key]
+    shape = (rows, length)[:ndim]
+    if value.dtype.kind not in kinds or value.shape != shape:
+        raise ValueError(f"coupling: {shard.name}/{key}.npy: expected {'integer' if 'i' in kinds else 'float'} "
+                         f"values of shape {shape}, got {value.dtype} of shape {value.shape}")
+    return value
+
+
+def _check_shard(shard: Path, a: dict, meta: dict) -> None:
+    """The values of one shard: times in (0, 1], tokens in the vocabulary, the kept tokens unchanged."""
+    vocab, mask_id = meta["num_classes"], meta["mask_id"]
+    if not np.all((a["t"] > 0) & (a["t"] <= 1)):  # NaN fails both
+        raise ValueError(f"coupling: {shard.name}/t.npy: expected times in (0, 1], got {a['t'][~((a['t'] > 0) & (a['t'] <= 1))][0]!r}")
+    if a["x_0"].size and not (0 <= a["x_0"].min() and a["x_0"].max() < vocab):
+        raise ValueError(f"coupling: {shard.name}/x_0.npy: expected token ids in [0, {vocab}), got "
+                         f"[{a['x_0'].min()}, {a['x_0'].max()}]")
+    masked = a["x_t"] == mask_id
+    bad = ~masked & ((a["x_t"] < 0) | (a["x_t"] >= vocab) | (a["x_t"] != a["x_0"]))
+    if bad.any():
+        raise ValueError(f"coupling: {shard.name}/x_t.npy: expected the mask id {mask_id} or the token of x_0 "
+                         f"at every position, got {a['x_t'][bad][0]} at a position where x_0 has {a['x_0'][bad][0]}")
+
+
 class Coupling:
     """A finished coupling folder in memory: x_t, x_0 Long, t Float64, seed Long, each [n, ...] in
-    sample-index order; `meta` holds the settings it was made with."""
+    sample-index order; `meta` holds the settings it was made with. Every shard is validated on open
+    (files, dtypes, shapes, values), and an error names the shard and the field."""
 
     def __init__(self, folder: str | Path):
         folder = Path(folder)
@@ -166,22 +227,33 @@ class Coupling:
         if not path.is_file():
             raise ValueError(f"coupling: {str(folder)!r} holds no meta.json; expected a folder written by "
                              f"`python -m scale redi-data`")
-        self.meta = json.loads(path.read_text())
-        if self.meta.get("format") != FORMAT:
+        try:
+            self.meta = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"coupling: {path} is not JSON ({err})") from None
+        if not isinstance(self.meta, dict) or self.meta.get("format") != FORMAT:
             raise ValueError(f"coupling: {path} is not an {FORMAT} folder")
-        n, size = self.meta["n"], self.meta["shard_size"]
+        for key, low in (("n", 1), ("shard_size", 1), ("length", 1), ("num_classes", 2), ("mask_id", 0)):
+            check_int(f"coupling: {path.name} {key}", self.meta.get(key), low)
+        n, size, length = self.meta["n"], self.meta["shard_size"], self.meta["length"]
         shards = [folder / f"shard-{s:06d}" for s in range(-(-n // size))]
         missing = [p.name for p in shards if not p.is_dir()]
         if missing:
             raise ValueError(f"coupling: {folder} is incomplete ({len(missing)} of {len(shards)} shards "
                              f"missing, e.g. {missing[0]}); rerun the same redi-data command to finish it")
-        parts = {k: np.concatenate([np.load(p / f"{k}.npy") for p in shards]) for k in ARRAYS}
+        loaded = []
+        for s, shard in enumerate(shards):
+            rows = min(size, n - s * size)
+            arrays = {k: _load_field(shard, k, rows, length) for k in ARRAYS}
+            _check_shard(shard, arrays, self.meta)
+            loaded.append(arrays)
+        parts = {k: np.concatenate([a[k] for a in loaded]) for k in ARRAYS}
         if not np.array_equal(parts["index"], np.arange(n)):
             raise ValueError(f"coupling: {folder} does not hold samples 0..{n - 1} exactly once")
         self.x_t = torch.from_numpy(parts["x_t"].astype(np.int64))
         self.x_0 = torch.from_numpy(parts["x_0"].astype(np.int64))
-        self.t = torch.from_numpy(parts["t"])
-        self.seed = torch.from_numpy(parts["seed"])
+        self.t = torch.from_numpy(parts["t"].astype(np.float64))
+        self.seed = torch.from_numpy(parts["seed"].astype(np.int64))
 
     def __len__(self) -> int:
         return len(self.seed)

@@ -20,7 +20,7 @@ from scale.config import config_from_dict, parse_override, read_toml, resolve_co
 from scale.coupling import Coupling
 from scale.distill import Distiller, get_method
 from scale.hub import resolve_checkpoint
-from scale.train_cli import check_run, no_checkpoint_note, open_data
+from scale.train_cli import check_resume_step, check_run, no_checkpoint_note, open_data
 
 
 def add_arguments(p) -> None:
@@ -101,6 +101,8 @@ def run(args) -> int:
     out = Path(args.out)
     check_run(out, args.resume, args.max_steps)
     resume = args.resume and find_checkpoint(out) is not None
+    if resume and args.max_steps is not None:
+        check_resume_step(read_state(out)["step"], args.max_steps, out)
     runtime = D.init_runtime()
     if args.resume and not resume and runtime.main:
         print(no_checkpoint_note(out), file=sys.stderr)

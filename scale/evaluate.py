@@ -29,11 +29,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imdm_lab.exact import check_int
+from imdm_lab.checks import check_int, check_seed, check_writable, parse_steps
 from imdm_lab.sampling import sample
 from scale.checkpoint import load_model
+<<<<<<< HEAD
 from scale.hub import resolve_checkpoint
 from scale.sample_cli import parse_steps
+=======
+>>>>>>> bad11
 from scale.seeds import derive_seed
 from scale.validation import validation_elbo
 
@@ -186,7 +189,7 @@ def evaluate(args) -> dict:
     from scale.metrics import decode_samples, gen_ppl, unigram_entropy
     from scale.tokenizers import load_tokenizer
 
-    steps = parse_steps(args.steps)
+    steps = parse_steps("--steps", args.steps)
     for name in ("n", "batch_size", "judge_batch_size", "prompts", "continuations", "mauve_len", "val_batches"):
         check_int(f"--{name.replace('_', '-')}", getattr(args, name), 1)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -202,6 +205,7 @@ def evaluate(args) -> dict:
         ckpt = {"checkpoint": str(path), "label": label, "step": state["step"],
                 "val_ppl": elbo_ppl(model, val_blocks, args, device),
                 "zero_shot": zero_shot(model, state, names, args, device)}
+        check_finite(ckpt)  # before any sampling: a NaN perplexity here is not worth the rest
         result["checkpoints"].append(ckpt)
         human = human_side(model, tok, val_blocks, judge, args) if args.mauve else None
         for k in steps:
@@ -245,12 +249,31 @@ def plot(result: dict, path: str | Path) -> None:
     plt.close(fig)
 
 
+def check_finite(value, key: str = "result", where: str = "?"):
+    """value, refused if a metric in it (at any depth) is NaN or infinite: such a number says that the
+    weights or the judge are broken, and written into the JSON it would pass for a measurement."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{key}: expected a finite number, got {value} (checkpoint {where}); are its weights "
+                         f"finite?")
+    if isinstance(value, dict):
+        where = value.get("checkpoint", where)
+        for k, v in value.items():
+            check_finite(v, k, where)
+    elif isinstance(value, list):
+        for v in value:
+            check_finite(v, key, where)
+    return value
+
+
 def run(args) -> int:
-    result = evaluate(args)
-    out = Path(args.out)
+    out = check_writable("--out", args.out)
+    plot_path = None if args.no_plot else check_writable("--plot", args.plot or out.with_suffix(".png"))
+    check_seed("--seed", args.seed)
+    result = check_finite(evaluate(args))
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    if not args.no_plot:
-        plot(result, args.plot or out.with_suffix(".png"))
+    out.write_text(json.dumps(result, indent=1, allow_nan=False))
+    if plot_path is not None:
+        plot_path.parent.mkdir(parents=True, exist_ok=True)
+        plot(result, plot_path)
     print(f"wrote {out}")
     return 0

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from imdm_lab.exact import check_int
+from imdm_lab.checks import check_device, check_int, check_seed, check_writable
 from scale.corpora import DEFAULT_CORPUS
 from scale.data import BatchStream, eval_indices, load_blocks
 from scale.tokenizers import load_tokenizer
@@ -71,7 +71,11 @@ def load_judge(name_or_dir: str = DEFAULT_JUDGE, *, device: str | torch.device |
         if not (path / "config.json").exists():
             raise ValueError(f"judge: folder {str(path)!r} has no config.json "
                              "(expected a folder written by save_pretrained)")
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+        except Exception as err:  # safetensors, torch and config errors come in many types
+            raise ValueError(f"judge: folder {str(path)!r} holds no loadable model "
+                             f"({type(err).__name__}: {' '.join(str(err).split())[:200]})") from None
         has_tok = any((path / f).exists() for f in TOKENIZER_FILES)
         tokenizer = load_tokenizer(str(path) if has_tok else "gpt2")
     elif name_or_dir.startswith((".", "/", "~")):
@@ -121,24 +125,25 @@ def train_judge(out: str | Path, *, data: str = DEFAULT_CORPUS, split: str = "he
     final training loss and the validation perplexity on the first `eval_batches` batches of
     `eval_split`.
     """
-    from tqdm.auto import tqdm
-    from transformers import GPT2Config, GPT2LMHeadModel
-
     if size not in JUDGE_SIZES:
         raise ValueError(f"size: expected one of {sorted(JUDGE_SIZES)}, got {size!r}")
     for name, value, low in (("steps", steps, 1), ("batch_size", batch_size, 1), ("length", length, 3),
                              ("eval_batches", eval_batches, 1), ("warmup", warmup, 0)):
         check_int(name, value, low)
-    if not lr > 0:
-        raise ValueError(f"lr: expected a positive number, got {lr!r}")
-    out = Path(out)
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr: expected a finite number > 0, got {lr!r}")
+    seed = check_seed("seed", seed)
+    device = check_device("device", device)
+    out = check_writable("out", out, folder=True)
+    from tqdm.auto import tqdm  # the heavy imports once the arguments are known to be good
+    from transformers import GPT2Config, GPT2LMHeadModel
+
     train_blocks = load_blocks(data, split, tokenizer="gpt2", length=length, progress=progress)
     val_blocks = load_blocks(data, eval_split, tokenizer="gpt2", length=length, progress=progress)
     if len(train_blocks) < batch_size:
         raise ValueError(f"batch_size: expected at most the {len(train_blocks)} training blocks of "
                          f"{data}/{split} at length {length}, got {batch_size}")
     tokenizer = load_tokenizer("gpt2")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(seed)
     config = GPT2Config(vocab_size=len(tokenizer), n_positions=length, bos_token_id=tokenizer.eos_token_id,
                         eos_token_id=tokenizer.eos_token_id, **JUDGE_SIZES[size])

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from imdm_lab.checks import check_writable
 from scale.checkpoint import make_dit_config, save_checkpoint, weight_mismatches
 from scale.config import Config, DataSection, ModelSection
 from scale.model import SIZES, DiT, DiTConfig, DiTSize
@@ -269,8 +270,9 @@ def read_source(args) -> tuple[dict[str, torch.Tensor], dict | None]:
 
 
 def run(args) -> int:
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        raise ValueError(f"--out: {args.out!r} is an existing file; expected a checkpoint folder to write")
+    out = check_writable("--out", args.out, folder=True)
+    if out.is_dir() and any(out.iterdir()):
+        raise ValueError(f"--out: {str(out)!r} is not empty; expected a new checkpoint folder")
     source = args.source
     tensors, hf = read_source(args)
     for key in ("vocab_embed.embedding", "sigma_map.mlp.0.weight"):

@@ -11,21 +11,12 @@ from pathlib import Path
 
 import torch
 
+from imdm_lab.checks import check_int, check_seed, check_writable, parse_steps
 from imdm_lab.sampling import sample
 from scale.checkpoint import load_model
 from scale.hub import resolve_checkpoint
 from scale.seeds import derive_seed
 from scale.tokenizers import load_tokenizer, wrap_specials
-
-
-def parse_steps(text: str) -> list[int]:
-    try:
-        steps = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        steps = []
-    if not steps or min(steps) < 1:
-        raise ValueError(f"--steps: expected comma-separated integers >= 1 (e.g. 1,2,4), got {text!r}")
-    return steps
 
 
 def add_arguments(p) -> None:
@@ -46,16 +37,18 @@ def prefix_tokens(tokenizer, prefix: str) -> list[int]:
 
 
 def run(args) -> int:
-    steps = parse_steps(args.steps)
-    if args.n < 1:
-        raise ValueError(f"--n: expected an integer >= 1, got {args.n}")
+    steps = parse_steps("--steps", args.steps)
+    check_int("--n", args.n, 1)
+    check_seed("--seed", args.seed)
+    if args.length is not None:
+        check_int("--length", args.length, 1)
+    if args.out:
+        check_writable("--out", args.out)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, state = load_model(resolve_checkpoint(args.ckpt), args.weights, device)
     tok = load_tokenizer(state["tokenizer"])
     cfg = model.config
-    length = args.length or state["config"]["data"]["length"]
-    if length < 1:
-        raise ValueError(f"--length: expected an integer >= 1, got {length}")
+    length = state["config"]["data"]["length"] if args.length is None else args.length
     given = given_mask = None
     if args.prefix:
         ids = prefix_tokens(tok, args.prefix)
@@ -79,5 +72,6 @@ def run(args) -> int:
         for i, text in enumerate(texts):
             print(f"[{i}] {text}")
     if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(results, indent=1))
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from imdm_lab.checks import check_writable
 from scale import distributed as D
 from scale.checkpoint import find_checkpoint, read_state
 from scale.config import load_config
@@ -38,15 +39,24 @@ def open_data(data, progress: bool):
 
 
 def check_run(out: Path, resume: bool, max_steps: int | None) -> None:
-    """A step limit >= 1 (None: the run's own) and, unless resuming, a folder without a checkpoint."""
+    """A step limit >= 1 (None: the run's own), a writable run folder and, unless resuming, one without a
+    checkpoint."""
     if max_steps is not None and max_steps < 1:
         raise ValueError(f"--max-steps: expected an integer >= 1, got {max_steps}")
+    check_writable("--out", out, folder=True)
     if not resume and find_checkpoint(out) is not None:
         raise ValueError(f"--out: {out} already holds a checkpoint; pass --resume to continue it")
 
 
 def no_checkpoint_note(out: Path) -> str:
     return f"--resume: {out} holds no complete checkpoint; starting from step 0"
+
+
+def check_resume_step(step: int, max_steps: int, out: Path) -> None:
+    """Resuming to a step the run has already passed would do nothing: refuse it (the same step is a
+    finished run, and resuming it again is a no-op)."""
+    if max_steps < step:
+        raise ValueError(f"--max-steps: expected a step >= the checkpoint's step {step} in {out}, got {max_steps}")
 
 
 def check_same_model(saved: dict, wanted: dict, out: Path) -> None:
@@ -66,7 +76,9 @@ def run(args) -> int:
     check_run(out, args.resume, max_steps)
     folder = find_checkpoint(out) if args.resume else None
     if folder is not None:
-        check_same_model(read_state(folder)["config"]["model"], config.to_dict()["model"], out)
+        state = read_state(folder)
+        check_same_model(state["config"]["model"], config.to_dict()["model"], out)
+        check_resume_step(state["step"], max_steps, out)
     runtime = D.init_runtime()
     if args.resume and folder is None and runtime.main:
         print(no_checkpoint_note(out), file=sys.stderr)

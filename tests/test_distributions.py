@@ -100,7 +100,7 @@ def test_file_round_trip_and_bad_files(tmp_path):
     ("align", {"alpha": 1.0}, "alpha: not a parameter of task 'align'"),
     ("parity", {"L": 1}, "L: expected an integer >= 2 for parity"),
     ("permutation", {"V": 3, "L": 4}, "V: expected V >= L = 4"),
-    ("markov", {"seed": -1}, "seed: expected an integer >= 0"),
+    ("markov", {"seed": -1}, r"seed: expected an integer in \[0, 2\^31\)"),
     ("markov", {"alpha": 0.0}, "alpha: expected a finite number > 0"),
     ("dirichlet", {"alpha": float("nan")}, "alpha: expected a finite number > 0"),
     ("mixture", {"noise": 1.5}, r"noise: expected a number in \[0, 1\]"),

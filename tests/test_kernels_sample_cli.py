@@ -63,6 +63,6 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys, args, word):
 
 def test_module_entry_point_reports_errors_without_traceback():
     res = subprocess.run([sys.executable, "-m", "toy_tasks", "sample", "--task", "align", "--model",
-                          "oracle-mdm", "--steps", "1", "--samples", "10", "--out", "/nonexistent/x.npy"],
+                          "oracle-mdm", "--steps", "1", "--samples", "10", "--out", "/proc/x.npy"],
                          capture_output=True, text=True)
     assert res.returncode == 2 and res.stderr.startswith("out:") and "Traceback" not in res.stderr

@@ -13,8 +13,8 @@ import argparse
 import json
 import sys
 
-from imdm_lab.checks import check_int
-from imdm_lab.exact import (Marginals, align_success, entropy, kl, mdm_law, stepwise_bound,
+from imdm_lab.checks import check_int, parse_steps
+from imdm_lab.exact import (Marginals, align_success, check_steps_cost, entropy, kl, mdm_law, stepwise_bound,
                             total_correlation)
 from imdm_lab.schedules import get_schedule
 from toy_tasks.experiment import add_experiment_arguments, run_experiment
@@ -31,19 +31,6 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: error: {message}")
 
 
-def parse_steps(text: str) -> list[int]:
-    """'1,2,4' -> [1, 2, 4]: distinct integers >= 1."""
-    try:
-        steps = [int(part) for part in text.split(",")]
-    except ValueError:
-        raise ValueError(f"steps: expected comma-separated integers >= 1, got {text!r}") from None
-    for k in steps:
-        check_int("steps", k, 1)
-    if len(set(steps)) != len(steps):
-        raise ValueError(f"steps: expected distinct step counts, got {text!r}")
-    return steps
-
-
 def add_bound_arguments(parser: argparse.ArgumentParser) -> None:
     add_task_arguments(parser)
     parser.add_argument("--steps", required=True, help="comma-separated step counts, e.g. 1,2,4")
@@ -53,9 +40,11 @@ def add_bound_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_bound(args: argparse.Namespace) -> None:
     """Entropy, TC, KL(p || p_k) of the k-step exact MDM and the stepwise bound, in nats."""
-    steps = parse_steps(args.steps)
+    steps = parse_steps("steps", args.steps)
     schedule = get_schedule(args.schedule).name
     task = task_from_args(args)
+    for k in steps:  # every step count against the work budget before the first law is computed
+        check_steps_cost(task.V, task.L, k, law=True)
     m = Marginals(task.probs)
     result = {
         "V": task.V,
@@ -88,8 +77,10 @@ def add_success_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_success(args: argparse.Namespace) -> None:
     """P(all tokens equal) of the k-step exact MDM on `align`, in closed form (no enumeration)."""
-    steps = parse_steps(args.steps)
+    steps = parse_steps("steps", args.steps)
     schedule = get_schedule(args.schedule).name
+    for k in steps:
+        check_steps_cost(check_int("V", args.V, 2), check_int("L", args.L, 1), k, law=False)
     curve = {str(k): align_success(args.V, args.L, k, schedule) for k in steps}
     if args.json:
         print(json.dumps({"V": args.V, "L": args.L, "schedule": schedule, "p_all_equal": curve}))

@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from imdm_lab.checks import check_int
+from imdm_lab.checks import check_int, check_seed
 from imdm_lab.exact import check_joint, check_size
 
 
@@ -83,14 +83,29 @@ def _mixture(V: int, L: int, seed: int, modes: int, noise: float) -> np.ndarray:
     return flat.reshape((V,) * L)
 
 
+# .npy format version -> its public header reader
+NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
 def _file(path: str) -> np.ndarray:
-    """A joint saved with numpy.save (no pickles)."""
+    """A joint saved with numpy.save (no pickles). The header's shape is checked first, against the
+    exact engine's memory budget: a header can claim any shape, and the data is read only if it fits."""
     try:
-        p = np.load(Path(path), allow_pickle=False)
+        with open(Path(path), "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version not in NPY_HEADERS:
+                raise ValueError(f"unsupported .npy format version {version}")
+            shape, _, dtype = NPY_HEADERS[version](f)
+            if len(shape) < 1 or any(n != shape[0] for n in shape) or shape[0] < 2:
+                raise ValueError(f"expected shape (V,)*L with V >= 2, L >= 1, got shape {shape}")
+            if dtype.kind not in "fiu":
+                raise ValueError(f"expected a real-valued array, got dtype {dtype}")
+            check_size(shape[0], len(shape), name="path")
+            f.seek(0)
+            p = np.load(f, allow_pickle=False)
     except (OSError, ValueError) as e:
-        raise ValueError(f"path: expected a readable .npy file holding a joint, got {path!r} ({e})") from None
-    if not isinstance(p, np.ndarray):
-        raise ValueError(f"path: expected a .npy file holding one array, got an archive in {path!r}")
+        reason = str(e).removeprefix("path: ")
+        raise ValueError(f"path: expected a readable .npy file holding a joint, got {path!r} ({reason})") from None
     return p
 
 
@@ -116,7 +131,7 @@ def _path(name: str, value) -> str:
 VALIDATORS: dict[str, Callable] = {
     "V": lambda v: check_int("V", v, 2),
     "L": lambda v: check_int("L", v, 1),
-    "seed": lambda v: check_int("seed", v, 0),
+    "seed": lambda v: check_seed("seed", v),
     "alpha": lambda v: _positive_float("alpha", v),
     "modes": lambda v: check_int("modes", v, 1),
     "noise": lambda v: _probability("noise", v),

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from imdm_lab.checks import check_int
+from imdm_lab.checks import check_int, check_seed, check_writable
 from toy_tasks.evaluate import evaluate, left_to_right_kl
 from toy_tasks.methods import METHODS, Budget, Run
 from toy_tasks.task_views import task_view
@@ -212,9 +212,9 @@ def run_experiment(args: argparse.Namespace) -> None:
     workers = check_int("workers", args.workers, 1)
     task_names = sorted({p.name for preset in PRESETS.values() for p in preset.tasks})
     tasks = _names(args.tasks, task_names, "task")
-    for path in (args.json, args.plot):
-        if path and os.path.dirname(path):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
+    check_seed("seed", args.seed)
+    # outputs are checked before the training, and their folders made only once it is done
+    outputs = [check_writable(name, path) for name, path in (("json", args.json), ("plot", args.plot)) if path]
     # The toy networks are far too small for intra-op parallelism to pay off, and on a busy machine
     # several threads per process oversubscribe the cores (measured 7x slower): one thread per process,
     # and the cores are used by running the tasks in parallel processes instead.
@@ -224,6 +224,8 @@ def run_experiment(args: argparse.Namespace) -> None:
     result["seconds"] = round(time.perf_counter() - start, 1)
     print(format_table(result))
     print(f"\ntotal time {result['seconds']:.0f} s")
+    for path in outputs:
+        path.parent.mkdir(parents=True, exist_ok=True)
     if args.json:
         with open(args.json + ".tmp", "w") as f:
             json.dump(result, f, indent=1)

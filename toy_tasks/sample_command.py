@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from imdm_lab.checks import check_int
+from imdm_lab.checks import check_int, check_seed, check_writable
 from imdm_lab.masking import MaskNoise
 from imdm_lab.sampling import sample
 from imdm_lab.schedules import get_schedule
@@ -47,29 +46,32 @@ def run_sample(args: argparse.Namespace) -> None:
     steps = check_int("steps", args.steps, 1)
     n = check_int("samples", args.samples, 1)
     batch = check_int("batch_size", args.batch_size, 1)
+    seed = check_seed("seed", args.seed)
     schedule = get_schedule(args.schedule).name
     if args.model not in ORACLES:
         raise ValueError(f"model: expected one of {sorted(ORACLES)}, got {args.model!r}")
-    out = Path(args.out)
-    if not out.parent.is_dir():
-        raise ValueError(f"out: expected a file in an existing directory, got {args.out!r}")
+    out = check_writable("out", args.out)
     task = task_from_args(args)
     noise = ORACLE_NOISE[args.model]
     denoiser = make_oracle(args.model, task.probs, noise)
-    generator = torch.Generator().manual_seed(args.seed)
+    generator = torch.Generator().manual_seed(seed)
     chunks, calls = [], []
     for start in range(0, n, batch):
         size = min(batch, n - start)
-        seeds = args.seed * 2**32 + torch.arange(start, start + size)
+        seeds = seed * 2**32 + torch.arange(start, start + size)
         res = sample(denoiser, batch_size=size, length=task.L, steps=steps, mask_id=task.V,
                      schedule=schedule, noise=noise, seeds=seeds, generator=generator, fix_eps=args.fix_eps)
         chunks.append(res.tokens.numpy())
         calls.append(res.nfe)
     tokens = np.concatenate(chunks).astype(np.int64)
     # atomic write: a killed run never leaves a truncated file behind
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, tokens)
-    os.replace(tmp, out)
+    try:
+        with open(tmp, "wb") as f:
+            np.save(f, tokens)
+        os.replace(tmp, out)
+    finally:  # a failed write (a full disk) leaves no stray temporary file either
+        tmp.unlink(missing_ok=True)
     print(f"wrote {tokens.shape[0]} x {tokens.shape[1]} samples to {out}; "
           f"mean network calls per batch: {np.mean(calls):.3f}")
