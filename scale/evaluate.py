@@ -32,11 +32,7 @@ import torch
 from imdm_lab.checks import check_int, check_seed, check_writable, parse_steps
 from imdm_lab.sampling import sample
 from scale.checkpoint import load_model
-<<<<<<< HEAD
 from scale.hub import resolve_checkpoint
-from scale.sample_cli import parse_steps
-=======
->>>>>>> bad11
 from scale.seeds import derive_seed
 from scale.validation import validation_elbo
 
