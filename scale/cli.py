@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "redi-data": ("scale.coupling", "teacher completions of masked training blocks, the (IM-)ReDi coupling"),
     "evaluate": ("scale.evaluate", "gen PPL, entropy, NFE, time, MAUVE and ELBO perplexity per checkpoint x steps"),
     "train-judge": ("scale.judge_cli", "train a small GPT-2 judge on held-out text (for machines without gpt2-large)"),
+    "train-tokenizer": ("scale.bpe", "train a small byte-level BPE vocabulary on a corpus split (cached)"),
+    "train-ngram-judge": ("scale.ngram_judge", "count a Kneser-Ney n-gram judge on held-out text"),
     "pipeline": ("scale.pipeline", "MDLM -> IM-SDTT -> coupling -> IM-ReDi -> evaluate, stage by stage"),
 }
 
