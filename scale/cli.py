@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-judge": ("scale.judge_cli", "train a small GPT-2 judge on held-out text (for machines without gpt2-large)"),
     "train-tokenizer": ("scale.bpe", "train a small byte-level BPE vocabulary on a corpus split (cached)"),
     "train-ngram-judge": ("scale.ngram_judge", "count a Kneser-Ney n-gram judge on held-out text"),
+    "report": ("scale.report", "bootstrap intervals, real-text references and the PPL-entropy frontier of an evaluation"),
     "pipeline": ("scale.pipeline", "MDLM -> IM-SDTT -> coupling -> IM-ReDi -> evaluate, stage by stage"),
 }
 
