@@ -56,8 +56,8 @@ def train_bpe(out: str | Path, *, data: str = "wiki", split: str = "train", voca
     from scale.corpora import get_corpus
     from scale.data import cache_root
 
-    check_int("vocab_size", vocab_size, 257)  # the 256 byte symbols and the eos token
-    check_int("min_frequency", min_frequency, 1)
+    check_int("--vocab-size", vocab_size, 257)  # the 256 byte symbols and the eos token
+    check_int("--min-frequency", min_frequency, 1)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out: expected a folder, got the file {str(out)!r}")

@@ -191,14 +191,16 @@ def separation(judge, texts: list[str], seed: int = 0) -> dict:
 
 
 def train_ngram_judge(out: str | Path, tokenizer: str, *, data: str = "wiki", split: str = "heldout",
-                      eval_split: str = "validation", order: int = 3, block: int = 64, seed: int = 0) -> dict:
+                      eval_split: str = "validation", order: int = 3, block: int = 64, max_pieces: int = 0,
+                      seed: int = 0) -> dict:
     """Count data/split on `tokenizer`, save the judge to `out` (atomically) and return its summary:
     perplexity of the eval_split stream, and the real / shuffled separation on its texts cut into
-    `block`-token pieces."""
+    `block`-token pieces (the first `max_pieces` of them; 0: all)."""
     from scale.tokenizers import load_tokenizer
 
-    check_int("order", order, 1)
-    check_int("block", block, 2)
+    check_int("--order", order, 1)
+    check_int("--block", block, 2)
+    check_int("--max-pieces", max_pieces, 0)
     start, out = time.time(), Path(out)
     tok = load_tokenizer(tokenizer)
     vocab = len(tok)
@@ -207,6 +209,7 @@ def train_ngram_judge(out: str | Path, tokenizer: str, *, data: str = "wiki", sp
     val = _stream(data, eval_split, tok)
     val_nll = float(lm.nll(val).mean())
     pieces = [tok.decode(val[i:i + block]) for i in range(0, len(val) - block + 1, block)]
+    pieces = pieces[:max_pieces or len(pieces)]
     summary = {"judge": str(out), "kind": "kneser-ney", "format": FORMAT, "data": data, "split": split,
                "eval_split": eval_split, "order": order, "tokenizer": tokenizer, "vocab_size": vocab,
                "train_tokens": sum(lm.counts[-1].values()) + order - 1,
@@ -245,11 +248,13 @@ def add_arguments(p) -> None:
     p.add_argument("--eval-split", default="validation", help="split of the judge's own perplexity")
     p.add_argument("--order", type=int, default=3, help="n of the n-grams (default 3)")
     p.add_argument("--block", type=int, default=64, help="tokens per text of the separation check")
+    p.add_argument("--max-pieces", type=int, default=0, help="texts of the separation check (default 0: all)")
     p.add_argument("--seed", type=int, default=0)
 
 
 def run(args) -> int:
     summary = train_ngram_judge(args.out, args.tokenizer, data=args.data, split=args.split,
-                                eval_split=args.eval_split, order=args.order, block=args.block, seed=args.seed)
+                                eval_split=args.eval_split, order=args.order, block=args.block,
+                                max_pieces=args.max_pieces, seed=args.seed)
     print(json.dumps({k: v for k, v in summary.items() if k != "discounts"}, indent=1))
     return 0

@@ -134,7 +134,7 @@ PRESETS: dict[str, Preset] = {
         imredi_mdlm=["--config", "tiny-cpu-distill"],
         coupling=["--num-samples", "16", "--steps", "8", "--batch-size", "16", "--shard-size", "8"],
         imredi=["--config", "tiny-cpu-distill"],
-        ngram_judge=["--order", "3", "--block", "32"],
+        ngram_judge=["--order", "3", "--block", "32", "--max-pieces", "100"],
         evaluate=["--steps", "1,2,8", "--n", "8", "--batch-size", "8", "--val-batches", "1"],
         report=["--n-boot", "200"]),
     # The paper's LM1B chain (imdm-reference sec. 5): MDLM 1M steps, IM-SDTT 7 x 10k, 100k pairs, 50k steps.
