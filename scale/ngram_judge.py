@@ -202,6 +202,8 @@ def train_ngram_judge(out: str | Path, tokenizer: str, *, data: str = "wiki", sp
     check_int("--block", block, 2)
     check_int("--max-pieces", max_pieces, 0)
     start, out = time.time(), Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out: expected a folder, got the file {str(out)!r}")
     tok = load_tokenizer(tokenizer)
     vocab = len(tok)
     lm = KneserNey.fit(_stream(data, split, tok), order, vocab)

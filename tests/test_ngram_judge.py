@@ -118,3 +118,16 @@ def test_load_judge_reads_an_ngram_folder(tmp_path, token_cache):
     assert summary["separation"]["ratio"] > 1 and math.isfinite(summary["val_ppl"])
     judge = load_judge(str(tmp_path / "judge"))
     assert isinstance(judge, NgramJudge) and judge.lm.order == 2 and judge.name == str(tmp_path / "judge")
+
+
+def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
+    from scale.cli import main
+    (tmp_path / "file").write_text("x")
+    judge = ["train-ngram-judge", "--tokenizer", "gpt2"]
+    cases = ((judge + ["--out", str(tmp_path / "file")], "--out: expected a folder"),
+             (judge + ["--order", "0", "--out", str(tmp_path / "j")], "--order: expected"),
+             (["report", "--eval", str(tmp_path / "none.json"), "--judge", "j", "--out", "r.json"], "--eval: expected"))
+    for argv, word in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(word) and "\n" not in err
