@@ -138,10 +138,13 @@ def plot(rep: dict, path: str | Path) -> None:
         ax.plot(r["entropy"][0], r["gen_ppl"][0], marker, ms=12, color="k", label=r["label"], linestyle="none")
     ax.set_yscale("log")
     ax.set_xlabel("unigram entropy of a sample (nats)")
-    ax.set_ylabel(f"generative perplexity ({Path(rep['judge']).name})")
+    info = rep.get("judge_info") or {}
+    judge = (f"Kneser-Ney {info['order']}-gram judge on {info['data']}/{info['split']}"
+             if info.get("kind") == "kneser-ney" else Path(rep["judge"]).name)
+    ax.set_ylabel(f"generative perplexity ({judge})")
     ax.set_title("numbers: sampling steps; bars: bootstrap 95 % intervals", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
