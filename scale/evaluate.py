@@ -182,7 +182,7 @@ def _labels(paths: list[str]) -> list[str]:
 
 def evaluate(args) -> dict:
     from scale.judge import load_judge
-    from scale.metrics import decode_samples, gen_ppl, unigram_entropy
+    from scale.metrics import decode_samples, gen_ppl, sample_entropy, unigram_entropy
     from scale.tokenizers import load_tokenizer
 
     steps = parse_steps("--steps", args.steps)
@@ -207,11 +207,13 @@ def evaluate(args) -> dict:
         for k in steps:
             tokens, nfe, seconds = draw(model, args.n, length, k, args.batch_size, args.seed, device)
             texts = decode_samples(tokens, tok)
-            entry = {"checkpoint": str(path), "label": label, "steps": k,
-                     "gen_ppl": gen_ppl(texts, judge, max_length=length, batch_size=args.judge_batch_size,
-                                        eos_rule=args.eos_rule).gen_ppl,
+            scored = gen_ppl(texts, judge, max_length=length, batch_size=args.judge_batch_size, eos_rule=args.eos_rule)
+            entry = {"checkpoint": str(path), "label": label, "steps": k, "gen_ppl": scored.gen_ppl,
                      "entropy": unigram_entropy(tokens), "nfe": nfe, "seconds_per_sample": seconds / args.n,
-                     "mauve": None, "judge": args.judge, "val_ppl": ckpt["val_ppl"], "sample": texts[0]}
+                     "mauve": None, "judge": args.judge, "val_ppl": ckpt["val_ppl"], "sample": texts[0],
+                     # per sample, for intervals over samples (scale.report)
+                     "per_sample_nll": scored.per_sample_nll, "per_sample_tokens": scored.per_sample_tokens,
+                     "per_sample_entropy": sample_entropy(tokens).tolist()}
             if args.mauve:
                 entry.update(conditional(model, tok, human, judge, args, k, device))
             result["entries"].append(entry)

@@ -85,9 +85,11 @@ def _padded(seqs: list[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.
 
 
 @torch.no_grad()
-def gen_ppl(texts, judge: Judge, *, max_length: int | None = None, batch_size: int = 8,
+def gen_ppl(texts, judge, *, max_length: int | None = None, batch_size: int = 8,
             eos_rule: str = "official") -> GenPPL:
-    """Generative perplexity of `texts` under `judge` (protocol in the module docstring).
+    """Generative perplexity of `texts` under `judge` (protocol in the module docstring): a
+    scale.judge.Judge or any object with its name, tokenizer, context, eos_id and token_nll
+    (scale.ngram_judge.NgramJudge).
 
     texts: list[str] of decoded samples; max_length: judge tokens kept per sample (None: all);
     batch_size: chunks per forward pass (the result does not depend on it).
@@ -111,10 +113,7 @@ def gen_ppl(texts, judge: Judge, *, max_length: int | None = None, batch_size: i
                   leave=False):
         part = chunks[b:b + batch_size]
         ids, attn = _padded([c[1] for c in part], pad)
-        logits = judge.model(input_ids=ids.to(judge.device),
-                             attention_mask=attn.to(judge.device)).logits.float()
-        token_nll = torch.nn.functional.cross_entropy(
-            logits[:, :-1].transpose(1, 2), ids[:, 1:].to(judge.device), reduction="none").double().cpu()
+        token_nll = judge.token_nll(ids, attn)
         for row, (i, chunk, counted) in enumerate(part):
             keep = counted[1:]  # targets are positions 1..n-1 of the chunk
             nll[i] += token_nll[row, :len(chunk) - 1][keep].sum().item()
@@ -171,6 +170,8 @@ def judge_features(texts, judge: Judge, *, max_length: int | None = None,
     if max_length is not None:
         check_int("max_length", max_length, 1)
     check_int("batch_size", batch_size, 1)
+    if not hasattr(judge, "model"):
+        raise ValueError(f"judge: {judge.name!r} is not a neural LM and has no features for MAUVE")
     limit = min(max_length or judge.context, judge.context)
     seqs = _judge_ids(texts, judge, limit)
     if any(len(s) == 0 for s in seqs):

@@ -1,0 +1,262 @@
+"""An interpolated modified Kneser-Ney n-gram judge (Chen & Goodman 1998), for machines without GPT-2.
+
+`python -m scale train-ngram-judge --tokenizer DIR --out DIR [--data wiki] [--split heldout] [--order 3]`
+counts the n-grams of one corpus split (default: `heldout`, text neither the diffusion models nor their
+validation read) on a tokenizer's ids, and writes a folder that `scale.judge.load_judge` reads like a
+GPT-2 judge: `evaluate --judge DIR` scores samples with it through the same generative-perplexity
+protocol (scale.metrics.gen_ppl calls `judge.token_nll`). Its judge.json records the data, the
+settings, its own perplexity on the `validation` split and how far it separates real validation blocks
+from the same blocks with their tokens shuffled.
+
+Counts (order n, a training stream of ids in which every document ends with eos):
+- order n: c_n(h w) = how often the n-gram h w occurs;
+- order k < n: the continuation count c_k(h w) = N1+(. h w) = how many distinct tokens precede h w.
+Per context h of order k: T(h) = sum_w c_k(h w) and N_r(h) = #{w : c_k(h w) = r} (r = 1, 2, >= 3).
+
+Probability (the interpolated recursion, from the uniform distribution over the V tokens up):
+
+    P_0(w) = 1 / V
+    P_k(w | h) = [max(c_k(h w) - D_k(c_k(h w)), 0) + gamma_k(h) P_{k-1}(w | h')] / T(h)
+    gamma_k(h) = D_k1 N_1(h) + D_k2 N_2(h) + D_k3 N_3+(h)
+
+h' is h without its first token; a context never seen (T(h) = 0) gives P_k = P_{k-1}. Since
+sum_w max(c - D(c), 0) = T(h) - gamma_k(h) when 0 <= D(c) <= c, every P_k(. | h) sums to 1 over the
+vocabulary. Discounts per order (Chen & Goodman's estimates), from n_r = number of k-grams of count r:
+
+    Y = n_1 / (n_1 + 2 n_2),  D_k1 = 1 - 2 Y n_2 / n_1,  D_k2 = 2 - 3 Y n_3 / n_2,  D_k3 = 3 - 4 Y n_4 / n_3
+
+(clipped to [0, r]; when some n_r is 0 the fixed discounts 0.5, 1.0, 1.5 are used). A token whose
+history is cut by the start of a chunk uses the orders its history allows (highest k = history + 1).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from imdm_lab.exact import check_int
+
+FORMAT = "imdm-lab-ngram/1"
+FALLBACK_DISCOUNTS = (0.5, 1.0, 1.5)
+
+
+def modified_discounts(count_of_counts: Counter) -> tuple[float, float, float]:
+    """(D1, D2, D3+) from n_r = count_of_counts[r] (module docstring), clipped to [0, r]."""
+    n1, n2, n3, n4 = (count_of_counts.get(r, 0) for r in (1, 2, 3, 4))
+    if min(n1, n2, n3, n4) == 0:
+        return FALLBACK_DISCOUNTS
+    y = n1 / (n1 + 2 * n2)
+    raw = (1 - 2 * y * n2 / n1, 2 - 3 * y * n3 / n2, 3 - 4 * y * n4 / n3)
+    return tuple(min(max(d, 0.0), float(r)) for r, d in zip((1, 2, 3), raw))
+
+
+class KneserNey:
+    """Interpolated modified Kneser-Ney over a vocabulary of `vocab_size` ids.
+
+    counts[k-1]: {k-gram tuple: c_k} for k = 1..order (raw counts at the top order, continuation counts
+    below); discounts[k-1]: (D_k1, D_k2, D_k3+), estimated from the counts unless given."""
+
+    def __init__(self, counts: list[dict], vocab_size: int, discounts: list[tuple] | None = None):
+        check_int("vocab_size", vocab_size, 1)
+        self.order, self.vocab_size, self.counts = len(counts), vocab_size, counts
+        self.discounts = discounts or [modified_discounts(Counter(c.values())) for c in counts]
+        if len(self.discounts) != self.order:
+            raise ValueError(f"discounts: expected {self.order} triples, got {len(self.discounts)}")
+        # Per order k: {context h (k-1 tokens): (T(h), gamma_k(h))}.
+        self.context = []
+        for k, table in enumerate(counts):
+            d1, d2, d3 = self.discounts[k]
+            stats: dict = {}
+            for gram, c in table.items():
+                t, g = stats.get(gram[:-1], (0, 0.0))
+                stats[gram[:-1]] = (t + c, g + (d1 if c == 1 else d2 if c == 2 else d3))
+            self.context.append(stats)
+
+    @classmethod
+    def fit(cls, stream, order: int, vocab_size: int, discounts=None) -> "KneserNey":
+        """Counts of one id stream (list of ints): raw n-grams at the top order, N1+(. h w) below."""
+        check_int("order", order, 1)
+        stream = [int(i) for i in stream]
+        if len(stream) < order:
+            raise ValueError(f"stream: expected at least order = {order} ids, got {len(stream)}")
+        if min(stream) < 0 or max(stream) >= vocab_size:
+            raise ValueError(f"stream: expected ids in [0, {vocab_size}), got {min(stream)}..{max(stream)}")
+        top = Counter(tuple(stream[i:i + order]) for i in range(len(stream) - order + 1))
+        counts = [top]
+        for _ in range(order - 1):  # c_k(h w) = number of distinct tokens before h w among the (k+1)-grams
+            counts.append(Counter(gram[1:] for gram in counts[-1]))
+        return cls([dict(c) for c in reversed(counts)], vocab_size, discounts)
+
+    def _discount(self, k: int, c: int) -> float:
+        return 0.0 if c == 0 else self.discounts[k][min(c, 3) - 1]
+
+    def prob(self, word: int, history=()) -> float:
+        """P(word | history) by the recursion of the module docstring (history: the preceding ids)."""
+        history = tuple(history)[len(history) - min(len(history), self.order - 1):]
+        p = 1.0 / self.vocab_size
+        for k in range(self.order):  # order k + 1: context of k tokens
+            if k > len(history):
+                break
+            h = history[len(history) - k:] if k else ()
+            stats = self.context[k].get(h)
+            if stats is None:
+                continue
+            total, gamma = stats
+            c = self.counts[k].get(h + (word,), 0)
+            p = (max(c - self._discount(k, c), 0.0) + gamma * p) / total
+        return p
+
+    def nll(self, ids) -> np.ndarray:
+        """Float64[n - 1]: -log P(ids[j] | ids[:j]) for j = 1..n-1 of one sequence."""
+        ids = [int(i) for i in ids]
+        n = self.order - 1
+        return np.array([-math.log(self.prob(ids[j], ids[max(0, j - n):j])) for j in range(1, len(ids))],
+                        dtype=np.float64)
+
+    # ---- storage: one int64 array of (k-gram, count) rows per order ----------------------------
+    def save(self, folder: Path) -> None:
+        arrays = {f"order{k + 1}": np.array([(*g, c) for g, c in t.items()], dtype=np.int64).reshape(-1, k + 2)
+                  for k, t in enumerate(self.counts)}
+        arrays["discounts"] = np.array(self.discounts, dtype=np.float64)
+        np.savez(folder / "counts.npz", **arrays)
+
+    @classmethod
+    def load(cls, folder: Path, vocab_size: int) -> "KneserNey":
+        with np.load(folder / "counts.npz", allow_pickle=False) as z:
+            order = len([k for k in z.files if k.startswith("order")])
+            counts = [{tuple(int(v) for v in row[:-1]): int(row[-1]) for row in z[f"order{k + 1}"]}
+                      for k in range(order)]
+            discounts = [tuple(float(d) for d in row) for row in z["discounts"]]
+        return cls(counts, vocab_size, discounts)
+
+
+class NgramJudge:
+    """A Kneser-Ney model with its tokenizer, in the place of a causal-LM judge (scale.judge.Judge):
+    gen_ppl reads name, tokenizer, context, eos_id and token_nll. It has no hidden states, so it
+    gives no MAUVE features."""
+
+    def __init__(self, name: str, lm: KneserNey, tokenizer):
+        self.name, self.lm, self.tokenizer = name, lm, tokenizer
+        self.context = 1 << 30  # no window: every token of a sample sees its whole n-gram history
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+
+    @property
+    def eos_id(self) -> int:
+        return int(self.tokenizer.eos_token_id)
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def token_nll(self, ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Float64[B, W - 1]: -log P(ids[b, j + 1] | ids[b, :j + 1]) on the unpadded part of each row
+        (ids, attention_mask: Long[B, W], right padding); padded targets are 0."""
+        out = torch.zeros(ids.shape[0], max(ids.shape[1] - 1, 0), dtype=torch.float64)
+        for b, (row, mask) in enumerate(zip(ids.tolist(), attention_mask.tolist())):
+            n = int(sum(mask))
+            if n > 1:
+                out[b, :n - 1] = torch.from_numpy(self.lm.nll(row[:n]))
+        return out
+
+
+def _stream(data: str, split: str, tokenizer) -> list[int]:
+    """Ids of every document of data/split, each followed by eos (how the models' blocks see them)."""
+    from scale.corpora import get_corpus
+    docs = list(get_corpus(data, split).documents())
+    eos = int(tokenizer.eos_token_id)
+    out: list[int] = []
+    for ids in tokenizer(docs, add_special_tokens=False, verbose=False)["input_ids"]:
+        out.extend(ids)
+        out.append(eos)
+    return out
+
+
+def separation(judge, texts: list[str], seed: int = 0) -> dict:
+    """Gen PPL of `texts` and of the same texts with their judge tokens shuffled within each text."""
+    from scale.metrics import gen_ppl
+    rng = np.random.default_rng(seed)
+    shuffled = []
+    for ids in judge.tokenizer(texts, verbose=False)["input_ids"]:
+        shuffled.append(judge.tokenizer.decode(list(rng.permutation(ids)), clean_up_tokenization_spaces=False))
+    real, mixed = gen_ppl(texts, judge).gen_ppl, gen_ppl(shuffled, judge).gen_ppl
+    return {"real_ppl": real, "shuffled_ppl": mixed, "ratio": mixed / real, "texts": len(texts)}
+
+
+def train_ngram_judge(out: str | Path, tokenizer: str, *, data: str = "wiki", split: str = "heldout",
+                      eval_split: str = "validation", order: int = 3, block: int = 64, max_pieces: int = 0,
+                      seed: int = 0) -> dict:
+    """Count data/split on `tokenizer`, save the judge to `out` (atomically) and return its summary:
+    perplexity of the eval_split stream, and the real / shuffled separation on its texts cut into
+    `block`-token pieces (the first `max_pieces` of them; 0: all)."""
+    from scale.tokenizers import load_tokenizer
+
+    check_int("--order", order, 1)
+    check_int("--block", block, 2)
+    check_int("--max-pieces", max_pieces, 0)
+    start, out = time.time(), Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out: expected a folder, got the file {str(out)!r}")
+    tok = load_tokenizer(tokenizer)
+    vocab = len(tok)
+    lm = KneserNey.fit(_stream(data, split, tok), order, vocab)
+    judge = NgramJudge(str(out), lm, tok)
+    val = _stream(data, eval_split, tok)
+    val_nll = float(lm.nll(val).mean())
+    pieces = [tok.decode(val[i:i + block]) for i in range(0, len(val) - block + 1, block)]
+    pieces = pieces[:max_pieces or len(pieces)]
+    summary = {"judge": str(out), "kind": "kneser-ney", "format": FORMAT, "data": data, "split": split,
+               "eval_split": eval_split, "order": order, "tokenizer": tokenizer, "vocab_size": vocab,
+               "train_tokens": sum(lm.counts[-1].values()) + order - 1,
+               "ngrams": [len(t) for t in lm.counts], "discounts": [list(d) for d in lm.discounts],
+               "val_tokens": len(val) - 1, "val_nll": val_nll, "val_ppl": math.exp(val_nll),
+               "separation": {"block": block, **separation(judge, pieces, seed)}, "seed": seed}
+    summary["seconds"] = time.time() - start
+    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    lm.save(tmp)
+    tok.save_pretrained(str(tmp))
+    (tmp / "ngram.json").write_text(json.dumps(summary, indent=1))
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return summary
+
+
+def load_ngram_judge(folder: str | Path) -> NgramJudge:
+    """The judge of a folder written by train_ngram_judge."""
+    from scale.tokenizers import load_tokenizer
+    folder = Path(folder)
+    meta = json.loads((folder / "ngram.json").read_text())
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"judge: {folder / 'ngram.json'} is not an {FORMAT} file")
+    tok = load_tokenizer(str(folder))
+    return NgramJudge(str(folder), KneserNey.load(folder, meta["vocab_size"]), tok)
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--out", required=True, help="folder of the judge (loads with evaluate --judge DIR)")
+    p.add_argument("--tokenizer", required=True, help="tokenizer name or folder (e.g. the models' own)")
+    p.add_argument("--data", default="wiki", help="corpus (default wiki)")
+    p.add_argument("--split", default="heldout", help="split to count (default heldout)")
+    p.add_argument("--eval-split", default="validation", help="split of the judge's own perplexity")
+    p.add_argument("--order", type=int, default=3, help="n of the n-grams (default 3)")
+    p.add_argument("--block", type=int, default=64, help="tokens per text of the separation check")
+    p.add_argument("--max-pieces", type=int, default=0, help="texts of the separation check (default 0: all)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def run(args) -> int:
+    summary = train_ngram_judge(args.out, args.tokenizer, data=args.data, split=args.split,
+                                eval_split=args.eval_split, order=args.order, block=args.block,
+                                max_pieces=args.max_pieces, seed=args.seed)
+    print(json.dumps({k: v for k, v in summary.items() if k != "discounts"}, indent=1))
+    return 0

@@ -1,0 +1,174 @@
+"""`python -m scale report --eval DIR/eval.json --judge DIR/judge --out DIR/report.json [--n-boot 1000]`:
+intervals, references and the quality-diversity frontier of an evaluation.
+
+For every (checkpoint, steps) entry of `python -m scale evaluate` (which stores per-sample judge NLL,
+judge token counts and unigram entropies):
+- gen PPL = exp(sum_i nll_i / sum_i tokens_i) and entropy = mean_i H_i, each with a percentile
+  bootstrap 95 % interval over samples: B resamples of the n samples with replacement (seeded), the
+  same resample for both numbers, the 2.5 and 97.5 percentiles of the B statistics;
+- references under the same judge and protocol: n real validation blocks of the first checkpoint's
+  corpus, tokenizer and length (text no model trained on and the judge never counted), and the same
+  blocks with their tokens shuffled within each block (equal entropy, no word order).
+Writes OUT (JSON), OUT with .png (gen PPL against entropy: a method that lowers PPL by repeating
+tokens moves left, one that only raises entropy moves up) and OUT with .md (a table).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from imdm_lab.exact import check_int
+from scale.seeds import derive_seed
+
+# Checkpoint folders of the pipeline's stages -> method names in tables and plots.
+METHOD_NAMES = {
+    "mdlm": "MDLM (teacher)",
+    "sdtt": "SDTT",
+    "imsdtt": "IM-SDTT",
+    "redi": "ReDi (MDLM coupling)",
+    "imredi-mdlm": "IM-ReDi (MDLM coupling)",
+    "imredi": "IM-SDTT -> IM-ReDi",
+}
+
+
+def bootstrap(nll, tokens, entropy, n_boot: int, seed: int) -> dict:
+    """Point values and percentile-bootstrap 95 % intervals of gen PPL and mean entropy.
+
+    nll, tokens, entropy: [n] per sample -> {"gen_ppl": [point, lo, hi], "entropy": [point, lo, hi]}."""
+    nll, tokens, entropy = (np.asarray(a, dtype=np.float64) for a in (nll, tokens, entropy))
+    if not len(nll) == len(tokens) == len(entropy) or len(nll) == 0:
+        raise ValueError(f"per-sample arrays: expected equal non-zero lengths, got {len(nll)}, {len(tokens)}, "
+                         f"{len(entropy)}")
+    idx = np.random.default_rng(seed).integers(0, len(nll), size=(n_boot, len(nll)))
+    ppl_b = np.exp(nll[idx].sum(1) / tokens[idx].sum(1))
+    ent_b = entropy[idx].mean(1)
+    point_ppl, point_ent = float(np.exp(nll.sum() / tokens.sum())), float(entropy.mean())
+    return {"gen_ppl": [point_ppl, *map(float, np.percentile(ppl_b, [2.5, 97.5]))],
+            "entropy": [point_ent, *map(float, np.percentile(ent_b, [2.5, 97.5]))]}
+
+
+def references(checkpoint: str, judge, n: int, n_boot: int, seed: int) -> list[dict]:
+    """Real validation blocks and their token-shuffled copies, scored like samples."""
+    import torch
+
+    from scale.checkpoint import read_state
+    from scale.data import load_blocks
+    from scale.metrics import decode_samples, gen_ppl, sample_entropy
+    from scale.tokenizers import load_tokenizer
+
+    state = read_state(checkpoint)
+    data = state["config"]["data"]
+    blocks = load_blocks(data["dataset"], "validation", tokenizer=data["tokenizer"], length=data["length"],
+                         hf_config=data["hf_config"] or None, text_column=data["text_column"], progress=False)
+    rng = np.random.default_rng(derive_seed(seed, "report-reference"))
+    real = blocks.get_batch(np.sort(rng.permutation(len(blocks))[:min(n, len(blocks))]))
+    shuffled = torch.stack([row[torch.from_numpy(rng.permutation(len(row)))] for row in real])
+    tok = load_tokenizer(state["tokenizer"])
+    out = []
+    for name, tokens in (("real validation text", real), ("shuffled validation text", shuffled)):
+        scored = gen_ppl(decode_samples(tokens, tok), judge, max_length=data["length"])
+        out.append({"label": name, "n": len(tokens), **bootstrap(scored.per_sample_nll, scored.per_sample_tokens,
+                                                                 sample_entropy(tokens), n_boot, seed)})
+    return out
+
+
+def _judge_info(judge: str) -> dict | None:
+    for name in ("ngram.json", "judge.json"):
+        path = Path(judge) / name
+        if path.is_file():
+            return json.loads(path.read_text())
+    return None
+
+
+def report(eval_path: str | Path, judge_name: str, *, n_boot: int = 1000, seed: int = 0) -> dict:
+    from scale.judge import load_judge
+
+    check_int("--n-boot", n_boot, 10)
+    result = json.loads(Path(eval_path).read_text())
+    entries = result["entries"]
+    if not entries or "per_sample_nll" not in entries[0]:
+        raise ValueError(f"--eval: {eval_path} has no per-sample entries (expected a file of `python -m scale "
+                         f"evaluate`)")
+    rows = []
+    for e in entries:
+        stats = bootstrap(e["per_sample_nll"], e["per_sample_tokens"], e["per_sample_entropy"], n_boot,
+                          derive_seed(seed, e["label"], e["steps"]))
+        rows.append({"label": e["label"], "method": METHOD_NAMES.get(e["label"], e["label"]), "steps": e["steps"],
+                     "nfe": e["nfe"], "n": len(e["per_sample_nll"]), "val_ppl": e["val_ppl"], **stats,
+                     "sample": e["sample"]})
+    judge = load_judge(judge_name, device="cpu")
+    refs = references(result["checkpoints"][0]["checkpoint"], judge, result["n"], n_boot, seed)
+    return {"judge": judge_name, "judge_info": _judge_info(judge_name), "eval": str(eval_path), "n_boot": n_boot,
+            "seed": seed, "interval": "percentile bootstrap 95 % over samples", "rows": rows, "references": refs}
+
+
+def table(rep: dict) -> str:
+    """Markdown table: one line per method and step count, then the references."""
+    def fmt(v, digits):
+        return f"{v[0]:.{digits}f} [{v[1]:.{digits}f}, {v[2]:.{digits}f}]"
+    lines = ["| method | steps | gen PPL [95 % CI] | entropy, nats [95 % CI] | ELBO PPL |",
+             "|---|---:|---:|---:|---:|"]
+    for r in rep["rows"]:
+        lines.append(f"| {r['method']} | {r['steps']} | {fmt(r['gen_ppl'], 1)} | {fmt(r['entropy'], 3)} | "
+                     f"{r['val_ppl']:.1f} |")
+    for r in rep["references"]:
+        lines.append(f"| {r['label']} | - | {fmt(r['gen_ppl'], 1)} | {fmt(r['entropy'], 3)} | - |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rep: dict, path: str | Path) -> None:
+    """Gen PPL (log) against entropy, one line per method through its step counts, references as markers."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    for label in dict.fromkeys(r["label"] for r in rep["rows"]):
+        rows = sorted((r for r in rep["rows"] if r["label"] == label), key=lambda r: r["steps"])
+        x, y = [r["entropy"][0] for r in rows], [r["gen_ppl"][0] for r in rows]
+        xerr = [[r["entropy"][0] - r["entropy"][1] for r in rows], [r["entropy"][2] - r["entropy"][0] for r in rows]]
+        yerr = [[r["gen_ppl"][0] - r["gen_ppl"][1] for r in rows], [r["gen_ppl"][2] - r["gen_ppl"][0] for r in rows]]
+        line = ax.errorbar(x, y, xerr=xerr, yerr=yerr, marker="o", ms=4, capsize=2, label=rows[0]["method"])
+        for r, xi, yi in zip(rows, x, y):
+            ax.annotate(str(r["steps"]), (xi, yi), textcoords="offset points", xytext=(4, 3), fontsize=7,
+                        color=line[0].get_color())
+    for r, marker in zip(rep["references"], ("*", "X")):
+        ax.plot(r["entropy"][0], r["gen_ppl"][0], marker, ms=12, color="k", label=r["label"], linestyle="none")
+    ax.set_yscale("log")
+    ax.set_xlabel("unigram entropy of a sample (nats)")
+    info = rep.get("judge_info") or {}
+    judge = (f"Kneser-Ney {info['order']}-gram judge on {info['data']}/{info['split']}"
+             if info.get("kind") == "kneser-ney" else Path(rep["judge"]).name)
+    ax.set_ylabel(f"generative perplexity ({judge})")
+    ax.set_title("numbers: sampling steps; bars: bootstrap 95 % intervals", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--eval", required=True, help="JSON file of python -m scale evaluate")
+    p.add_argument("--judge", required=True, help="the judge the evaluation used (scores the references)")
+    p.add_argument("--out", required=True, help="JSON file to write (the .png and .md go next to it)")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def run(args) -> int:
+    out = Path(args.out)
+    if not Path(args.eval).is_file():
+        raise ValueError(f"--eval: expected a JSON file of python -m scale evaluate, got {args.eval!r}")
+    if out.suffix != ".json":
+        raise ValueError(f"--out: expected a .json path, got {args.out!r}")
+    rep = report(args.eval, args.judge, n_boot=args.n_boot, seed=args.seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rep, indent=1))
+    out.with_suffix(".md").write_text(table(rep))
+    plot(rep, out.with_suffix(".png"))
+    print(table(rep), end="")
+    print(f"wrote {out}, {out.with_suffix('.png')}, {out.with_suffix('.md')}")
+    return 0
