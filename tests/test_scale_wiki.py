@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from scale import pipeline
-from scale.checkpoint import load_model
+from scale.checkpoint import load_model, read_state
 from scale.cli import main
 from scale.evaluate import draw
 from scale.judge import load_judge
@@ -36,7 +36,7 @@ def test_every_stage_runs_and_records_its_wall_time(wiki):
     assert record["done"] == list(pipeline.PRESETS["wiki-cpu"].stages)
     assert set(record["seconds"]) == set(record["done"]) and all(s > 0 for s in record["seconds"].values())
     for name in CHECKPOINTS:
-        state = json.loads((wiki / name / "state.json").read_text())
+        state = read_state(wiki / name)  # the run folder's latest checkpoint
         assert state["config"]["data"]["tokenizer"] == str((wiki / "tokenizer").resolve())
         noise = state["config"]["model"]["noise"]
         assert noise == ("rand" if name.startswith("im") else "none"), name
