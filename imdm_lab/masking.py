@@ -150,39 +150,41 @@ class MaskNoise:
         return eps
 
 
-def check_tokens(x: torch.Tensor, name: str, batch: int | None = None, length: int | None = None):
-    """x must be a Long[B, L] tensor of non-negative ids."""
+def check_tokens(x: torch.Tensor, name: str, batch: int | None = None, length: int | None = None,
+                 validate: bool = True):
+    """x must be a Long[B, L] tensor of non-negative ids (validate=False: shape and dtype only, no read-back)."""
     if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.dtype != torch.int64:
         got = f"shape {tuple(x.shape)} dtype {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"{name}: expected a Long[B, L] tensor, got {got}")
     if batch is not None and tuple(x.shape) != (batch, length):
         raise ValueError(f"{name}: expected shape {(batch, length)}, got {tuple(x.shape)}")
-    if x.numel() and int(x.min()) < 0:
+    if validate and x.numel() and int(x.min()) < 0:
         raise ValueError(f"{name}: expected token ids >= 0, got {int(x.min())}")
     return x
 
 
-def check_times(t, batch: int, name: str = "t") -> torch.Tensor:
-    """t must be a Float[B] tensor (or a number, broadcast) with values in [0, 1]."""
+def check_times(t, batch: int, name: str = "t", validate: bool = True) -> torch.Tensor:
+    """t must be a Float[B] tensor (or a number, broadcast) with values in [0, 1] (validate=False: the
+    range is not read back)."""
     if isinstance(t, (int, float)) and not isinstance(t, bool):
         t = torch.full((batch,), float(t), dtype=torch.float64)
     if not isinstance(t, torch.Tensor) or not t.is_floating_point() or tuple(t.shape) != (batch,):
         got = f"shape {tuple(t.shape)} dtype {t.dtype}" if isinstance(t, torch.Tensor) else type(t).__name__
         raise ValueError(f"{name}: expected a float tensor of shape ({batch},) or a number, got {got}")
-    if not bool(torch.all((t >= 0) & (t <= 1))):
+    if validate and not bool(torch.all((t >= 0) & (t <= 1))):
         raise ValueError(f"{name}: expected times in [0, 1], got range [{float(t.min())}, {float(t.max())}]")
     return t
 
 
 def q_sample(x0: torch.Tensor, t, schedule: str | Schedule, mask_id: int,
-             generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+             generator: torch.Generator | None = None, validate: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw x_t ~ q(x_t | x_0):  x_t^i = x_0^i with prob. alpha_t, else the mask token (MDLM eq. 2).
 
     x0: Long[B, L], t: Float[B] in [0, 1]  ->  (x_t: Long[B, L], masked: Bool[B, L]).
     The coin of each position is a float64 uniform from `generator` compared with 1 - alpha_t."""
-    check_tokens(x0, "x0")
+    check_tokens(x0, "x0", validate=validate)
     sched = get_schedule(schedule)
-    t = check_times(t, x0.shape[0]).to(device=x0.device, dtype=torch.float64)
+    t = check_times(t, x0.shape[0], validate=validate).to(device=x0.device, dtype=torch.float64)
     coins = hashed.generator_draw(torch.rand, x0.shape, generator=generator, device=x0.device,
                                   dtype=torch.float64)
     masked = coins < (1.0 - sched.alpha(t))[:, None]
