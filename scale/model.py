@@ -273,8 +273,10 @@ class DiT(nn.Module):
         c = F.silu(self.sigma_map(self.sigma(t)))
         use_bf16 = self._use_bf16(x_t)
         # q and k are bf16 under autocast: the tables are kept in that dtype, as apply_rotary casts them.
-        cos, sin = rotary_tables(x_t.shape[1], h.shape[-1] // self.config.dims.heads, x_t.device,
-                                 torch.bfloat16 if use_bf16 else h.dtype)
+        # (a compiled graph computes them in the graph instead, where they are folded into constants)
+        tables = rotary_tables.__wrapped__ if torch.compiler.is_compiling() else rotary_tables
+        cos, sin = tables(x_t.shape[1], h.shape[-1] // self.config.dims.heads, x_t.device,
+                          torch.bfloat16 if use_bf16 else h.dtype)
         with torch.autocast(device_type=x_t.device.type, dtype=torch.bfloat16, enabled=use_bf16):
             for block in self.blocks:
                 h = block(h, cos, sin, c)
