@@ -10,7 +10,8 @@ Building z for every position costs B * L * C floats several times over (logits,
 log-softmax, their gradients). Here the head runs on the target rows only, `chunk` rows at a time, and
 the backward recomputes each chunk's logits from h instead of keeping them, so the extra memory is
 O(chunk * C). The computation per row is the one of imdm_lab.losses.subs_log_probs (mask logit set to
-NEG_INF, log-softmax, gather), so the values agree with the full path to rounding.
+NEG_INF, log-softmax, gather), so the values agree with the full path to rounding. At most two
+[chunk, C] buffers are alive at a time, in either direction.
 
 Both directions are torch.library custom ops: torch.compile sees one node with a static output shape,
 and the data-dependent row selection (one nonzero per direction) stays inside it.
@@ -36,7 +37,7 @@ def _chunk_logits(h_rows, weight, bias, mask_id: int) -> torch.Tensor:
     z = F.linear(h_rows, weight.to(h_rows.dtype), bias.to(h_rows.dtype))
     z = z.to(_out_dtype(h_rows))
     if mask_id < z.shape[-1]:
-        z = z.index_fill(-1, torch.tensor([mask_id], device=z.device), NEG_INF)
+        z[:, mask_id] = NEG_INF  # in place: z is a fresh tensor, and one [n, C] buffer fewer
     return z
 
 
@@ -78,8 +79,8 @@ def _head_nll_backward(grad: torch.Tensor, h: torch.Tensor, weight: torch.Tensor
             dz = torch.softmax(_chunk_logits(h_rows, weight, bias, mask_id), dim=-1)
             dz.scatter_add_(1, flat_t[idx, None], torch.full_like(dz[:, :1], -1.0))
             if mask_id < dz.shape[-1]:
-                dz[:, mask_id] = 0.0  # the mask logit is a constant (index_fill), it gets no gradient
-            dz = (dz * flat_g[idx, None].to(dz.dtype)).to(h.dtype)
+                dz[:, mask_id] = 0.0  # the mask logit is a constant (NEG_INF), it gets no gradient
+            dz = dz.mul_(flat_g[idx, None].to(dz.dtype)).to(h.dtype)
             grad_h.index_copy_(0, idx, dz @ weight.to(h.dtype))
             grad_w += (dz.T @ h_rows).to(weight.dtype)
             grad_b += dz.sum(0).to(bias.dtype)

@@ -114,18 +114,20 @@ class MaskNoise:
         return eps.reshape(batch, length, *eps.shape[1:])
 
     def at(self, seeds: torch.Tensor, streams, positions: torch.Tensor,
-           dtype: torch.dtype = torch.float32) -> torch.Tensor:
+           dtype: torch.dtype = torch.float32, length: int | None = None) -> torch.Tensor:
         """Seeded labels of single positions: eps(seed_n, stream_n, position_n) -> Float[N, D] or Long[N].
 
-        Element (position l, coordinate d) has counter l * D + d, so `at` agrees with `from_seeds`."""
+        Element (position l, coordinate d) has counter l * D + d, so `at` agrees with `from_seeds`.
+        length: positions < length, known to the caller (then the positions are not read back)."""
         seeds = hashed._check_seeds(seeds)
         streams = torch.as_tensor(streams, dtype=torch.int64, device=seeds.device)
         w = self.width
         index = positions.to(torch.int64)[..., None] * w + torch.arange(w, device=seeds.device)
-        if positions.numel() and (int(positions.max()) + 1) * w > hashed.MAX_INDEX:
+        top = length if length is not None else (int(positions.max()) + 1 if positions.numel() else 0)
+        if top * w > hashed.MAX_INDEX:
             raise ValueError(f"positions: L * D must stay below {hashed.MAX_INDEX}")
         draw = hashed.uniform_at if NOISE_KINDS[self.kind][0] == "uniform" else hashed.normal_at
-        base = draw(seeds[..., None], streams[..., None] if streams.dim() else streams, index)
+        base = draw(seeds[..., None], streams[..., None] if streams.dim() else streams, index, top * w)
         eps = self._finish(base, dtype)
         return eps if self.continuous else eps[..., 0]
 
@@ -136,7 +138,7 @@ class MaskNoise:
         if seeds.dim() != 1:
             raise ValueError(f"seeds: expected a 1-d tensor of shape [B], got shape {tuple(seeds.shape)}")
         positions = torch.arange(length, device=seeds.device)
-        return self.at(seeds[:, None], stream, positions[None, :], dtype=dtype)
+        return self.at(seeds[:, None], stream, positions[None, :], dtype=dtype, length=length)
 
     def check(self, eps: torch.Tensor, batch: int, length: int) -> torch.Tensor:
         """Validate eps against this law for a [B, L] sequence batch; returns eps."""

@@ -224,7 +224,7 @@ def sample(denoiser: Callable, *, batch_size: int, length: int, steps: int, mask
         reset = r >= (unmask + keep)[b] if resets else torch.zeros_like(reveal)
         rb, rpos = b[reset], pos[reset]
         if rb.numel():
-            fresh = (noise.at(seeds.to(device)[rb], j + 1, rpos, dtype=eps.dtype) if seeds is not None
+            fresh = (noise.at(seeds.to(device)[rb], j + 1, rpos, dtype=eps.dtype, length=L) if seeds is not None
                      else noise.draw_rows(rb.numel(), generator=generator, device=device, dtype=eps.dtype))
             eps[rb, rpos] = fresh
         if ub.numel() or rb.numel():
