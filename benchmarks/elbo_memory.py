@@ -3,23 +3,25 @@
     python benchmarks/elbo_memory.py --size small --length 1024 --batch 2 --vocab 50258
     python benchmarks/elbo_memory.py --device cuda --size small --length 1024 --batch 32
 
-Each variant runs in a fresh subprocess, so no allocator cache or high-water mark carries over:
+Each variant runs in a fresh subprocess, so no allocator cache carries over:
   full     elbo(model, ...): float32 logits Float[B, L, C], SUBS log-probs and their gradients
   chunked  elbo(model, ..., efficient=True): the head's NLL at masked rows only, 1024 rows at a time,
            recomputed in the backward (imdm_lab.head_nll)
   trunk    the same step with the head and the loss replaced by h.sum(): what the rest of the step needs
-Peak = the step's high-water mark above the memory held just before it (CPU: ru_maxrss minus the
-resident set before the first step; CUDA: max_memory_allocated minus memory_allocated). The loss's own
-peak is a variant's peak minus the trunk's. Time: median of --iters further steps.
+A first step creates the parameter gradients (kept, zeroed, from then on); the second is measured:
+peak = the most memory its tensors held at once above what was held before it (CPU: the running total
+of the profiler's allocation events, torch.profiler profile_memory; CUDA: max_memory_allocated minus
+memory_allocated), i.e. activations and temporaries, not weights or gradients. The loss's own peak is a
+variant's peak minus the trunk's. Time: median of --iters further steps (not profiled).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -53,13 +55,16 @@ def _trunk(model, x0, t, gen):
 VARIANTS = {"full": _full, "chunked": _chunked, "trunk": _trunk}
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize()
-
-
-def _maxrss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+def _profiled_peak_bytes(fn) -> int:
+    """Most bytes allocated at once while fn() runs, net of what was allocated before (CPU tensors)."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    with tempfile.NamedTemporaryFile(suffix=".json") as f:
+        prof.export_chrome_trace(f.name)
+        events = json.load(open(f.name))["traceEvents"]
+    totals = [e["args"]["Total Allocated"] for e in events if e.get("name") == "[memory]"]
+    return max(totals, default=0)
 
 
 def run_variant(args) -> dict:
@@ -75,8 +80,9 @@ def run_variant(args) -> dict:
     def step():
         t = torch.rand(args.batch, device=device, generator=gen) * 0.999 + 1e-3
         loss_fn(model, x0, t, gen).backward()
-        model.zero_grad(set_to_none=True)
+        model.zero_grad(set_to_none=False)
 
+    step()
     if device.type == "cuda":
         torch.cuda.synchronize()
         before = torch.cuda.memory_allocated()
@@ -85,9 +91,7 @@ def run_variant(args) -> dict:
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated() - before
     else:
-        before = _rss_bytes()
-        step()
-        peak = _maxrss_bytes() - before
+        peak = _profiled_peak_bytes(step)
     times = []
     for _ in range(args.iters):
         if device.type == "cuda":
@@ -108,7 +112,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--vocab", type=int, default=50258, help="classes C (GPT-2 + mask: 50258)")
     p.add_argument("--noise", default="rand", help="none (MDLM) or an eps kind")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--iters", type=int, default=2)
+    p.add_argument("--iters", type=int, default=1)
     p.add_argument("--variant", choices=sorted(VARIANTS), help="run one variant in this process")
     p.add_argument("--out", default=None, help="append the results as JSON lines")
     args = p.parse_args(argv)

@@ -10,8 +10,8 @@ Building z for every position costs B * L * C floats several times over (logits,
 log-softmax, their gradients). Here the head runs on the target rows only, `chunk` rows at a time, and
 the backward recomputes each chunk's logits from h instead of keeping them, so the extra memory is
 O(chunk * C). The computation per row is the one of imdm_lab.losses.subs_log_probs (mask logit set to
-NEG_INF, log-softmax, gather), so the values agree with the full path to rounding. At most two
-[chunk, C] buffers are alive at a time, in either direction.
+NEG_INF, log-softmax, gather), so the values agree with the full path to rounding. One [chunk, C]
+buffer is alive at a time in either direction (two for a bf16 product: its output and the float32 copy).
 
 Both directions are torch.library custom ops: torch.compile sees one node with a static output shape,
 and the data-dependent row selection (one nonzero per direction) stays inside it.
@@ -41,6 +41,12 @@ def _chunk_logits(h_rows, weight, bias, mask_id: int) -> torch.Tensor:
     return z
 
 
+def _exp_shifted_(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """In place: z <- exp(z - max_c z); returns (z, max). Float[n, C] -> (Float[n, C], Float[n, 1])."""
+    top = z.max(-1, keepdim=True).values
+    return z.sub_(top).exp_(), top
+
+
 def _target_rows(targets: torch.Tensor) -> torch.Tensor:
     return (targets.reshape(-1) != IGNORE).nonzero()[:, 0]
 
@@ -54,8 +60,10 @@ def _head_nll(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, targets
     with torch.autocast(h.device.type, enabled=False):
         for start in range(0, rows.numel(), chunk):
             idx = rows[start:start + chunk]
-            logp = torch.log_softmax(_chunk_logits(flat_h[idx], weight, bias, mask_id), dim=-1)
-            nll.index_copy_(0, idx, -logp.gather(1, flat_t[idx, None])[:, 0])
+            z = _chunk_logits(flat_h[idx], weight, bias, mask_id)
+            picked = z.gather(1, flat_t[idx, None])[:, 0]
+            e, top = _exp_shifted_(z)  # log-softmax without a second [n, C] buffer
+            nll.index_copy_(0, idx, e.sum(-1).log_() + top[:, 0] - picked)
     return nll.view(targets.shape)
 
 
@@ -76,14 +84,18 @@ def _head_nll_backward(grad: torch.Tensor, h: torch.Tensor, weight: torch.Tensor
         for start in range(0, rows.numel(), chunk):
             idx = rows[start:start + chunk]
             h_rows = flat_h[idx]
-            dz = torch.softmax(_chunk_logits(h_rows, weight, bias, mask_id), dim=-1)
+            dz, _ = _exp_shifted_(_chunk_logits(h_rows, weight, bias, mask_id))
+            dz.div_(dz.sum(-1, keepdim=True))  # softmax, in place
             dz.scatter_add_(1, flat_t[idx, None], torch.full_like(dz[:, :1], -1.0))
             if mask_id < dz.shape[-1]:
                 dz[:, mask_id] = 0.0  # the mask logit is a constant (NEG_INF), it gets no gradient
             dz = dz.mul_(flat_g[idx, None].to(dz.dtype)).to(h.dtype)
             grad_h.index_copy_(0, idx, dz @ weight.to(h.dtype))
-            grad_w += (dz.T @ h_rows).to(weight.dtype)
-            grad_b += dz.sum(0).to(bias.dtype)
+            if dz.dtype == grad_w.dtype:
+                grad_w.addmm_(dz.T, h_rows)  # accumulated in place: no weight-sized temporary
+            else:
+                grad_w += (dz.T @ h_rows).to(grad_w.dtype)
+            grad_b += dz.sum(0).to(grad_b.dtype)
     return grad_h.view(h.shape), grad_w, grad_b
 
 
