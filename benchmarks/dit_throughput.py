@@ -181,7 +181,7 @@ def main(argv=None) -> list[dict]:
     for r in results:
         mfu = "n/a" if r["mfu"] is None else f"{100 * r['mfu']:.1f} %"
         name = f"{'compile' if r['compile'] else 'eager'}:{r['loss']}"
-        print(f"{name:<16} {r['tokens_per_s']:>10.0f} {r['model_tflops']:>13.3f} {mfu:>7} {r['peak_memory_gib']:>9.2f}")
+        print(f"{name:<16} {r['tokens_per_s']:>10.0f} {r['model_tflops']:>13.4g} {mfu:>7} {r['peak_memory_gib']:>9.2f}")
     if results:
         print(f"device {results[0]['device']}, {results[0]['precision']}, peak {results[0]['peak_tflops']} TFLOP/s "
               f"({results[0]['peak_source']})")
