@@ -32,9 +32,9 @@ def _out_dtype(h: torch.Tensor) -> torch.dtype:
 
 
 def _chunk_logits(h_rows, weight, bias, mask_id: int) -> torch.Tensor:
-    """z = W h + b in h's dtype, then at least float32, the mask logit (if a class) set to NEG_INF.
-    h_rows: [n, d] -> [n, C]; the same casts as a Linear under autocast followed by .float()."""
-    z = F.linear(h_rows, weight.to(h_rows.dtype), bias.to(h_rows.dtype))
+    """z = W h + b in h's dtype (W, b already cast to it), then at least float32, the mask logit (if a
+    class) set to NEG_INF. h_rows: [n, d] -> [n, C]; the casts of a Linear under autocast + .float()."""
+    z = F.linear(h_rows, weight, bias)
     z = z.to(_out_dtype(h_rows))
     if mask_id < z.shape[-1]:
         z[:, mask_id] = NEG_INF  # in place: z is a fresh tensor, and one [n, C] buffer fewer
@@ -57,10 +57,11 @@ def _head_nll(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, targets
     flat_h, flat_t = h.reshape(-1, h.shape[-1]), targets.reshape(-1)
     nll = torch.zeros(flat_t.shape, dtype=_out_dtype(h), device=h.device)
     rows = _target_rows(targets)
+    w, b = weight.to(h.dtype), bias.to(h.dtype)  # cast once, not per chunk
     with torch.autocast(h.device.type, enabled=False):
         for start in range(0, rows.numel(), chunk):
             idx = rows[start:start + chunk]
-            z = _chunk_logits(flat_h[idx], weight, bias, mask_id)
+            z = _chunk_logits(flat_h[idx], w, b, mask_id)
             picked = z.gather(1, flat_t[idx, None])[:, 0]
             e, top = _exp_shifted_(z)  # log-softmax without a second [n, C] buffer
             nll.index_copy_(0, idx, e.sum(-1).log_() + top[:, 0] - picked)
@@ -80,17 +81,18 @@ def _head_nll_backward(grad: torch.Tensor, h: torch.Tensor, weight: torch.Tensor
     grad_h = torch.zeros_like(flat_h)
     grad_w, grad_b = torch.zeros_like(weight), torch.zeros_like(bias)
     rows = _target_rows(targets)
+    w, b = weight.to(h.dtype), bias.to(h.dtype)
     with torch.autocast(h.device.type, enabled=False):
         for start in range(0, rows.numel(), chunk):
             idx = rows[start:start + chunk]
             h_rows = flat_h[idx]
-            dz, _ = _exp_shifted_(_chunk_logits(h_rows, weight, bias, mask_id))
+            dz, _ = _exp_shifted_(_chunk_logits(h_rows, w, b, mask_id))
             dz.div_(dz.sum(-1, keepdim=True))  # softmax, in place
             dz.scatter_add_(1, flat_t[idx, None], torch.full_like(dz[:, :1], -1.0))
             if mask_id < dz.shape[-1]:
                 dz[:, mask_id] = 0.0  # the mask logit is a constant (NEG_INF), it gets no gradient
             dz = dz.mul_(flat_g[idx, None].to(dz.dtype)).to(h.dtype)
-            grad_h.index_copy_(0, idx, dz @ weight.to(h.dtype))
+            grad_h.index_copy_(0, idx, dz @ w)
             if dz.dtype == grad_w.dtype:
                 grad_w.addmm_(dz.T, h_rows)  # accumulated in place: no weight-sized temporary
             else:

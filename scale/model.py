@@ -285,8 +285,8 @@ class DiT(nn.Module):
 
     def forward(self, x_t: torch.Tensor, eps: torch.Tensor | None, t: torch.Tensor,
                 targets: torch.Tensor | None = None, validate: bool = True) -> torch.Tensor:
-        """logits Float[B, L, C] (at least float32); with targets (Long[B, L], imdm_lab.losses.IGNORE where not needed) the
-        SUBS NLL Float[B, L] at the target rows instead, in row chunks (imdm_lab.head_nll)."""
+        """logits Float[B, L, C] (at least float32); with targets (Long[B, L], imdm_lab.losses.IGNORE where
+        not needed) the SUBS NLL Float[B, L] at the target rows instead, in row chunks (imdm_lab.head_nll)."""
         h, head = self.hidden(x_t, eps, t, validate=validate)
         if targets is not None:
             return head_nll(h, head, targets, self.config.mask_id, validate=validate)
