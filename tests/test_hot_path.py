@@ -124,3 +124,18 @@ def test_dit_forward_with_the_chunked_elbo_has_no_graph_break(noise):
     report = torch._dynamo.explain(loss)(x_t, eps, t, torch.where(masked, x0, IGNORE), masked)
     torch._dynamo.reset()
     assert report.graph_break_count == 0 and report.graph_count == 1, report.break_reasons
+
+
+def test_rotary_tables_are_built_once_per_length_device_and_dtype():
+    from scale.model import rotary_cos_sin, rotary_tables
+    model = DiT(DiTConfig(vocab_size=50, mask_id=50, noise="none", dropout=0.0))
+    x = torch.randint(0, 50, (2, 24))
+    model(x, None, torch.ones(2))
+    misses = rotary_tables.cache_info().misses
+    model(x, None, torch.ones(2))
+    assert rotary_tables.cache_info().misses == misses  # the second forward reuses the tables
+    head_dim = model.config.dims.hidden // model.config.dims.heads
+    cos, sin = rotary_tables(24, head_dim, x.device, torch.float32)
+    assert cos is rotary_tables(24, head_dim, x.device, torch.float32)[0]
+    assert all(torch.equal(a, b) for a, b in zip((cos, sin), rotary_cos_sin(24, head_dim, x.device)))
+    assert rotary_tables(24, head_dim, x.device, torch.float64)[0].dtype == torch.float64
