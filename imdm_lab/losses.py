@@ -6,6 +6,10 @@ visible token). The continuous-time ELBO (MDLM eq. 10; unchanged for IMDM since 
 on x_0, imdm-reference sec. 3.1) is then
 
     L(x_0) = E_t E_{x_t, eps} [ -alpha'_t / (1 - alpha_t) * sum_{i masked} -log p(x_0^i | x_t, eps) ].
+
+Value checks (token ranges, time ranges) read tensors back to the host; `validate=False` skips them for
+inputs a caller has already checked once (the trainer checks its data when it opens it), so a training
+step queues its work without waiting on the device. The memory-efficient NLL lives in imdm_lab.head_nll.
 """
 from __future__ import annotations
 
@@ -18,22 +22,25 @@ from imdm_lab.schedules import Schedule, get_schedule
 
 # MDLM's "neg_infinity": finite, so that 0 * log p stays 0 in divergences and bf16 can hold it.
 NEG_INF = -1e6
+# Target id of a position whose NLL is not needed (visible positions: they contribute 0 to the ELBO).
+IGNORE = -1
 
 
-def subs_log_probs(logits: torch.Tensor, x_t: torch.Tensor, mask_id: int) -> torch.Tensor:
+def subs_log_probs(logits: torch.Tensor, x_t: torch.Tensor, mask_id: int, validate: bool = True) -> torch.Tensor:
     """log p(x_0^i | x_t) after SUBS: Float[B, L, C] logits, Long[B, L] x_t -> Float[B, L, C].
 
     Masked positions: log-softmax with the mask logit (if mask_id < C) set to NEG_INF.
-    Visible positions: 0 at the visible token, NEG_INF elsewhere (carry-over). dtype is kept."""
+    Visible positions: 0 at the visible token, NEG_INF elsewhere (carry-over). dtype is kept.
+    validate=False skips the token-range checks (shapes and mask_id are always checked)."""
     if not isinstance(logits, torch.Tensor) or logits.dim() != 3 or not logits.is_floating_point():
         got = f"shape {tuple(logits.shape)}" if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise ValueError(f"logits: expected a float tensor of shape [B, L, C], got {got}")
-    check_tokens(x_t, "x_t", *logits.shape[:2])
+    check_tokens(x_t, "x_t", *logits.shape[:2], validate=validate)
     C = logits.shape[-1]
     if isinstance(mask_id, bool) or not isinstance(mask_id, int) or not 0 <= mask_id <= C:
         raise ValueError(f"mask_id: expected an integer in [0, {C}], got {mask_id!r}")
     visible = x_t != mask_id
-    if visible.any() and int(x_t[visible].max()) >= C:
+    if validate and visible.any() and int(x_t[visible].max()) >= C:
         raise ValueError(f"x_t: expected token ids in [0, {C}) or mask_id {mask_id}, "
                          f"got {int(x_t[visible].max())}")
     if mask_id < C:
@@ -41,6 +48,17 @@ def subs_log_probs(logits: torch.Tensor, x_t: torch.Tensor, mask_id: int) -> tor
     logp = torch.log_softmax(logits, dim=-1)
     carry = torch.full_like(logp, NEG_INF).scatter_(-1, torch.where(visible, x_t, 0)[..., None], 0.0)
     return torch.where(visible[..., None], carry, logp)
+
+
+def weighted_nll(nll: torch.Tensor, masked: torch.Tensor, t: torch.Tensor, schedule: str | Schedule) -> torch.Tensor:
+    """The ELBO integrand from per-position NLLs: w(t) * nll on masked positions, 0 elsewhere.
+
+    nll: Float[B, L] = -log p(x_0^i | x_t) (any value where not masked), masked: Bool[B, L], t: Float[B]
+    -> Float[B, L] in at least float32, w(t) = -alpha'_t / (1 - alpha_t) as in elbo_terms."""
+    dtype = torch.promote_types(nll.dtype, torch.float32)
+    w = get_schedule(schedule).elbo_weight(t.to(dtype))
+    nll = nll.to(dtype)
+    return torch.where(masked, w[:, None] * nll, torch.zeros_like(nll))
 
 
 def elbo_terms(log_probs: torch.Tensor, x0: torch.Tensor, masked: torch.Tensor, t: torch.Tensor,
@@ -64,25 +82,36 @@ class ElboOutput(NamedTuple):
 
 def elbo(denoiser: Callable, x0: torch.Tensor, t, schedule: str | Schedule, mask_id: int,
          noise: MaskNoise | None = None, generator: torch.Generator | None = None,
-         eps: torch.Tensor | None = None) -> ElboOutput:
+         eps: torch.Tensor | None = None, efficient: bool = False, validate: bool = True) -> ElboOutput:
     """One Monte-Carlo draw of the continuous-time ELBO (in nats) at times t.
 
     x0: Long[B, L]; t: Float[B] in (0, 1]; the mask pattern comes from `generator` (q_sample); the labels
     eps are `eps` when given, else drawn fresh from `noise` (IMDM), else None (MDM).
+    efficient=True: the denoiser returns the SUBS NLL itself, `denoiser(x_t, eps, t, targets=..., validate=...)
+    -> Float[B, L]` with targets = x0 at masked positions and IGNORE elsewhere (imdm_lab.head_nll), so the
+    full [B, L, C] log-probabilities are never formed; the same draws, the same value.
+    validate=False: x0 and t are trusted (checked once by the caller), nothing is read back to the host.
     Returns per-token losses Float[B, L] and their mean over all B * L tokens."""
-    check_tokens(x0, "x0")
+    check_tokens(x0, "x0", validate=validate)
     B, L = x0.shape
-    t = check_times(t, B).to(x0.device)
-    if bool((t <= 0).any()):
+    t = check_times(t, B, validate=validate).to(x0.device)
+    if validate and bool((t <= 0).any()):
         raise ValueError("t: expected times in (0, 1] for the ELBO (its weight diverges at t = 0)")
     if eps is None and noise is not None:
         eps = noise.draw(B, L, generator=generator, device=x0.device)
     elif eps is not None and noise is not None:
         noise.check(eps, B, L)
-    x_t, masked = q_sample(x0, t, schedule, mask_id, generator=generator)
-    logits = denoiser(x_t, eps, t)
-    logp = subs_log_probs(logits, x_t, mask_id)
-    per_token = elbo_terms(logp, x0, masked, t, schedule)
+    x_t, masked = q_sample(x0, t, schedule, mask_id, generator=generator, validate=validate)
+    if efficient:
+        nll = denoiser(x_t, eps, t, targets=torch.where(masked, x0, IGNORE), validate=validate)
+        if not isinstance(nll, torch.Tensor) or tuple(nll.shape) != (B, L) or not nll.is_floating_point():
+            got = tuple(nll.shape) if isinstance(nll, torch.Tensor) else type(nll).__name__
+            raise ValueError(f"denoiser: expected a float NLL of shape {(B, L)} for targets=, got {got}")
+        per_token = weighted_nll(nll, masked, t, schedule)
+    else:
+        logits = denoiser(x_t, eps, t)
+        logp = subs_log_probs(logits, x_t, mask_id, validate=validate)
+        per_token = elbo_terms(logp, x0, masked, t, schedule)
     return ElboOutput(per_token, per_token.mean())
 
 

@@ -114,18 +114,20 @@ class MaskNoise:
         return eps.reshape(batch, length, *eps.shape[1:])
 
     def at(self, seeds: torch.Tensor, streams, positions: torch.Tensor,
-           dtype: torch.dtype = torch.float32) -> torch.Tensor:
+           dtype: torch.dtype = torch.float32, length: int | None = None) -> torch.Tensor:
         """Seeded labels of single positions: eps(seed_n, stream_n, position_n) -> Float[N, D] or Long[N].
 
-        Element (position l, coordinate d) has counter l * D + d, so `at` agrees with `from_seeds`."""
+        Element (position l, coordinate d) has counter l * D + d, so `at` agrees with `from_seeds`.
+        length: positions < length, known to the caller (then the positions are not read back)."""
         seeds = hashed._check_seeds(seeds)
         streams = torch.as_tensor(streams, dtype=torch.int64, device=seeds.device)
         w = self.width
         index = positions.to(torch.int64)[..., None] * w + torch.arange(w, device=seeds.device)
-        if positions.numel() and (int(positions.max()) + 1) * w > hashed.MAX_INDEX:
+        top = length if length is not None else (int(positions.max()) + 1 if positions.numel() else 0)
+        if top * w > hashed.MAX_INDEX:
             raise ValueError(f"positions: L * D must stay below {hashed.MAX_INDEX}")
         draw = hashed.uniform_at if NOISE_KINDS[self.kind][0] == "uniform" else hashed.normal_at
-        base = draw(seeds[..., None], streams[..., None] if streams.dim() else streams, index)
+        base = draw(seeds[..., None], streams[..., None] if streams.dim() else streams, index, top * w)
         eps = self._finish(base, dtype)
         return eps if self.continuous else eps[..., 0]
 
@@ -136,7 +138,7 @@ class MaskNoise:
         if seeds.dim() != 1:
             raise ValueError(f"seeds: expected a 1-d tensor of shape [B], got shape {tuple(seeds.shape)}")
         positions = torch.arange(length, device=seeds.device)
-        return self.at(seeds[:, None], stream, positions[None, :], dtype=dtype)
+        return self.at(seeds[:, None], stream, positions[None, :], dtype=dtype, length=length)
 
     def check(self, eps: torch.Tensor, batch: int, length: int) -> torch.Tensor:
         """Validate eps against this law for a [B, L] sequence batch; returns eps."""
@@ -150,39 +152,41 @@ class MaskNoise:
         return eps
 
 
-def check_tokens(x: torch.Tensor, name: str, batch: int | None = None, length: int | None = None):
-    """x must be a Long[B, L] tensor of non-negative ids."""
+def check_tokens(x: torch.Tensor, name: str, batch: int | None = None, length: int | None = None,
+                 validate: bool = True):
+    """x must be a Long[B, L] tensor of non-negative ids (validate=False: shape and dtype only, no read-back)."""
     if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.dtype != torch.int64:
         got = f"shape {tuple(x.shape)} dtype {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"{name}: expected a Long[B, L] tensor, got {got}")
     if batch is not None and tuple(x.shape) != (batch, length):
         raise ValueError(f"{name}: expected shape {(batch, length)}, got {tuple(x.shape)}")
-    if x.numel() and int(x.min()) < 0:
+    if validate and x.numel() and int(x.min()) < 0:
         raise ValueError(f"{name}: expected token ids >= 0, got {int(x.min())}")
     return x
 
 
-def check_times(t, batch: int, name: str = "t") -> torch.Tensor:
-    """t must be a Float[B] tensor (or a number, broadcast) with values in [0, 1]."""
+def check_times(t, batch: int, name: str = "t", validate: bool = True) -> torch.Tensor:
+    """t must be a Float[B] tensor (or a number, broadcast) with values in [0, 1] (validate=False: the
+    range is not read back)."""
     if isinstance(t, (int, float)) and not isinstance(t, bool):
         t = torch.full((batch,), float(t), dtype=torch.float64)
     if not isinstance(t, torch.Tensor) or not t.is_floating_point() or tuple(t.shape) != (batch,):
         got = f"shape {tuple(t.shape)} dtype {t.dtype}" if isinstance(t, torch.Tensor) else type(t).__name__
         raise ValueError(f"{name}: expected a float tensor of shape ({batch},) or a number, got {got}")
-    if not bool(torch.all((t >= 0) & (t <= 1))):
+    if validate and not bool(torch.all((t >= 0) & (t <= 1))):
         raise ValueError(f"{name}: expected times in [0, 1], got range [{float(t.min())}, {float(t.max())}]")
     return t
 
 
 def q_sample(x0: torch.Tensor, t, schedule: str | Schedule, mask_id: int,
-             generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+             generator: torch.Generator | None = None, validate: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw x_t ~ q(x_t | x_0):  x_t^i = x_0^i with prob. alpha_t, else the mask token (MDLM eq. 2).
 
     x0: Long[B, L], t: Float[B] in [0, 1]  ->  (x_t: Long[B, L], masked: Bool[B, L]).
     The coin of each position is a float64 uniform from `generator` compared with 1 - alpha_t."""
-    check_tokens(x0, "x0")
+    check_tokens(x0, "x0", validate=validate)
     sched = get_schedule(schedule)
-    t = check_times(t, x0.shape[0]).to(device=x0.device, dtype=torch.float64)
+    t = check_times(t, x0.shape[0], validate=validate).to(device=x0.device, dtype=torch.float64)
     coins = hashed.generator_draw(torch.rand, x0.shape, generator=generator, device=x0.device,
                                   dtype=torch.float64)
     masked = coins < (1.0 - sched.alpha(t))[:, None]

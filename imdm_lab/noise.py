@@ -58,9 +58,10 @@ def _mixed_counters(n: int, device: str) -> torch.Tensor:
     return mix32(torch.arange(n, device=device))
 
 
-def _premix(index: torch.Tensor) -> torch.Tensor:
-    """mix32(index), through a cached table when the counters are small."""
-    top = int(index.max()) + 1 if index.numel() else 0
+def _premix(index: torch.Tensor, bound: int | None = None) -> torch.Tensor:
+    """mix32(index), through a cached table when the counters are small. bound: an exclusive upper
+    bound of index the caller knows (then nothing is read back); the values do not depend on it."""
+    top = bound if bound is not None else (int(index.max()) + 1 if index.numel() else 0)
     if top > TABLE_MAX:
         return mix32(index)
     size = 1 << max(top - 1, 1).bit_length()  # a power of two, so nearby sizes share one table
@@ -93,16 +94,16 @@ def _check_seeds(seeds) -> torch.Tensor:
     return seeds.long()
 
 
-def uniform_at(seeds: torch.Tensor, streams, index: torch.Tensor) -> torch.Tensor:
+def uniform_at(seeds: torch.Tensor, streams, index: torch.Tensor, bound: int | None = None) -> torch.Tensor:
     """u = U(seed, stream, index) = mix32(key(seed, stream) ^ mix32(index)) / 2^32 in [0, 1), float64.
 
     seeds: Long[...] (any int64, negative allowed), streams: int or Long[...], index: Long[...] in
     [0, 2^32)  ->  Float64[broadcast shape]; the arguments broadcast. mix32 is a bijection, so distinct
-    indices of one key never collide before the final mix."""
+    indices of one key never collide before the final mix. bound: index < bound when the caller knows it."""
     seeds = _check_seeds(seeds)
     streams = torch.as_tensor(streams, dtype=torch.int64, device=seeds.device)
     key = _key(seeds, streams)
-    h = mix32(key ^ _premix(index.to(torch.int64)))
+    h = mix32(key ^ _premix(index.to(torch.int64), bound))
     return h.to(torch.float64) * 2.0**-32
 
 
@@ -117,13 +118,15 @@ def hash_uniform(seeds: torch.Tensor, n: int, stream: int = 0) -> torch.Tensor:
     return uniform_at(seeds[:, None], stream, index[None, :])
 
 
-def normal_at(seeds: torch.Tensor, streams, index: torch.Tensor) -> torch.Tensor:
+def normal_at(seeds: torch.Tensor, streams, index: torch.Tensor, bound: int | None = None) -> torch.Tensor:
     """Standard normal N(seed, stream, index) by Box-Muller on two hashed uniforms; Float64.
 
     Uniform 1 is 1 - U in (0, 1] so the log is finite; the two uniforms come from counters 2i and
-    2i + 1 of a stream salted apart from `uniform_at`'s so that rand and randn of one seed differ."""
+    2i + 1 of a stream salted apart from `uniform_at`'s so that rand and randn of one seed differ.
+    bound: index < bound when the caller knows it."""
     streams = torch.as_tensor(streams, dtype=torch.int64, device=index.device)
     salted = streams ^ 0x5BD1E995
-    u1 = 1.0 - uniform_at(seeds, salted, 2 * index)
-    u2 = uniform_at(seeds, salted, 2 * index + 1)
+    twice = None if bound is None else 2 * bound
+    u1 = 1.0 - uniform_at(seeds, salted, 2 * index, twice)
+    u2 = uniform_at(seeds, salted, 2 * index + 1, twice)
     return torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)

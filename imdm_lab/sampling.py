@@ -166,17 +166,20 @@ def _initial_eps(noise, seeds, batch_size, length, generator, device):
     return noise.from_seeds(seeds.to(device), length, stream=0)
 
 
-def _call(denoiser, x, eps, t, mask_id):
+def _call(denoiser, x, eps, t, mask_id, check_ids):
+    """One network call; its output shape is checked every time (free), the ids of x on the first call
+    only (a read-back): later states differ from it only by the sampler's own draws, which lie in [0, C)."""
     logits = denoiser(x, eps, t.to(torch.get_default_dtype()))
     if not isinstance(logits, torch.Tensor) or logits.dim() != 3 or logits.shape[:2] != x.shape \
             or logits.shape[-1] < max(mask_id, 1):
         got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise ValueError(f"denoiser: expected logits of shape [{x.shape[0]}, {x.shape[1]}, C] with "
                          f"C >= mask_id = {mask_id}, got {got}")
-    visible = x != mask_id
-    if visible.any() and int(x[visible].max()) >= logits.shape[-1]:
-        raise ValueError(f"given: expected token ids in [0, {logits.shape[-1]}) or the mask id, "
-                         f"got {int(x[visible].max())}")
+    if check_ids:
+        visible = x != mask_id
+        if visible.any() and int(x[visible].max()) >= logits.shape[-1]:
+            raise ValueError(f"given: expected token ids in [0, {logits.shape[-1]}) or the mask id, "
+                             f"got {int(x[visible].max())}")
     return logits
 
 
@@ -217,7 +220,7 @@ def sample(denoiser: Callable, *, batch_size: int, length: int, steps: int, mask
         if b.numel() == 0:
             break
         if logits is None or not cache:
-            logits, nfe = _call(denoiser, x, eps, times[:, j], mask_id), nfe + 1
+            logits, nfe = _call(denoiser, x, eps, times[:, j], mask_id, check_ids=nfe == 0), nfe + 1
         unmask, keep = unmask_all[:, j], keep_all[:, j]
         r = generator_draw(torch.rand, (B, L), generator=generator, device=device, dtype=torch.float64)[b, pos]
         reveal = r < unmask[b]
@@ -229,7 +232,7 @@ def sample(denoiser: Callable, *, batch_size: int, length: int, steps: int, mask
         reset = r >= (unmask + keep)[b] if resets else torch.zeros_like(reveal)
         rb, rpos = b[reset], pos[reset]
         if rb.numel():
-            fresh = (noise.at(seeds.to(device)[rb], j + 1, rpos, dtype=eps.dtype) if seeds is not None
+            fresh = (noise.at(seeds.to(device)[rb], j + 1, rpos, dtype=eps.dtype, length=L) if seeds is not None
                      else noise.draw_rows(rb.numel(), generator=generator, device=device, dtype=eps.dtype))
             eps[rb, rpos] = fresh
         if ub.numel() or rb.numel():

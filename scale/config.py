@@ -66,6 +66,8 @@ class TrainSection:
     log_every: int = 10
     strategy: str = "ddp"  # ddp / fsdp (multi-process runs)
     bf16: bool = True  # autocast on CUDA; CPU always runs float32
+    loss: str = "chunked"  # chunked: the head's NLL at masked rows only, in row chunks; full: [B, L, C] logits
+    compile: bool = False  # torch.compile the model for the training forward / backward
 
 
 @dataclass

@@ -9,10 +9,13 @@ Parameter names follow the official MDLM / IMDM backbone, so their state dicts l
     output_layer.{norm_final, linear, adaLN_modulation}
 
 The model is a Denoiser: `model(x_t, eps, t) -> logits Float[B, L, C]`; SUBS and carry-over are left
-to the kernels (imdm_lab.losses.subs_log_probs).
+to the kernels (imdm_lab.losses.subs_log_probs). `model(x_t, eps, t, targets=...)` returns the SUBS NLL
+Float[B, L] at the positions with a target instead (imdm_lab.head_nll: no [B, L, C] logits), and
+`model.hidden(x_t, eps, t)` gives the output head's input and the head itself.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -21,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from imdm_lab.embedding import MaskEmbedding
+from imdm_lab.head_nll import head_nll
 from imdm_lab.masking import MaskNoise
 from imdm_lab.schedules import get_schedule
 
@@ -141,6 +145,13 @@ def rotary_cos_sin(length: int, head_dim: int, device, base: float = 10_000.0):
     return emb.cos(), emb.sin()
 
 
+@functools.lru_cache(maxsize=32)
+def rotary_tables(length: int, head_dim: int, device: torch.device, dtype: torch.dtype):
+    """rotary_cos_sin in `dtype`, built once per (length, head_dim, device, dtype) and then reused."""
+    cos, sin = rotary_cos_sin(length, head_dim, device)
+    return cos.to(dtype), sin.to(dtype)
+
+
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """x' = x * cos + rotate_half(x) * sin, rotate_half(x1, x2) = (-x2, x1).   x: [B, L, H, hd]."""
     x1, x2 = x.chunk(2, dim=-1)
@@ -176,7 +187,8 @@ class TimestepEmbedder(nn.Module):
         return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
     def forward(self, sigma):
-        return self.mlp(self.features(sigma, self.freq_dim))
+        # features are float32; the cast is a no-op for a float32 model and lets a float64 one run
+        return self.mlp(self.features(sigma, self.freq_dim).to(self.mlp[0].weight.dtype))
 
 
 class DiTBlock(nn.Module):
@@ -237,9 +249,13 @@ class FinalLayer(nn.Module):
             nn.init.zeros_(lin.weight)
             nn.init.zeros_(lin.bias)
 
-    def forward(self, x, c):
+    def features(self, x, c):
+        """The linear's input: mod(LN x) with the per-sequence shift / scale.  x: [B, L, d] -> [B, L, d]."""
         shift, scale = self.adaLN_modulation(c)[:, None].chunk(2, dim=2)
-        return self.linear(modulate(self.norm_final(x), shift, scale))
+        return modulate(self.norm_final(x), shift, scale)
+
+    def forward(self, x, c):
+        return self.linear(self.features(x, c))
 
 
 class DiT(nn.Module):
@@ -266,18 +282,40 @@ class DiT(nn.Module):
             return torch.zeros_like(t, dtype=torch.float32)
         return -torch.log(self._schedule.alpha(t.float()))
 
-    def forward(self, x_t: torch.Tensor, eps: torch.Tensor | None, t: torch.Tensor) -> torch.Tensor:
-        h = self.vocab_embed(x_t, eps)  # float32, outside autocast (as the official embedding)
+    def _use_bf16(self, x_t: torch.Tensor) -> bool:
+        return self.config.bf16 and x_t.device.type == "cuda"
+
+    def hidden(self, x_t: torch.Tensor, eps: torch.Tensor | None, t: torch.Tensor,
+               validate: bool = True) -> tuple[torch.Tensor, nn.Linear]:
+        """Everything up to the output projection: (h Float[B, L, d], head) with logits = head(h).
+
+        h is in the dtype the head's product runs in (bf16 under the CUDA autocast, else the weights')."""
+        h = self.vocab_embed(x_t, eps, validate=validate)  # float32, outside autocast (as the official one)
         c = F.silu(self.sigma_map(self.sigma(t)))
-        cos, sin = rotary_cos_sin(x_t.shape[1], h.shape[-1] // self.config.dims.heads, x_t.device)
-        use_bf16 = self.config.bf16 and x_t.device.type == "cuda"
+        use_bf16 = self._use_bf16(x_t)
+        # q and k are bf16 under autocast: the tables are kept in that dtype, as apply_rotary casts them.
+        # (a compiled graph computes them in the graph instead, where they are folded into constants)
+        tables = rotary_tables.__wrapped__ if torch.compiler.is_compiling() else rotary_tables
+        cos, sin = tables(x_t.shape[1], h.shape[-1] // self.config.dims.heads, x_t.device,
+                          torch.bfloat16 if use_bf16 else h.dtype)
         with torch.autocast(device_type=x_t.device.type, dtype=torch.bfloat16, enabled=use_bf16):
             for block in self.blocks:
                 h = block(h, cos, sin, c)
-            logits = self.output_layer(h, c)
-        # float32 logits: SUBS, log-softmax and the ELBO weight -alpha'/(1 - alpha) are then computed in
-        # float32 (in bf16, 1 - alpha_t rounds to 0 for t < 4e-3 and the weight becomes inf).
-        return logits.float()
+            h = self.output_layer.features(h, c)
+        return (h.to(torch.bfloat16) if use_bf16 else h), self.output_layer.linear
+
+    def forward(self, x_t: torch.Tensor, eps: torch.Tensor | None, t: torch.Tensor,
+                targets: torch.Tensor | None = None, validate: bool = True) -> torch.Tensor:
+        """logits Float[B, L, C] (at least float32); with targets (Long[B, L], imdm_lab.losses.IGNORE where
+        not needed) the SUBS NLL Float[B, L] at the target rows instead, in row chunks (imdm_lab.head_nll)."""
+        h, head = self.hidden(x_t, eps, t, validate=validate)
+        if targets is not None:
+            return head_nll(h, head, targets, self.config.mask_id, validate=validate)
+        with torch.autocast(device_type=x_t.device.type, dtype=torch.bfloat16, enabled=self._use_bf16(x_t)):
+            logits = head(h)
+        # at least float32 logits: SUBS, log-softmax and the ELBO weight -alpha'/(1 - alpha) are then
+        # computed in float32 (in bf16, 1 - alpha_t rounds to 0 for t < 4e-3 and the weight becomes inf).
+        return logits.to(torch.promote_types(logits.dtype, torch.float32))
 
 
 # model.noise -> mode of imdm_lab.embedding.MaskEmbedding

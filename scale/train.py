@@ -99,6 +99,26 @@ def _set_rng_states(states: dict) -> None:
         torch.cuda.set_rng_state_all([_decode(s) for s in states["cuda"]])
 
 
+# train.loss -> whether the ELBO takes the DiT's chunked head NLL (imdm_lab.head_nll) instead of full logits
+LOSSES = {"chunked": True, "full": False}
+
+
+def make_optimizer(model: torch.nn.Module, tc, fused: bool) -> torch.optim.AdamW:
+    """AdamW of the [train] settings. fused (the trainer's choice on CUDA): one kernel for all parameters
+    whose step counters stay on the device, so a step reads nothing back; else PyTorch's default
+    (foreach) implementation, which keeps the counters on the host."""
+    return torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tuple(tc.betas), eps=tc.adam_eps,
+                             weight_decay=tc.weight_decay, fused=True if fused else None)
+
+
+def check_block_ids(blocks: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Blocks Long[b, L] read from the cache, ids checked in [0, C) on the host before they go to the device."""
+    ids = blocks.numpy()
+    if ids.size and (ids.min() < 0 or ids.max() >= num_classes):
+        raise ValueError(f"data: expected token ids in [0, {num_classes}), got range [{ids.min()}, {ids.max()}]")
+    return blocks
+
+
 class Trainer:
     """Owns the model, optimizer, EMA and data order of one run; `run()` trains to `max_steps`."""
 
@@ -109,14 +129,17 @@ class Trainer:
         self.train_blocks, self.val_blocks, self.decode = train_blocks, val_blocks, decode
         self.vocab_size, self.mask_id = vocab_size, mask_id
         tc = config.train
+        if tc.loss not in LOSSES:
+            raise ValueError(f"train.loss: expected one of {sorted(LOSSES)}, got {tc.loss!r}")
         self.plan = BatchPlan.make(tc.global_batch, tc.micro_batch, self.rt.world)
         torch.manual_seed(tc.seed)  # identical initial weights on every process
         self.model = DiT(make_dit_config(config, vocab_size, mask_id)).to(self.rt.device)
         self.noise = self.model.noise
         self.wrapped = D.wrap(self.model, self.rt, tc.strategy)
         self.sharded = D.is_sharded(self.rt, tc.strategy)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, betas=tuple(tc.betas),
-                                           eps=tc.adam_eps, weight_decay=tc.weight_decay)
+        self.optimizer = make_optimizer(self.model, tc, fused=self.rt.device.type == "cuda")
+        # the compiled module shares the model's parameters; evaluation and sampling stay eager
+        self.train_forward = torch.compile(self.wrapped) if tc.compile else self.wrapped
         self.ema = EMA(self.model, tc.ema)
         # The global batch order; each process takes its micro-batches' rows out of it.
         self.stream = BatchStream(len(train_blocks), tc.global_batch, seed=tc.seed)
@@ -189,12 +212,17 @@ class Trainer:
         return self.loss(rows[g * mb:(g + 1) * mb], t_all[g * mb:(g + 1) * mb], gen)
 
     def loss(self, idx: np.ndarray, t: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """Mean ELBO of the training blocks at row indices idx (Int[b]) at times t (Float[b])."""
-        x0 = self.train_blocks[idx].to(self.rt.device)
-        return elbo(self.wrapped, x0, t.to(self.rt.device), self.cfg.train.schedule, self.mask_id,
-                    noise=self.noise, generator=gen).mean
+        """Mean ELBO of the training blocks at row indices idx (Int[b]) at times t (Float[b]).
 
-    def train_step(self) -> dict:
+        The ids are checked on the host copy before it moves; the kernels then trust x0 and t
+        (validate=False), so nothing is read back from the device during the step."""
+        x0 = check_block_ids(self.train_blocks[idx], self.vocab_size).to(self.rt.device)
+        return elbo(self.train_forward, x0, t.to(self.rt.device), self.cfg.train.schedule, self.mask_id,
+                    noise=self.noise, generator=gen, efficient=LOSSES[self.cfg.train.loss], validate=False).mean
+
+    def update(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward, ELBO, backward and the optimizer / EMA step of one global batch, queued without any
+        read-back from the device: (this process's loss, gradient norm) as device scalars."""
         tc, plan = self.cfg.train, self.plan
         self.model.train()
         lr = learning_rate(self.step, tc.lr, tc.warmup)
@@ -218,6 +246,11 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.ema.update(self.model)
         self.step += 1
+        return total, grad_norm
+
+    def train_step(self) -> dict:
+        lr = learning_rate(self.step, self.cfg.train.lr, self.cfg.train.warmup)
+        total, grad_norm = self.update()
         loss = float(D.all_mean(total))
         if not math.isfinite(loss):
             raise ValueError(f"train: the loss became {loss} at step {self.step}; lower train.lr")

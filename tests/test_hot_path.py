@@ -1,0 +1,141 @@
+"""The training step and the sampler step read nothing back from the device, and the DiT forward with
+the chunked ELBO compiles as one graph.
+
+A read-back is any Python-level conversion of a tensor to a host value: item(), bool / int / float
+(an `if` on a tensor), tolist(). They are counted by patching those methods around the step."""
+import contextlib
+from collections import Counter
+
+import pytest
+import torch
+
+from imdm_lab.losses import IGNORE, weighted_nll
+from imdm_lab.masking import MaskNoise, q_sample
+from imdm_lab.sampling import sample
+from scale.config import config_from_dict
+from scale.model import DiT, DiTConfig
+from scale.train import Trainer, make_optimizer
+
+READ_BACKS = ("item", "__bool__", "__int__", "__float__", "__index__", "tolist")
+
+
+@contextlib.contextmanager
+def counting_read_backs():
+    """Counter of read-backs (and of nonzero calls, which size their output from the data)."""
+    seen = Counter()
+    originals = {name: getattr(torch.Tensor, name) for name in (*READ_BACKS, "nonzero")}
+
+    def counted(name, fn):
+        def wrapper(*args, **kwargs):
+            seen[name] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+    for name, fn in originals.items():
+        setattr(torch.Tensor, name, counted(name, fn))
+    try:
+        yield seen
+    finally:
+        for name, fn in originals.items():
+            setattr(torch.Tensor, name, fn)
+
+
+def test_the_counter_sees_read_backs():
+    x = torch.arange(4)
+    with counting_read_backs() as seen:
+        if x.max() > 2:
+            int(x.sum()), float(x[0]), x.tolist(), x.nonzero()
+    assert seen["__bool__"] == 1 and seen["__int__"] == 1 and seen["__float__"] == 1
+    assert seen["tolist"] == 1 and seen["nonzero"] == 1
+
+
+def _trainer(tmp_path, loss="chunked"):
+    config = config_from_dict({
+        "model": {"size": "tiny-cpu", "noise": "rand"},
+        "train": {"global_batch": 4, "micro_batch": 2, "warmup": 2, "loss": loss, "ema": 0.9},
+        "eval": {"every": 0}})
+    blocks = torch.randint(0, 40, (8, 16), generator=torch.Generator().manual_seed(0))
+    trainer = Trainer(config, tmp_path / "run", blocks, blocks[:2], vocab_size=40, mask_id=40)
+    # the optimizer the trainer builds on CUDA (CPU PyTorch has the fused kernel as well)
+    trainer.optimizer = make_optimizer(trainer.model, config.train, fused=True)
+    return trainer
+
+
+def test_a_training_step_reads_nothing_back(tmp_path):
+    trainer = _trainer(tmp_path)
+    trainer.update()  # the first step creates the optimizer state
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    with counting_read_backs() as seen:
+        loss, grad_norm = trainer.update()
+    assert {k: seen[k] for k in READ_BACKS} == dict.fromkeys(READ_BACKS, 0), seen
+    # what remains data-dependent: selecting the masked rows for the head, once forward and once
+    # backward per micro-batch (2 micro-batches here)
+    assert seen["nonzero"] == 2 * trainer.plan.accumulation == 4
+    assert torch.isfinite(loss) and float(grad_norm) > 0
+    assert any(not torch.equal(a, p) for a, p in zip(before, trainer.model.parameters()))
+
+
+def test_the_trainer_checks_its_data_on_the_host(tmp_path):
+    trainer = _trainer(tmp_path)
+    trainer.train_blocks = torch.full((8, 16), 40)  # the mask id is not a class here
+    with pytest.raises(ValueError, match=r"^data: expected token ids in \[0, 40\)"):
+        trainer.update()
+    with pytest.raises(ValueError, match="^train.loss:"):
+        _trainer(tmp_path, loss="fused")
+
+
+@pytest.mark.parametrize("seeds", [None, torch.arange(4)])  # labels from the generator / hashed seeds
+def test_a_sampler_step_reads_nothing_back(seeds):
+    """Steps after the first network call (which checks the ids of `given` once), resets included."""
+    V, L, mask = 12, 10, 3
+    noise = MaskNoise("rand", dim=2)
+    weights = torch.randn(V, V, generator=torch.Generator().manual_seed(0))
+    calls, counters = [], []
+    stack = contextlib.ExitStack()
+
+    def denoiser(x, eps, t):
+        calls.append(1)
+        if len(calls) == 2:
+            counters.append(stack.enter_context(counting_read_backs()))
+        return weights[x] + eps.sum(-1, keepdim=True)
+    given = torch.full((4, L), mask)
+    given[:, 0] = 5
+    with stack:
+        out = sample(denoiser, batch_size=4, length=L, steps=6, mask_id=mask, noise=noise, given=given,
+                     seeds=seeds, generator=torch.Generator().manual_seed(1), cache=False)
+    assert len(calls) >= 3 and out.nfe == len(calls) and (out.tokens != mask).all()
+    assert not torch.equal(out.eps_init, out.eps_final)  # labels were reset on the way
+    (seen,) = counters
+    assert {k: seen[k] for k in READ_BACKS} == dict.fromkeys(READ_BACKS, 0), seen
+
+
+@pytest.mark.parametrize("noise", ["rand", "none"])
+def test_dit_forward_with_the_chunked_elbo_has_no_graph_break(noise):
+    torch.manual_seed(0)
+    model = DiT(DiTConfig(vocab_size=50, mask_id=50, noise=noise, dropout=0.0))
+    x0 = torch.randint(0, 50, (2, 16))
+    t = torch.tensor([0.3, 0.8])
+    x_t, masked = q_sample(x0, t, "loglinear", 50, generator=torch.Generator().manual_seed(0))
+    eps = model.noise.draw(2, 16) if model.noise else None
+
+    def loss(x_t, eps, t, targets, masked):
+        nll = model(x_t, eps, t, targets=targets, validate=False)
+        return weighted_nll(nll, masked, t, "loglinear").mean()
+    torch._dynamo.reset()
+    report = torch._dynamo.explain(loss)(x_t, eps, t, torch.where(masked, x0, IGNORE), masked)
+    torch._dynamo.reset()
+    assert report.graph_break_count == 0 and report.graph_count == 1, report.break_reasons
+
+
+def test_rotary_tables_are_built_once_per_length_device_and_dtype():
+    from scale.model import rotary_cos_sin, rotary_tables
+    model = DiT(DiTConfig(vocab_size=50, mask_id=50, noise="none", dropout=0.0))
+    x = torch.randint(0, 50, (2, 24))
+    model(x, None, torch.ones(2))
+    misses = rotary_tables.cache_info().misses
+    model(x, None, torch.ones(2))
+    assert rotary_tables.cache_info().misses == misses  # the second forward reuses the tables
+    head_dim = model.config.dims.hidden // model.config.dims.heads
+    cos, sin = rotary_tables(24, head_dim, x.device, torch.float32)
+    assert cos is rotary_tables(24, head_dim, x.device, torch.float32)[0]
+    assert all(torch.equal(a, b) for a, b in zip((cos, sin), rotary_cos_sin(24, head_dim, x.device)))
+    assert rotary_tables(24, head_dim, x.device, torch.float64)[0].dtype == torch.float64
