@@ -66,7 +66,9 @@ class TrainSection:
     log_every: int = 10
     strategy: str = "ddp"  # ddp / fsdp (multi-process runs)
     bf16: bool = True  # autocast on CUDA; CPU always runs float32
-    loss: str = "chunked"  # chunked: the head's NLL at masked rows only, in row chunks; full: [B, L, C] logits
+    # chunked: the head's NLL at masked rows only, in row chunks (selected with a host sync); chunked-all:
+    # on every row, visible ones zeroed (no sync, ~2x the head's FLOPs); full: [B, L, C] logits
+    loss: str = "chunked"
     compile: bool = False  # torch.compile the model for the training forward / backward
 
 

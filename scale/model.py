@@ -305,12 +305,14 @@ class DiT(nn.Module):
         return (h.to(torch.bfloat16) if use_bf16 else h), self.output_layer.linear
 
     def forward(self, x_t: torch.Tensor, eps: torch.Tensor | None, t: torch.Tensor,
-                targets: torch.Tensor | None = None, validate: bool = True) -> torch.Tensor:
+                targets: torch.Tensor | None = None, validate: bool = True,
+                head_rows: str = "masked") -> torch.Tensor:
         """logits Float[B, L, C] (at least float32); with targets (Long[B, L], imdm_lab.losses.IGNORE where
-        not needed) the SUBS NLL Float[B, L] at the target rows instead, in row chunks (imdm_lab.head_nll)."""
+        not needed) the SUBS NLL Float[B, L] at the target rows instead, in row chunks (imdm_lab.head_nll,
+        on the target rows or, head_rows="all", on every row without a read-back)."""
         h, head = self.hidden(x_t, eps, t, validate=validate)
         if targets is not None:
-            return head_nll(h, head, targets, self.config.mask_id, validate=validate)
+            return head_nll(h, head, targets, self.config.mask_id, validate=validate, rows=head_rows)
         with torch.autocast(device_type=x_t.device.type, dtype=torch.bfloat16, enabled=self._use_bf16(x_t)):
             logits = head(h)
         # at least float32 logits: SUBS, log-softmax and the ELBO weight -alpha'/(1 - alpha) are then

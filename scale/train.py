@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import time
@@ -99,8 +100,8 @@ def _set_rng_states(states: dict) -> None:
         torch.cuda.set_rng_state_all([_decode(s) for s in states["cuda"]])
 
 
-# train.loss -> whether the ELBO takes the DiT's chunked head NLL (imdm_lab.head_nll) instead of full logits
-LOSSES = {"chunked": True, "full": False}
+# train.loss -> the rows the DiT's chunked head NLL (imdm_lab.head_nll) runs on; None: full logits
+LOSSES = {"chunked": "masked", "chunked-all": "all", "full": None}
 
 
 def make_optimizer(model: torch.nn.Module, tc, fused: bool) -> torch.optim.AdamW:
@@ -217,8 +218,10 @@ class Trainer:
         The ids are checked on the host copy before it moves; the kernels then trust x0 and t
         (validate=False), so nothing is read back from the device during the step."""
         x0 = check_block_ids(self.train_blocks[idx], self.vocab_size).to(self.rt.device)
-        return elbo(self.train_forward, x0, t.to(self.rt.device), self.cfg.train.schedule, self.mask_id,
-                    noise=self.noise, generator=gen, efficient=LOSSES[self.cfg.train.loss], validate=False).mean
+        rows = LOSSES[self.cfg.train.loss]
+        forward = self.train_forward if rows is None else functools.partial(self.train_forward, head_rows=rows)
+        return elbo(forward, x0, t.to(self.rt.device), self.cfg.train.schedule, self.mask_id,
+                    noise=self.noise, generator=gen, efficient=rows is not None, validate=False).mean
 
     def update(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward, ELBO, backward and the optimizer / EMA step of one global batch, queued without any

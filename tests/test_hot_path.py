@@ -60,16 +60,17 @@ def _trainer(tmp_path, loss="chunked"):
     return trainer
 
 
-def test_a_training_step_reads_nothing_back(tmp_path):
-    trainer = _trainer(tmp_path)
+@pytest.mark.parametrize("kind", ["chunked", "chunked-all"])
+def test_a_training_step_reads_nothing_back(tmp_path, kind):
+    trainer = _trainer(tmp_path, kind)
     trainer.update()  # the first step creates the optimizer state
     before = [p.detach().clone() for p in trainer.model.parameters()]
     with counting_read_backs() as seen:
         loss, grad_norm = trainer.update()
     assert {k: seen[k] for k in READ_BACKS} == dict.fromkeys(READ_BACKS, 0), seen
-    # what remains data-dependent: selecting the masked rows for the head, once forward and once
-    # backward per micro-batch (2 micro-batches here)
-    assert seen["nonzero"] == 2 * trainer.plan.accumulation == 4
+    # "chunked" selects the masked rows for the head, once forward and once backward per micro-batch
+    # (2 micro-batches here); "chunked-all" runs it on every row and selects nothing
+    assert seen["nonzero"] == {"chunked": 2 * trainer.plan.accumulation, "chunked-all": 0}[kind]
     assert torch.isfinite(loss) and float(grad_norm) > 0
     assert any(not torch.equal(a, p) for a, p in zip(before, trainer.model.parameters()))
 
@@ -108,8 +109,9 @@ def test_a_sampler_step_reads_nothing_back(seeds):
     assert {k: seen[k] for k in READ_BACKS} == dict.fromkeys(READ_BACKS, 0), seen
 
 
+@pytest.mark.parametrize("head_rows", ["masked", "all"])
 @pytest.mark.parametrize("noise", ["rand", "none"])
-def test_dit_forward_with_the_chunked_elbo_has_no_graph_break(noise):
+def test_dit_forward_with_the_chunked_elbo_has_no_graph_break(noise, head_rows):
     torch.manual_seed(0)
     model = DiT(DiTConfig(vocab_size=50, mask_id=50, noise=noise, dropout=0.0))
     x0 = torch.randint(0, 50, (2, 16))
@@ -118,7 +120,7 @@ def test_dit_forward_with_the_chunked_elbo_has_no_graph_break(noise):
     eps = model.noise.draw(2, 16) if model.noise else None
 
     def loss(x_t, eps, t, targets, masked):
-        nll = model(x_t, eps, t, targets=targets, validate=False)
+        nll = model(x_t, eps, t, targets=targets, validate=False, head_rows=head_rows)
         return weighted_nll(nll, masked, t, "loglinear").mean()
     torch._dynamo.reset()
     report = torch._dynamo.explain(loss)(x_t, eps, t, torch.where(masked, x0, IGNORE), masked)

@@ -1,4 +1,6 @@
 """The chunked SUBS NLL of a linear head (imdm_lab.head_nll) and the ELBO path that uses it."""
+import functools
+
 import pytest
 import torch
 
@@ -16,8 +18,9 @@ def _head(d, C, seed):
     return head
 
 
+@pytest.mark.parametrize("rows", ["masked", "all"])
 @pytest.mark.parametrize("mask_id", [2, 6])  # a class of the head / one past the classes
-def test_head_nll_is_the_subs_cross_entropy_at_target_rows(mask_id):
+def test_head_nll_is_the_subs_cross_entropy_at_target_rows(mask_id, rows):
     B, L, d, C = 2, 5, 4, 6
     g = torch.Generator().manual_seed(0)
     h = torch.randn(B, L, d, generator=g, dtype=torch.float64)
@@ -25,7 +28,7 @@ def test_head_nll_is_the_subs_cross_entropy_at_target_rows(mask_id):
     classes = [c for c in range(C) if c != mask_id]
     targets = torch.tensor(classes, dtype=torch.long)[torch.randint(0, len(classes), (B, L), generator=g)]
     targets[0, 1] = targets[1, 3] = IGNORE
-    out = head_nll(h, head, targets, mask_id, chunk=3)
+    out = head_nll(h, head, targets, mask_id, chunk=3, rows=rows)
     for b in range(B):
         for i in range(L):
             if targets[b, i] == IGNORE:
@@ -44,11 +47,13 @@ def test_head_nll_gradients_match_finite_differences():
     w = torch.randn(5, 4, generator=g, dtype=torch.float64, requires_grad=True)
     b = torch.randn(5, generator=g, dtype=torch.float64, requires_grad=True)
     targets = torch.tensor([[0, IGNORE, 4], [2, 1, IGNORE]])
-    for mask_id, chunk in ((3, 2), (5, 1), (5, 4)):
-        op = lambda h, w, b: torch.ops.imdm_lab.head_nll(h, w, b, targets, mask_id, chunk)  # noqa: E731
+    for mask_id, chunk, rows in ((3, 2, "masked"), (5, 1, "masked"), (5, 4, "masked"), (0, 4, "all"),
+                                 (5, 4, "all")):
+        op = lambda h, w, b: torch.ops.imdm_lab.head_nll(h, w, b, targets, mask_id, chunk, rows)  # noqa: E731
         assert torch.autograd.gradcheck(op, (h, w, b))
     # the fake (shape-only) kernels and the autograd registration agree with the real ones
-    torch.library.opcheck(torch.ops.imdm_lab.head_nll.default, (h, w, b, targets, 3, 2))
+    for rows in ("masked", "all"):
+        torch.library.opcheck(torch.ops.imdm_lab.head_nll.default, (h, w, b, targets, 3, 2, rows))
 
 
 def _dit(noise: str, vocab: int, mask_id: int) -> DiT:
@@ -60,9 +65,10 @@ def _dit(noise: str, vocab: int, mask_id: int) -> DiT:
     return model
 
 
+@pytest.mark.parametrize("head_rows", ["masked", "all"])
 @pytest.mark.parametrize("noise", ["none", "rand"])  # MDM, IMDM
 @pytest.mark.parametrize("mask_inside", [True, False])
-def test_efficient_elbo_equals_the_full_one_with_its_gradients(noise, mask_inside):
+def test_efficient_elbo_equals_the_full_one_with_its_gradients(noise, mask_inside, head_rows):
     C = 11
     mask_id = 4 if mask_inside else C
     model = _dit(noise, C, mask_id)
@@ -72,7 +78,8 @@ def test_efficient_elbo_equals_the_full_one_with_its_gradients(noise, mask_insid
     outs, grads = [], []
     for efficient in (False, True):
         model.zero_grad()
-        out = elbo(model, x0, t, "loglinear", mask_id, noise=model.noise,
+        den = functools.partial(model, head_rows=head_rows) if efficient else model
+        out = elbo(den, x0, t, "loglinear", mask_id, noise=model.noise,
                    generator=torch.Generator().manual_seed(2), efficient=efficient)
         out.mean.backward()
         outs.append(out)
@@ -104,3 +111,5 @@ def test_head_nll_bad_input():
         head_nll(h, head, torch.tensor([[0, 0]]), 6)
     with pytest.raises(ValueError, match="^chunk:"):
         head_nll(h, head, torch.tensor([[0, 0]]), 5, chunk=0)
+    with pytest.raises(ValueError, match="^rows:"):
+        head_nll(h, head, torch.tensor([[0, 0]]), 5, rows="visible")
