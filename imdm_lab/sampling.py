@@ -13,6 +13,15 @@ when seeds are given, and the denoiser sees the current labels at every call.
 Cache: with no time conditioning, the network output depends only on (x_t, eps); when a step neither
 reveals a token nor resets a label the previous output is reused (one network call saved). Pass
 cache=False for a denoiser that reads t.
+
+Two modes with the same law:
+- default: the masked positions are found with nonzero each step and only they draw (their count
+  sets how much of the generator a step consumes, and host syncs size the buffers);
+- dense=True: every one of the B x L positions draws a branch uniform and a token uniform each step,
+  the results are kept where the position is masked by torch.where; no nonzero, boolean indexing or
+  `if` on a tensor inside the loop, so a step reads nothing back (the first network call checks the
+  ids of `given` once). The network is called at every step (skipping it would need a host decision)
+  and the draws cost B * L * C per step instead of (unmasking rows) * C.
 """
 from __future__ import annotations
 
@@ -189,17 +198,27 @@ def sample(denoiser: Callable, *, batch_size: int, length: int, steps: int, mask
            given: torch.Tensor | None = None, given_mask: torch.Tensor | None = None,
            t_start: float | torch.Tensor = 1.0, seeds: torch.Tensor | None = None,
            generator: torch.Generator | None = None, temperature: float = 1.0, top_p: float = 1.0,
-           last_step: str = "ancestral", fix_eps: bool = False, cache: bool = True,
-           dtype: torch.dtype = torch.float64, device=None) -> SampleOutput:
+           last_step: str = "ancestral", fix_eps: bool = False, cache: bool | None = None,
+           dtype: torch.dtype = torch.float64, device=None, dense: bool = False) -> SampleOutput:
     """k-step ancestral sampling from a denoiser (MDLM eq. 7; IMDM keep/reset, imdm-reference sec. 4).
 
     denoiser(x_t Long[B, L], eps, t Float[B]) -> logits Float[B, L, C]; given/given_mask: Long/Bool[B, L]
     tokens held fixed (prefix, suffix, infilling; positions equal to mask_id are generated);
     t_start: float or Float[B], the time of the (partially) masked input; seeds: Long[B] for
     reproducible labels; temperature and top_p act on x0_hat, not on the keep/reset masses;
-    dtype: float64 (default) or float32 for the categorical draws.
+    dtype: float64 (default) or float32 for the categorical draws; cache (default on) reuses the
+    network output over steps that change nothing; dense=True: the sync-free mode (module docstring),
+    which calls the network at every step (cache=True is refused there).
     Returns tokens Long[B, L], the number of network calls and the initial / final labels."""
     _check_options(steps, temperature, top_p, last_step, batch_size, length, mask_id, noise, dtype)
+    if not isinstance(dense, bool):
+        raise ValueError(f"dense: expected a bool, got {dense!r}")
+    if cache is not None and not isinstance(cache, bool):
+        raise ValueError(f"cache: expected a bool or None, got {cache!r}")
+    if dense and cache:
+        raise ValueError("cache: expected False or None with dense=True (the dense mode calls the network "
+                         "at every step: skipping a call needs a host decision)")
+    cache = not dense if cache is None else cache
     sched = get_schedule(schedule)
     if device is None:
         device = given.device if given is not None else "cpu"
@@ -214,6 +233,10 @@ def sample(denoiser: Callable, *, batch_size: int, length: int, steps: int, mask
     resets = noise is not None and not fix_eps
     # branch probabilities of every step at once (Float64[B, k]): they depend on the grid only
     unmask_all, keep_all, _ = imdm_coefficients(alphas[:, :-1], alphas[:, 1:], fix_eps=not resets)
+    if dense:
+        x, eps = _dense_steps(denoiser, x, eps, times, unmask_all, keep_all, mask_id, noise if resets else None,
+                              seeds, generator, temperature, top_p, last_step, dtype)
+        return SampleOutput(x, steps, eps_init, eps)
     logits, nfe, rows = None, 0, _Rows()
     for j in range(steps):
         b, pos = (x == mask_id).nonzero(as_tuple=True)
@@ -238,3 +261,29 @@ def sample(denoiser: Callable, *, batch_size: int, length: int, steps: int, mask
         if ub.numel() or rb.numel():
             logits = None
     return SampleOutput(x, nfe, eps_init, eps)
+
+
+def _dense_steps(denoiser, x, eps, times, unmask_all, keep_all, mask_id, noise, seeds, generator,
+                 temperature, top_p, last_step, dtype):
+    """The k steps of the dense mode: (x Long[B, L], eps) -> (x, eps) after the last step.
+
+    Per step j and position (b, i): r ~ U(0, 1) in float64 picks the branch of a masked position,
+    unmask if r < unmask_bj, keep if r < unmask_bj + keep_bj, else reset (only with noise given: resets
+    on); a token is drawn for every position from x0_hat (one uniform each, in `dtype`) and kept where
+    the position unmasks; fresh labels are drawn for every position and kept where it resets."""
+    B, L = x.shape
+    device = x.device
+    for j in range(times.shape[1] - 1):
+        masked = x == mask_id
+        logits = _call(denoiser, x, eps, times[:, j], mask_id, check_ids=j == 0)
+        unmask, keep = unmask_all[:, j, None], keep_all[:, j, None]
+        r = generator_draw(torch.rand, (B, L), generator=generator, device=device, dtype=torch.float64)
+        weights = token_weights_(logits.reshape(B * L, -1).to(dtype, copy=True), mask_id, temperature, top_p)
+        pick = LAST_STEPS[last_step] if j == times.shape[1] - 2 else _draw
+        x = torch.where(masked & (r < unmask), pick(weights, generator).view(B, L), x)
+        if noise is not None:
+            reset = masked & (r >= unmask + keep)
+            fresh = (noise.from_seeds(seeds.to(device), L, stream=j + 1, dtype=eps.dtype) if seeds is not None
+                     else noise.draw(B, L, generator=generator, device=device, dtype=eps.dtype))
+            eps = torch.where(reset[..., None] if eps.dim() == 3 else reset, fresh, eps)
+    return x, eps

@@ -84,9 +84,11 @@ def test_the_trainer_checks_its_data_on_the_host(tmp_path):
         _trainer(tmp_path, loss="fused")
 
 
+@pytest.mark.parametrize("dense", [False, True])
 @pytest.mark.parametrize("seeds", [None, torch.arange(4)])  # labels from the generator / hashed seeds
-def test_a_sampler_step_reads_nothing_back(seeds):
-    """Steps after the first network call (which checks the ids of `given` once), resets included."""
+def test_a_sampler_step_reads_nothing_back(seeds, dense):
+    """Steps after the first network call (which checks the ids of `given` once), resets included; the
+    dense mode selects no rows either (no nonzero)."""
     V, L, mask = 12, 10, 3
     noise = MaskNoise("rand", dim=2)
     weights = torch.randn(V, V, generator=torch.Generator().manual_seed(0))
@@ -102,11 +104,13 @@ def test_a_sampler_step_reads_nothing_back(seeds):
     given[:, 0] = 5
     with stack:
         out = sample(denoiser, batch_size=4, length=L, steps=6, mask_id=mask, noise=noise, given=given,
-                     seeds=seeds, generator=torch.Generator().manual_seed(1), cache=False)
+                     seeds=seeds, generator=torch.Generator().manual_seed(1), cache=False, dense=dense)
     assert len(calls) >= 3 and out.nfe == len(calls) and (out.tokens != mask).all()
     assert not torch.equal(out.eps_init, out.eps_final)  # labels were reset on the way
     (seen,) = counters
     assert {k: seen[k] for k in READ_BACKS} == dict.fromkeys(READ_BACKS, 0), seen
+    if dense:
+        assert len(calls) == 6 and seen["nonzero"] == 0
 
 
 @pytest.mark.parametrize("head_rows", ["masked", "all"])
