@@ -175,10 +175,13 @@ def _initial_eps(noise, seeds, batch_size, length, generator, device):
     return noise.from_seeds(seeds.to(device), length, stream=0)
 
 
-def _call(denoiser, x, eps, t, mask_id, check_ids):
+def _call(denoiser, x, eps, t, mask_id, check_ids, revalidate=True):
     """One network call; its output shape is checked every time (free), the ids of x on the first call
-    only (a read-back): later states differ from it only by the sampler's own draws, which lie in [0, C)."""
-    logits = denoiser(x, eps, t.to(torch.get_default_dtype()))
+    only (a read-back): later states differ from it only by the sampler's own draws, which lie in [0, C).
+    revalidate=False: after that first call the denoiser is told so (validate=False), so that it does
+    not read the ids back either."""
+    trusted = {} if check_ids or revalidate else {"validate": False}
+    logits = denoiser(x, eps, t.to(torch.get_default_dtype()), **trusted)
     if not isinstance(logits, torch.Tensor) or logits.dim() != 3 or logits.shape[:2] != x.shape \
             or logits.shape[-1] < max(mask_id, 1):
         got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
@@ -199,7 +202,8 @@ def sample(denoiser: Callable, *, batch_size: int, length: int, steps: int, mask
            t_start: float | torch.Tensor = 1.0, seeds: torch.Tensor | None = None,
            generator: torch.Generator | None = None, temperature: float = 1.0, top_p: float = 1.0,
            last_step: str = "ancestral", fix_eps: bool = False, cache: bool | None = None,
-           dtype: torch.dtype = torch.float64, device=None, dense: bool = False) -> SampleOutput:
+           dtype: torch.dtype = torch.float64, device=None, dense: bool = False,
+           revalidate: bool = True) -> SampleOutput:
     """k-step ancestral sampling from a denoiser (MDLM eq. 7; IMDM keep/reset, imdm-reference sec. 4).
 
     denoiser(x_t Long[B, L], eps, t Float[B]) -> logits Float[B, L, C]; given/given_mask: Long/Bool[B, L]
@@ -208,11 +212,14 @@ def sample(denoiser: Callable, *, batch_size: int, length: int, steps: int, mask
     reproducible labels; temperature and top_p act on x0_hat, not on the keep/reset masses;
     dtype: float64 (default) or float32 for the categorical draws; cache (default on) reuses the
     network output over steps that change nothing; dense=True: the sync-free mode (module docstring),
-    which calls the network at every step (cache=True is refused there).
+    which calls the network at every step (cache=True is refused there); revalidate=False: the denoiser
+    takes `validate=` (as scale.model.DiT does) and gets validate=False at every call after the first,
+    whose ids the sampler checks (the states after it hold only the sampler's own draws).
     Returns tokens Long[B, L], the number of network calls and the initial / final labels."""
     _check_options(steps, temperature, top_p, last_step, batch_size, length, mask_id, noise, dtype)
-    if not isinstance(dense, bool):
-        raise ValueError(f"dense: expected a bool, got {dense!r}")
+    for name, value in (("dense", dense), ("revalidate", revalidate)):
+        if not isinstance(value, bool):
+            raise ValueError(f"{name}: expected a bool, got {value!r}")
     if cache is not None and not isinstance(cache, bool):
         raise ValueError(f"cache: expected a bool or None, got {cache!r}")
     if dense and cache:
@@ -235,7 +242,7 @@ def sample(denoiser: Callable, *, batch_size: int, length: int, steps: int, mask
     unmask_all, keep_all, _ = imdm_coefficients(alphas[:, :-1], alphas[:, 1:], fix_eps=not resets)
     if dense:
         x, eps = _dense_steps(denoiser, x, eps, times, unmask_all, keep_all, mask_id, noise if resets else None,
-                              seeds, generator, temperature, top_p, last_step, dtype)
+                              seeds, generator, temperature, top_p, last_step, dtype, revalidate)
         return SampleOutput(x, steps, eps_init, eps)
     logits, nfe, rows = None, 0, _Rows()
     for j in range(steps):
@@ -243,7 +250,7 @@ def sample(denoiser: Callable, *, batch_size: int, length: int, steps: int, mask
         if b.numel() == 0:
             break
         if logits is None or not cache:
-            logits, nfe = _call(denoiser, x, eps, times[:, j], mask_id, check_ids=nfe == 0), nfe + 1
+            logits, nfe = _call(denoiser, x, eps, times[:, j], mask_id, nfe == 0, revalidate), nfe + 1
         unmask, keep = unmask_all[:, j], keep_all[:, j]
         r = generator_draw(torch.rand, (B, L), generator=generator, device=device, dtype=torch.float64)[b, pos]
         reveal = r < unmask[b]
@@ -264,7 +271,7 @@ def sample(denoiser: Callable, *, batch_size: int, length: int, steps: int, mask
 
 
 def _dense_steps(denoiser, x, eps, times, unmask_all, keep_all, mask_id, noise, seeds, generator,
-                 temperature, top_p, last_step, dtype):
+                 temperature, top_p, last_step, dtype, revalidate):
     """The k steps of the dense mode: (x Long[B, L], eps) -> (x, eps) after the last step.
 
     Per step j and position (b, i): r ~ U(0, 1) in float64 picks the branch of a masked position,
@@ -275,7 +282,7 @@ def _dense_steps(denoiser, x, eps, times, unmask_all, keep_all, mask_id, noise, 
     device = x.device
     for j in range(times.shape[1] - 1):
         masked = x == mask_id
-        logits = _call(denoiser, x, eps, times[:, j], mask_id, check_ids=j == 0)
+        logits = _call(denoiser, x, eps, times[:, j], mask_id, j == 0, revalidate)
         unmask, keep = unmask_all[:, j, None], keep_all[:, j, None]
         r = generator_draw(torch.rand, (B, L), generator=generator, device=device, dtype=torch.float64)
         weights = token_weights_(logits.reshape(B * L, -1).to(dtype, copy=True), mask_id, temperature, top_p)

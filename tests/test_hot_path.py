@@ -145,3 +145,31 @@ def test_rotary_tables_are_built_once_per_length_device_and_dtype():
     assert cos is rotary_tables(24, head_dim, x.device, torch.float32)[0]
     assert all(torch.equal(a, b) for a, b in zip((cos, sin), rotary_cos_sin(24, head_dim, x.device)))
     assert rotary_tables(24, head_dim, x.device, torch.float64)[0].dtype == torch.float64
+
+
+@pytest.mark.parametrize("revalidate", [True, False])
+def test_a_dense_dit_sampler_step_reads_nothing_back_once_told_the_ids_are_checked(revalidate):
+    """The DiT checks the id range of x_t at each plain call (min and max: two reads); with
+    revalidate=False the sampler passes validate=False after its own check at the first call."""
+    torch.manual_seed(0)
+    model = DiT(DiTConfig(vocab_size=20, mask_id=20, noise="rand", noise_dim=4, dropout=0.0)).eval()
+    calls, counters = [], []
+    stack = contextlib.ExitStack()
+
+    def denoiser(x, eps, t, **kwargs):
+        calls.append(kwargs)
+        if len(calls) == 2:
+            counters.append(stack.enter_context(counting_read_backs()))
+        return model(x, eps, t, **kwargs)
+    given = torch.full((3, 12), 20)
+    given[:, :2] = 7
+    with stack:
+        out = sample(denoiser, batch_size=3, length=12, steps=4, mask_id=20, noise=model.noise, given=given,
+                     seeds=torch.arange(3), dense=True, revalidate=revalidate)
+    assert out.nfe == len(calls) == 4 and (out.tokens < 20).all() and calls[0] == {}
+    (seen,) = counters
+    assert seen["nonzero"] == 0 and seen["__bool__"] == seen["item"] == seen["tolist"] == 0
+    assert seen["__int__"] == (2 * 3 if revalidate else 0)  # calls 2-4
+    assert all(kw == ({} if revalidate else {"validate": False}) for kw in calls[1:])
+    with pytest.raises(ValueError, match="^revalidate:"):
+        sample(denoiser, batch_size=3, length=12, steps=4, mask_id=20, revalidate=None)

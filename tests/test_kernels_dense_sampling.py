@@ -142,3 +142,7 @@ def test_dense_refuses_a_cache_and_checks_its_switch():
     with pytest.raises(ValueError, match="^given:"):
         sample(den, dense=True, given=torch.tensor([[7, 3, 3], [0, 1, 3]]), **args)
     assert sample(den, dense=True, cache=False, **args).nfe == 2
+    # revalidate=False trusts the ids only after the first call, which still checks `given`
+    with pytest.raises(ValueError, match="^given:"):
+        sample(lambda x, eps, t, validate=True: den(x, eps, t), dense=True, revalidate=False,
+               given=torch.tensor([[7, 3, 3], [0, 1, 3]]), **args)
