@@ -3,13 +3,13 @@
 One timed iteration = the shared ELBO kernel (masking, eps draw, forward, SUBS, weighted NLL), the
 backward pass and a fused (CUDA) / default (CPU) AdamW step on a batch of random tokens. Each variant
 runs in a fresh subprocess: eager or torch.compile'd model, full logits or the chunked head
-(train.loss = full / chunked).
+(train.loss = full / chunked / chunked-all).
 
 Model FLOPs per token: 6 x (the weights of every per-token matrix product: qkv, out, MLP, the eps-MLP and
 the output projection) + 12 x blocks x L x d for attention scores and values; the per-sequence matrix
 products (adaLN modulations, timestep MLP) are counted once per sequence, i.e. divided by L. The chunked
 loss applies the output projection to masked rows only, so its share is scaled by the masked fraction
-E[1 - alpha_t] of the drawn times (its recomputation in the backward is not model work and not counted).
+E[1 - alpha_t] of the drawn times (chunked-all applies it to every row: no scaling) (its recomputation in the backward is not model work and not counted).
 
 MFU = achieved model FLOP/s / peak. On CUDA the peak is the card's dense bf16 (or fp32) figure from the
 table below (or --peak-tflops); on a CPU it is the measured float32 matrix-product rate of the same
@@ -22,6 +22,7 @@ max_memory_allocated; CPU the process's maximum resident set.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import resource
 import subprocess
@@ -95,7 +96,10 @@ def measure(args) -> dict:
     model = DiT(config).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True if device.type == "cuda" else None)
     forward = torch.compile(model) if args.compile else model
-    efficient = LOSSES[args.loss]
+    rows = LOSSES[args.loss]  # the head's rows: masked / all, None for the full logits
+    efficient = rows is not None
+    if efficient:
+        forward = functools.partial(forward, head_rows=rows)
     x0 = torch.randint(0, args.vocab - 1, (args.batch, args.length), device=device)
     gen = torch.Generator(device).manual_seed(0)
     masked_fraction = []
@@ -122,7 +126,7 @@ def measure(args) -> dict:
         torch.cuda.synchronize()
     seconds = (time.perf_counter() - tic) / args.iters
     tokens_per_s = args.batch * args.length / seconds
-    head_fraction = float(torch.cat(masked_fraction).mean()) if efficient else 1.0
+    head_fraction = float(torch.cat(masked_fraction).mean()) if rows == "masked" else 1.0
     achieved = tokens_per_s * flops_per_token(model, args.length, head_fraction) / 1e12
     bf16 = device.type == "cuda" and not args.fp32
     peak, peak_source = peak_tflops(device, bf16, args.peak_tflops)
@@ -154,7 +158,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--fp32", action="store_true", help="no bf16 autocast on CUDA")
     p.add_argument("--peak-tflops", type=float, default=None)
     p.add_argument("--variants", default="eager:full,eager:chunked,compile:full,compile:chunked",
-                   help="comma-separated eager|compile:full|chunked, each run in a fresh subprocess")
+                   help="comma-separated eager|compile:full|chunked|chunked-all, each run in a fresh subprocess")
     p.add_argument("--compile", action="store_true", help=argparse.SUPPRESS)  # one variant, in this process
     p.add_argument("--loss", choices=sorted(LOSSES), default=None, help=argparse.SUPPRESS)
     p.add_argument("--out", default=None, help="append the results as JSON lines")
@@ -167,7 +171,7 @@ def main(argv=None) -> list[dict]:
         return [result]
     variants = [v.split(":") for v in args.variants.split(",")]
     if any(len(v) != 2 or v[0] not in ("eager", "compile") or v[1] not in LOSSES for v in variants):
-        p.error(f"--variants: expected eager|compile:full|chunked items, got {args.variants!r}")
+        p.error(f"--variants: expected eager|compile:full|chunked|chunked-all items, got {args.variants!r}")
     passed = list(argv if argv is not None else sys.argv[1:])
     results = []
     for mode, loss in variants:
