@@ -9,7 +9,8 @@ Model FLOPs per token: 6 x (the weights of every per-token matrix product: qkv, 
 the output projection) + 12 x blocks x L x d for attention scores and values; the per-sequence matrix
 products (adaLN modulations, timestep MLP) are counted once per sequence, i.e. divided by L. The chunked
 loss applies the output projection to masked rows only, so its share is scaled by the masked fraction
-E[1 - alpha_t] of the drawn times (chunked-all applies it to every row: no scaling) (its recomputation in the backward is not model work and not counted).
+E[1 - alpha_t] of the drawn times (its recomputation in the backward is not model work and not counted);
+chunked-all applies it to every row, so its share is not scaled.
 
 MFU = achieved model FLOP/s / peak. On CUDA the peak is the card's dense bf16 (or fp32) figure from the
 table below (or --peak-tflops); on a CPU it is the measured float32 matrix-product rate of the same
