@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -300,7 +301,7 @@ class Trainer:
                 self._log(last)
                 if self.rt.main:
                     bar.write(f"step {self.step}/{max_steps}  loss {last['loss']:.4f}  lr {last['lr']:.2e}  "
-                              f"{last['tokens_per_s']:,.0f} tokens/s  ETA {_duration(last['eta_s'])}")
+                              f"{last['tokens_per_s']:,.0f} tokens/s  ETA {_duration(last['eta_s'])}", file=sys.stderr)
             if ec.every and (self.step % ec.every == 0 or self.step == max_steps):
                 last = {**last, **self.evaluate()}
                 self._log({k: last[k] for k in ("step", "val_nll", "val_ppl", "samples")})
