@@ -37,6 +37,11 @@ from scale.seeds import derive_seed
 from scale.validation import sample_texts, validation_elbo
 
 
+# Fields of a metrics.jsonl record measured on the wall clock: the only ones in which a resumed run's
+# log may differ from an uninterrupted one.
+WALL_CLOCK_KEYS = ("tokens_per_s", "eta_s")
+
+
 @dataclasses.dataclass(frozen=True)
 class BatchPlan:
     global_batch: int
