@@ -21,11 +21,13 @@ from tqdm import tqdm
 
 from imdm_lab.checks import check_int
 from toy_tasks.evaluate import evaluate, left_to_right_kl
-from toy_tasks.methods import METHODS, Budget, Run
+from toy_tasks import redi_epochs
+from toy_tasks.methods import DEMO_BUDGET, METHODS, Budget, Run
 from toy_tasks.task_views import task_view
 
 ALL_METHODS = tuple(METHODS)
-CORE_METHODS = ("mdm", "imdm-elbo", "sdtt", "imdm-sdtt", "redi", "imdm-redi", "imdm-eps-coupling")
+CORE_METHODS = ("mdm", "imdm-elbo", "sdtt", "imdm-sdtt", "redi", "imdm-redi", "imdm-sdtt-redi",
+                "imdm-eps-coupling")
 
 
 @dataclass(frozen=True)
@@ -51,8 +53,7 @@ PRESETS = {
         tasks=(TaskPlan("align", {"V": 16, "L": 4}, ALL_METHODS),
                TaskPlan("dirichlet", {"V": 4, "L": 4, "seed": 0, "alpha": 0.3}, CORE_METHODS)),
         size="demo",
-        budget=Budget(elbo_steps=1000, round_steps=150, sdtt_start=16, redi_pairs=4096,
-                      redi_teacher_steps=16, redi_steps=300, coupling_steps=1500),
+        budget=DEMO_BUDGET,
         min_samples=2048),
     # The paper's task and model (imdm-reference sec. 7): hours on a CPU, meant for a GPU.
     "paper-synthetic": Preset(
@@ -63,6 +64,10 @@ PRESETS = {
                       finetune_lr=3e-4),
         min_samples=16384),
 }
+
+
+# Presets that are not a methods-by-steps table (toy_tasks.redi_epochs.Study: run, table, plot, summary).
+STUDIES = {"redi-epochs": redi_epochs.STUDY}
 
 
 def _names(text: str | None, valid, what: str) -> list[str] | None:
@@ -115,8 +120,12 @@ def run_preset(preset_name: str, seed: int = 0, methods: list[str] | None = None
                tasks: list[str] | None = None, progress: bool = True, workers: int = 1) -> dict:
     """Train and evaluate; returns the result object of the JSON contract. With workers > 1 the tasks
     run in parallel processes (one thread each); the result does not depend on it."""
+    if preset_name in STUDIES:
+        if tasks is not None and tasks != [redi_epochs.TASK[0]]:
+            raise ValueError(f"task: preset {preset_name!r} has the task {redi_epochs.TASK[0]}, got {tasks}")
+        return STUDIES[preset_name].run(seed, methods, progress, workers)
     if preset_name not in PRESETS:
-        raise ValueError(f"preset: expected one of {', '.join(PRESETS)}, got {preset_name!r}")
+        raise ValueError(f"preset: expected one of {', '.join([*PRESETS, *STUDIES])}, got {preset_name!r}")
     preset = PRESETS[preset_name]
     plans = [p for p in preset.tasks if tasks is None or p.name in tasks]
     if not plans:
@@ -149,6 +158,8 @@ def _fmt(x, width=7, digits=3):
 
 
 def format_table(result: dict) -> str:
+    if result["preset"] in STUDIES:
+        return STUDIES[result["preset"]].table(result)
     lines = []
     for task in result["tasks"]:
         steps = sorted({r["steps"] for r in task["results"]} & {1, 2, 4, 8, 16})
@@ -177,6 +188,8 @@ def format_table(result: dict) -> str:
 
 def summary_sentence(result: dict) -> str:
     """One sentence on what the figure shows, built from the measured numbers."""
+    if result["preset"] in STUDIES:
+        return STUDIES[result["preset"]].summary(result)
     parts = []
     for task in result["tasks"]:
         one = {r["method"]: r for r in task["results"] if r["steps"] == 1 and r["kl"] is not None}
@@ -197,7 +210,7 @@ def summary_sentence(result: dict) -> str:
 
 
 def add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", required=True, help=f"one of {', '.join(PRESETS)}")
+    parser.add_argument("--preset", required=True, help=f"one of {', '.join([*PRESETS, *STUDIES])}")
     parser.add_argument("--json", metavar="OUT.json", help="write the results here")
     parser.add_argument("--plot", metavar="OUT.png", help="write the figure here")
     parser.add_argument("--seed", type=int, default=0, help="seed of every initialisation and draw (default 0)")
