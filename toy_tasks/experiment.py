@@ -186,27 +186,51 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+# How summary_sentence groups the one-step results.
+SINGLE_MASK = ("mdm", "sdtt", "redi")  # MDMs: one deterministic mask state, KL >= TC in one step
+LABEL_BLIND = ("imdm-elbo", "imdm-sdtt")  # IMDMs whose training targets do not depend on eps
+PAIR_TRAINED = ("imdm-redi", "imdm-sdtt-redi")  # IMDMs fine-tuned over a finite set of seeded pairs
+CONTINUOUS_COUPLED = ("imdm-eps-coupling", "imdm-eps-reveal")  # eps-driven coupling, continuous labels
+
+
+def _span(one: dict, names, tc: float) -> str:
+    values = [one[m]["kl"] for m in names if m in one]
+    return f"{min(values):.2f}-{max(values):.2f} nats ({min(values) / tc:.2f}-{max(values) / tc:.2f} TC)"
+
+
 def summary_sentence(result: dict) -> str:
     """One sentence on what the figure shows, built from the measured numbers."""
     if result["preset"] in STUDIES:
         return STUDIES[result["preset"]].summary(result)
     parts = []
     for task in result["tasks"]:
+        tc = task["total_correlation"]
         one = {r["method"]: r for r in task["results"] if r["steps"] == 1 and r["kl"] is not None}
-        plain = [m for m in ("mdm", "imdm-elbo", "sdtt", "imdm-sdtt", "redi", "imdm-redi") if m in one]
+        text = f"on {task['task']} (TC {tc:.2f} nats), one step:"
+        groups = [("MDMs " + "/".join(m for m in SINGLE_MASK if m in one), SINGLE_MASK),
+                  ("label-blind IMDMs " + "/".join(m for m in LABEL_BLIND if m in one), LABEL_BLIND)]
+        text += ",".join(f" {label} {_span(one, names, tc)}" for label, names in groups
+                         if any(m in one for m in names))
+        for m in PAIR_TRAINED:
+            if m in one:
+                text += f", {m} {one[m]['kl']:.2f} ({one[m]['kl'] / tc:.2f} TC, coverage {one[m]['coverage']:.2f})"
         coupled = [m for m in one if m.startswith(("imdm-eps", "imdm-k")) and "+greedy" not in m]
-        text = f"on {task['task']} (TC {task['total_correlation']:.2f} nats)"
-        if plain:
-            low, high = min(one[m]["kl"] for m in plain), max(one[m]["kl"] for m in plain)
-            text += f" ELBO-trained, SDTT- and ReDi-distilled models all stay at {low:.2f}-{high:.2f} nats in one step"
         if coupled:
             best = min(coupled, key=lambda m: one[m]["kl"])
-            text += f", while the eps-coupled {best} reaches {one[best]['kl']:.3f} nats"
+            text += f", eps-coupled best {best} {one[best]['kl']:.3f}"
             if one[best]["success"] is not None:
-                text += f" with success {one[best]['success']:.2f}"
+                text += f" (success {one[best]['success']:.2f})"
+        continuous = [m for m in CONTINUOUS_COUPLED if m in one]
+        if continuous and task["task"] == "align":
+            best = max(continuous, key=lambda m: one[m]["success"])
+            greedy = one.get(best + "+greedy")
+            text += (f"; continuous labels: {best} success {one[best]['success']:.2f} with the ancestral last "
+                     f"step (KL {one[best]['kl']:.3f})")
+            if greedy:
+                text += f", {greedy['success']:.2f} with the greedy one (KL {greedy['kl']:.3f})"
         parts.append(text)
     return ("The figure plots KL(p || model law) against sampling steps with the exact MDM curve and the stepwise "
-            "bound: " + "; ".join(parts) + ".")
+            "bound (a path KL; final-sample KLs lie below it): " + "; ".join(parts) + ".")
 
 
 def add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
