@@ -263,6 +263,6 @@ def run(args) -> int:
         tic = time.perf_counter()
         _run_stage(name, _resumable(argv), launcher)
         done.append(name)
-        seconds[name] = round(time.perf_counter() - tic, 1)  # wall time of the call that finished it
+        seconds[name] = round(time.perf_counter() - tic, 3)  # wall time of the call that finished it
         record.write_text(json.dumps({"preset": args.preset, "done": done, "seconds": seconds}, indent=1))
     return 0

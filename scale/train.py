@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -35,6 +36,11 @@ from scale.ema import EMA
 from scale.model import DiT, parameter_count
 from scale.seeds import derive_seed
 from scale.validation import sample_texts, validation_elbo
+
+
+# Fields of a metrics.jsonl record measured on the wall clock: the only ones in which a resumed run's
+# log may differ from an uninterrupted one.
+WALL_CLOCK_KEYS = ("tokens_per_s", "eta_s")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -303,7 +309,7 @@ class Trainer:
                 self._log(last)
                 if self.rt.main:
                     bar.write(f"step {self.step}/{max_steps}  loss {last['loss']:.4f}  lr {last['lr']:.2e}  "
-                              f"{last['tokens_per_s']:,.0f} tokens/s  ETA {_duration(last['eta_s'])}")
+                              f"{last['tokens_per_s']:,.0f} tokens/s  ETA {_duration(last['eta_s'])}", file=sys.stderr)
             if ec.every and (self.step % ec.every == 0 or self.step == max_steps):
                 last = {**last, **self.evaluate()}
                 self._log({k: last[k] for k in ("step", "val_nll", "val_ppl", "samples")})

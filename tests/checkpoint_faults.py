@@ -127,7 +127,8 @@ def _tensors(run: Path) -> dict:
 def _records(run: Path) -> list[dict]:
     """metrics.jsonl without the timings."""
     lines = (run / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(ln).items() if k != "tokens_per_s"} for ln in lines]
+    from scale.train import WALL_CLOCK_KEYS
+    return [{k: v for k, v in json.loads(ln).items() if k not in WALL_CLOCK_KEYS} for ln in lines]
 
 
 def _leftovers(run: Path) -> list[str]:

@@ -27,7 +27,7 @@ def _tiny_run(out):
 @pytest.mark.slow
 def test_log_lines_metrics_and_plot(tmp_path, capsys):
     run = _tiny_run(tmp_path / "run")
-    printed = capsys.readouterr().out
+    printed = capsys.readouterr().err  # next to the progress bar, not in the command's output
     lines = [ln for ln in printed.splitlines() if ln.startswith("step ")]
     assert [ln.split()[1] for ln in lines] == ["2/4", "4/4"]
     assert all("tokens/s" in ln and "ETA" in ln for ln in lines) and lines[-1].endswith("ETA 0m00s")

@@ -21,11 +21,13 @@ from tqdm import tqdm
 
 from imdm_lab.checks import check_int, check_seed, check_writable
 from toy_tasks.evaluate import evaluate, left_to_right_kl
-from toy_tasks.methods import METHODS, Budget, Run
+from toy_tasks import redi_epochs
+from toy_tasks.methods import DEMO_BUDGET, METHODS, Budget, Run
 from toy_tasks.task_views import task_view
 
 ALL_METHODS = tuple(METHODS)
-CORE_METHODS = ("mdm", "imdm-elbo", "sdtt", "imdm-sdtt", "redi", "imdm-redi", "imdm-eps-coupling")
+CORE_METHODS = ("mdm", "imdm-elbo", "sdtt", "imdm-sdtt", "redi", "imdm-redi", "imdm-sdtt-redi",
+                "imdm-eps-coupling")
 
 
 @dataclass(frozen=True)
@@ -51,8 +53,7 @@ PRESETS = {
         tasks=(TaskPlan("align", {"V": 16, "L": 4}, ALL_METHODS),
                TaskPlan("dirichlet", {"V": 4, "L": 4, "seed": 0, "alpha": 0.3}, CORE_METHODS)),
         size="demo",
-        budget=Budget(elbo_steps=1000, round_steps=150, sdtt_start=16, redi_pairs=4096,
-                      redi_teacher_steps=16, redi_steps=300, coupling_steps=1500),
+        budget=DEMO_BUDGET,
         min_samples=2048),
     # The paper's task and model (imdm-reference sec. 7): hours on a CPU, meant for a GPU.
     "paper-synthetic": Preset(
@@ -63,6 +64,10 @@ PRESETS = {
                       finetune_lr=3e-4),
         min_samples=16384),
 }
+
+
+# Presets that are not a methods-by-steps table (toy_tasks.redi_epochs.Study: run, table, plot, summary).
+STUDIES = {"redi-epochs": redi_epochs.STUDY}
 
 
 def _names(text: str | None, valid, what: str) -> list[str] | None:
@@ -115,8 +120,12 @@ def run_preset(preset_name: str, seed: int = 0, methods: list[str] | None = None
                tasks: list[str] | None = None, progress: bool = True, workers: int = 1) -> dict:
     """Train and evaluate; returns the result object of the JSON contract. With workers > 1 the tasks
     run in parallel processes (one thread each); the result does not depend on it."""
+    if preset_name in STUDIES:
+        if tasks is not None and tasks != [redi_epochs.TASK[0]]:
+            raise ValueError(f"task: preset {preset_name!r} has the task {redi_epochs.TASK[0]}, got {tasks}")
+        return STUDIES[preset_name].run(seed, methods, progress, workers)
     if preset_name not in PRESETS:
-        raise ValueError(f"preset: expected one of {', '.join(PRESETS)}, got {preset_name!r}")
+        raise ValueError(f"preset: expected one of {', '.join([*PRESETS, *STUDIES])}, got {preset_name!r}")
     preset = PRESETS[preset_name]
     plans = [p for p in preset.tasks if tasks is None or p.name in tasks]
     if not plans:
@@ -149,6 +158,8 @@ def _fmt(x, width=7, digits=3):
 
 
 def format_table(result: dict) -> str:
+    if result["preset"] in STUDIES:
+        return STUDIES[result["preset"]].table(result)
     lines = []
     for task in result["tasks"]:
         steps = sorted({r["steps"] for r in task["results"]} & {1, 2, 4, 8, 16})
@@ -175,29 +186,55 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+# How summary_sentence groups the one-step results.
+SINGLE_MASK = ("mdm", "sdtt", "redi")  # MDMs: one deterministic mask state, KL >= TC in one step
+LABEL_BLIND = ("imdm-elbo", "imdm-sdtt")  # IMDMs whose training targets do not depend on eps
+PAIR_TRAINED = ("imdm-redi", "imdm-sdtt-redi")  # IMDMs fine-tuned over a finite set of seeded pairs
+CONTINUOUS_COUPLED = ("imdm-eps-coupling", "imdm-eps-reveal")  # eps-driven coupling, continuous labels
+
+
+def _span(one: dict, names, tc: float) -> str:
+    values = [one[m]["kl"] for m in names if m in one]
+    return f"{min(values):.2f}-{max(values):.2f} nats ({min(values) / tc:.2f}-{max(values) / tc:.2f} TC)"
+
+
 def summary_sentence(result: dict) -> str:
     """One sentence on what the figure shows, built from the measured numbers."""
+    if result["preset"] in STUDIES:
+        return STUDIES[result["preset"]].summary(result)
     parts = []
     for task in result["tasks"]:
+        tc = task["total_correlation"]
         one = {r["method"]: r for r in task["results"] if r["steps"] == 1 and r["kl"] is not None}
-        plain = [m for m in ("mdm", "imdm-elbo", "sdtt", "imdm-sdtt", "redi", "imdm-redi") if m in one]
+        text = f"on {task['task']} (TC {tc:.2f} nats), one step:"
+        groups = [("MDMs " + "/".join(m for m in SINGLE_MASK if m in one), SINGLE_MASK),
+                  ("label-blind IMDMs " + "/".join(m for m in LABEL_BLIND if m in one), LABEL_BLIND)]
+        text += ",".join(f" {label} {_span(one, names, tc)}" for label, names in groups
+                         if any(m in one for m in names))
+        for m in PAIR_TRAINED:
+            if m in one:
+                text += f", {m} {one[m]['kl']:.2f} ({one[m]['kl'] / tc:.2f} TC, coverage {one[m]['coverage']:.2f})"
         coupled = [m for m in one if m.startswith(("imdm-eps", "imdm-k")) and "+greedy" not in m]
-        text = f"on {task['task']} (TC {task['total_correlation']:.2f} nats)"
-        if plain:
-            low, high = min(one[m]["kl"] for m in plain), max(one[m]["kl"] for m in plain)
-            text += f" ELBO-trained, SDTT- and ReDi-distilled models all stay at {low:.2f}-{high:.2f} nats in one step"
         if coupled:
             best = min(coupled, key=lambda m: one[m]["kl"])
-            text += f", while the eps-coupled {best} reaches {one[best]['kl']:.3f} nats"
+            text += f", eps-coupled best {best} {one[best]['kl']:.3f}"
             if one[best]["success"] is not None:
-                text += f" with success {one[best]['success']:.2f}"
+                text += f" (success {one[best]['success']:.2f})"
+        continuous = [m for m in CONTINUOUS_COUPLED if m in one]
+        if continuous and task["task"] == "align":
+            best = max(continuous, key=lambda m: one[m]["success"])
+            greedy = one.get(best + "+greedy")
+            text += (f"; continuous labels: {best} success {one[best]['success']:.2f} with the ancestral last "
+                     f"step (KL {one[best]['kl']:.3f})")
+            if greedy:
+                text += f", {greedy['success']:.2f} with the greedy one (KL {greedy['kl']:.3f})"
         parts.append(text)
     return ("The figure plots KL(p || model law) against sampling steps with the exact MDM curve and the stepwise "
-            "bound: " + "; ".join(parts) + ".")
+            "bound (a path KL; final-sample KLs lie below it): " + "; ".join(parts) + ".")
 
 
 def add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", required=True, help=f"one of {', '.join(PRESETS)}")
+    parser.add_argument("--preset", required=True, help=f"one of {', '.join([*PRESETS, *STUDIES])}")
     parser.add_argument("--json", metavar="OUT.json", help="write the results here")
     parser.add_argument("--plot", metavar="OUT.png", help="write the figure here")
     parser.add_argument("--seed", type=int, default=0, help="seed of every initialisation and draw (default 0)")

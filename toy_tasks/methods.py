@@ -9,7 +9,9 @@ ask the run for it, so each model is trained once per run.
     sdtt / imdm-sdtt    rounds of 2-step teacher -> 1-step student from `mdm` / `imdm-elbo`, reverse KL,
                         labels shared by teacher and student (imdm), N_0 -> 1 step
     redi / imdm-redi    perturbed coupling of the teacher `mdm` / `imdm-elbo` (many steps, initial labels
-                        from a seed), fine-tuned with the ELBO-weighted CE at the stored t, labels from the seed
+                        from a seed), fine-tuned with the ELBO-weighted CE at the stored t, labels from the seed,
+                        for many epochs over the finite set of pairs (the paper's regime)
+    imdm-sdtt-redi      the paper's chain: IM-ReDi on the coupling drawn from the `imdm-sdtt` student
     imdm-eps-coupling   student from `imdm-elbo` learns the eps-driven coupling of the teacher `mdm`, reading
                         `kr` (Knothe-Rosenblatt: fixed order, inverse CDF from each position's own label)
     imdm-eps-reveal     the same with reveal order and tokens read from the labels (`reveal-times`)
@@ -48,6 +50,17 @@ class Budget:
     lr: float = 3e-3
     finetune_lr: float = 1e-3
 
+    @property
+    def redi_epochs(self) -> float:
+        """Passes of the ReDi fine-tuning over its stored pairs."""
+        return self.redi_steps * self.batch / self.redi_pairs
+
+
+# The demo's budget. ReDi in the paper's regime: 512 steps x 128 rows over 256 pairs = 256 epochs (the
+# paper's IM-ReDi: 50 000 steps x 512 over 100 000 pairs, ~256 epochs), at the lr that works at this size.
+DEMO_BUDGET = Budget(elbo_steps=1000, round_steps=150, sdtt_start=16, redi_pairs=256, redi_teacher_steps=16,
+                     redi_steps=512, coupling_steps=1500)
+
 
 @dataclass
 class Run:
@@ -56,6 +69,7 @@ class Run:
     budget: Budget
     seed: int
     models: dict = field(default_factory=dict)
+    couplings: dict = field(default_factory=dict)  # teacher name -> the ReDi pairs drawn from it
 
     def get(self, method: str) -> ToyDenoiser:
         if method not in self.models:
@@ -109,6 +123,7 @@ def _redi(base: str, salt: int):
         pairs = perturbed_coupling(teacher, run.view.sample(run.budget.redi_pairs, gen),
                                    steps=run.budget.redi_teacher_steps, mask_id=teacher.mask_id,
                                    noise=teacher.noise, schedule=SCHEDULE, generator=gen)
+        run.couplings[base] = pairs
         student = copy.deepcopy(teacher)
 
         def loss(step, gen):
@@ -155,6 +170,7 @@ METHODS: dict[str, Callable[[Run], ToyDenoiser]] = {
     "imdm-sdtt": _sdtt("imdm-elbo", 20),
     "redi": _redi("mdm", 30),
     "imdm-redi": _redi("imdm-elbo", 40),
+    "imdm-sdtt-redi": _redi("imdm-sdtt", 45),
     "imdm-eps-coupling": _coupled(_from_imdm_elbo, "kr", 50),
     "imdm-eps-reveal": _coupled(_from_imdm_elbo, "reveal-times", 60),
     "imdm-k2": _coupled(_finite_from_mdm(2), "joint", 70),

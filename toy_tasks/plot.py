@@ -16,6 +16,10 @@ def _colors(task: dict) -> dict:
 
 
 def plot_results(result: dict, path: str) -> None:
+    from toy_tasks.experiment import STUDIES  # here: experiment imports this module lazily
+
+    if result.get("preset") in STUDIES:
+        return STUDIES[result["preset"]].plot(result, path)
     tasks = result["tasks"]
     aligned = [t for t in tasks if t["task"] == "align"]
     fig, axes = plt.subplots(1, len(tasks) + len(aligned), figsize=(5.2 * (len(tasks) + len(aligned)), 4.4),
