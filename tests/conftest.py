@@ -27,3 +27,25 @@ def subprocess_env(token_cache):
     """Environment for a `python -m scale` child: the session's cache, one thread per process (two
     processes share the CPU under torchrun) and this checkout importable."""
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """make(step) -> a folder holding a fresh tiny-cpu checkpoint with the BERT vocabulary at `step`
+    (what `train` leaves there), written without training."""
+    import torch
+
+    from scale.checkpoint import make_dit_config, save_checkpoint
+    from scale.config import load_config
+    from scale.model import DiT
+
+    def make(step: int = 0) -> Path:
+        folder = tmp_path_factory.mktemp(f"ckpt-step{step}") / "run"
+        config = load_config("tiny-cpu")
+        torch.manual_seed(0)
+        model = DiT(make_dit_config(config, 30522, 103))
+        save_checkpoint(folder, model.state_dict(), model.state_dict(), None, {
+            "step": step, "config": config.to_dict(), "vocab_size": 30522, "mask_id": 103,
+            "tokenizer": "bert-base-uncased"})
+        return folder
+    return make

@@ -16,11 +16,8 @@ from hypothesis import given, settings, strategies as st
 from imdm_lab.checks import check_writable, parse_steps
 from imdm_lab.exact import Marginals, check_steps_cost, mdm_law
 from imdm_lab.sampling import sample, token_weights_
-from scale.checkpoint import make_dit_config, save_checkpoint
 from scale.cli import main as scale_main
-from scale.config import load_config
-from scale.coupling import ARRAYS, FORMAT, Coupling, clean_dead_writers
-from scale.model import DiT
+from scale.coupling import FORMAT, Coupling, clean_dead_writers
 from toy_tasks.cli import main as toy_main
 
 pytestmark = pytest.mark.usefixtures("token_cache")
@@ -311,16 +308,9 @@ def test_temporary_shards_of_dead_writers_are_cleaned(tmp_path):
 # ---- scale -------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def run5(tmp_path_factory):
+def run5(tiny_checkpoint):
     """A tiny-cpu checkpoint at step 5 (what `train --max-steps 5` leaves), written without training."""
-    folder = tmp_path_factory.mktemp("run5") / "run"
-    config = load_config("tiny-cpu")
-    torch.manual_seed(0)
-    model = DiT(make_dit_config(config, 30522, 103))
-    save_checkpoint(folder, model.state_dict(), model.state_dict(), None, {
-        "step": 5, "config": config.to_dict(), "vocab_size": 30522, "mask_id": 103,
-        "tokenizer": "bert-base-uncased"})
-    return folder
+    return tiny_checkpoint(5)
 
 
 def _train(out, *sets):

@@ -44,7 +44,7 @@ def brute_conditional(p, x, given, i):
 
 
 def brute_law(p, k, schedule):
-    V, L = p.shape[0], p.ndim
+    L = p.ndim
     pi = get_schedule(schedule).reveal_probs(k)
     law = np.zeros_like(p)
     for r in itertools.product(range(k), repeat=L):

@@ -7,12 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
-from scale.checkpoint import make_dit_config, save_checkpoint
 from scale.cli import main
-from scale.config import load_config
-from scale.model import DiT
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,16 +17,9 @@ pytestmark = pytest.mark.usefixtures("token_cache")  # the session's block cache
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
+def ckpt(tiny_checkpoint):
     """A fresh tiny-cpu checkpoint with the BERT vocabulary (what `train` writes at its first save)."""
-    folder = tmp_path_factory.mktemp("ckpt") / "run"
-    config = load_config("tiny-cpu")
-    torch.manual_seed(0)
-    model = DiT(make_dit_config(config, 30522, 103))
-    save_checkpoint(folder, model.state_dict(), model.state_dict(), None, {
-        "step": 0, "config": config.to_dict(), "vocab_size": 30522, "mask_id": 103,
-        "tokenizer": "bert-base-uncased"})
-    return folder
+    return tiny_checkpoint(0)
 
 
 def _fails(capsys, argv, prefix):

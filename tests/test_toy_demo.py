@@ -10,7 +10,7 @@ import torch
 
 from imdm_lab.distill import (eps_coupled_completion, inverse_cdf, perturbed_coupling, read_labels,
                               round_plan, teacher_targets)
-from imdm_lab.exact import kl, total_correlation
+from imdm_lab.exact import kl
 from imdm_lab.losses import subs_log_probs
 from imdm_lab.masking import MaskNoise
 from toy_tasks.cli import main
