@@ -303,7 +303,7 @@ class Trainer:
                 now = time.perf_counter()
                 tokens = since * self.plan.global_batch * self.cfg.data.length
                 last["tokens_per_s"] = tokens / (now - tic)
-                # ETA from the mean step time of this session (evaluation and saving included)
+                # ETA from the mean step time since this process started (evaluation and saving included)
                 last["eta_s"] = (max_steps - self.step) * (now - started) / (self.step - start)
                 tic, since = now, 0
                 self._log(last)
