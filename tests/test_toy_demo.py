@@ -172,7 +172,7 @@ def test_eps_coupled_imdm_beats_the_factorization_bound_in_one_step(align_run):
 # ---- command line ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("argv, names", [
-    (["experiment", "--preset", "nope"], "demo, paper-synthetic"),
+    (["experiment", "--preset", "nope"], "demo, long-coupling, paper-synthetic"),
     (["experiment", "--preset", "demo", "--methods", "mdm,magic"], "imdm-eps-coupling"),
     (["experiment", "--preset", "demo", "--tasks", "nope"], "align"),
     (["experiment", "--preset", "demo", "--workers", "0"], "workers: expected an integer >= 1"),

@@ -6,6 +6,7 @@ against the exact one at several step counts, print the table, write JSON and a 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import multiprocessing
@@ -54,6 +55,13 @@ PRESETS = {
                TaskPlan("dirichlet", {"V": 4, "L": 4, "seed": 0, "alpha": 0.3}, CORE_METHODS)),
         size="demo",
         budget=DEMO_BUDGET,
+        min_samples=2048),
+    # The continuous-label eps-coupled student of the demo trained 12x longer (18 000 coupling steps):
+    # its one-step ancestral success is a training-budget question (docs/toy-demo.md).
+    "long-coupling": Preset(
+        tasks=(TaskPlan("align", {"V": 16, "L": 4}, ("imdm-eps-coupling",)),),
+        size="demo",
+        budget=dataclasses.replace(DEMO_BUDGET, coupling_steps=18_000),
         min_samples=2048),
     # The paper's task and model (imdm-reference sec. 7): hours on a CPU, meant for a GPU.
     "paper-synthetic": Preset(
