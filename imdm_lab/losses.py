@@ -69,10 +69,7 @@ def elbo_terms(log_probs: torch.Tensor, x0: torch.Tensor, masked: torch.Tensor, 
     -> Float[B, L] in at least float32;  w(t) = -alpha'_t / (1 - alpha_t).
     The weight and the product are formed in at least float32: in bf16, 1 - alpha_t rounds to 0 for
     t below ~4e-3 and the weight would be inf."""
-    dtype = torch.promote_types(log_probs.dtype, torch.float32)
-    w = get_schedule(schedule).elbo_weight(t.to(dtype))
-    nll = -log_probs.gather(-1, x0[..., None])[..., 0].to(dtype)
-    return torch.where(masked, w[:, None] * nll, torch.zeros_like(nll))
+    return weighted_nll(-log_probs.gather(-1, x0[..., None])[..., 0], masked, t, schedule)
 
 
 class ElboOutput(NamedTuple):
