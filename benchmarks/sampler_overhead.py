@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from imdm_lab.embedding import MaskEmbedding
-from imdm_lab.masking import MaskNoise
+from imdm_lab.labels import MaskLabels
 from imdm_lab.sampling import sample
 
 MASK_ID = 103
@@ -28,7 +28,7 @@ MASK_ID = 103
 class TinyTransformer(nn.Module):
     """(x_t, eps, t) -> logits Float[B, L, V]; no time conditioning (as MDLM / IMDM)."""
 
-    def __init__(self, vocab: int, dim: int, layers: int, heads: int, noise: MaskNoise):
+    def __init__(self, vocab: int, dim: int, layers: int, heads: int, noise: MaskLabels):
         super().__init__()
         self.embed = MaskEmbedding(vocab, dim, MASK_ID, noise=noise)
         block = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout=0.0, activation="gelu",
@@ -74,7 +74,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     B, L, V = args.batch, args.length, args.vocab
-    noise = MaskNoise("rand", dim=args.dim)
+    noise = MaskLabels("rand", dim=args.dim)
     net = TinyTransformer(V, args.dim, args.layers, args.heads, noise).to(device).eval()
     # a trained-looking eps path, so IMDM forwards are not trivially MDLM's
     nn.init.normal_(net.embed.imdm_mlp[2].weight, std=0.02)

@@ -17,7 +17,8 @@ from typing import Callable, NamedTuple
 
 import torch
 
-from imdm_lab.masking import MaskNoise, check_times, check_tokens, q_sample
+from imdm_lab.masking import check_times, check_tokens, q_sample
+from imdm_lab.process import Process, process_of
 from imdm_lab.schedules import Schedule, get_schedule
 
 # MDLM's "neg_infinity": finite, so that 0 * log p stays 0 in divergences and bf16 can hold it.
@@ -77,27 +78,30 @@ class ElboOutput(NamedTuple):
     mean: torch.Tensor  # scalar: mean over ALL tokens (MDLM / IMDM normalisation)
 
 
-def elbo(denoiser: Callable, x0: torch.Tensor, t, schedule: str | Schedule, mask_id: int,
-         noise: MaskNoise | None = None, generator: torch.Generator | None = None,
-         eps: torch.Tensor | None = None, efficient: bool = False, validate: bool = True) -> ElboOutput:
+def elbo(denoiser: Callable, x0: torch.Tensor, t, *, process: Process | None = None,
+         generator: torch.Generator | None = None, eps: torch.Tensor | None = None, efficient: bool = False,
+         validate: bool = True) -> ElboOutput:
     """One Monte-Carlo draw of the continuous-time ELBO (in nats) at times t.
 
-    x0: Long[B, L]; t: Float[B] in (0, 1]; the mask pattern comes from `generator` (q_sample); the labels
-    eps are `eps` when given, else drawn fresh from `noise` (IMDM), else None (MDM).
+    x0: Long[B, L]; t: Float[B] in (0, 1]; process: the denoiser's own unless it carries none (schedule,
+    mask id, label law); the mask pattern comes from `generator` (q_sample); the labels eps are `eps` when
+    given, else drawn fresh from the process's label law (IMDM), else None (MDM).
     efficient=True: the denoiser returns the SUBS NLL itself, `denoiser(x_t, eps, t, targets=..., validate=...)
     -> Float[B, L]` with targets = x0 at masked positions and IGNORE elsewhere (imdm_lab.head_nll), so the
     full [B, L, C] log-probabilities are never formed; the same draws, the same value.
     validate=False: x0 and t are trusted (checked once by the caller), nothing is read back to the host.
     Returns per-token losses Float[B, L] and their mean over all B * L tokens."""
+    proc = process_of(denoiser, process)
+    schedule, mask_id, labels = proc.schedule, proc.mask_id, proc.labels
     check_tokens(x0, "x0", validate=validate)
     B, L = x0.shape
     t = check_times(t, B, validate=validate).to(x0.device)
     if validate and bool((t <= 0).any()):
         raise ValueError("t: expected times in (0, 1] for the ELBO (its weight diverges at t = 0)")
-    if eps is None and noise is not None:
-        eps = noise.draw(B, L, generator=generator, device=x0.device)
-    elif eps is not None and noise is not None:
-        noise.check(eps, B, L)
+    if eps is None and labels is not None:
+        eps = labels.draw(B, L, generator=generator, device=x0.device)
+    elif eps is not None and labels is not None:
+        labels.check(eps, B, L)
     x_t, masked = q_sample(x0, t, schedule, mask_id, generator=generator, validate=validate)
     if efficient:
         nll = denoiser(x_t, eps, t, targets=torch.where(masked, x0, IGNORE), validate=validate)

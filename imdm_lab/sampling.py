@@ -1,4 +1,7 @@
-"""One ancestral sampler for every denoiser: MDM (noise=None) and IMDM (noise=MaskNoise).
+"""One ancestral sampler for every denoiser: MDM (process.labels None) and IMDM (a MaskLabels law).
+
+What the model knows, the sampler reads from it: the mask id, the schedule, the label law and the cache
+rule come from `denoiser.process` (imdm_lab.process), the length from `denoiser.length` when it has one.
 
 Step j goes from t_j to s = t_{j+1} on the schedule's grid t_j = t_start * (1 - j/k); the last step has
 alpha_s = 1, so it reveals every remaining mask. For each masked position the branch (unmask / keep eps /
@@ -11,8 +14,8 @@ or from `generator`; a reset at step j gets a fresh label, hashed from (seed, st
 when seeds are given, and the denoiser sees the current labels at every call.
 
 Cache: with no time conditioning, the network output depends only on (x_t, eps); when a step neither
-reveals a token nor resets a label the previous output is reused (one network call saved). Pass
-cache=False for a denoiser that reads t.
+reveals a token nor resets a label the previous output is reused (one network call saved). The
+process says whether the denoiser reads t (then nothing is reused).
 
 Two modes with the same law:
 - default: the masked positions are found with nonzero each step and only they draw (their count
@@ -32,10 +35,11 @@ import torch
 
 from imdm_lab.checks import check_int
 from imdm_lab.losses import NEG_INF
-from imdm_lab.masking import MaskNoise, check_times, check_tokens
-from imdm_lab.noise import generator_draw
+from imdm_lab.counter_rng import generator_draw
+from imdm_lab.masking import check_times, check_tokens
 from imdm_lab.posterior import imdm_coefficients
-from imdm_lab.schedules import Schedule, check_steps, get_schedule
+from imdm_lab.process import Process, process_of
+from imdm_lab.schedules import check_steps, get_schedule
 
 
 class SampleOutput(NamedTuple):
@@ -127,11 +131,10 @@ def _argmax(probs, generator):
 LAST_STEPS = {"ancestral": _draw, "greedy": _argmax}
 
 
-def _check_options(steps, temperature, top_p, last_step, batch_size, length, mask_id, noise, dtype):
+def _check_options(steps, temperature, top_p, last_step, batch_size, length, dtype):
     check_steps(steps)
     check_int("batch_size", batch_size, 1)
     check_int("length", length, 1)
-    check_int("mask_id", mask_id, 0)
     # finite: at T = inf every logit, the mask's NEG_INF included, would become 0 and the mask drawable
     if not isinstance(temperature, (int, float)) or not 0 < temperature < math.inf:
         raise ValueError(f"temperature: expected a finite number > 0, got {temperature!r}")
@@ -139,8 +142,6 @@ def _check_options(steps, temperature, top_p, last_step, batch_size, length, mas
         raise ValueError(f"top_p: expected a number in (0, 1], got {top_p!r}")
     if last_step not in LAST_STEPS:
         raise ValueError(f"last_step: expected one of {sorted(LAST_STEPS)}, got {last_step!r}")
-    if noise is not None and not isinstance(noise, MaskNoise):
-        raise ValueError(f"noise: expected a MaskNoise or None, got {type(noise).__name__}")
     if dtype not in (torch.float64, torch.float32):
         raise ValueError(f"dtype: expected torch.float64 or torch.float32, got {dtype!r}")
     # below the smallest normal number of the draw dtype T is subnormal there, or 0 (0 / 0 at the argmax)
@@ -165,14 +166,32 @@ def _initial_state(batch_size, length, mask_id, given, given_mask, device):
     return torch.where(given_mask.to(device), given.to(device), x)
 
 
-def _initial_eps(noise, seeds, batch_size, length, generator, device):
-    if noise is None:
-        return None
-    if seeds is None:
-        return noise.draw(batch_size, length, generator=generator, device=device)
-    if not isinstance(seeds, torch.Tensor) or tuple(seeds.shape) != (batch_size,):
+def _initial_eps(process, seeds, batch_size, length, generator, device):
+    if process.labels is not None and seeds is not None \
+            and (not isinstance(seeds, torch.Tensor) or tuple(seeds.shape) != (batch_size,)):
         raise ValueError(f"seeds: expected an integer tensor of shape ({batch_size},)")
-    return noise.from_seeds(seeds.to(device), length, stream=0)
+    return process.draw_labels(batch_size, length, generator=generator, seeds=seeds, device=device)
+
+
+def _length(denoiser, length, given):
+    """The sequence length: `length`, else that of `given`, else the denoiser's own `.length`."""
+    if length is None:
+        length = given.shape[1] if isinstance(given, torch.Tensor) and given.dim() == 2 \
+            else getattr(denoiser, "length", None)
+    if length is None:
+        raise ValueError("length: expected an integer >= 1 (the denoiser records no .length)")
+    return check_int("length", length, 1)
+
+
+def _device(denoiser, given, device):
+    """`device`, else that of `given`, else that of the denoiser's parameters, else the CPU."""
+    if device is not None:
+        return device
+    if given is not None:
+        return given.device
+    params = denoiser.parameters() if isinstance(denoiser, torch.nn.Module) else iter(())
+    first = next(params, None)
+    return first.device if first is not None else "cpu"
 
 
 def _call(denoiser, x, eps, t, mask_id, check_ids, revalidate=True):
@@ -196,27 +215,30 @@ def _call(denoiser, x, eps, t, mask_id, check_ids, revalidate=True):
 
 
 @torch.no_grad()
-def sample(denoiser: Callable, *, batch_size: int, length: int, steps: int, mask_id: int,
-           schedule: str | Schedule = "linear", noise: MaskNoise | None = None,
-           given: torch.Tensor | None = None, given_mask: torch.Tensor | None = None,
-           t_start: float | torch.Tensor = 1.0, seeds: torch.Tensor | None = None,
-           generator: torch.Generator | None = None, temperature: float = 1.0, top_p: float = 1.0,
-           last_step: str = "ancestral", fix_eps: bool = False, cache: bool | None = None,
-           dtype: torch.dtype = torch.float64, device=None, dense: bool = False,
+def sample(denoiser: Callable, *, batch_size: int, steps: int, length: int | None = None,
+           process: Process | None = None, given: torch.Tensor | None = None,
+           given_mask: torch.Tensor | None = None, t_start: float | torch.Tensor = 1.0,
+           seeds: torch.Tensor | None = None, generator: torch.Generator | None = None,
+           temperature: float = 1.0, top_p: float = 1.0, last_step: str = "ancestral", fix_eps: bool = False,
+           cache: bool | None = None, dtype: torch.dtype = torch.float64, device=None, dense: bool = False,
            revalidate: bool = True) -> SampleOutput:
     """k-step ancestral sampling from a denoiser (MDLM eq. 7; IMDM keep/reset, imdm-reference sec. 4).
 
-    denoiser(x_t Long[B, L], eps, t Float[B]) -> logits Float[B, L, C]; given/given_mask: Long/Bool[B, L]
-    tokens held fixed (prefix, suffix, infilling; positions equal to mask_id are generated);
-    t_start: float or Float[B], the time of the (partially) masked input; seeds: Long[B] for
-    reproducible labels; temperature and top_p act on x0_hat, not on the keep/reset masses;
-    dtype: float64 (default) or float32 for the categorical draws; cache (default on) reuses the
-    network output over steps that change nothing; dense=True: the sync-free mode (module docstring),
-    which calls the network at every step (cache=True is refused there); revalidate=False: the denoiser
-    takes `validate=` (as scale.model.DiT does) and gets validate=False at every call after the first,
-    whose ids the sampler checks (the states after it hold only the sampler's own draws).
+    denoiser(x_t Long[B, L], eps, t Float[B]) -> logits Float[B, L, C]; process: the denoiser's own
+    (`denoiser.process`) unless it carries none; length: default that of `given`, else `denoiser.length`;
+    given/given_mask: Long/Bool[B, L] tokens held fixed (prefix, suffix, infilling; positions equal to the
+    mask id are generated); t_start: float or Float[B], the time of the (partially) masked input; seeds:
+    Long[B] for reproducible labels; temperature and top_p act on x0_hat, not on the keep/reset masses;
+    dtype: float64 (default) or float32 for the categorical draws; cache: default the process's rule
+    (reuse the network output over steps that change nothing, unless the network reads t); dense=True:
+    the sync-free mode (module docstring), which calls the network at every step (cache=True is refused
+    there); revalidate=False: the denoiser takes `validate=` (as scale.model.DiT does) and gets
+    validate=False at every call after the first, whose ids the sampler checks (the states after it hold
+    only the sampler's own draws); device: default that of `given`, else of the denoiser's parameters.
     Returns tokens Long[B, L], the number of network calls and the initial / final labels."""
-    _check_options(steps, temperature, top_p, last_step, batch_size, length, mask_id, noise, dtype)
+    proc = process_of(denoiser, process)
+    length = _length(denoiser, length, given)
+    _check_options(steps, temperature, top_p, last_step, batch_size, length, dtype)
     for name, value in (("dense", dense), ("revalidate", revalidate)):
         if not isinstance(value, bool):
             raise ValueError(f"{name}: expected a bool, got {value!r}")
@@ -225,23 +247,25 @@ def sample(denoiser: Callable, *, batch_size: int, length: int, steps: int, mask
     if dense and cache:
         raise ValueError("cache: expected False or None with dense=True (the dense mode calls the network "
                          "at every step: skipping a call needs a host decision)")
-    cache = not dense if cache is None else cache
-    sched = get_schedule(schedule)
-    if device is None:
-        device = given.device if given is not None else "cpu"
+    if cache and not proc.cache:
+        raise ValueError("cache: expected False or None for a denoiser that reads t (process.time_conditioning)")
+    cache = proc.cache and not dense if cache is None else cache
+    mask_id, labels = proc.mask_id, proc.labels
+    sched = get_schedule(proc.schedule)
+    device = _device(denoiser, given, device)
     B, L = batch_size, length
     x = _initial_state(B, L, mask_id, given, given_mask, device)
     t0 = check_times(t_start, B, "t_start").to(device=device, dtype=torch.float64)
     times = t0[:, None] * sched.grid(steps).to(device)[None, :]  # Float64[B, k+1], grid[0] = 1
     alphas = sched.alpha(times)
     alphas[:, -1] = 1.0
-    eps = _initial_eps(noise, seeds, B, L, generator, device)
+    eps = _initial_eps(proc, seeds, B, L, generator, device)
     eps_init = None if eps is None else eps.clone()
-    resets = noise is not None and not fix_eps
+    resets = labels is not None and not fix_eps
     # branch probabilities of every step at once (Float64[B, k]): they depend on the grid only
     unmask_all, keep_all, _ = imdm_coefficients(alphas[:, :-1], alphas[:, 1:], fix_eps=not resets)
     if dense:
-        x, eps = _dense_steps(denoiser, x, eps, times, unmask_all, keep_all, mask_id, noise if resets else None,
+        x, eps = _dense_steps(denoiser, x, eps, times, unmask_all, keep_all, mask_id, labels if resets else None,
                               seeds, generator, temperature, top_p, last_step, dtype, revalidate)
         return SampleOutput(x, steps, eps_init, eps)
     logits, nfe, rows = None, 0, _Rows()
@@ -262,20 +286,20 @@ def sample(denoiser: Callable, *, batch_size: int, length: int, steps: int, mask
         reset = r >= (unmask + keep)[b] if resets else torch.zeros_like(reveal)
         rb, rpos = b[reset], pos[reset]
         if rb.numel():
-            fresh = (noise.at(seeds.to(device)[rb], j + 1, rpos, dtype=eps.dtype, length=L) if seeds is not None
-                     else noise.draw_rows(rb.numel(), generator=generator, device=device, dtype=eps.dtype))
+            fresh = (labels.at(seeds.to(device)[rb], j + 1, rpos, dtype=eps.dtype, length=L) if seeds is not None
+                     else labels.draw_rows(rb.numel(), generator=generator, device=device, dtype=eps.dtype))
             eps[rb, rpos] = fresh
         if ub.numel() or rb.numel():
             logits = None
     return SampleOutput(x, nfe, eps_init, eps)
 
 
-def _dense_steps(denoiser, x, eps, times, unmask_all, keep_all, mask_id, noise, seeds, generator,
+def _dense_steps(denoiser, x, eps, times, unmask_all, keep_all, mask_id, labels, seeds, generator,
                  temperature, top_p, last_step, dtype, revalidate):
     """The k steps of the dense mode: (x Long[B, L], eps) -> (x, eps) after the last step.
 
     Per step j and position (b, i): r ~ U(0, 1) in float64 picks the branch of a masked position,
-    unmask if r < unmask_bj, keep if r < unmask_bj + keep_bj, else reset (only with noise given: resets
+    unmask if r < unmask_bj, keep if r < unmask_bj + keep_bj, else reset (only with labels given: resets
     on); a token is drawn for every position from x0_hat (one uniform each, in `dtype`) and kept where
     the position unmasks; fresh labels are drawn for every position and kept where it resets."""
     B, L = x.shape
@@ -288,9 +312,9 @@ def _dense_steps(denoiser, x, eps, times, unmask_all, keep_all, mask_id, noise, 
         weights = token_weights_(logits.reshape(B * L, -1).to(dtype, copy=True), mask_id, temperature, top_p)
         pick = LAST_STEPS[last_step] if j == times.shape[1] - 2 else _draw
         x = torch.where(masked & (r < unmask), pick(weights, generator).view(B, L), x)
-        if noise is not None:
+        if labels is not None:
             reset = masked & (r >= unmask + keep)
-            fresh = (noise.from_seeds(seeds.to(device), L, stream=j + 1, dtype=eps.dtype) if seeds is not None
-                     else noise.draw(B, L, generator=generator, device=device, dtype=eps.dtype))
+            fresh = (labels.from_seeds(seeds.to(device), L, stream=j + 1, dtype=eps.dtype) if seeds is not None
+                     else labels.draw(B, L, generator=generator, device=device, dtype=eps.dtype))
             eps = torch.where(reset[..., None] if eps.dim() == 3 else reset, fresh, eps)
     return x, eps

@@ -343,8 +343,8 @@ def make_dit_config(config: Config, vocab_size: int, mask_id: int) -> DiTConfig:
     m = config.model
     return DiTConfig(vocab_size=vocab_size, mask_id=mask_id, size=m.size, hidden=m.hidden, blocks=m.blocks,
                      heads=m.heads, cond=m.cond,
-                     dropout=None if m.dropout < 0 else m.dropout, noise=m.noise, noise_dim=m.noise_dim,
-                     noise_scale=m.noise_scale, num_mask=m.num_mask, softcap=m.softcap, qk_norm=m.qk_norm,
+                     dropout=None if m.dropout < 0 else m.dropout, labels=m.labels, label_dim=m.label_dim,
+                     label_scale=m.label_scale, num_mask=m.num_mask, softcap=m.softcap, qk_norm=m.qk_norm,
                      time_conditioning=m.time_conditioning, schedule=config.train.schedule,
                      bf16=config.train.bf16)
 

@@ -26,10 +26,10 @@ class ModelSection:
     blocks: int = 0  # transformer blocks
     heads: int = 0  # attention heads (d / heads must be even: rotary)
     cond: int = 0  # width of the timestep conditioning
-    noise: str = "rand"  # "none" trains MDLM; rand / randn / learnable / finite train IMDM
-    noise_dim: int = 0  # 0: the hidden size
-    noise_scale: float = 1.0
-    num_mask: int = 0  # K of the finite mask (noise = "finite")
+    labels: str = "rand"  # the label law: "none" trains MDLM; rand / randn / learnable / finite train IMDM
+    label_dim: int = 0  # D of continuous labels (0: the hidden size)
+    label_scale: float = 1.0
+    num_mask: int = 0  # K of the finite mask (labels = "finite")
     softcap: float = 0.0  # 0: off
     qk_norm: bool = False
     time_conditioning: bool = False

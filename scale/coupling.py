@@ -7,8 +7,9 @@ Sample i of a coupling of n (imdm-reference sec. 5.2):
    come from the counter-based hash, so t_i = t_min + (1 - t_min) u_0 and position l is masked when
    u_{1+l} < 1 - alpha(t_i) (the teacher's schedule; the official code masks with probability t);
 3. the teacher completes x_t from time t_i down to 0 with `steps` ancestral steps (the shared sampler,
-   float64 draws), its initial labels eps = hash(seed_i) (stream 0, `MaskNoise.from_seeds`) and its
-   resets hashed from (seed_i, step); with --fix-eps no reset happens and the initial eps stays;
+   float64 draws), its initial labels eps = hash(seed_i) (stream 0, `MaskLabels.from_seeds`) and its
+   resets hashed from (seed_i, step); with --fix-eps no reset happens and the initial eps stays.
+   Steps 2-3 are imdm_lab.distill.perturbed_coupling(hashed=True), the kernel the toy IM-ReDi runs;
 4. stored: x_t (with mask ids), x_0 (the teacher's completion), t, seed, index i.
 
 Storage: DIR/meta.json (the settings), then shard s = samples [s S, (s+1) S) in DIR/shard-NNNNNN/
@@ -28,9 +29,7 @@ import numpy as np
 import torch
 
 from imdm_lab.checks import check_int, check_seed, check_writable
-from imdm_lab.noise import hash_uniform
-from imdm_lab.sampling import sample
-from imdm_lab.schedules import get_schedule
+from imdm_lab.distill import perturbed_coupling
 from scale import distributed as D
 from scale.checkpoint import load_model
 from scale.hub import resolve_checkpoint
@@ -38,8 +37,6 @@ from scale.seeds import derive_seed
 
 FORMAT = "imdm-lab-coupling/1"
 ARRAYS = ("x_t", "x_0", "t", "seed", "index")
-# Hash stream of the masking uniforms; the sampler uses stream 0 (initial eps) and j + 1 (resets).
-MASK_STREAM = 0x7FFFFFFF
 
 
 def sample_seeds(seed: int, indices: np.ndarray) -> np.ndarray:
@@ -53,18 +50,6 @@ def training_rows(num_blocks: int, n: int, seed: int) -> np.ndarray:
     perms = [np.random.default_rng([derive_seed(seed, "redi-rows"), p]).permutation(num_blocks)
              for p in range(passes)]
     return np.concatenate(perms)[:n].astype(np.int64)
-
-
-def perturb(x0: torch.Tensor, seeds: torch.Tensor, schedule: str, mask_id: int,
-            t_min: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Mask real blocks at a per-sample time, all from the hashed seeds (no generator state).
-
-    x0: Long[B, L]; seeds: Long[B]  ->  (x_t Long[B, L], masked Bool[B, L], t Float64[B]) with
-    t = t_min + (1 - t_min) U(seed, MASK_STREAM, 0) and masked_l = U(seed, MASK_STREAM, 1 + l) < 1 - alpha(t)."""
-    u = hash_uniform(seeds, x0.shape[1] + 1, stream=MASK_STREAM).to(x0.device)
-    t = t_min + (1.0 - t_min) * u[:, 0]
-    masked = u[:, 1:] < (1.0 - get_schedule(schedule).alpha(t))[:, None]
-    return torch.where(masked, torch.full_like(x0, mask_id), x0), masked, t
 
 
 def _check_meta(out: Path, meta: dict) -> None:
@@ -105,7 +90,7 @@ def generate(teacher: str | Path, out: str | Path, *, n: int, steps: int, fix_ep
             "weights": weights, "n": n, "steps": steps, "fix_eps": fix_eps, "seed": seed,
             "shard_size": shard_size, "t_min": t_min, "length": blocks.length,
             "num_classes": cfg.vocab_size, "mask_id": cfg.mask_id, "schedule": cfg.schedule,
-            "noise": cfg.noise, "tokenizer": state["tokenizer"], "dataset": data["dataset"],
+            "labels": cfg.labels, "tokenizer": state["tokenizer"], "dataset": data["dataset"],
             "num_blocks": len(blocks)}
     _check_meta(out, meta)
     out.mkdir(parents=True, exist_ok=True)
@@ -130,12 +115,10 @@ def generate(teacher: str | Path, out: str | Path, *, n: int, steps: int, fix_ep
             idx = index[lo:lo + batch_size]
             seeds = torch.from_numpy(sample_seeds(seed, idx))
             x0 = blocks.get_batch(rows[idx]).to(rt.device)
-            x_t, masked, t = perturb(x0, seeds, cfg.schedule, cfg.mask_id, t_min)
-            res = sample(model, batch_size=len(idx), length=blocks.length, steps=steps, mask_id=cfg.mask_id,
-                         schedule=cfg.schedule, noise=model.noise, given=x_t, given_mask=~masked,
-                         t_start=t, seeds=seeds.to(rt.device), generator=gen, fix_eps=fix_eps,
-                         cache=not cfg.time_conditioning, device=rt.device)
-            for key, value in (("x_t", x_t), ("x_0", res.tokens), ("t", t), ("seed", seeds),
+            # masked under the teacher's own schedule (the official code masks with probability t)
+            pairs = perturbed_coupling(model, x0, steps=steps, mask_schedule=cfg.schedule, fix_eps=fix_eps,
+                                       t_min=t_min, seeds=seeds.to(rt.device), hashed=True, generator=gen)
+            for key, value in (("x_t", pairs.x_t), ("x_0", pairs.x_0), ("t", pairs.t), ("seed", seeds),
                                ("index", torch.from_numpy(idx))):
                 arrays[key].append(value.cpu().numpy())
             bar.update(len(idx))

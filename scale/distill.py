@@ -25,8 +25,6 @@ from pathlib import Path
 import torch
 
 import imdm_lab.distill as distill_kernels
-from imdm_lab.losses import divergence, subs_log_probs
-from imdm_lab.masking import q_sample
 from scale import distributed as D
 from scale.checkpoint import checkpoint_folder, copy_checkpoint, read_state, read_tensors
 from scale.config import Config
@@ -80,7 +78,7 @@ def _inert(tensors: dict) -> bool:
 
 
 def adapt_weights(tensors: dict, model: torch.nn.Module, source: str) -> dict:
-    """Weights of a checkpoint for `model` across eps-path changes (MDLM <-> IMDM, another noise_dim).
+    """Weights of a checkpoint for `model` across eps-path changes (MDLM <-> IMDM, another label_dim).
 
     When the checkpoint's eps path does not fit the model's, it must be inert (last layer zero: the
     network ignores eps, imdm-reference sec. 3.3); the model then keeps its own freshly initialised,
@@ -92,7 +90,7 @@ def adapt_weights(tensors: dict, model: torch.nn.Module, source: str) -> dict:
         return tensors
     if not _inert(tensors):
         raise ValueError(f"{source}: its trained eps path does not fit the student's "
-                         f"(model.noise / noise_dim differ); keep the checkpoint's model settings")
+                         f"(model.labels / label_dim differ); keep the checkpoint's model settings")
     out = {k: v for k, v in tensors.items() if k not in src}
     out.update({k: own[k].detach().cpu().clone() for k in mine})
     return out
@@ -181,19 +179,13 @@ class Distiller(Trainer):
 
 
 def sdtt_objective(d: Distiller, idx, t, gen) -> torch.Tensor:
-    """(IM-)SDTT on data blocks at the trainer's times t (Float[b]): x_t ~ q(x_t | x_0), eps fresh and
-    shared by teacher and student (fixed over the teacher's k steps of dt_r), divergence on the masked
-    positions of x_t (imdm_lab.distill.teacher_targets, imdm_lab.losses.divergence)."""
-    dc, dev = d.cfg.distill, d.rt.device
-    x0 = d.train_blocks[idx].to(dev)
-    t = t.to(dev)
-    x_t, masked = q_sample(x0, t, d.cfg.train.schedule, d.mask_id, generator=gen)
-    eps = None if d.noise is None else d.noise.draw(*x0.shape, generator=gen, device=dev)
-    dt = d.dts[min(d.round, len(d.dts) - 1)]
-    target = distill_kernels.teacher_targets(d.teacher, x_t, eps, t, dt, k=dc.teacher_steps, mask_id=d.mask_id,
-                                             schedule=d.cfg.train.schedule, generator=gen)
-    student = subs_log_probs(d.wrapped(x_t, eps, t), x_t, d.mask_id)
-    return divergence(student.float(), target.float(), dc.divergence, mask=masked)[1]
+    """(IM-)SDTT on data blocks at the trainer's times t (Float[b]): imdm_lab.distill.sdtt_loss with the
+    round's teacher step dt_r (eps fresh, shared by teacher and student, fixed over the teacher's k steps)."""
+    dc = d.cfg.distill
+    return distill_kernels.sdtt_loss(d.wrapped, d.teacher, d.train_blocks[idx].to(d.rt.device),
+                                     d.dts[min(d.round, len(d.dts) - 1)], k=dc.teacher_steps,
+                                     process=d.model.process, divergence_kind=dc.divergence,
+                                     t=t.to(d.rt.device), generator=gen)
 
 
 def coupling_objective(d: Distiller, idx, _t, gen) -> torch.Tensor:
@@ -201,17 +193,16 @@ def coupling_objective(d: Distiller, idx, _t, gen) -> torch.Tensor:
     c, dev = d.train_blocks, d.rt.device
     idx = torch.as_tensor(idx, dtype=torch.int64)
     batch = distill_kernels.Coupling(c.x_t[idx].to(dev), c.x_0[idx].to(dev), c.t[idx].to(dev), c.seed[idx].to(dev))
-    return distill_kernels.coupling_loss(d.wrapped, batch, mask_id=d.mask_id, noise=d.noise,
-                                         schedule=d.cfg.train.schedule, ignore_seed=d.cfg.distill.ignore_seed,
-                                         generator=gen)
+    return distill_kernels.coupling_loss(d.wrapped, batch, process=d.model.process,
+                                         ignore_seed=d.cfg.distill.ignore_seed, generator=gen)
 
 
-def eps_coupling_objective(d: Distiller, idx, _t, gen) -> torch.Tensor:
-    """The eps-driven coupling: cross-entropy against the teacher's completion F(x_t, eps), made online
-    (imdm_lab.distill.eps_coupling_loss; L teacher calls per batch)."""
+def eps_coupling_objective(d: Distiller, idx, t, gen) -> torch.Tensor:
+    """The eps-driven coupling at the trainer's times t: cross-entropy against the teacher's completion
+    F(x_t, eps), made online (imdm_lab.distill.eps_coupling_loss; L teacher calls per batch)."""
     x0 = d.train_blocks[idx].to(d.rt.device)
-    return distill_kernels.eps_coupling_loss(d.wrapped, d.teacher, x0, noise=d.noise, reader=d.cfg.distill.reader,
-                                             mask_id=d.mask_id, generator=gen)
+    return distill_kernels.eps_coupling_loss(d.wrapped, d.teacher, x0, reader=d.cfg.distill.reader,
+                                             process=d.model.process, t=t.to(d.rt.device), generator=gen)
 
 
 # method -> loss of one micro-batch: (distiller, row indices, trainer's times Float[b], generator) -> scalar

@@ -64,10 +64,10 @@ def build_config(base: dict, method_name: str, config_path: str | None, override
                          f"got {config.train.schedule!r}")
     # The method fixes whether the student reads eps: an MDLM checkpoint becomes an IMDM (rand
     # labels) for imdm-* methods, and an IMDM one an MDM for sdtt / redi.
-    if method.imdm and config.model.noise == "none":
-        config.model.noise = "rand"
+    if method.imdm and config.model.labels == "none":
+        config.model.labels = "rand"
     elif not method.imdm:
-        config.model.noise = "none"
+        config.model.labels = "none"
     return config
 
 

@@ -78,7 +78,7 @@ def draw(model, n: int, length: int, steps: int, batch_size: int, seed: int, dev
     (seed, tag, steps, b), so a sample does not depend on the other step counts evaluated."""
     from tqdm.auto import tqdm
 
-    cfg, tokens, calls, seconds = model.config, [], 0.0, 0.0
+    tokens, calls, seconds = [], 0.0, 0.0
     base = derive_seed(seed, tag, "eps") % 2**40
     for b, lo in enumerate(tqdm(range(0, n, batch_size), desc=f"sampling {n} x {steps} steps ({tag})",
                                 unit="batch", leave=False)):
@@ -89,9 +89,8 @@ def draw(model, n: int, length: int, steps: int, batch_size: int, seed: int, dev
                                          "given_mask": given_mask[lo:lo + size].to(device)}
         _sync(device)
         tic = time.perf_counter()
-        res = sample(model, batch_size=size, length=length, steps=steps, mask_id=cfg.mask_id,
-                     schedule=cfg.schedule, noise=model.noise, seeds=seeds if model.noise is not None else None,
-                     generator=gen, cache=not cfg.time_conditioning, device=device, **part)
+        res = sample(model, batch_size=size, length=length, steps=steps, seeds=seeds, generator=gen,
+                     device=device, **part)
         _sync(device)
         seconds += time.perf_counter() - tic
         calls += res.nfe * size
@@ -109,9 +108,8 @@ def _val_blocks(state: dict, dataset: str, split: str = "validation"):
 
 
 def elbo_ppl(model, blocks, args, device) -> float:
-    cfg = model.config
-    nll = validation_elbo(model, blocks, min(args.batch_size, len(blocks)), args.val_batches, cfg.schedule,
-                          cfg.mask_id, model.noise, 1e-3, seed=args.seed, device=device)
+    nll = validation_elbo(model, blocks, min(args.batch_size, len(blocks)), args.val_batches, 1e-3,
+                          seed=args.seed, device=device)
     return math.exp(nll)
 
 

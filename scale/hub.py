@@ -51,7 +51,7 @@ def model_card(state: dict, repo: str) -> str:
 
     cfg = dit_config(state)
     d = cfg.dims
-    kind = "MDLM" if cfg.noise == "none" else f"IMDM ({cfg.noise} mask labels)"
+    kind = "MDLM" if cfg.labels == "none" else f"IMDM ({cfg.labels} mask labels)"
     return (f"---\nlibrary_name: imdm-lab\ntags:\n- masked-diffusion\n- imdm-lab\n---\n\n# {repo}\n\n"
             f"A {kind} DiT denoiser written by imdm-lab: hidden {d.hidden}, {d.blocks} blocks, {d.heads} heads, "
             f"cond {d.cond}; vocabulary {state['vocab_size']} (mask id {state['mask_id']}, tokenizer "

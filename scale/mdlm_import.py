@@ -11,7 +11,7 @@ Accepted sources (imdm-reference.md sec. 11):
 The DiT is built with the source's own dimensions, none looked up: hidden size and vocabulary from the
 embedding, cond width from the timestep embedder, blocks by counting, heads from the config (MDLM's flat
 `n_heads`, or the Hydra `model.n_heads` of SDTT / IMDM configs) or else from the rotary table (head
-dim = 2 len(inv_freq)), qk-norm from the presence of q_norm / k_norm, noise dim D from the eps-MLP's
+dim = 2 len(inv_freq)), qk-norm from the presence of q_norm / k_norm, label dim D from the eps-MLP's
 input, K from the finite table. The softcap comes from the config (`model.softcap`, < 0 = off) or
 --softcap. After the prefix is stripped the names are scale.model.DiT's, except the official finite
 table `vocab_embed.imdm_mlp.weight` (here `vocab_embed.mask_table`) and the learnable labels' (1, 1, D)
@@ -53,10 +53,10 @@ def add_arguments(p) -> None:
     p.add_argument("--from", dest="source", required=True,
                    help="HF model folder or id (kuleshov-group/mdlm-owt) or a Lightning .ckpt")
     p.add_argument("--out", required=True, help="checkpoint folder to write")
-    p.add_argument("--noise", default=None,
-                   help="eps law of the imported model: none (MDLM), rand, randn, learnable "
+    p.add_argument("--labels", default=None,
+                   help="label law of the imported model: none (MDLM), rand, randn, learnable, finite "
                         "(default: rand, or what the source's eps path implies)")
-    p.add_argument("--noise-dim", type=int, default=0, help="eps dimension D (default: the hidden size)")
+    p.add_argument("--label-dim", type=int, default=0, help="label dimension D (default: the hidden size)")
     p.add_argument("--softcap", type=float, default=None,
                    help="attention softcap the source used (default: its config's, else off; LM1B: 50)")
     p.add_argument("--heads", type=int, default=None,
@@ -191,13 +191,13 @@ def infer_dims(tensors: dict[str, torch.Tensor], hf: dict | None, heads: int | N
                    dropout=float(recorded(hf, "dropout", -1.0)))
 
 
-def source_noise(tensors: dict, hf: dict | None, requested: str | None, noise_dim: int) -> dict:
-    """The eps path the source has, as ModelSection fields (noise, noise_dim, num_mask, noise_scale):
+def source_labels(tensors: dict, hf: dict | None, requested: str | None, label_dim: int) -> dict:
+    """The eps path the source has, as ModelSection fields (labels, label_dim, num_mask, label_scale):
     the finite table fixes K, the eps-MLP's input D, learnable parameters the kind; a requested kind
     must agree with what the source holds. An MDLM source takes any kind (default rand)."""
     scale = float(recorded(hf, "noise_scale", 1.0))
     if OFFICIAL_TABLE in tensors and tensors[OFFICIAL_TABLE].dim() == 2:
-        found, allowed = {"noise": "finite", "num_mask": tensors[OFFICIAL_TABLE].shape[0]}, ("finite",)
+        found, allowed = {"labels": "finite", "num_mask": tensors[OFFICIAL_TABLE].shape[0]}, ("finite",)
     elif "vocab_embed.imdm_mlp.0.weight" in tensors:
         dim = tensors["vocab_embed.imdm_mlp.0.weight"].shape[1]
         if "vocab_embed.learnable_noise_mu" in tensors:
@@ -205,14 +205,14 @@ def source_noise(tensors: dict, hf: dict | None, requested: str | None, noise_di
         else:
             kind = recorded(hf, "noise_type")
             kind, allowed = (kind if kind in ("rand", "randn") else "rand"), ("rand", "randn", "learnable")
-        found = {"noise": kind, "noise_dim": dim, "noise_scale": scale}
+        found = {"labels": kind, "label_dim": dim, "label_scale": scale}
     else:
-        return {"noise": requested or "rand", "noise_dim": noise_dim}
+        return {"labels": requested or "rand", "label_dim": label_dim}
     if requested is not None and requested not in allowed:
-        raise ValueError(f"--noise: the source's eps path is {found['noise']!r}"
+        raise ValueError(f"--labels: the source's eps path is {found['labels']!r}"
                          f"{' (K = %d)' % found['num_mask'] if 'num_mask' in found else ''}; "
                          f"expected one of {list(allowed)}, got {requested!r}")
-    return {**found, "noise": requested or found["noise"]}
+    return {**found, "labels": requested or found["labels"]}
 
 
 def to_own_names(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -290,7 +290,7 @@ def run(args) -> int:
     model_section = ModelSection(size=_preset_of(dims), hidden=dims.hidden, blocks=dims.blocks, heads=dims.heads,
                                  cond=dims.cond, softcap=softcap, qk_norm=qk_norm, dropout=dims.dropout,
                                  time_conditioning=bool(recorded(hf, "time_conditioning", False)),
-                                 **source_noise(tensors, hf, args.noise, args.noise_dim))
+                                 **source_labels(tensors, hf, args.labels, args.label_dim))
     config = Config(model=model_section, data=DataSection(
         dataset=dataset, tokenizer=tokenizer, length=int(recorded(hf, "length", 1024))))
     mask_id = mask_id if args.mask_id is None else args.mask_id
@@ -298,9 +298,9 @@ def run(args) -> int:
     save_checkpoint(args.out, model.state_dict(), None, None, {
         "step": 0, "config": config.to_dict(), "vocab_size": vocab, "mask_id": mask_id,
         "tokenizer": tokenizer, "imported_from": str(source)})
-    m = model_section
+    m, labels = model_section, model.process.labels
     print(f"wrote {args.out}: DiT hidden {m.hidden}, {m.blocks} blocks, {m.heads} heads, cond {m.cond}"
-          f"{', qk-norm' if qk_norm else ''}{f', softcap {softcap:g}' if softcap else ''}; noise {m.noise}"
-          f"{f' (D = {model.noise.dim})' if model.noise is not None and model.noise.continuous else ''}"
-          f"{f' (K = {m.num_mask})' if m.noise == 'finite' else ''}; vocabulary {vocab}, mask id {mask_id}")
+          f"{', qk-norm' if qk_norm else ''}{f', softcap {softcap:g}' if softcap else ''}; labels {m.labels}"
+          f"{f' (D = {labels.dim})' if labels is not None and labels.continuous else ''}"
+          f"{f' (K = {m.num_mask})' if m.labels == 'finite' else ''}; vocabulary {vocab}, mask id {mask_id}")
     return 0

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 
 from imdm_lab.embedding import MaskEmbedding
 from imdm_lab.head_nll import head_nll
-from imdm_lab.masking import MaskNoise
+from imdm_lab.labels import LABEL_NAMES, MaskLabels, mask_labels
+from imdm_lab.process import Process
 from imdm_lab.schedules import get_schedule
 
 
@@ -60,10 +61,10 @@ class DiTConfig:
     heads: int = 0
     cond: int = 0
     dropout: float | None = None  # None: the size's default
-    noise: str = "rand"  # "none" (MDLM) or a MaskNoise kind: rand / randn / learnable / finite
-    noise_dim: int = 0  # 0: the hidden size
-    noise_scale: float = 1.0
-    num_mask: int = 0  # K for noise = "finite"
+    labels: str = "rand"  # the label law (imdm_lab.labels.LABEL_NAMES): none (MDLM), rand, randn, learnable, finite
+    label_dim: int = 0  # D of continuous labels (0: the hidden size)
+    label_scale: float = 1.0
+    num_mask: int = 0  # K for labels = "finite"
     softcap: float = 0.0  # attention-logit softcap; 0 turns it off
     qk_norm: bool = False
     time_conditioning: bool = False
@@ -91,18 +92,20 @@ class DiTConfig:
             raise ValueError(f"mask_id: expected an integer in [0, {self.vocab_size}], got {self.mask_id!r}")
         if self.softcap < 0:
             raise ValueError(f"model.softcap: expected a number >= 0 (0 = off), got {self.softcap!r}")
-        if self.noise not in EMBEDDING_MODES:
-            raise ValueError(f"model.noise: expected one of {sorted(EMBEDDING_MODES)}, got {self.noise!r}")
+        if self.labels not in LABEL_NAMES:
+            raise ValueError(f"model.labels: expected one of {', '.join(LABEL_NAMES)}, got {self.labels!r}")
         get_schedule(self.schedule)
-        self.mask_noise()  # validates noise_dim / noise_scale / num_mask
+        self.mask_labels()  # validates label_dim / label_scale / num_mask
 
-    def mask_noise(self) -> MaskNoise | None:
+    def mask_labels(self) -> MaskLabels | None:
         """The law of the mask labels eps this model reads; None for an MDLM (no eps path)."""
-        if self.noise == "none":
-            return None
-        if self.noise == "finite":
-            return MaskNoise("finite", K=self.num_mask)
-        return MaskNoise(self.noise, dim=self.noise_dim or self.dims.hidden, scale=self.noise_scale)
+        return mask_labels(self.labels, dim=self.label_dim or self.dims.hidden, scale=self.label_scale,
+                           K=self.num_mask)
+
+    def process(self) -> Process:
+        """The diffusion process of this model: mask id, schedule, label law, time conditioning."""
+        return Process(mask_id=self.mask_id, schedule=self.schedule, labels=self.mask_labels(),
+                       time_conditioning=self.time_conditioning)
 
     @property
     def dims(self) -> DiTSize:
@@ -272,7 +275,7 @@ class DiT(nn.Module):
             DiTBlock(dims.hidden, dims.heads, dims.cond, dropout, config.softcap, config.qk_norm)
             for _ in range(dims.blocks))
         self.output_layer = FinalLayer(dims.hidden, config.vocab_size, dims.cond)
-        self.noise = self.vocab_embed.noise  # the law of the labels eps it reads (None: an MDLM)
+        self.process = config.process()  # what the kernels read: mask id, schedule, label law, cache rule
         self._schedule = get_schedule(config.schedule)
 
     def sigma(self, t: torch.Tensor) -> torch.Tensor:
@@ -320,13 +323,8 @@ class DiT(nn.Module):
         return logits.to(torch.promote_types(logits.dtype, torch.float32))
 
 
-# model.noise -> mode of imdm_lab.embedding.MaskEmbedding
-EMBEDDING_MODES = {"none": "mdlm", "rand": "imdm", "randn": "imdm", "learnable": "imdm", "finite": "finite"}
-
-
 def build_embedding(config: DiTConfig) -> MaskEmbedding:
-    return MaskEmbedding(config.embed_rows, config.dims.hidden, config.mask_id,
-                         mode=EMBEDDING_MODES[config.noise], noise=config.mask_noise())
+    return MaskEmbedding(config.embed_rows, config.dims.hidden, config.mask_id, labels=config.mask_labels())
 
 
 def parameter_count(model: nn.Module) -> int:

@@ -98,7 +98,7 @@ PRESETS: dict[str, Preset] = {
     # Seconds on a CPU: every stage of the chain on the offline Wikipedia corpus with the tiny DiT.
     "tiny-cpu": _preset(
         (*_CHAIN, "judge", "evaluate"),
-        mdlm=["--config", "tiny-cpu", "--set", "model.noise=none", "--set", "eval.every=0", "--max-steps", "12"],
+        mdlm=["--config", "tiny-cpu", "--set", "model.labels=none", "--set", "eval.every=0", "--max-steps", "12"],
         imsdtt=["--config", "tiny-cpu-distill"],
         coupling=["--num-samples", "32", "--steps", "16", "--batch-size", "16", "--shard-size", "16"],
         imredi=["--config", "tiny-cpu-distill"],
@@ -183,7 +183,7 @@ def _stage_names(args, preset: Preset) -> list[str]:
     """The preset's stages less those replaced by --mdlm / --judge."""
     if preset.needs_mdlm and not args.mdlm:
         raise ValueError(f"--mdlm: preset {args.preset!r} starts from an MDLM checkpoint "
-                         f"(e.g. python -m scale import-mdlm --from kuleshov-group/mdlm-owt --noise none --out DIR)")
+                         f"(e.g. python -m scale import-mdlm --from kuleshov-group/mdlm-owt --labels none --out DIR)")
     return [n for n in preset.stages
             if not (n == "mdlm" and args.mdlm) and not (n in JUDGE_STAGES and args.judge)]
 

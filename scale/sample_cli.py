@@ -62,10 +62,8 @@ def run(args) -> int:
     for k in steps:
         gen = torch.Generator(device).manual_seed(derive_seed(args.seed, "sample", k))
         with torch.no_grad():
-            out = sample(model, batch_size=args.n, length=length, steps=k, mask_id=cfg.mask_id,
-                         schedule=cfg.schedule, noise=model.noise, given=given, given_mask=given_mask,
-                         seeds=seeds if model.noise is not None else None, generator=gen,
-                         cache=not cfg.time_conditioning, device=device)
+            out = sample(model, batch_size=args.n, length=length, steps=k, given=given, given_mask=given_mask,
+                         seeds=seeds, generator=gen, device=device)
         texts = [tok.decode(row) for row in out.tokens.cpu().tolist()]
         results[str(k)] = texts
         print(f"=== {k} step{'s' if k > 1 else ''} ({out.nfe} network calls) ===")

@@ -141,7 +141,6 @@ class Trainer:
         self.plan = BatchPlan.make(tc.global_batch, tc.micro_batch, self.rt.world)
         torch.manual_seed(tc.seed)  # identical initial weights on every process
         self.model = DiT(make_dit_config(config, vocab_size, mask_id)).to(self.rt.device)
-        self.noise = self.model.noise
         self.wrapped = D.wrap(self.model, self.rt, tc.strategy)
         self.sharded = D.is_sharded(self.rt, tc.strategy)
         self.optimizer = make_optimizer(self.model, tc, fused=self.rt.device.type == "cuda")
@@ -226,8 +225,8 @@ class Trainer:
         x0 = check_block_ids(self.train_blocks[idx], self.vocab_size).to(self.rt.device)
         rows = LOSSES[self.cfg.train.loss]
         forward = self.train_forward if rows is None else functools.partial(self.train_forward, head_rows=rows)
-        return elbo(forward, x0, t.to(self.rt.device), self.cfg.train.schedule, self.mask_id,
-                    noise=self.noise, generator=gen, efficient=rows is not None, validate=False).mean
+        return elbo(forward, x0, t.to(self.rt.device), process=self.model.process, generator=gen,
+                    efficient=rows is not None, validate=False).mean
 
     def update(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward, ELBO, backward and the optimizer / EMA step of one global batch, queued without any
@@ -270,11 +269,10 @@ class Trainer:
         ec, tc = self.cfg.eval, self.cfg.train
         with self.ema.applied(self.model):
             self.model.eval()
-            nll = validation_elbo(self.wrapped, self.val_blocks, ec.batch_size, ec.val_batches, tc.schedule,
-                                  self.mask_id, self.noise, tc.t_min, seed=tc.seed, device=self.rt.device)
-            samples = sample_texts(self.wrapped, self.cfg.data.length, ec.sample_steps, ec.samples, tc.schedule,
-                                   self.mask_id, self.noise, seed=tc.seed, device=self.rt.device,
-                                   decode=self.decode, cache=not self.cfg.model.time_conditioning)
+            nll = validation_elbo(self.wrapped, self.val_blocks, ec.batch_size, ec.val_batches, tc.t_min,
+                                  seed=tc.seed, device=self.rt.device)
+            samples = sample_texts(self.wrapped, self.cfg.data.length, ec.sample_steps, ec.samples,
+                                   seed=tc.seed, device=self.rt.device, decode=self.decode)
         return {"step": self.step, "val_nll": nll, "val_ppl": math.exp(nll), "samples": samples}
 
     # ---- the loop ----------------------------------------------------------------------------

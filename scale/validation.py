@@ -8,17 +8,17 @@ from __future__ import annotations
 import torch
 
 from imdm_lab.losses import elbo
-from imdm_lab.masking import MaskNoise
 from imdm_lab.sampling import sample
 from imdm_lab.schedules import sample_times
 from scale.seeds import derive_seed
 
 
 @torch.no_grad()
-def validation_elbo(denoiser, blocks: torch.Tensor, batch_size: int, n_batches: int, schedule: str,
-                    mask_id: int, noise: MaskNoise | None, t_min: float, seed: int, device) -> float:
+def validation_elbo(denoiser, blocks: torch.Tensor, batch_size: int, n_batches: int, t_min: float, seed: int,
+                    device) -> float:
     """ELBO upper bound on the NLL per token (nats), averaged over up to n_batches fixed batches of
-    `blocks` (Long[N, L]); exp() of it is the validation ELBO perplexity.
+    `blocks` (Long[N, L]); exp() of it is the validation ELBO perplexity. The process (schedule, mask
+    id, labels) is the denoiser's own.
 
     Batch i uses antithetic times and masks/labels seeded by (seed, i), the same at every evaluation."""
     n = max(1, min(n_batches, len(blocks) // batch_size))
@@ -28,22 +28,19 @@ def validation_elbo(denoiser, blocks: torch.Tensor, batch_size: int, n_batches: 
         gen = torch.Generator(device).manual_seed(derive_seed(seed, "val", i))
         t = sample_times(len(x0), t_min, antithetic=True, generator=torch.Generator().manual_seed(
             derive_seed(seed, "val-time", i))).to(device)
-        total += float(elbo(denoiser, x0, t, schedule, mask_id, noise=noise, generator=gen).mean)
+        total += float(elbo(denoiser, x0, t, generator=gen).mean)
     return total / n
 
 
 @torch.no_grad()
-def sample_texts(denoiser, length: int, steps: list[int], n: int, schedule: str, mask_id: int,
-                 noise: MaskNoise | None, seed: int, device, decode=None, cache: bool = True) -> dict:
+def sample_texts(denoiser, length: int, steps: list[int], n: int, seed: int, device, decode=None) -> dict:
     """{str(k): n unconditional samples drawn with k steps} through the shared sampler (float64 draws),
     decoded to text by `decode(list of ids)` when given, else lists of token ids."""
     out = {}
     for k in steps:
         gen = torch.Generator(device).manual_seed(derive_seed(seed, "sample", k))
         seeds = torch.arange(n, dtype=torch.int64) + derive_seed(seed, "eps", k) % 2**40
-        res = sample(denoiser, batch_size=n, length=length, steps=k, mask_id=mask_id, schedule=schedule,
-                     noise=noise, seeds=seeds if noise is not None else None, generator=gen, cache=cache,
-                     device=device)
+        res = sample(denoiser, batch_size=n, length=length, steps=k, seeds=seeds, generator=gen, device=device)
         rows = res.tokens.cpu().tolist()
         out[str(k)] = [decode(r) for r in rows] if decode is not None else rows
     return out

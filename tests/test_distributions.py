@@ -68,11 +68,11 @@ def test_dirichlet_is_seeded_and_concentration_controls_spread():
 
 
 def test_mixture_has_its_modes_on_a_uniform_floor():
-    V, L, modes, noise = 4, 3, 5, 0.2
-    p = make_task("mixture", V=V, L=L, seed=3, modes=modes, noise=noise).probs
-    floor = noise / V**L
+    V, L, modes, uniform = 4, 3, 5, 0.2
+    p = make_task("mixture", V=V, L=L, seed=3, modes=modes, uniform=uniform).probs
+    floor = uniform / V**L
     assert p.min() == pytest.approx(floor, abs=1e-15)
-    heavy = np.isclose(p, floor + (1 - noise) / modes, atol=1e-15)
+    heavy = np.isclose(p, floor + (1 - uniform) / modes, atol=1e-15)
     assert heavy.sum() == modes and np.allclose(p[~heavy], floor, atol=1e-15)
 
 
@@ -103,7 +103,7 @@ def test_file_round_trip_and_bad_files(tmp_path):
     ("markov", {"seed": -1}, r"seed: expected an integer in \[0, 2\^31\)"),
     ("markov", {"alpha": 0.0}, "alpha: expected a finite number > 0"),
     ("dirichlet", {"alpha": float("nan")}, "alpha: expected a finite number > 0"),
-    ("mixture", {"noise": 1.5}, r"noise: expected a number in \[0, 1\]"),
+    ("mixture", {"uniform": 1.5}, r"uniform: expected a number in \[0, 1\]"),
     ("mixture", {"modes": 0}, "modes: expected an integer >= 1"),
     ("mixture", {"V": 2, "L": 2, "modes": 5}, "modes: expected at most V\\*\\*L = 4"),
     ("align", {"V": 50000, "L": 10}, r"V, L: expected .* budget of 4 GiB, got V=50000, L=10"),

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from imdm_lab.losses import IGNORE, weighted_nll
-from imdm_lab.masking import MaskNoise, q_sample
+from imdm_lab.labels import MaskLabels
+from imdm_lab.masking import q_sample
 from imdm_lab.sampling import sample
 from scale.config import config_from_dict
 from scale.model import DiT, DiTConfig
@@ -90,7 +91,7 @@ def test_a_sampler_step_reads_nothing_back(seeds, dense):
     """Steps after the first network call (which checks the ids of `given` once), resets included; the
     dense mode selects no rows either (no nonzero)."""
     V, L, mask = 12, 10, 3
-    noise = MaskNoise("rand", dim=2)
+    noise = MaskLabels("rand", dim=2)
     weights = torch.randn(V, V, generator=torch.Generator().manual_seed(0))
     calls, counters = [], []
     stack = contextlib.ExitStack()

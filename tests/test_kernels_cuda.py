@@ -6,7 +6,8 @@ import torch
 
 from imdm_lab import exact
 from imdm_lab.embedding import MaskEmbedding
-from imdm_lab.masking import MaskNoise, q_sample
+from imdm_lab.labels import MaskLabels
+from imdm_lab.masking import q_sample
 from imdm_lab.sampling import sample
 from test_kernels_oracle import ALPHA, N, chi_square_pvalue
 from toy_tasks.distributions import make_task
@@ -15,8 +16,8 @@ from toy_tasks.oracle import make_oracle
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
-@pytest.mark.parametrize("noise", [MaskNoise("rand", dim=7, scale=2.0), MaskNoise("randn", dim=3),
-                                   MaskNoise("finite", K=5)], ids=lambda n: n.kind)
+@pytest.mark.parametrize("noise", [MaskLabels("rand", dim=7, scale=2.0), MaskLabels("randn", dim=3),
+                                   MaskLabels("finite", K=5)], ids=lambda n: n.kind)
 def test_seeded_labels_are_identical_on_cpu_and_gpu(noise):
     seeds = torch.tensor([0, -5, 2**40 + 3, 77])
     cpu = noise.from_seeds(seeds, 33, stream=2, dtype=torch.float64)
@@ -39,7 +40,7 @@ def test_oracle_sampler_on_cuda_has_the_exact_law(steps):
 
 
 def test_imdm_sampling_with_seeds_and_resets_on_cuda():
-    noise = MaskNoise("rand", dim=4)
+    noise = MaskLabels("rand", dim=4)
     V, B, L = 50, 2, 4
     emb = MaskEmbedding(V + 1, 8, V, noise=noise).cuda()
     torch.nn.init.normal_(emb.imdm_mlp[2].weight)

@@ -8,7 +8,7 @@ import torch
 from scipy import stats
 
 from imdm_lab import exact
-from imdm_lab.masking import MaskNoise
+from imdm_lab.labels import MaskLabels
 from imdm_lab.sampling import sample
 from toy_tasks.distributions import make_task
 from toy_tasks.oracle import make_oracle
@@ -41,10 +41,10 @@ def test_dense_goodness_of_fit_has_power():
 
 def test_dense_oracle_imdm_samples_p_in_one_step_and_with_fixed_labels_in_several():
     # one step: every position reveals g(u(eps)) of the same labels; fixed labels: the same at any k
-    p, out = _draw("markov", "oracle-imdm", 1, "loglinear", seed=8, noise=MaskNoise("rand", dim=2, scale=3.0),
+    p, out = _draw("markov", "oracle-imdm", 1, "loglinear", seed=8, noise=MaskLabels("rand", dim=2, scale=3.0),
                    seeds=torch.arange(N) + 999)
     assert chi_square_pvalue(out.tokens, p) > ALPHA
-    p, out = _draw("markov", "oracle-imdm", 4, "loglinear", seed=9, noise=MaskNoise("rand", dim=1), fix_eps=True)
+    p, out = _draw("markov", "oracle-imdm", 4, "loglinear", seed=9, noise=MaskLabels("rand", dim=1), fix_eps=True)
     assert torch.equal(out.eps_init, out.eps_final)
     assert chi_square_pvalue(out.tokens, p) > ALPHA
     assert chi_square_pvalue(out.tokens, exact.mdm_law(p, 4, "loglinear")) < 1e-12
@@ -62,7 +62,7 @@ def _homogeneity_pvalue(a: torch.Tensor, b: torch.Tensor, V: int) -> float:
 
 def test_dense_keep_and_reset_have_the_law_of_the_default_mode():
     # with resets the k-step IMDM law is not p; the dense and default modes must still agree in law
-    noise = MaskNoise("rand", dim=2, scale=3.0)
+    noise = MaskLabels("rand", dim=2, scale=3.0)
     p, dense = _draw("markov", "oracle-imdm", 4, "loglinear", seed=10, noise=noise)
     _, default = _draw("markov", "oracle-imdm", 4, "loglinear", seed=11, noise=noise, dense=False, cache=False)
     assert (dense.eps_final != dense.eps_init).any()  # labels were reset on the way
@@ -86,7 +86,7 @@ class _Recorder:
 
 
 def test_dense_seeded_resets_are_hashed_from_seed_step_and_position():
-    V, noise, seeds = 5, MaskNoise("rand", dim=3), torch.tensor([10, 20, 30, 40])
+    V, noise, seeds = 5, MaskLabels("rand", dim=3), torch.tensor([10, 20, 30, 40])
     rec = _Recorder(V)
     out = sample(rec, batch_size=4, length=7, steps=8, mask_id=V, noise=noise, seeds=seeds, dense=True,
                  schedule="loglinear", generator=torch.Generator().manual_seed(8))

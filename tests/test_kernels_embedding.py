@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from imdm_lab.embedding import MaskEmbedding
-from imdm_lab.masking import MaskNoise
+from imdm_lab.labels import MaskLabels
 
 V, D, d = 11, 6, 8
 MASK = V - 1
@@ -27,7 +27,7 @@ def _mdlm_twin(emb: MaskEmbedding) -> MaskEmbedding:
 @pytest.mark.parametrize("kind", ["rand", "randn", "learnable"])
 def test_fresh_imdm_equals_mdlm_and_names_match(kind):
     torch.manual_seed(0)
-    noise = MaskNoise(kind, dim=D)
+    noise = MaskLabels(kind, dim=D)
     emb = MaskEmbedding(V, d, MASK, noise=noise)
     names = {n for n, _ in emb.named_parameters()}
     expected = {"embedding", "imdm_mlp.0.weight", "imdm_mlp.0.bias", "imdm_mlp.2.weight"}
@@ -44,7 +44,7 @@ def test_fresh_imdm_equals_mdlm_and_names_match(kind):
 def test_mdlm_weights_load_unchanged_with_strict_false():
     torch.manual_seed(1)
     mdlm = MaskEmbedding(V, d, MASK, mode="mdlm")
-    imdm = MaskEmbedding(V, d, MASK, noise=MaskNoise("rand", dim=D))
+    imdm = MaskEmbedding(V, d, MASK, noise=MaskLabels("rand", dim=D))
     missing, unexpected = imdm.load_state_dict(mdlm.state_dict(), strict=False)
     assert set(missing) == {"imdm_mlp.0.weight", "imdm_mlp.0.bias", "imdm_mlp.2.weight"} and not unexpected
     x = _batch()
@@ -53,7 +53,7 @@ def test_mdlm_weights_load_unchanged_with_strict_false():
 
 def test_trained_eps_path_changes_only_masked_positions():
     torch.manual_seed(2)
-    noise = MaskNoise("rand", dim=D)
+    noise = MaskLabels("rand", dim=D)
     emb = MaskEmbedding(V, d, MASK, noise=noise)
     torch.nn.init.normal_(emb.imdm_mlp[2].weight)
     assert emb.eps_mlp_norm() > 0
@@ -67,12 +67,12 @@ def test_trained_eps_path_changes_only_masked_positions():
 def test_finite_k1_is_frozen_mdlm_and_k_table_is_zero_init():
     torch.manual_seed(3)
     x = _batch()
-    one = MaskEmbedding(V, d, MASK, mode="finite", noise=MaskNoise("finite", K=1))
+    one = MaskEmbedding(V, d, MASK, mode="finite", noise=MaskLabels("finite", K=1))
     assert not one.mask_table.requires_grad and tuple(one.mask_table.shape) == (1, d)
     assert torch.equal(one(x, torch.zeros(3, 9, dtype=torch.long)), _mdlm_twin(one)(x))
-    many = MaskEmbedding(V, d, MASK, mode="finite", noise=MaskNoise("finite", K=4))
+    many = MaskEmbedding(V, d, MASK, mode="finite", noise=MaskLabels("finite", K=4))
     assert many.mask_table.requires_grad and many.eps_mlp_norm() == 0.0
-    eps = MaskNoise("finite", K=4).draw(3, 9)
+    eps = MaskLabels("finite", K=4).draw(3, 9)
     assert torch.equal(many(x, eps), _mdlm_twin(many)(x))
 
 
@@ -85,7 +85,7 @@ def test_embedding_init_is_kaiming_uniform():
 
 
 def test_bad_embedding_arguments():
-    noise = MaskNoise("rand", dim=D)
+    noise = MaskLabels("rand", dim=D)
     with pytest.raises(ValueError, match="^mode:"):
         MaskEmbedding(V, d, MASK, mode="bert", noise=noise)
     with pytest.raises(ValueError, match="^noise:"):

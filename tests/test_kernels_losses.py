@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from imdm_lab.losses import NEG_INF, divergence, elbo, subs_log_probs
-from imdm_lab.masking import MaskNoise
+from imdm_lab.labels import MaskLabels
 from imdm_lab.schedules import SCHEDULES
 
 
@@ -77,7 +77,7 @@ def test_elbo_of_uniform_denoiser_is_weight_times_log_c(name):
 
 def test_elbo_passes_fresh_or_given_eps():
     seen = []
-    noise = MaskNoise("rand", dim=3)
+    noise = MaskLabels("rand", dim=3)
 
     def den(x, eps, t):
         seen.append(eps)

@@ -13,7 +13,7 @@ from scipy import stats
 
 from imdm_lab import exact
 from imdm_lab.losses import elbo, elbo_terms, subs_log_probs
-from imdm_lab.masking import MaskNoise
+from imdm_lab.labels import MaskLabels
 from imdm_lab.sampling import sample
 from imdm_lab.schedules import sample_times
 from toy_tasks.distributions import make_task
@@ -66,7 +66,7 @@ def test_goodness_of_fit_has_power():
     assert chi_square_pvalue(out.tokens, exact.mdm_law(p, 4, "linear")) < 1e-12
 
 
-@pytest.mark.parametrize("noise", [MaskNoise("rand", dim=2, scale=3.0), MaskNoise("randn", dim=1)],
+@pytest.mark.parametrize("noise", [MaskLabels("rand", dim=2, scale=3.0), MaskLabels("randn", dim=1)],
                          ids=["rand", "randn"])
 def test_oracle_imdm_one_step_samples_p(noise):
     p, out = _draw("markov", "oracle-imdm", 1, "loglinear", seed=7, noise=noise,
@@ -79,7 +79,7 @@ def test_oracle_imdm_one_step_samples_p(noise):
 
 def test_oracle_imdm_with_k_states_is_p_quantised_to_the_k_power_l_grid():
     p = make_task("align", V=3, L=3).probs
-    noise = MaskNoise("finite", K=2)
+    noise = MaskLabels("finite", K=2)
     grid = np.arange(2 ** 3) / 2 ** 3
     g = exact.partition_and_map(p)
     law = np.zeros_like(p)
@@ -165,4 +165,4 @@ def test_bad_oracle_arguments():
     with pytest.raises(ValueError, match="^noise:"):
         make_oracle("oracle-imdm", p)
     with pytest.raises(ValueError, match="^eps:"):
-        make_oracle("oracle-imdm", p, MaskNoise("rand", dim=2))(torch.full((1, 2), 3), torch.zeros(1, 2, 3), None)
+        make_oracle("oracle-imdm", p, MaskLabels("rand", dim=2))(torch.full((1, 2), 3), torch.zeros(1, 2, 3), None)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from imdm_lab.masking import MaskNoise
+from imdm_lab.labels import MaskLabels
 from imdm_lab.sampling import categorical, nucleus, sample
 from imdm_lab.schedules import get_schedule
 
@@ -87,7 +87,7 @@ def test_per_sample_t_start_completes_from_its_own_time():
     assert ((frac - stay).abs() <= 5 * torch.sqrt(stay * (1 - stay) / L)).all()
 
 
-@pytest.mark.parametrize("noise", [None, MaskNoise("rand", dim=2), MaskNoise("finite", K=3)],
+@pytest.mark.parametrize("noise", [None, MaskLabels("rand", dim=2), MaskLabels("finite", K=3)],
                          ids=["mdm", "imdm", "finite"])
 def test_cache_gives_identical_samples_with_fewer_calls(noise):
     kw = dict(batch_size=3, length=5, steps=64, mask_id=V, noise=noise, schedule="loglinear",
@@ -101,7 +101,7 @@ def test_cache_gives_identical_samples_with_fewer_calls(noise):
 
 
 def test_seeded_eps_and_resets_are_reproducible_from_the_seed():
-    noise = MaskNoise("rand", dim=3)
+    noise = MaskLabels("rand", dim=3)
     seeds = torch.tensor([10, 20, 30, 40])
     rec = Recorder(_random_denoiser())
     out = sample(rec, batch_size=4, length=7, steps=8, mask_id=V, noise=noise, seeds=seeds,
@@ -123,7 +123,7 @@ def test_seeded_eps_and_resets_are_reproducible_from_the_seed():
 
 
 def test_fix_eps_keeps_the_initial_labels():
-    noise = MaskNoise("randn", dim=2)
+    noise = MaskLabels("randn", dim=2)
     out = sample(_random_denoiser(), batch_size=4, length=9, steps=16, mask_id=V, noise=noise,
                  schedule="loglinear", fix_eps=True, generator=torch.Generator().manual_seed(9))
     assert torch.equal(out.eps_init, out.eps_final)
@@ -181,7 +181,7 @@ def test_temperature_sharpens_x0_hat():
     (dict(batch_size=0), "batch_size"), (dict(t_start=1.5), "t_start"),
     (dict(given=torch.tensor([[9, V, V], [0, 1, V]])), "given"), (dict(given=torch.zeros(2, 4, dtype=torch.long)), "given"),
     (dict(given_mask=torch.ones(2, 3, dtype=torch.bool)), "given_mask"),
-    (dict(noise=MaskNoise("rand", dim=2), seeds=torch.tensor([1])), "seeds"),
+    (dict(noise=MaskLabels("rand", dim=2), seeds=torch.tensor([1])), "seeds"),
     (dict(dtype=torch.float16), "dtype"), (dict(mask_id=-1), "mask_id")])
 def test_bad_sampler_arguments(kwargs, word):
     args = dict(batch_size=2, length=3, steps=2, mask_id=V) | kwargs

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from imdm_lab.masking import MaskNoise
+from imdm_lab.labels import MaskLabels
 from toy_tasks.distributions import make_task
 from toy_tasks.label_slices import label_slice, one_step_modes, support_index
 from toy_tasks.oracle import OracleIMDM, OracleMDM
@@ -18,7 +18,7 @@ def _base(noise):
 
 
 def test_slice_varies_exactly_the_two_chosen_entries_on_cell_midpoints():
-    noise = MaskNoise("rand", dim=2, scale=0.5)
+    noise = MaskLabels("rand", dim=2, scale=0.5)
     base = _base(noise)
     eps, (a, b) = label_slice(noise, L, ((0, 1), (2, 0)), n=4, base=base)
     assert eps.shape == (16, L, 2)
@@ -35,7 +35,7 @@ def test_partition_and_map_oracle_cuts_the_slice_into_V_bands_of_its_read_coordi
     # The oracle reads u = (eps[position 0, coordinate 0] + 1) / 2 and outputs the constant sequence
     # floor(u V): V vertical bands of equal width, whatever the other coordinate.
     p = make_task("align", V=V, L=L).probs
-    noise = MaskNoise("rand", dim=2)
+    noise = MaskLabels("rand", dim=2)
     n = 8
     eps, (a, _) = label_slice(noise, L, ((0, 0), (1, 0)), n=n, base=_base(noise))
     seqs, logp = one_step_modes(OracleIMDM(p, noise), eps, mask_id=V, chunk=5)
@@ -48,7 +48,7 @@ def test_partition_and_map_oracle_cuts_the_slice_into_V_bands_of_its_read_coordi
 
 def test_a_denoiser_without_labels_outputs_no_likely_sequence_and_off_support_rows_get_minus_one():
     p = make_task("align", V=V, L=L).probs
-    noise = MaskNoise("randn", dim=3)
+    noise = MaskLabels("randn", dim=3)
     eps, _ = label_slice(noise, L, ((0, 0), (0, 1)), n=3, base=_base(noise))
     seqs, logp = one_step_modes(OracleMDM(p), eps, mask_id=V)  # uniform marginals: argmax is token 0
     assert torch.equal(seqs, torch.zeros(9, L, dtype=torch.int64))
@@ -58,14 +58,14 @@ def test_a_denoiser_without_labels_outputs_no_likely_sequence_and_off_support_ro
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(noise=MaskNoise("finite", K=4)), "^noise: expected continuous labels"),
+    (dict(noise=MaskLabels("finite", K=4)), "^noise: expected continuous labels"),
     (dict(n=1), "^n: expected an integer >= 2"),
     (dict(axes=((0, 0), (3, 0))), "^axes: expected positions in"),
     (dict(axes=((0, 0), (0, 0))), "^axes: expected two different entries"),
     (dict(axes=(0, 0)), "^axes: expected two"),
 ])
 def test_bad_input_names_the_argument(kwargs, message):
-    noise = MaskNoise("rand", dim=2)
+    noise = MaskLabels("rand", dim=2)
     args = dict(noise=noise, length=L, axes=((0, 0), (1, 0)), n=4, base=_base(noise)) | kwargs
     with pytest.raises(ValueError, match=message):
         label_slice(**args)

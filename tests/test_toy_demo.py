@@ -12,7 +12,7 @@ from imdm_lab.distill import (eps_coupled_completion, inverse_cdf, perturbed_cou
                               round_plan, teacher_targets)
 from imdm_lab.exact import kl
 from imdm_lab.losses import subs_log_probs
-from imdm_lab.masking import MaskNoise
+from imdm_lab.labels import MaskLabels
 from toy_tasks.cli import main
 from toy_tasks.distributions import make_task
 from toy_tasks.evaluate import evaluate, kl_exact, kl_paths, left_to_right_kl, support_counts
@@ -39,9 +39,9 @@ def test_inverse_cdf_maps_a_uniform_grid_to_the_probabilities_and_residuals_stay
         assert r.min() < 0.01 and r.max() > 0.99 and abs(r.mean() - 0.5) < 0.01
 
 
-@pytest.mark.parametrize("reader, noise", [("kr", MaskNoise("rand", dim=2)),
-                                           ("reveal-times", MaskNoise("randn", dim=2)),
-                                           ("joint", MaskNoise("finite", K=2))])
+@pytest.mark.parametrize("reader, noise", [("kr", MaskLabels("rand", dim=2)),
+                                           ("reveal-times", MaskLabels("randn", dim=2)),
+                                           ("joint", MaskLabels("finite", K=2))])
 def test_eps_coupling_of_the_exact_teacher_pushes_labels_forward_to_p(reader, noise):
     p = make_task("dirichlet", V=3, L=3, seed=1, alpha=0.5).probs
     teacher = OracleMDM(p)
@@ -56,7 +56,7 @@ def test_eps_coupling_of_the_exact_teacher_pushes_labels_forward_to_p(reader, no
 
 def test_eps_coupling_is_a_function_of_the_labels():
     p = make_task("dirichlet", V=3, L=3, seed=2, alpha=0.5).probs
-    noise = MaskNoise("rand", dim=2)
+    noise = MaskLabels("rand", dim=2)
     eps = noise.draw(64, 3, generator=torch.Generator().manual_seed(1))
     x = torch.full((64, 3), 3, dtype=torch.int64)
     x[::2, 1] = 2  # partially masked rows keep their visible tokens
@@ -239,7 +239,7 @@ class _NearestSeedAlign(torch.nn.Module):
 def test_mechanism_of_a_nearest_seed_student_reproduces_its_pairs_and_follows_the_nearest_full_seed():
     from toy_tasks.redi_epochs import mechanism
     V, L = 5, 3
-    noise = MaskNoise("rand", dim=2)
+    noise = MaskLabels("rand", dim=2)
     gen = torch.Generator().manual_seed(0)
     pairs = perturbed_coupling(OracleMDM(make_task("align", V=V, L=L).probs),
                                task_view("align", V=V, L=L).sample(300, gen), steps=3, mask_id=V,

@@ -74,12 +74,13 @@ def _dirichlet(V: int, L: int, seed: int, alpha: float) -> np.ndarray:
     return np.random.default_rng(seed).dirichlet(np.full(V**L, alpha)).reshape((V,) * L)
 
 
-def _mixture(V: int, L: int, seed: int, modes: int, noise: float) -> np.ndarray:
-    """`modes` distinct random sequences with mass (1 - noise)/modes each, plus noise spread uniformly."""
+def _mixture(V: int, L: int, seed: int, modes: int, uniform: float) -> np.ndarray:
+    """`modes` distinct random sequences with mass (1 - uniform)/modes each, plus the mass `uniform` spread
+    uniformly over all V^L sequences."""
     if modes > V**L:
         raise ValueError(f"modes: expected at most V**L = {V**L} distinct modes, got {modes}")
-    flat = np.full(V**L, noise / V**L)
-    flat[np.random.default_rng(seed).choice(V**L, size=modes, replace=False)] += (1.0 - noise) / modes
+    flat = np.full(V**L, uniform / V**L)
+    flat[np.random.default_rng(seed).choice(V**L, size=modes, replace=False)] += (1.0 - uniform) / modes
     return flat.reshape((V,) * L)
 
 
@@ -134,14 +135,14 @@ VALIDATORS: dict[str, Callable] = {
     "seed": lambda v: check_seed("seed", v),
     "alpha": lambda v: _positive_float("alpha", v),
     "modes": lambda v: check_int("modes", v, 1),
-    "noise": lambda v: _probability("noise", v),
+    "uniform": lambda v: _probability("uniform", v),
     "path": lambda v: _path("path", v),
 }
 
 
 # The parameters a command line may set (--V, --L, ...) and their types; a task refuses the ones it does not
 # take. `path` is left out: the commands give it as --probs.
-TASK_OPTIONS: dict[str, type] = {"V": int, "L": int, "seed": int, "alpha": float, "modes": int, "noise": float}
+TASK_OPTIONS: dict[str, type] = {"V": int, "L": int, "seed": int, "alpha": float, "modes": int, "uniform": float}
 
 
 @dataclass(frozen=True)
@@ -157,8 +158,8 @@ TASKS: dict[str, TaskSpec] = {
     "permutation": TaskSpec(_permutation, {"V": 5, "L": 4}, "all tokens distinct, uniform (V >= L)"),
     "markov": TaskSpec(_markov, {"V": 4, "L": 5, "seed": 0, "alpha": 0.5}, "seeded random Markov chain"),
     "dirichlet": TaskSpec(_dirichlet, {"V": 4, "L": 4, "seed": 0, "alpha": 1.0}, "seeded Dirichlet(alpha) joint"),
-    "mixture": TaskSpec(_mixture, {"V": 8, "L": 4, "seed": 0, "modes": 3, "noise": 0.1},
-                        "a few seeded modes plus uniform noise"),
+    "mixture": TaskSpec(_mixture, {"V": 8, "L": 4, "seed": 0, "modes": 3, "uniform": 0.1},
+                        "a few seeded modes plus a uniform floor"),
     "file": TaskSpec(_file, {"path": None}, "a joint saved with numpy.save"),
 }
 

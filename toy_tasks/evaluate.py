@@ -77,15 +77,15 @@ def _rows_per_call(model: ToyDenoiser, support: torch.Tensor) -> int:
 def kl_exact(model: ToyDenoiser, view, greedy: bool, n: int, gen) -> tuple[float, None]:
     """One step, finite labels: enumerate every label configuration (a single one for an MDM)."""
     support = torch.from_numpy(view.support)
-    if model.noise is None:
+    if model.process.labels is None:
         chunks = [None]
     else:
-        K, L = model.noise.K, model.L
+        K, L = model.process.labels.K, model.L
         codes = torch.arange(K**L)
         labels = torch.stack([(codes // K ** (L - 1 - i)) % K for i in range(L)], dim=1)
         chunks = labels.split(_rows_per_call(model, support))
     total = sum(_support_log_weights(model, e, support, greedy).exp().sum(0) for e in chunks)
-    count = 1 if model.noise is None else model.noise.K ** model.L
+    count = 1 if model.process.labels is None else model.process.labels.K ** model.L
     return _kl(view.support_probs, (total / count).numpy()), None
 
 
@@ -97,7 +97,7 @@ def kl_labels_mc(model: ToyDenoiser, view, greedy: bool, n: int, gen) -> tuple[f
     rows = _rows_per_call(model, support)
     for start in range(0, n, rows):
         m = min(rows, n - start)
-        w = _support_log_weights(model, model.noise.draw(m, model.L, generator=gen), support, greedy).exp()
+        w = _support_log_weights(model, model.process.labels.draw(m, model.L, generator=gen), support, greedy).exp()
         sums.index_add_(0, torch.arange(start, start + m) % GROUPS, w)
     sizes = np.bincount(np.arange(n) % GROUPS, minlength=GROUPS)
     rng = _bootstrap_rng(gen)
@@ -119,7 +119,7 @@ def kl_paths(model: ToyDenoiser, view, steps: int, n: int, gen) -> tuple[float, 
     target = torch.from_numpy(view.support).repeat_interleave(R, dim=0)  # [S R, L]
     N = target.shape[0]
     x = torch.full((N, L), model.mask_id, dtype=torch.int64)
-    eps = None if model.noise is None else model.noise.draw(N, L, generator=gen)
+    eps = None if model.process.labels is None else model.process.labels.draw(N, L, generator=gen)
     sched = get_schedule("linear")
     times = sched.grid(steps)
     alphas = sched.alpha(times)
@@ -129,7 +129,7 @@ def kl_paths(model: ToyDenoiser, view, steps: int, n: int, gen) -> tuple[float, 
         masked = x == model.mask_id
         if not masked.any():
             break
-        unmask, keep, _ = imdm_coefficients(alphas[j], alphas[j + 1], fix_eps=model.noise is None)
+        unmask, keep, _ = imdm_coefficients(alphas[j], alphas[j + 1], fix_eps=model.process.labels is None)
         r = torch.rand((N, L), generator=gen, dtype=torch.float64)
         reveal = masked & (r < unmask)
         rows = reveal.any(1).nonzero()[:, 0]  # the network is only needed where a token is revealed
@@ -141,8 +141,8 @@ def kl_paths(model: ToyDenoiser, view, steps: int, n: int, gen) -> tuple[float, 
             logw[b] += torch.where(reveal[b], hit, torch.zeros_like(hit)).sum(1)
         x = torch.where(reveal, target, x)
         reset = masked & (r >= unmask + keep)
-        if model.noise is not None and reset.any():
-            eps[reset] = model.noise.draw_rows(int(reset.sum()), generator=gen)
+        if model.process.labels is not None and reset.any():
+            eps[reset] = model.process.labels.draw_rows(int(reset.sum()), generator=gen)
     w = logw.exp().reshape(S, R).numpy()
     rng = _bootstrap_rng(gen)
     p = view.support_probs
@@ -170,7 +170,7 @@ def left_to_right_kl(model: ToyDenoiser, view) -> float:
     logq = torch.zeros(S, dtype=torch.float64)
     for i in range(L):
         x = torch.where(torch.arange(L) < i, X, torch.full_like(X, model.mask_id))
-        eps = None if model.noise is None else model.noise.draw(S, L)
+        eps = None if model.process.labels is None else model.process.labels.draw(S, L)
         logp = subs_log_probs(model(x, eps, torch.ones(S)), x, model.mask_id).double()
         logq += logp[torch.arange(S), i, X[:, i]]
     return _kl(view.support_probs, logq.exp().numpy())
@@ -196,8 +196,9 @@ def kl_method(model: ToyDenoiser, steps: int, greedy: bool = False) -> str:
     """The estimator of KL(p || q) for this sampler (see the module docstring). The forced paths follow
     ancestral draws only, so a greedy last step after others is measured by its histogram."""
     if steps > 1:
-        return "paths" if model.noise is None and not greedy else "histogram"
-    if model.noise is None or (not model.noise.continuous and model.noise.K ** model.L <= ENUMERATION_LIMIT):
+        return "paths" if model.process.labels is None and not greedy else "histogram"
+    labels = model.process.labels
+    if labels is None or (not labels.continuous and labels.K ** model.L <= ENUMERATION_LIMIT):
         return "exact"
     return "labels-mc"
 
@@ -208,9 +209,8 @@ KL_ESTIMATORS = {"exact": kl_exact, "labels-mc": kl_labels_mc}  # one step
 def evaluate(model: ToyDenoiser, view, steps: int, n: int, seed: int, last_step: str = "ancestral") -> dict:
     """One result row: kl, kl_ci, success, entropy, coverage, nfe (and the estimator used)."""
     gen = torch.Generator().manual_seed(seed)
-    chunks = [sample(model, batch_size=min(CHUNK, n - start), length=model.L, steps=steps,
-                     mask_id=model.mask_id, schedule="linear", noise=model.noise, generator=gen,
-                     last_step=last_step) for start in range(0, n, CHUNK)]
+    chunks = [sample(model, batch_size=min(CHUNK, n - start), steps=steps, generator=gen, last_step=last_step)
+              for start in range(0, n, CHUNK)]
     samples = torch.cat([c.tokens for c in chunks]).numpy()
     nfe = float(np.mean([c.nfe for c in chunks]))
     counts = support_counts(samples, view.support)

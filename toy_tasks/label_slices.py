@@ -15,13 +15,13 @@ import torch
 
 from imdm_lab.checks import check_int
 from imdm_lab.losses import subs_log_probs
-from imdm_lab.masking import MaskNoise
+from imdm_lab.labels import MaskLabels
 
 # Half-width of the plotted range of one label coordinate, in units of noise.scale, per label kind.
 HALF_WIDTH = {"rand": 1.0, "randn": 3.0, "learnable": 3.0}
 
 
-def label_slice(noise: MaskNoise, length: int, axes, n: int, base: torch.Tensor):
+def label_slice(noise: MaskLabels, length: int, axes, n: int, base: torch.Tensor):
     """Labels on an n x n grid over two coordinates, every other coordinate fixed to `base`.
 
     axes: ((position, coordinate), (position, coordinate)), the two varied entries of eps; base:

@@ -32,9 +32,6 @@ from imdm_lab.schedules import sample_times
 from toy_tasks.models import ToyDenoiser, make_model
 from toy_tasks.train import TrainConfig, frozen_copy, train
 
-SCHEDULE = "linear"  # the schedule of the exact engine's curves
-
-
 @dataclass(frozen=True)
 class Budget:
     """Optimizer steps and data sizes of one run (a preset fixes them)."""
@@ -78,8 +75,8 @@ class Run:
             self.models[method] = METHODS[method](self)
         return self.models[method]
 
-    def fresh(self, eps: str) -> ToyDenoiser:
-        return make_model(self.size, self.view.V, self.view.L, eps, seed=self.seed)
+    def fresh(self, labels: str, K: int | None = None) -> ToyDenoiser:
+        return make_model(self.size, self.view.V, self.view.L, labels, K, seed=self.seed)
 
     def data(self, gen: torch.Generator) -> torch.Tensor:
         return self.view.sample(self.budget.batch, gen)
@@ -89,14 +86,14 @@ class Run:
         train(model, loss_fn, cfg, seed=self.seed * 1000 + salt)
 
 
-def _elbo_trained(eps: str, salt: int):
+def _elbo_trained(labels: str, salt: int):
     def method(run: Run) -> ToyDenoiser:
-        model = run.fresh(eps)
+        model = run.fresh(labels)
 
         def loss(step, gen):
             x0 = run.data(gen)
-            t = sample_times(x0.shape[0], 1e-3, antithetic=True, generator=gen)
-            return elbo(model, x0, t, SCHEDULE, model.mask_id, noise=model.noise, generator=gen).mean
+            t = sample_times(x0.shape[0], model.process.t_min, antithetic=True, generator=gen)
+            return elbo(model, x0, t, generator=gen).mean
         run.fit(model, loss, run.budget.elbo_steps, run.budget.lr, salt)
         return model
     return method
@@ -109,8 +106,7 @@ def _sdtt(base: str, salt: int):
             teacher = frozen_copy(student)  # teacher <- student at every round
 
             def loss(step, gen, teacher=teacher, dt=dt):
-                return sdtt_loss(student, teacher, run.data(gen), dt, k=2, mask_id=student.mask_id,
-                                 noise=student.noise, schedule=SCHEDULE, generator=gen)
+                return sdtt_loss(student, teacher, run.data(gen), dt, k=2, generator=gen)
             run.fit(student, loss, run.budget.round_steps, run.budget.finetune_lr, salt + r)
         return student
     return method
@@ -121,15 +117,13 @@ def _redi(base: str, salt: int):
         teacher = run.get(base)
         gen = torch.Generator().manual_seed(run.seed * 1000 + salt)
         pairs = perturbed_coupling(teacher, run.view.sample(run.budget.redi_pairs, gen),
-                                   steps=run.budget.redi_teacher_steps, mask_id=teacher.mask_id,
-                                   noise=teacher.noise, schedule=SCHEDULE, generator=gen)
+                                   steps=run.budget.redi_teacher_steps, generator=gen)
         run.couplings[base] = pairs
         student = copy.deepcopy(teacher)
 
         def loss(step, gen):
             rows = torch.randint(0, run.budget.redi_pairs, (run.budget.batch,), generator=gen)
-            return coupling_loss(student, type(pairs)(*(v[rows] for v in pairs)), mask_id=student.mask_id,
-                                 noise=student.noise, schedule=SCHEDULE)
+            return coupling_loss(student, type(pairs)(*(v[rows] for v in pairs)))
         run.fit(student, loss, run.budget.redi_steps, run.budget.finetune_lr, salt + 1)
         return student
     return method
@@ -141,8 +135,7 @@ def _coupled(student_init: Callable[[Run], ToyDenoiser], reader: str, salt: int)
         student = student_init(run)
 
         def loss(step, gen):
-            return eps_coupling_loss(student, teacher, run.data(gen), noise=student.noise, reader=reader,
-                                     mask_id=student.mask_id, generator=gen)
+            return eps_coupling_loss(student, teacher, run.data(gen), reader=reader, generator=gen)
         run.fit(student, loss, run.budget.coupling_steps, run.budget.lr, salt)
         return student
     return method
@@ -154,7 +147,7 @@ def _from_imdm_elbo(run: Run) -> ToyDenoiser:
 
 def _finite_from_mdm(K: int):
     def init(run: Run) -> ToyDenoiser:
-        model = run.fresh(f"k{K}")
+        model = run.fresh("finite", K)
         missing, unexpected = model.load_state_dict(run.get("mdm").state_dict(), strict=False)
         if unexpected or set(missing) != {"vocab_embed.mask_table"}:
             raise ValueError(f"k{K}: MDM weights do not fit the finite-K model ({missing}, {unexpected})")
@@ -164,7 +157,7 @@ def _finite_from_mdm(K: int):
 
 # name -> train(run) -> the trained model
 METHODS: dict[str, Callable[[Run], ToyDenoiser]] = {
-    "mdm": _elbo_trained("mdlm", 1),
+    "mdm": _elbo_trained("none", 1),
     "imdm-elbo": _elbo_trained("rand", 2),
     "sdtt": _sdtt("mdm", 10),
     "imdm-sdtt": _sdtt("imdm-elbo", 20),

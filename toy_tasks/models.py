@@ -1,7 +1,8 @@
 """Small bidirectional transformers for the toy tasks, implementing the Denoiser protocol.
 
-    net = make_model("demo", V=16, L=4, eps="rand")      # or eps="mdlm" | "randn" | "learnable" | "k4"
+    net = make_model("demo", V=16, L=4, labels="rand")   # or labels="none" | "randn" | "learnable" | "finite", K=4
     logits = net(x_t, eps, t)                            # Long[B, L], labels, Float[B] -> Float[B, L, V]
+    net.process                                          # mask id V, the linear schedule, the label law
 
 The input layer is `imdm_lab.embedding.MaskEmbedding` (E[x] at visible positions, E[mask] + MLP(eps) at
 masked ones), then pre-LayerNorm blocks of full (non-causal) self-attention and a 4x GELU MLP, a final
@@ -19,7 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from imdm_lab.embedding import MaskEmbedding
-from imdm_lab.masking import MaskNoise
+from imdm_lab.labels import mask_labels
+from imdm_lab.process import Process
 
 
 @dataclass(frozen=True)
@@ -27,39 +29,20 @@ class ModelSize:
     dim: int  # d
     blocks: int
     heads: int
-    noise_dim: int  # D, the width of a continuous mask label
+    label_dim: int  # D, the width of a continuous mask label
 
 
 # `synthetic` is the paper's model for the align task (imdm-reference sec. 3.4, 7): d = 128, 4 blocks,
-# 4 heads, noise_dim 128, no dropout. `demo` fits the 5-minute CPU demo, `tiny` the unit tests.
+# 4 heads, label_dim 128, no dropout. `demo` fits the 5-minute CPU demo, `tiny` the unit tests.
 SIZES: dict[str, ModelSize] = {
-    "tiny": ModelSize(dim=32, blocks=1, heads=2, noise_dim=8),
-    "demo": ModelSize(dim=64, blocks=2, heads=4, noise_dim=4),
-    "synthetic": ModelSize(dim=128, blocks=4, heads=4, noise_dim=128),
+    "tiny": ModelSize(dim=32, blocks=1, heads=2, label_dim=8),
+    "demo": ModelSize(dim=64, blocks=2, heads=4, label_dim=4),
+    "synthetic": ModelSize(dim=128, blocks=4, heads=4, label_dim=128),
 }
 
 
-def _continuous(kind):
-    return lambda size: ("imdm", MaskNoise(kind, dim=size.noise_dim))
-
-
-# label variant -> size -> (MaskEmbedding mode, MaskNoise or None); 'kN' (N >= 1) is a finite K-state mask.
-EPS_VARIANTS = {
-    "mdlm": lambda size: ("mdlm", None),
-    "rand": _continuous("rand"),
-    "randn": _continuous("randn"),
-    "learnable": _continuous("learnable"),
-}
-
-
-def eps_variant(name: str, size: ModelSize) -> tuple[str, MaskNoise | None]:
-    """('mdlm' | 'imdm' | 'finite', noise) of a label variant name such as 'rand' or 'k16'."""
-    if name in EPS_VARIANTS:
-        return EPS_VARIANTS[name](size)
-    if name.startswith("k") and name[1:].isdigit() and int(name[1:]) >= 1:
-        return "finite", MaskNoise("finite", K=int(name[1:]))
-    raise ValueError(f"eps: expected one of {sorted(EPS_VARIANTS)} or kN (a finite N-state mask, N >= 1), "
-                     f"got {name!r}")
+# The schedule the toy models are trained and sampled under: that of the exact engine's curves.
+SCHEDULE = "linear"
 
 
 class Block(nn.Module):
@@ -85,18 +68,20 @@ class Block(nn.Module):
 class ToyDenoiser(nn.Module):
     """Denoiser (x_t Long[B, L], eps Float[B, L, D] | Long[B, L] | None, t Float[B]) -> logits Float[B, L, V].
 
-    V data classes, mask id V; eps variant 'mdlm' (an MDM: no label path), 'rand' / 'randn' / 'learnable'
-    (continuous labels through the zero-initialised MLP) or 'kN' (a finite N-state mask table)."""
+    V data classes, mask id V; labels: a name of imdm_lab.labels.LABEL_NAMES, 'none' (an MDM: no label
+    path), 'rand' / 'randn' / 'learnable' (continuous labels through the zero-initialised MLP) or 'finite'
+    with K states (a K-state mask table). The model carries its process (mask id, schedule, label law)
+    and its length L, which the kernels read."""
 
-    def __init__(self, V: int, L: int, size: ModelSize, eps: str = "mdlm"):
+    def __init__(self, V: int, L: int, size: ModelSize, labels: str = "none", K: int | None = None):
         super().__init__()
         if size.dim % size.heads:
             raise ValueError(f"size: dim {size.dim} must be a multiple of heads {size.heads}")
-        mode, noise = eps_variant(eps, size)
-        self.V, self.L, self.size, self.eps_name = V, L, size, eps
-        self.mask_id = V
-        self.noise = noise  # the law the sampler and the losses draw labels from (None for an MDM)
-        self.vocab_embed = MaskEmbedding(V + 1, size.dim, mask_id=V, mode=mode, noise=noise)
+        law = mask_labels(labels, dim=size.label_dim, K=K)
+        self.V, self.L, self.size = V, L, size
+        self.mask_id, self.length = V, L
+        self.process = Process(mask_id=V, schedule=SCHEDULE, labels=law)
+        self.vocab_embed = MaskEmbedding(V + 1, size.dim, mask_id=V, labels=law)
         self.pos = nn.Parameter(torch.randn(L, size.dim) * 0.02)
         self.blocks = nn.ModuleList(Block(size.dim, size.heads) for _ in range(size.blocks))
         self.norm_final = nn.LayerNorm(size.dim)
@@ -118,19 +103,19 @@ class ToyDenoiser(nn.Module):
         """RMS over labels of ||MLP(eps) - mean|| (or of the K-table rows): how much the mask embedding
         actually varies with eps, in the units of the token embedding. 0 for an MDM."""
         emb = self.vocab_embed
-        if self.noise is None:
+        if self.process.labels is None:
             return 0.0
         with torch.no_grad():
-            eps = self.noise.draw(samples, 1, generator=generator)
+            eps = self.process.labels.draw(samples, 1, generator=generator)
             x = torch.full((samples, 1), self.mask_id, dtype=torch.int64)
             h = emb(x, eps)[:, 0]
             return float((h - h.mean(0)).pow(2).sum(-1).mean().sqrt())
 
 
-def make_model(size: str, V: int, L: int, eps: str = "mdlm", seed: int = 0) -> ToyDenoiser:
+def make_model(size: str, V: int, L: int, labels: str = "none", K: int | None = None, seed: int = 0) -> ToyDenoiser:
     """A fresh ToyDenoiser of a named size, initialised from torch.manual_seed(seed)."""
     if size not in SIZES:
         raise ValueError(f"size: expected one of {sorted(SIZES)}, got {size!r}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return ToyDenoiser(V, L, SIZES[size], eps)
+        return ToyDenoiser(V, L, SIZES[size], labels, K)

@@ -1,7 +1,7 @@
 """Oracle denoisers of an enumerable joint p (shape (V,)*L): the exact answers a trained network aims at.
 
 Both follow the Denoiser protocol of imdm_lab (x_t Long[B, L], eps, t Float[B]) -> logits Float[B, L, V]
-with V classes and mask id V. Zero probabilities become the finite NEG_INF logit.
+with V classes and mask id V, and carry their process and length as the toy networks do. Zero probabilities become the finite NEG_INF logit.
 
 oracle-mdm   p(x_i | visible tokens) at every position: the ELBO-optimal denoiser of MDM and of IMDM
              (eps is independent of x_0 under the forward process, so the optimum ignores it).
@@ -16,7 +16,8 @@ import torch
 
 from imdm_lab.exact import Marginals, conditional_marginals, partition_and_map
 from imdm_lab.losses import NEG_INF
-from imdm_lab.masking import BELOW_ONE, MaskNoise
+from imdm_lab.labels import BELOW_ONE, MaskLabels
+from imdm_lab.process import Process
 
 
 def _log(probs: np.ndarray) -> np.ndarray:
@@ -28,14 +29,14 @@ def _log(probs: np.ndarray) -> np.ndarray:
 class OracleMDM:
     """Exact conditional marginals p(x_i | x_visible); uniform where the visible context has p = 0.
 
-    It reads no labels (the optimum ignores eps), so `noise` is accepted and ignored, and the evaluation
-    sees an MDM (noise None)."""
+    It reads no labels (the optimum ignores eps), so `labels` is accepted and ignored, and its process
+    is an MDM's (labels None)."""
 
-    def __init__(self, p, noise: MaskNoise | None = None):
+    def __init__(self, p, labels: MaskLabels | None = None, schedule: str = "linear"):
         self.tables = p if isinstance(p, Marginals) else Marginals(p)
         self.V, self.L = self.tables.V, self.tables.L
-        self.mask_id = self.V
-        self.noise = None
+        self.mask_id, self.length = self.V, self.L
+        self.process = Process(mask_id=self.V, schedule=schedule)
 
     def __call__(self, x_t: torch.Tensor, eps, t) -> torch.Tensor:
         x = x_t.cpu().numpy()
@@ -43,15 +44,15 @@ class OracleMDM:
         return torch.from_numpy(_log(probs)).to(x_t.device)
 
 
-def _u_from_continuous(eps, noise):
-    """The label of position 0, coordinate 0 -> its CDF, uniform (`MaskNoise.to_uniform`)."""
-    return noise.to_uniform(eps[:, 0, 0])
+def _u_from_continuous(eps, labels):
+    """The label of position 0, coordinate 0 -> its CDF, uniform (`MaskLabels.to_uniform`)."""
+    return labels.to_uniform(eps[:, 0, 0])
 
 
-def _u_from_finite(eps, noise):
+def _u_from_finite(eps, labels):
     """K-state labels of all L positions read as the base-K digits of u: uniform on the K^L grid
     {0, 1/K^L, ...}, so the push-forward is p quantised to K^L cells (the finite-K capacity limit)."""
-    K, L = noise.K, eps.shape[1]
+    K, L = labels.K, eps.shape[1]
     weights = torch.tensor([float(K) ** -(i + 1) for i in range(L)], dtype=torch.float64, device=eps.device)
     return eps.double() @ weights
 
@@ -64,18 +65,19 @@ U_FROM_EPS = {"rand": _u_from_continuous, "randn": _u_from_continuous, "learnabl
 class OracleIMDM:
     """Partition-and-map: every position outputs the one-hot of g(u(eps)); ignores x_t and t."""
 
-    def __init__(self, p, noise: MaskNoise | None = None):
-        if not isinstance(noise, MaskNoise):
-            raise ValueError(f"noise: expected a MaskNoise for oracle-imdm, got {noise!r}")
+    def __init__(self, p, labels: MaskLabels | None = None, schedule: str = "linear"):
+        if not isinstance(labels, MaskLabels):
+            raise ValueError(f"labels: expected a MaskLabels for oracle-imdm, got {labels!r}")
         self.tables = p if isinstance(p, Marginals) else Marginals(p)
         self.V, self.L = self.tables.V, self.tables.L
-        self.mask_id = self.V
-        self.noise = noise
+        self.mask_id, self.length = self.V, self.L
+        self.process = Process(mask_id=self.V, schedule=schedule, labels=labels)
         self.g = partition_and_map(self.tables)
 
     def __call__(self, x_t: torch.Tensor, eps, t) -> torch.Tensor:
-        self.noise.check(eps, *x_t.shape)
-        u = U_FROM_EPS[self.noise.kind](eps, self.noise).clamp(0.0, BELOW_ONE)
+        labels = self.process.labels
+        labels.check(eps, *x_t.shape)
+        u = U_FROM_EPS[labels.kind](eps, labels).clamp(0.0, BELOW_ONE)
         seq = torch.from_numpy(self.g(u.cpu().numpy())).to(x_t.device)  # Long[B, L]
         logits = torch.full((*x_t.shape, self.V), NEG_INF, dtype=torch.float64, device=x_t.device)
         return logits.scatter_(-1, seq[..., None], 0.0)
@@ -84,8 +86,9 @@ class OracleIMDM:
 ORACLES = {"oracle-mdm": OracleMDM, "oracle-imdm": OracleIMDM}
 
 
-def make_oracle(model: str, p, noise: MaskNoise | None = None):
-    """An oracle denoiser by name; p: a joint Float64[(V,)*L] or its Marginals."""
+def make_oracle(model: str, p, labels: MaskLabels | None = None, schedule: str = "linear"):
+    """An oracle denoiser by name; p: a joint Float64[(V,)*L] or its Marginals; schedule: the process it is
+    sampled under (an oracle is exact at every t, so any schedule)."""
     if model not in ORACLES:
         raise ValueError(f"model: expected one of {sorted(ORACLES)}, got {model!r}")
-    return ORACLES[model](p, noise)
+    return ORACLES[model](p, labels, schedule)

@@ -60,10 +60,10 @@ def _codes(x: torch.Tensor, V: int) -> torch.Tensor:
 def mechanism(model, pairs, n: int, generator: torch.Generator) -> dict:
     """Train-set reproduction and how fresh-label one-step outputs relate to the stored pairs (see above)."""
     L, V, mask = model.L, model.V, model.mask_id
-    stored_eps = None if model.noise is None else model.noise.from_seeds(pairs.seeds, L)
+    stored_eps = model.process.draw_labels(len(pairs.seeds), L, seeds=pairs.seeds)
     logp = subs_log_probs(model(pairs.x_t, stored_eps, pairs.t.float()), pairs.x_t, mask)
     reproduction = float((logp.argmax(-1) == pairs.x_0).all(1).double().mean())
-    eps = None if model.noise is None else model.noise.draw(n, L, generator=generator)
+    eps = model.process.draw_labels(n, L, generator=generator)
     x = torch.full((n, L), mask, dtype=torch.int64)
     out = subs_log_probs(model(x, eps, torch.ones(n)), x, mask).argmax(-1)
     stored = float(torch.isin(_codes(out, V), _codes(pairs.x_0, V)).double().mean())

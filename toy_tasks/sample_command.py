@@ -17,14 +17,14 @@ import numpy as np
 import torch
 
 from imdm_lab.checks import check_int, check_seed, check_writable
-from imdm_lab.masking import MaskNoise
+from imdm_lab.labels import MaskLabels
 from imdm_lab.sampling import sample
 from imdm_lab.schedules import get_schedule
 from toy_tasks.oracle import ORACLES, make_oracle
 from toy_tasks.task_arguments import add_task_arguments, task_from_args
 
 # the label law oracle-imdm reads its uniform from (one coordinate is all partition-and-map needs)
-ORACLE_NOISE = {"oracle-mdm": None, "oracle-imdm": MaskNoise("rand", dim=1)}
+ORACLE_LABELS = {"oracle-mdm": None, "oracle-imdm": MaskLabels("rand", dim=1)}
 
 
 def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,15 +52,13 @@ def run_sample(args: argparse.Namespace) -> None:
         raise ValueError(f"model: expected one of {sorted(ORACLES)}, got {args.model!r}")
     out = check_writable("out", args.out)
     task = task_from_args(args)
-    noise = ORACLE_NOISE[args.model]
-    denoiser = make_oracle(args.model, task.probs, noise)
+    denoiser = make_oracle(args.model, task.probs, ORACLE_LABELS[args.model], schedule)
     generator = torch.Generator().manual_seed(seed)
     chunks, calls = [], []
     for start in range(0, n, batch):
         size = min(batch, n - start)
         seeds = seed * 2**32 + torch.arange(start, start + size)
-        res = sample(denoiser, batch_size=size, length=task.L, steps=steps, mask_id=task.V,
-                     schedule=schedule, noise=noise, seeds=seeds, generator=generator, fix_eps=args.fix_eps)
+        res = sample(denoiser, batch_size=size, steps=steps, seeds=seeds, generator=generator, fix_eps=args.fix_eps)
         chunks.append(res.tokens.numpy())
         calls.append(res.nfe)
     tokens = np.concatenate(chunks).astype(np.int64)

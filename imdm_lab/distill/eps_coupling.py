@@ -25,10 +25,11 @@ from typing import Callable, NamedTuple
 
 import torch
 
+from imdm_lab.counter_rng import generator_draw
+from imdm_lab.labels import BELOW_ONE, MaskLabels
 from imdm_lab.losses import subs_log_probs
-from imdm_lab.masking import BELOW_ONE, MaskNoise, q_sample
-from imdm_lab.noise import generator_draw
-
+from imdm_lab.masking import q_sample
+from imdm_lab.process import Process, process_of
 
 
 class Reading(NamedTuple):
@@ -37,46 +38,46 @@ class Reading(NamedTuple):
     chained: bool  # arithmetic decoding: one u, each draw hands its residual to the next
 
 
-def _label_uniform(eps: torch.Tensor, noise: MaskNoise, coordinate: int) -> torch.Tensor:
+def _label_uniform(eps: torch.Tensor, labels: MaskLabels, coordinate: int) -> torch.Tensor:
     """U(0, 1) variates from one coordinate of continuous labels: Float[B, L, D] -> Float64[B, L]."""
-    if not noise.continuous:
-        raise ValueError(f"reader: this reading needs continuous labels, got {noise.kind!r}")
-    if coordinate >= noise.dim:
-        raise ValueError(f"reader: needs labels with at least {coordinate + 1} coordinates, got dim {noise.dim}")
-    return noise.to_uniform(eps[..., coordinate])
+    if not labels.continuous:
+        raise ValueError(f"reader: this reading needs continuous labels, got {labels.kind!r}")
+    if coordinate >= labels.dim:
+        raise ValueError(f"reader: needs labels with at least {coordinate + 1} coordinates, got dim {labels.dim}")
+    return labels.to_uniform(eps[..., coordinate])
 
 
-def _read_kr(eps, noise, generator):
+def _read_kr(eps, labels, generator):
     B, L = eps.shape[:2]
     order = torch.arange(L, device=eps.device).expand(B, L)
-    return Reading(_label_uniform(eps, noise, 0), order, False)
+    return Reading(_label_uniform(eps, labels, 0), order, False)
 
 
-def _read_reveal_times(eps, noise, generator):
-    order = _label_uniform(eps, noise, 1).argsort(dim=1)
-    return Reading(_label_uniform(eps, noise, 0), order, False)
+def _read_reveal_times(eps, labels, generator):
+    order = _label_uniform(eps, labels, 1).argsort(dim=1)
+    return Reading(_label_uniform(eps, labels, 0), order, False)
 
 
-def _read_joint(eps, noise, generator):
-    if noise.continuous:
-        raise ValueError(f"reader: 'joint' reads finite K-state labels, got {noise.kind!r}")
+def _read_joint(eps, labels, generator):
+    if labels.continuous:
+        raise ValueError(f"reader: 'joint' reads finite K-state labels, got {labels.kind!r}")
     B, L = eps.shape
-    digits = noise.K ** torch.arange(L - 1, -1, -1, device=eps.device, dtype=torch.float64)
+    digits = labels.K ** torch.arange(L - 1, -1, -1, device=eps.device, dtype=torch.float64)
     dither = generator_draw(torch.rand, B, generator=generator, device=eps.device, dtype=torch.float64)
-    u = ((eps.double() * digits).sum(-1) + dither) / float(noise.K) ** L
+    u = ((eps.double() * digits).sum(-1) + dither) / float(labels.K) ** L
     order = torch.arange(L, device=eps.device).expand(B, L)
     return Reading(u.clamp(0.0, BELOW_ONE)[:, None].expand(B, L).contiguous(), order, True)
 
 
-# name -> (eps Float[B, L, D] | Long[B, L], noise, generator) -> Reading
+# name -> (eps Float[B, L, D] | Long[B, L], labels, generator) -> Reading
 READERS = {"kr": _read_kr, "reveal-times": _read_reveal_times, "joint": _read_joint}
 
 
-def read_labels(eps: torch.Tensor, noise: MaskNoise, reader: str,
+def read_labels(eps: torch.Tensor, labels: MaskLabels, reader: str,
                 generator: torch.Generator | None = None) -> Reading:
     if reader not in READERS:
         raise ValueError(f"reader: expected one of {sorted(READERS)}, got {reader!r}")
-    return READERS[reader](eps, noise, generator)
+    return READERS[reader](eps, labels, generator)
 
 
 def inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,22 +120,32 @@ def eps_coupled_completion(teacher: Callable, x_t: torch.Tensor, eps: torch.Tens
     return x
 
 
-def eps_coupling_loss(student: Callable, teacher: Callable, x0: torch.Tensor, *, noise: MaskNoise,
-                      reader: str, mask_id: int, full_mask_fraction: float = 0.5,
-                      generator: torch.Generator | None = None) -> torch.Tensor:
+def eps_coupling_loss(student: Callable, teacher: Callable, x0: torch.Tensor, *, reader: str,
+                      process: Process | None = None, full_mask_fraction: float = 0.5,
+                      t: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
     """Cross-entropy of the student against F(x_t, eps) on the masked positions, fresh eps (scalar).
 
     x0: Long[B, L] data. A fraction of the rows is fully masked (t = 1: the one-step map from labels to
-    sequences), the others are data masked at t ~ U(0, 1) (completions, used by multi-step sampling).
-    The targets are deterministic given (x_t, eps), so any positive time weighting has the same optimum;
-    the loss is left unweighted, which avoids the 1/t variance of the ELBO weight."""
+    sequences), the others are data masked under the process's schedule at t ~ U(0, 1), or at the
+    caller's times t Float[B] (completions, used by multi-step sampling). The targets are deterministic
+    given (x_t, eps), so any positive time weighting has the same optimum; the loss is left unweighted,
+    which avoids the 1/t variance of the ELBO weight. process: the student's own unless it carries none;
+    its labels are what the teacher reads (the teacher may be an MDM with the same mask id)."""
+    proc = process_of(student, process)
+    if proc.labels is None:
+        raise ValueError("process: expected a student with mask labels (an IMDM) for the eps-driven coupling")
+    mask_id = proc.mask_id
     B, L = x0.shape
     dev = x0.device
-    t = generator_draw(torch.rand, B, generator=generator, device=dev, dtype=torch.float64)
+    if t is None:
+        t = generator_draw(torch.rand, B, generator=generator, device=dev, dtype=torch.float64)
+    else:
+        t = t.to(device=dev, dtype=torch.float64, copy=True)
     t[: int(round(full_mask_fraction * B))] = 1.0
-    x_t, masked = q_sample(x0, t, "linear", mask_id, generator=generator)
-    eps = noise.draw(B, L, generator=generator, device=dev)
-    target = eps_coupled_completion(teacher, x_t, eps, read_labels(eps, noise, reader, generator),
+    x_t, masked = q_sample(x0, t, proc.schedule, mask_id, generator=generator)
+    labels = proc.labels
+    eps = labels.draw(B, L, generator=generator, device=dev)
+    target = eps_coupled_completion(teacher, x_t, eps, read_labels(eps, labels, reader, generator),
                                     mask_id=mask_id, t=t)
     logp = subs_log_probs(student(x_t, eps, t.to(torch.get_default_dtype())), x_t, mask_id)
     nll = -logp.gather(-1, target[..., None])[..., 0]

@@ -16,11 +16,12 @@ import torch
 
 from imdm_lab.checks import check_int
 from imdm_lab.losses import divergence, subs_log_probs
-from imdm_lab.masking import MaskNoise, q_sample
-from imdm_lab.noise import generator_draw
+from imdm_lab.counter_rng import generator_draw
+from imdm_lab.masking import q_sample
 from imdm_lab.posterior import mdm_coefficients
+from imdm_lab.process import Process, process_of
 from imdm_lab.sampling import categorical
-from imdm_lab.schedules import Schedule, check_steps, get_schedule, sample_times
+from imdm_lab.schedules import check_steps, get_schedule, sample_times
 
 
 def round_plan(start_steps: int, target_steps: int = 1, k: int = 2) -> list[float]:
@@ -40,15 +41,16 @@ def round_plan(start_steps: int, target_steps: int = 1, k: int = 2) -> list[floa
 
 @torch.no_grad()
 def teacher_targets(teacher: Callable, x_t: torch.Tensor, eps, t: torch.Tensor, dt: float, *, k: int = 2,
-                    mask_id: int, schedule: str | Schedule = "linear",
-                    generator: torch.Generator | None = None) -> torch.Tensor:
+                    process: Process | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
     """log-probs the student must match: Float[B, L, C] for x_t Long[B, L], t Float[B] (eps fixed).
 
     Teacher step j goes from tau_j = t - j dt to tau_j - dt, unmasking a masked position with probability
     (alpha_s - alpha_t)/(1 - alpha_t) and drawing its token from the teacher's x0_hat (float64). A position
     revealed at step j gets the teacher's log x0_hat of step j; one still masked after the k steps gets
-    that of the last step. Visible positions carry their token (SUBS)."""
-    sched = get_schedule(schedule)
+    that of the last step. Visible positions carry their token (SUBS). process: the teacher's own unless
+    it carries none (mask id, schedule)."""
+    proc = process_of(teacher, process)
+    mask_id, sched = proc.mask_id, get_schedule(proc.schedule)
     x = x_t.clone()
     still = x == mask_id
     target = None
@@ -68,18 +70,21 @@ def teacher_targets(teacher: Callable, x_t: torch.Tensor, eps, t: torch.Tensor, 
 
 
 def sdtt_loss(student: Callable, teacher: Callable, x0: torch.Tensor, dt: float, *, k: int = 2,
-              mask_id: int, noise: MaskNoise | None = None, schedule: str | Schedule = "linear",
-              divergence_kind: str = "kl-bwd", t_min: float = 1e-3,
+              process: Process | None = None, divergence_kind: str = "kl-bwd", t: torch.Tensor | None = None,
               generator: torch.Generator | None = None) -> torch.Tensor:
-    """One SDTT (noise None) / IM-SDTT (noise given) loss on a data batch x0 Long[B, L] -> scalar.
+    """One SDTT (an MDM process) / IM-SDTT (a process with labels) loss on a data batch x0 Long[B, L] -> scalar.
 
-    t ~ U[t_min, 1] (antithetic), x_t ~ q(x_t | x0), eps fresh per position and shared by teacher and
-    student; the divergence (reverse KL by default) is averaged over the masked positions of x_t."""
+    t ~ U[t_min, 1] (antithetic; or the caller's times t Float[B]), x_t ~ q(x_t | x0), eps fresh per
+    position and shared by teacher and student; the divergence (reverse KL by default) is averaged over
+    the masked positions of x_t, in at least float32. process: the student's own unless it carries none;
+    the teacher runs under the same process."""
+    proc = process_of(student, process)
     B, L = x0.shape
-    t = sample_times(B, t_min, antithetic=True, generator=generator, device=x0.device)
-    x_t, masked = q_sample(x0, t, schedule, mask_id, generator=generator)
-    eps = None if noise is None else noise.draw(B, L, generator=generator, device=x0.device)
-    target = teacher_targets(teacher, x_t, eps, t, dt, k=k, mask_id=mask_id, schedule=schedule,
-                             generator=generator)
-    student_logp = subs_log_probs(student(x_t, eps, t), x_t, mask_id)
-    return divergence(student_logp, target, divergence_kind, mask=masked)[1]
+    if t is None:
+        t = sample_times(B, proc.t_min, antithetic=True, generator=generator, device=x0.device)
+    x_t, masked = q_sample(x0, t, proc.schedule, proc.mask_id, generator=generator)
+    eps = proc.draw_labels(B, L, generator=generator, device=x0.device)
+    target = teacher_targets(teacher, x_t, eps, t, dt, k=k, process=proc, generator=generator)
+    student_logp = subs_log_probs(student(x_t, eps, t), x_t, proc.mask_id)
+    wide = torch.promote_types(student_logp.dtype, torch.float32)  # a bf16 student's log-probs
+    return divergence(student_logp.to(wide), target.to(wide), divergence_kind, mask=masked)[1]

@@ -8,11 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from imdm_lab.masking import MaskNoise
-from imdm_lab.noise import generator_draw, hash_uniform, normal_at, uniform_at
+from imdm_lab.labels import MaskLabels
+from imdm_lab.counter_rng import generator_draw, hash_uniform, normal_at, uniform_at
 
-KINDS = [MaskNoise("rand", dim=5, scale=2.0), MaskNoise("randn", dim=3), MaskNoise("learnable", dim=4),
-         MaskNoise("finite", K=7)]
+KINDS = [MaskLabels("rand", dim=5, scale=2.0), MaskLabels("randn", dim=3), MaskLabels("learnable", dim=4),
+         MaskLabels("finite", K=7)]
 
 
 @pytest.mark.parametrize("noise", KINDS, ids=lambda n: n.kind)
@@ -62,7 +62,7 @@ def test_hashed_uniform_and_normal_laws():
     assert stats.kstest(u, "uniform").pvalue > 1e-3
     n = normal_at(seeds[:, None], 0, torch.arange(500)[None, :]).flatten().numpy()
     assert stats.kstest(n, "norm").pvalue > 1e-3
-    k = MaskNoise("finite", K=7).from_seeds(seeds, 500).flatten().numpy()
+    k = MaskLabels("finite", K=7).from_seeds(seeds, 500).flatten().numpy()
     counts = np.bincount(k, minlength=7)
     assert stats.chisquare(counts).pvalue > 1e-3
 
@@ -92,11 +92,11 @@ def test_generator_draws_are_reproducible_and_in_range(noise):
     (dict(kind="randn", dim=2, scale=True), "scale")])
 def test_bad_noise_arguments(kwargs, word):
     with pytest.raises(ValueError, match=f"^{word}:"):
-        MaskNoise(**kwargs)
+        MaskLabels(**kwargs)
 
 
 def test_bad_seeds_and_eps_shapes():
-    noise = MaskNoise("rand", dim=3)
+    noise = MaskLabels("rand", dim=3)
     with pytest.raises(ValueError, match="^seeds:"):
         noise.from_seeds(torch.tensor([1.5]), 2)
     with pytest.raises(ValueError, match="^seeds:"):
@@ -106,7 +106,7 @@ def test_bad_seeds_and_eps_shapes():
     with pytest.raises(ValueError, match="^eps:"):
         noise.check(torch.zeros(2, 4, 2), 2, 4)
     with pytest.raises(ValueError, match="^eps:"):
-        MaskNoise("finite", K=3).check(torch.zeros(2, 4), 2, 4)
+        MaskLabels("finite", K=3).check(torch.zeros(2, 4), 2, 4)
 
 
 def _mix32_reference(x: int) -> int:
@@ -139,7 +139,7 @@ def test_hash_is_bit_exact_against_python_integers():
 @settings(max_examples=30, deadline=None)
 @given(seeds=st.lists(st.integers(-(2**63), 2**63 - 1), min_size=1, max_size=6), data=st.data())
 def test_seeded_labels_depend_on_the_seed_alone(seeds, data):
-    noise = MaskNoise("rand", dim=3)
+    noise = MaskLabels("rand", dim=3)
     s = torch.tensor(seeds)
     full = noise.from_seeds(s, 4, stream=3)
     perm = torch.tensor(data.draw(st.permutations(range(len(seeds)))))
@@ -158,7 +158,7 @@ def test_generator_draw_is_the_generator_stream_on_the_target_device():
 
 @pytest.mark.parametrize("kind", ["rand", "randn", "learnable"])
 def test_to_uniform_is_the_cdf_of_the_label_law(kind):
-    noise = MaskNoise(kind, dim=3, scale=2.0)
+    noise = MaskLabels(kind, dim=3, scale=2.0)
     eps = noise.draw(4000, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     u = noise.to_uniform(eps)
     z = eps.numpy() / 2.0
@@ -166,4 +166,4 @@ def test_to_uniform_is_the_cdf_of_the_label_law(kind):
     np.testing.assert_allclose(u.numpy(), want, atol=1e-12)
     assert stats.kstest(u.numpy().ravel(), "uniform").pvalue > 1e-4
     with pytest.raises(ValueError, match="^noise: expected continuous labels"):
-        MaskNoise("finite", K=4).to_uniform(torch.zeros(2, 2, dtype=torch.long))
+        MaskLabels("finite", K=4).to_uniform(torch.zeros(2, 2, dtype=torch.long))

@@ -21,7 +21,6 @@ import math
 import torch
 
 _M32 = 0xFFFFFFFF
-_M16 = 0xFFFF
 # Odd 32-bit multipliers of the "lowbias32" integer hash (C. Wellons' hash-prospector), a bijection of
 # 32-bit words with low bias; and the golden-ratio constant to decorrelate the seed halves and streams.
 _C1, _C2 = 0x7FEB352D, 0x846CA68B
@@ -34,7 +33,7 @@ def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
     """(x * c) mod 2^32 for x in [0, 2^32), c < 2^32.
 
     The int64 product may exceed 2^63 and wrap around (two's complement, as on every CPU and GPU torch
-    runs on); its low 32 bits are exact either way. tests/test_kernels_noise.py checks the hash
+    runs on); its low 32 bits are exact either way. tests/test_kernels_counter_rng.py checks the hash
     bit for bit against pure-Python integer arithmetic."""
     return (x * c) & _M32
 
