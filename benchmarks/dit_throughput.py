@@ -92,8 +92,8 @@ def measure(args) -> dict:
     """One variant in this process."""
     device = torch.device(args.device)
     torch.manual_seed(0)
-    config = DiTConfig(vocab_size=args.vocab, mask_id=args.vocab - 1, size=args.size, noise=args.noise,
-                       noise_dim=args.noise_dim, bf16=not args.fp32)
+    config = DiTConfig(vocab_size=args.vocab, mask_id=args.vocab - 1, size=args.size, labels=args.labels,
+                       label_dim=args.label_dim, bf16=not args.fp32)
     model = DiT(config).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True if device.type == "cuda" else None)
     forward = torch.compile(model) if args.compile else model
@@ -108,7 +108,7 @@ def measure(args) -> dict:
     def step():
         t = torch.rand(args.batch, device=device, generator=gen) * 0.999 + 1e-3
         masked_fraction.append(1.0 - get_schedule(config.schedule).alpha(t))
-        loss = elbo(forward, x0, t, config.schedule, config.mask_id, noise=model.noise, generator=gen,
+        loss = elbo(forward, x0, t, process=model.process, generator=gen,
                     efficient=efficient, validate=False).mean
         loss.backward()
         optimizer.step()
@@ -136,7 +136,7 @@ def measure(args) -> dict:
     else:
         memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
     return {
-        "size": args.size, "length": args.length, "batch": args.batch, "vocab": args.vocab, "noise": args.noise,
+        "size": args.size, "length": args.length, "batch": args.batch, "vocab": args.vocab, "labels": args.labels,
         "compile": args.compile, "loss": args.loss,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()}",
         "precision": "bf16 autocast" if bf16 else "fp32", "parameters": sum(q.numel() for q in model.parameters()),
@@ -152,8 +152,8 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--length", type=int, default=128)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--vocab", type=int, default=50258, help="classes C (GPT-2 + mask: 50258)")
-    p.add_argument("--noise", default="rand", help="none (MDLM) or an eps kind")
-    p.add_argument("--noise-dim", type=int, default=0)
+    p.add_argument("--labels", default="rand", help="the label law: none (MDLM), rand, randn, learnable")
+    p.add_argument("--label-dim", type=int, default=0)
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation happens there)")
     p.add_argument("--fp32", action="store_true", help="no bf16 autocast on CUDA")

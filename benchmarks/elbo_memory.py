@@ -35,18 +35,18 @@ from scale.model import SIZES, DiT, DiTConfig  # noqa: E402
 
 
 def _full(model, x0, t, gen):
-    return elbo(model, x0, t, model.config.schedule, model.config.mask_id, noise=model.noise, generator=gen,
+    return elbo(model, x0, t, generator=gen,
                 validate=False).mean
 
 
 def _chunked(model, x0, t, gen):
-    return elbo(model, x0, t, model.config.schedule, model.config.mask_id, noise=model.noise, generator=gen,
+    return elbo(model, x0, t, generator=gen,
                 efficient=True, validate=False).mean
 
 
 def _trunk(model, x0, t, gen):
     x_t, _ = q_sample(x0, t, model.config.schedule, model.config.mask_id, generator=gen, validate=False)
-    eps = None if model.noise is None else model.noise.draw(*x0.shape, generator=gen, device=x0.device)
+    eps = model.process.draw_labels(*x0.shape, generator=gen, device=x0.device)
     h, _ = model.hidden(x_t, eps, t, validate=False)
     return h.float().sum()
 
@@ -71,7 +71,7 @@ def run_variant(args) -> dict:
     """One variant in this process: the first step's peak, then the median time of --iters steps."""
     device = torch.device(args.device)
     torch.manual_seed(0)
-    config = DiTConfig(vocab_size=args.vocab, mask_id=args.vocab - 1, size=args.size, noise=args.noise)
+    config = DiTConfig(vocab_size=args.vocab, mask_id=args.vocab - 1, size=args.size, labels=args.labels)
     model = DiT(config).to(device).train()
     x0 = torch.randint(0, args.vocab - 1, (args.batch, args.length), device=device)
     gen = torch.Generator(device).manual_seed(0)
@@ -110,7 +110,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--length", type=int, default=1024)
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--vocab", type=int, default=50258, help="classes C (GPT-2 + mask: 50258)")
-    p.add_argument("--noise", default="rand", help="none (MDLM) or an eps kind")
+    p.add_argument("--labels", default="rand", help="the label law: none (MDLM), rand, randn, learnable")
     p.add_argument("--device", default="cpu")
     p.add_argument("--iters", type=int, default=1)
     p.add_argument("--variant", choices=sorted(VARIANTS), help="run one variant in this process")

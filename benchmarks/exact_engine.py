@@ -12,8 +12,8 @@ import time
 
 import numpy as np
 
-from imdm_lab.exact import Marginals, check_int, check_size, kl, mdm_law, stepwise_bound, total_correlation
-from imdm_lab.checks import parse_steps
+from imdm_lab.checks import check_int, parse_steps
+from imdm_lab.exact import Marginals, check_size, kl, mdm_law, stepwise_bound, total_correlation
 
 
 def main() -> None:

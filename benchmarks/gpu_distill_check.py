@@ -114,7 +114,7 @@ def main() -> int:
               "--set", "eval.every=0", "--set", "train.log_every=10"]
     if find_checkpoint(mdlm) is None:
         stage("mdlm", ["train", "--config", s["config"], "--out", str(mdlm), "--set", f"model.size={s['size']}",
-                       "--set", "model.noise=none",
+                       "--set", "model.labels=none",
                        "--set", f"train.max_steps={s['mdlm_steps']}", "--set", f"train.lr={s['mdlm_lr']}",
                        "--set", "train.warmup=50", "--set", "train.ema=0.999",
                        "--set", f"train.checkpoint_every={s['mdlm_steps']}", *common], times)
@@ -123,7 +123,7 @@ def main() -> int:
                          "--set", "distill.start_steps=8", "--set", "distill.target_steps=2",
                          "--set", f"distill.grow_every={s['grow_every']}", "--set", f"train.lr={s['distill_lr']}",
                          "--set", "train.warmup=20", "--set", "train.ema=0.999",
-                         "--set", f"train.checkpoint_every={2 * s['grow_every']}", "--set", "model.noise_dim=768",
+                         "--set", f"train.checkpoint_every={2 * s['grow_every']}", "--set", "model.label_dim=768",
                          *common], times)
     if not (work / "judge" / "judge.json").is_file():
         stage("judge", ["train-judge", "--data", data, *s["judge"], "--out", str(work / "judge")], times)

@@ -20,6 +20,7 @@ from torch import nn
 
 from imdm_lab.embedding import MaskEmbedding
 from imdm_lab.labels import MaskLabels
+from imdm_lab.process import Process
 from imdm_lab.sampling import sample
 
 MASK_ID = 103
@@ -28,9 +29,9 @@ MASK_ID = 103
 class TinyTransformer(nn.Module):
     """(x_t, eps, t) -> logits Float[B, L, V]; no time conditioning (as MDLM / IMDM)."""
 
-    def __init__(self, vocab: int, dim: int, layers: int, heads: int, noise: MaskLabels):
+    def __init__(self, vocab: int, dim: int, layers: int, heads: int, labels: MaskLabels):
         super().__init__()
-        self.embed = MaskEmbedding(vocab, dim, MASK_ID, noise=noise)
+        self.embed = MaskEmbedding(vocab, dim, MASK_ID, labels=labels)
         block = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout=0.0, activation="gelu",
                                            batch_first=True, norm_first=True)
         self.blocks = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
@@ -74,12 +75,12 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     B, L, V = args.batch, args.length, args.vocab
-    noise = MaskLabels("rand", dim=args.dim)
-    net = TinyTransformer(V, args.dim, args.layers, args.heads, noise).to(device).eval()
+    labels = MaskLabels("rand", dim=args.dim)
+    net = TinyTransformer(V, args.dim, args.layers, args.heads, labels).to(device).eval()
     # a trained-looking eps path, so IMDM forwards are not trivially MDLM's
     nn.init.normal_(net.embed.imdm_mlp[2].weight, std=0.02)
     x = torch.full((B, L), MASK_ID, device=device)
-    eps = noise.from_seeds(torch.arange(B, device=device), L)
+    eps = labels.from_seeds(torch.arange(B, device=device), L)
     t = torch.ones(B, device=device)
     with torch.no_grad():
         logits = net(x, eps, t)
@@ -96,16 +97,16 @@ def main() -> None:
     print("| model | draws | steps | network calls | sampler overhead / step (ms) | overhead / forward |")
     print("|---|---|---|---|---|---|")
     for k in (int(s) for s in args.steps.split(",")):
-        for model, nz in (("MDM", None), ("IMDM", noise)):
+        for model, nz in (("MDM", None), ("IMDM", labels)):
             for dtype in (torch.float64, torch.float32):
                 seeds = torch.arange(B, device=device) if nz is not None else None
                 result = {}
 
                 def run():
                     g = torch.Generator(device=device).manual_seed(0)
-                    result["out"] = sample(replay, batch_size=B, length=L, steps=k, mask_id=MASK_ID,
-                                           schedule="loglinear", noise=nz, seeds=seeds, generator=g,
-                                           dtype=dtype, device=device)
+                    result["out"] = sample(replay, batch_size=B, length=L, steps=k,
+                                           process=Process(mask_id=MASK_ID, schedule="loglinear", labels=nz),
+                                           seeds=seeds, generator=g, dtype=dtype, device=device)
                 total = _median_time(run, device, args.repeats)
                 per_step = total / k
                 print(f"| {model} | {str(dtype).replace('torch.', '')} | {k} | {result['out'].nfe} | "

@@ -23,7 +23,7 @@ import os
 import shutil
 from pathlib import Path
 
-from imdm_lab.exact import check_int
+from imdm_lab.checks import check_int
 
 EOS = "<|endoftext|>"
 FORMAT = "imdm-lab-bpe/1"

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imdm_lab.exact import check_int
+from imdm_lab.checks import check_int
 from scale.corpora import CORPUS_ALIASES, DEFAULT_CORPUS, Corpus, get_corpus
 from scale.tokenizers import load_tokenizer, vocab_layout, wrap_specials
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from imdm_lab.exact import check_int
+from imdm_lab.checks import check_int
 from scale.judge import Judge
 
 

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imdm_lab.exact import check_int
+from imdm_lab.checks import check_int
 
 FORMAT = "imdm-lab-ngram/1"
 FALLBACK_DISCOUNTS = (0.5, 1.0, 1.5)

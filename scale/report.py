@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imdm_lab.exact import check_int
+from imdm_lab.checks import check_int
 from scale.seeds import derive_seed
 
 # Checkpoint folders of the pipeline's stages -> method names in tables and plots.

@@ -15,10 +15,10 @@ import torch.nn.functional as F
 
 
 def official_state_dict(vocab: int, hidden: int, blocks: int, heads: int, cond: int, seed: int = 0,
-                        scale: float = 0.2, noise_dim: int = 0, learnable: bool = False, num_mask: int = 0,
+                        scale: float = 0.2, label_dim: int = 0, learnable: bool = False, num_mask: int = 0,
                         qk_norm: bool = False) -> dict[str, torch.Tensor]:
     """Random weights under the official key layout (`backbone.` prefix, rotary inv_freq buffer).
-    Modulations are non-zero so that their chunk order matters. noise_dim > 0 adds the eps-MLP (and
+    Modulations are non-zero so that their chunk order matters. label_dim > 0 adds the eps-MLP (and
     with `learnable` the label parameters); num_mask > 0 the finite-K table instead."""
     g = torch.Generator().manual_seed(seed)
 
@@ -30,11 +30,11 @@ def official_state_dict(vocab: int, hidden: int, blocks: int, heads: int, cond: 
           "backbone.sigma_map.mlp.2.weight": r(cond, cond), "backbone.sigma_map.mlp.2.bias": r(cond),
           "backbone.rotary_emb.inv_freq": 1.0 / (10_000 ** (torch.arange(0, hidden // heads, 2).float()
                                                             / (hidden // heads)))}
-    if noise_dim:
+    if label_dim:
         if learnable:
-            sd["backbone.vocab_embed.learnable_noise_mu"] = r(1, 1, noise_dim)
-            sd["backbone.vocab_embed.learnable_noise_sigma"] = 1 + r(1, 1, noise_dim)
-        sd.update({"backbone.vocab_embed.imdm_mlp.0.weight": r(4 * hidden, noise_dim),
+            sd["backbone.vocab_embed.learnable_noise_mu"] = r(1, 1, label_dim)
+            sd["backbone.vocab_embed.learnable_noise_sigma"] = 1 + r(1, 1, label_dim)
+        sd.update({"backbone.vocab_embed.imdm_mlp.0.weight": r(4 * hidden, label_dim),
                    "backbone.vocab_embed.imdm_mlp.0.bias": r(4 * hidden),
                    "backbone.vocab_embed.imdm_mlp.2.weight": r(hidden, 4 * hidden)})
     if num_mask:

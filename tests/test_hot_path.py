@@ -11,6 +11,7 @@ import torch
 
 from imdm_lab.losses import IGNORE, weighted_nll
 from imdm_lab.labels import MaskLabels
+from imdm_lab.process import Process
 from imdm_lab.masking import q_sample
 from imdm_lab.sampling import sample
 from scale.config import config_from_dict
@@ -51,7 +52,7 @@ def test_the_counter_sees_read_backs():
 
 def _trainer(tmp_path, loss="chunked"):
     config = config_from_dict({
-        "model": {"size": "tiny-cpu", "noise": "rand"},
+        "model": {"size": "tiny-cpu", "labels": "rand"},
         "train": {"global_batch": 4, "micro_batch": 2, "warmup": 2, "loss": loss, "ema": 0.9},
         "eval": {"every": 0}})
     blocks = torch.randint(0, 40, (8, 16), generator=torch.Generator().manual_seed(0))
@@ -91,7 +92,7 @@ def test_a_sampler_step_reads_nothing_back(seeds, dense):
     """Steps after the first network call (which checks the ids of `given` once), resets included; the
     dense mode selects no rows either (no nonzero)."""
     V, L, mask = 12, 10, 3
-    noise = MaskLabels("rand", dim=2)
+    process = Process(mask_id=3, labels=MaskLabels("rand", dim=2))
     weights = torch.randn(V, V, generator=torch.Generator().manual_seed(0))
     calls, counters = [], []
     stack = contextlib.ExitStack()
@@ -104,7 +105,7 @@ def test_a_sampler_step_reads_nothing_back(seeds, dense):
     given = torch.full((4, L), mask)
     given[:, 0] = 5
     with stack:
-        out = sample(denoiser, batch_size=4, length=L, steps=6, mask_id=mask, noise=noise, given=given,
+        out = sample(denoiser, batch_size=4, length=L, steps=6, process=process, given=given,
                      seeds=seeds, generator=torch.Generator().manual_seed(1), cache=False, dense=dense)
     assert len(calls) >= 3 and out.nfe == len(calls) and (out.tokens != mask).all()
     assert not torch.equal(out.eps_init, out.eps_final)  # labels were reset on the way
@@ -115,14 +116,14 @@ def test_a_sampler_step_reads_nothing_back(seeds, dense):
 
 
 @pytest.mark.parametrize("head_rows", ["masked", "all"])
-@pytest.mark.parametrize("noise", ["rand", "none"])
-def test_dit_forward_with_the_chunked_elbo_has_no_graph_break(noise, head_rows):
+@pytest.mark.parametrize("labels", ["rand", "none"])
+def test_dit_forward_with_the_chunked_elbo_has_no_graph_break(labels, head_rows):
     torch.manual_seed(0)
-    model = DiT(DiTConfig(vocab_size=50, mask_id=50, noise=noise, dropout=0.0))
+    model = DiT(DiTConfig(vocab_size=50, mask_id=50, labels=labels, dropout=0.0))
     x0 = torch.randint(0, 50, (2, 16))
     t = torch.tensor([0.3, 0.8])
     x_t, masked = q_sample(x0, t, "loglinear", 50, generator=torch.Generator().manual_seed(0))
-    eps = model.noise.draw(2, 16) if model.noise else None
+    eps = model.process.draw_labels(2, 16)
 
     def loss(x_t, eps, t, targets, masked):
         nll = model(x_t, eps, t, targets=targets, validate=False, head_rows=head_rows)
@@ -135,7 +136,7 @@ def test_dit_forward_with_the_chunked_elbo_has_no_graph_break(noise, head_rows):
 
 def test_rotary_tables_are_built_once_per_length_device_and_dtype():
     from scale.model import rotary_cos_sin, rotary_tables
-    model = DiT(DiTConfig(vocab_size=50, mask_id=50, noise="none", dropout=0.0))
+    model = DiT(DiTConfig(vocab_size=50, mask_id=50, labels="none", dropout=0.0))
     x = torch.randint(0, 50, (2, 24))
     model(x, None, torch.ones(2))
     misses = rotary_tables.cache_info().misses
@@ -153,7 +154,7 @@ def test_a_dense_dit_sampler_step_reads_nothing_back_once_told_the_ids_are_check
     """The DiT checks the id range of x_t at each plain call (min and max: two reads); with
     revalidate=False the sampler passes validate=False after its own check at the first call."""
     torch.manual_seed(0)
-    model = DiT(DiTConfig(vocab_size=20, mask_id=20, noise="rand", noise_dim=4, dropout=0.0)).eval()
+    model = DiT(DiTConfig(vocab_size=20, mask_id=20, labels="rand", label_dim=4, dropout=0.0)).eval()
     calls, counters = [], []
     stack = contextlib.ExitStack()
 
@@ -165,7 +166,7 @@ def test_a_dense_dit_sampler_step_reads_nothing_back_once_told_the_ids_are_check
     given = torch.full((3, 12), 20)
     given[:, :2] = 7
     with stack:
-        out = sample(denoiser, batch_size=3, length=12, steps=4, mask_id=20, noise=model.noise, given=given,
+        out = sample(denoiser, batch_size=3, length=12, steps=4, process=model.process, given=given,
                      seeds=torch.arange(3), dense=True, revalidate=revalidate)
     assert out.nfe == len(calls) == 4 and (out.tokens < 20).all() and calls[0] == {}
     (seen,) = counters
@@ -173,4 +174,4 @@ def test_a_dense_dit_sampler_step_reads_nothing_back_once_told_the_ids_are_check
     assert seen["__int__"] == (2 * 3 if revalidate else 0)  # calls 2-4
     assert all(kw == ({} if revalidate else {"validate": False}) for kw in calls[1:])
     with pytest.raises(ValueError, match="^revalidate:"):
-        sample(denoiser, batch_size=3, length=12, steps=4, mask_id=20, revalidate=None)
+        sample(denoiser, batch_size=3, length=12, steps=4, process=model.process, revalidate=None)

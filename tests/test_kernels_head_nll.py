@@ -56,9 +56,9 @@ def test_head_nll_gradients_match_finite_differences():
         torch.library.opcheck(torch.ops.imdm_lab.head_nll.default, (h, w, b, targets, 3, 2, rows))
 
 
-def _dit(noise: str, vocab: int, mask_id: int) -> DiT:
+def _dit(labels: str, vocab: int, mask_id: int) -> DiT:
     torch.manual_seed(0)
-    model = DiT(DiTConfig(vocab_size=vocab, mask_id=mask_id, noise=noise, noise_dim=4, dropout=0.0)).double()
+    model = DiT(DiTConfig(vocab_size=vocab, mask_id=mask_id, labels=labels, label_dim=4, dropout=0.0)).double()
     with torch.no_grad():  # away from the zero initialisation, so every gradient is non-trivial
         for p in model.parameters():
             p.add_(0.3 * torch.randn_like(p))
@@ -66,12 +66,12 @@ def _dit(noise: str, vocab: int, mask_id: int) -> DiT:
 
 
 @pytest.mark.parametrize("head_rows", ["masked", "all"])
-@pytest.mark.parametrize("noise", ["none", "rand"])  # MDM, IMDM
+@pytest.mark.parametrize("labels", ["none", "rand"])  # MDM, IMDM
 @pytest.mark.parametrize("mask_inside", [True, False])
-def test_efficient_elbo_equals_the_full_one_with_its_gradients(noise, mask_inside, head_rows):
+def test_efficient_elbo_equals_the_full_one_with_its_gradients(labels, mask_inside, head_rows):
     C = 11
     mask_id = 4 if mask_inside else C
-    model = _dit(noise, C, mask_id)
+    model = _dit(labels, C, mask_id)
     classes = torch.tensor([c for c in range(C) if c != mask_id])
     x0 = classes[torch.randint(0, len(classes), (3, 16), generator=torch.Generator().manual_seed(1))]
     t = torch.tensor([0.9, 0.5, 0.2], dtype=torch.float64)
@@ -79,8 +79,8 @@ def test_efficient_elbo_equals_the_full_one_with_its_gradients(noise, mask_insid
     for efficient in (False, True):
         model.zero_grad()
         den = functools.partial(model, head_rows=head_rows) if efficient else model
-        out = elbo(den, x0, t, "loglinear", mask_id, noise=model.noise,
-                   generator=torch.Generator().manual_seed(2), efficient=efficient)
+        out = elbo(den, x0, t, process=model.process, generator=torch.Generator().manual_seed(2),
+                   efficient=efficient)
         out.mean.backward()
         outs.append(out)
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})

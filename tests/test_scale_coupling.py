@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-import scale.coupling as coupling
+import imdm_lab.distill.redi as redi
 from imdm_lab.schedules import get_schedule
 from scale.checkpoint import load_model
 from scale.cli import main
@@ -28,7 +28,7 @@ def teacher(token_cache, tmp_path_factory):
     a working denoiser on real blocks)."""
     run = tmp_path_factory.mktemp("teacher") / "imdm"
     assert main(["train", "--config", "tiny-cpu", "--out", str(run), "--max-steps", "2",
-                 "--set", "eval.every=0", "--set", "model.noise_dim=8"]) == 0
+                 "--set", "eval.every=0", "--set", "model.label_dim=8"]) == 0
     return run
 
 
@@ -43,13 +43,13 @@ def test_eps_from_the_stored_seed_is_the_eps_the_teacher_started_from(teacher, t
     def spying_sample(denoiser, **kw):
         def spy(x, eps, t):
             if len(seen) == calls[0]:
-                seen.append((eps.clone(), x == kw["mask_id"]))
+                seen.append((eps.clone(), x == denoiser.process.mask_id))
             return denoiser(x, eps, t)
         calls[0] = len(seen)
-        return real_sample(spy, **kw)
+        return real_sample(spy, **{**kw, "process": denoiser.process})
 
-    calls, real_sample = [0], coupling.sample
-    monkeypatch.setattr(coupling, "sample", spying_sample)
+    calls, real_sample = [0], redi.sample
+    monkeypatch.setattr(redi, "sample", spying_sample)
     out = generate(teacher, tmp_path / "c", n=6, steps=4, batch_size=3, shard_size=6, runtime=CPU,
                    progress=False)
     data = Coupling(out)
@@ -57,7 +57,7 @@ def test_eps_from_the_stored_seed_is_the_eps_the_teacher_started_from(teacher, t
     eps_teacher = torch.cat([e for e, _ in seen])
     masked = torch.cat([m for _, m in seen])
     assert masked.any()
-    regenerated = model.noise.from_seeds(data.seed, data.length)
+    regenerated = model.process.labels.from_seeds(data.seed, data.length)
     assert torch.equal(regenerated, eps_teacher)  # every position, masked or not
     assert torch.equal(masked, data.x_t == model.config.mask_id)
     # The stored time and masks follow the teacher's schedule: about 1 - alpha(t) of each row is masked.
@@ -72,18 +72,18 @@ def test_fix_eps_keeps_the_initial_eps_over_the_whole_path(teacher, tmp_path, mo
 
     def spying_sample(denoiser, **kw):
         def spy(x, eps, t):
-            calls.append((eps.clone(), x == kw["mask_id"]))
+            calls.append((eps.clone(), x == denoiser.process.mask_id))
             return denoiser(x, eps, t)
-        return real_sample(spy, **kw)
+        return real_sample(spy, **{**kw, "process": denoiser.process})
 
-    real_sample = coupling.sample
-    monkeypatch.setattr(coupling, "sample", spying_sample)
+    real_sample = redi.sample
+    monkeypatch.setattr(redi, "sample", spying_sample)
     out = generate(teacher, tmp_path / "c", n=4, steps=6, batch_size=4, shard_size=4, fix_eps=True,
                    runtime=CPU, progress=False)
     first = calls[0][0]
     assert len(calls) > 1 and all(torch.equal(eps, first) for eps, _ in calls)
     model, _ = load_model(teacher)
-    assert torch.equal(first, model.noise.from_seeds(Coupling(out).seed, Coupling(out).length))
+    assert torch.equal(first, model.process.labels.from_seeds(Coupling(out).seed, Coupling(out).length))
     assert json.loads((out / "meta.json").read_text())["fix_eps"] is True
 
 

@@ -37,10 +37,10 @@ def test_the_chain_runs_every_stage(chain):
     for name in ("mdlm", "imsdtt", "imredi"):
         assert read_state(chain / name)["step"] == (12 if name == "mdlm" else 6)
     sdtt = read_state(chain / "imsdtt")["config"]
-    assert sdtt["model"]["noise"] == "rand" and sdtt["distill"]["method"] == "imdm-sdtt"
+    assert sdtt["model"]["labels"] == "rand" and sdtt["distill"]["method"] == "imdm-sdtt"
     # The MDLM became an IMDM with an inert eps path: a zero last layer gives the MDLM's logits.
     mdlm, _ = load_model(chain / "mdlm")
-    assert mdlm.noise is None
+    assert mdlm.process.labels is None
     assert len(Coupling(chain / "coupling")) == 32
     # The IM-ReDi student trained its eps path on (eps(seed), x_t) -> x_0 pairs.
     redi, _ = load_model(chain / "imredi", "model")
@@ -137,16 +137,16 @@ def test_resumed_distillation_restores_the_round_teacher(chain, tmp_path):
         assert all(torch.equal(mine[k], ref[k]) for k in ref)
 
 
-@pytest.mark.parametrize("method,source,noise", [("sdtt", "--teacher", "none"), ("redi", "--coupling", "none"),
+@pytest.mark.parametrize("method,source,labels", [("sdtt", "--teacher", "none"), ("redi", "--coupling", "none"),
                                                   ("imdm-eps-coupling", "--teacher", "rand")])
-def test_other_methods_train(chain, tmp_path, method, source, noise):
+def test_other_methods_train(chain, tmp_path, method, source, labels):
     src = chain / ("coupling" if source == "--coupling" else "mdlm")
     # The coupling's teacher (the IM-SDTT student) reads eps, so an MDM student starts from the MDLM.
     init = ["--init", str(chain / "mdlm")] if method == "redi" else []
     assert main(["distill", "--method", method, source, str(src), *init, "--config", "tiny-cpu-distill",
                  "--max-steps", "1", "--out", str(tmp_path / "run")]) == 0
     state = read_state(tmp_path / "run")
-    assert state["step"] == 1 and state["config"]["model"]["noise"] == noise
+    assert state["step"] == 1 and state["config"]["model"]["labels"] == labels
     losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
               if "loss" in line]
     assert len(losses) == 1 and all(math.isfinite(v) and v > -1e-4 for v in losses)
@@ -154,9 +154,9 @@ def test_other_methods_train(chain, tmp_path, method, source, noise):
 
 def test_eps_path_adaptation():
     cfg = dict(vocab_size=40, mask_id=39)
-    imdm = DiT(DiTConfig(**cfg, noise="rand", noise_dim=6))
-    mdm = DiT(DiTConfig(**cfg, noise="none"))
-    wide = DiT(DiTConfig(**cfg, noise="rand", noise_dim=12))
+    imdm = DiT(DiTConfig(**cfg, labels="rand", label_dim=6))
+    mdm = DiT(DiTConfig(**cfg, labels="none"))
+    wide = DiT(DiTConfig(**cfg, labels="rand", label_dim=12))
     inert = imdm.state_dict()
     assert set(adapt_weights(inert, mdm, "src")) == set(mdm.state_dict())
     assert adapt_weights(inert, wide, "src")["vocab_embed.imdm_mlp.0.weight"].shape == (128, 12)

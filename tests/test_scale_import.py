@@ -48,7 +48,7 @@ def _hf_folder(path, sd):
 def _logits(folder, x):
     model, _ = load_model(folder)
     t = torch.full((x.shape[0],), 0.7)
-    eps = None if model.noise is None else model.noise.draw(*x.shape, generator=torch.Generator().manual_seed(5))
+    eps = None if model.process.labels is None else model.process.labels.draw(*x.shape, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         return model(x, eps, t).double()
 
@@ -62,8 +62,8 @@ def _x():
 def test_hf_folder_imports_to_an_imdm_with_the_mdlm_logits(tmp_path, capsys):
     sd = official_state_dict(V, DIMS.hidden, DIMS.blocks, DIMS.heads, DIMS.cond, seed=3)
     src = _hf_folder(tmp_path / "hf", sd)
-    for noise in ("none", "rand"):
-        assert main(["import-mdlm", "--from", str(src), "--out", str(tmp_path / noise), "--noise", noise,
+    for labels in ("none", "rand"):
+        assert main(["import-mdlm", "--from", str(src), "--out", str(tmp_path / labels), "--labels", labels,
                      "--tokenizer", "gpt2", "--mask-id", str(MASK)]) == 0
     x = _x()
     want = reference_logits(sd, x, torch.zeros(2), DIMS.heads)
@@ -118,7 +118,7 @@ def _import(tmp_path, src, name, *extra):
 def _eps_logits(folder, x, t):
     """(logits of the imported model, the labels eps it read) at times t."""
     model, _ = load_model(folder)
-    eps = None if model.noise is None else model.noise.draw(*x.shape, generator=torch.Generator().manual_seed(5))
+    eps = None if model.process.labels is None else model.process.labels.draw(*x.shape, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         return model(x, eps, t).double(), eps
 
@@ -135,7 +135,7 @@ def test_mdlm_of_the_peer_shapes_imports_with_its_own_dims(tmp_path, hidden, blo
         "model_type": "mdlm", "vocab_size": V, "model_length": 16, "hidden_dim": hidden, "cond_dim": cond,
         "n_blocks": blocks, "n_heads": heads, "dropout": 0.1, "time_conditioning": False}))
     save_file(sd, src / "model.safetensors")
-    out = _import(tmp_path, src, "o", "--tokenizer", "gpt2", "--noise", "none")
+    out = _import(tmp_path, src, "o", "--tokenizer", "gpt2", "--labels", "none")
     model_cfg = json.loads((out / "state.json").read_text())["config"]["model"]
     assert (model_cfg["hidden"], model_cfg["blocks"], model_cfg["heads"], model_cfg["cond"]) == (hidden, blocks, heads, cond)
     x = _x()
@@ -147,7 +147,7 @@ def test_imdm_lightning_ckpt_eps_mlp_qk_norm_softcap_from_its_config(tmp_path):
     """An IMDM .ckpt: eps-MLP with D = 24 != hidden 64, qk-norm, softcap and the Hydra config as plain data;
     raw and EMA weights each reproduce the official forward with the same eps."""
     hidden, blocks, heads, cond, D = 64, 2, 4, 32, 24
-    kw = dict(noise_dim=D, qk_norm=True)
+    kw = dict(label_dim=D, qk_norm=True)
     sd = official_state_dict(V, hidden, blocks, heads, cond, seed=8, **kw)
     ema = official_state_dict(V, hidden, blocks, heads, cond, seed=9, **kw)
     hydra = {"model": {"hidden_size": hidden, "n_heads": heads, "n_blocks": blocks, "cond_dim": cond, "length": 16,
@@ -159,7 +159,7 @@ def test_imdm_lightning_ckpt_eps_mlp_qk_norm_softcap_from_its_config(tmp_path):
     for weights, source in (("raw", sd), ("ema", ema)):
         out = _import(tmp_path, tmp_path / "imdm.ckpt", weights, "--weights", weights, "--tokenizer", "gpt2")
         m = json.loads((out / "state.json").read_text())["config"]["model"]
-        assert (m["noise"], m["noise_dim"], m["qk_norm"], m["softcap"]) == ("randn", D, True, 3.0)
+        assert (m["labels"], m["label_dim"], m["qk_norm"], m["softcap"]) == ("randn", D, True, 3.0)
         got, eps = _eps_logits(out, x, torch.zeros(2))
         assert eps.shape == (2, 16, D)
         want = reference_logits(source, x, torch.zeros(2), heads, softcap=3.0, eps=eps, mask_id=MASK)
@@ -178,7 +178,7 @@ def test_imdm_finite_mask_table_with_ema(tmp_path, num_mask):
                tmp_path / "finite.ckpt")
     out = _import(tmp_path, tmp_path / "finite.ckpt", "o", "--tokenizer", "gpt2")
     m = json.loads((out / "state.json").read_text())["config"]["model"]
-    assert (m["noise"], m["num_mask"]) == ("finite", num_mask)
+    assert (m["labels"], m["num_mask"]) == ("finite", num_mask)
     x = _x()
     got, eps = _eps_logits(out, x, torch.zeros(2))
     if num_mask == 1:
@@ -189,17 +189,17 @@ def test_imdm_finite_mask_table_with_ema(tmp_path, num_mask):
 
 def test_imdm_learnable_labels(tmp_path):
     d = SIZES["tiny-cpu"]
-    sd = official_state_dict(V, d.hidden, d.blocks, d.heads, d.cond, seed=12, noise_dim=20, learnable=True)
+    sd = official_state_dict(V, d.hidden, d.blocks, d.heads, d.cond, seed=12, label_dim=20, learnable=True)
     torch.save({"state_dict": sd}, tmp_path / "learn.ckpt")
     out = _import(tmp_path, tmp_path / "learn.ckpt", "o", "--tokenizer", "gpt2")
     m = json.loads((out / "state.json").read_text())["config"]["model"]
-    assert (m["noise"], m["noise_dim"]) == ("learnable", 20)
+    assert (m["labels"], m["label_dim"]) == ("learnable", 20)
     x = _x()
     got, eps = _eps_logits(out, x, torch.zeros(2))
     want = reference_logits(sd, x, torch.zeros(2), d.heads, eps=eps, mask_id=MASK)
     torch.testing.assert_close(got, want, atol=2e-4, rtol=2e-4)
     assert main(["import-mdlm", "--from", str(tmp_path / "learn.ckpt"), "--out", str(tmp_path / "bad"),
-                 "--noise", "finite", "--tokenizer", "gpt2"]) == 2
+                 "--labels", "finite", "--tokenizer", "gpt2"]) == 2
 
 
 def test_sdtt_student_hub_layout(tmp_path, capsys):
@@ -217,7 +217,7 @@ def test_sdtt_student_hub_layout(tmp_path, capsys):
         "data_preprocess": {"seq_len": "${model.length}"}}))
     save_file({**{"backbone." + k: v for k, v in sd.items()}, "noise.sigma_max": torch.tensor(1.0)},
               src / "model.safetensors")
-    out = _import(tmp_path, src, "student", "--noise", "none")
+    out = _import(tmp_path, src, "student", "--labels", "none")
     state = json.loads((out / "state.json").read_text())
     assert state["tokenizer"] == "gpt2" and state["config"]["model"]["time_conditioning"]
     x, t = _x(), torch.tensor([0.3, 0.8])

@@ -30,7 +30,7 @@ def _inputs(seed=0, B=3, L=12):
 @pytest.mark.parametrize("softcap,time_conditioning", [(0.0, False), (0.0, True), (3.0, True)])
 def test_dit_equals_the_official_equations(softcap, time_conditioning):
     sd = official_state_dict(V, DIMS.hidden, DIMS.blocks, DIMS.heads, DIMS.cond, seed=1)
-    model = DiT(DiTConfig(vocab_size=V, mask_id=MASK, noise="none", softcap=softcap,
+    model = DiT(DiTConfig(vocab_size=V, mask_id=MASK, labels="none", softcap=softcap,
                           time_conditioning=time_conditioning)).eval()
     _load_official(model, sd)
     x, t = _inputs()
@@ -44,12 +44,12 @@ def test_dit_equals_the_official_equations(softcap, time_conditioning):
 
 def test_imdm_with_zero_eps_path_gives_the_mdlm_logits():
     sd = official_state_dict(V, DIMS.hidden, DIMS.blocks, DIMS.heads, DIMS.cond, seed=2)
-    mdlm = DiT(DiTConfig(vocab_size=V, mask_id=MASK, noise="none")).eval()
-    imdm = DiT(DiTConfig(vocab_size=V, mask_id=MASK, noise="rand", noise_dim=7)).eval()
+    mdlm = DiT(DiTConfig(vocab_size=V, mask_id=MASK, labels="none")).eval()
+    imdm = DiT(DiTConfig(vocab_size=V, mask_id=MASK, labels="rand", label_dim=7)).eval()
     _load_official(mdlm, sd)
     _load_official(imdm, sd)
     x, t = _inputs(3)
-    eps = imdm.noise.draw(*x.shape, generator=torch.Generator().manual_seed(0))
+    eps = imdm.process.labels.draw(*x.shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.equal(imdm(x, eps, t), mdlm(x, None, t))
         imdm.vocab_embed.imdm_mlp[2].weight.normal_()
@@ -59,7 +59,7 @@ def test_imdm_with_zero_eps_path_gives_the_mdlm_logits():
 def test_fresh_model_is_adaln_zero():
     model = DiT(DiTConfig(vocab_size=V, mask_id=MASK)).eval()
     x, t = _inputs(4)
-    eps = model.noise.draw(*x.shape)
+    eps = model.process.labels.draw(*x.shape)
     h = torch.randn(x.shape[0], x.shape[1], DIMS.hidden)
     cos, sin = rotary_cos_sin(x.shape[1], DIMS.hidden // DIMS.heads, "cpu")
     c = torch.randn(x.shape[0], DIMS.cond)
@@ -82,17 +82,16 @@ def test_rotary_scores_depend_only_on_the_offset():
 
 
 def test_qk_norm_and_dropout_options_train_through_the_elbo_kernel():
-    model = DiT(DiTConfig(vocab_size=V, mask_id=MASK, qk_norm=True, dropout=0.1, noise="randn"))
+    model = DiT(DiTConfig(vocab_size=V, mask_id=MASK, qk_norm=True, dropout=0.1, labels="randn"))
     assert {"blocks.0.q_norm.weight", "blocks.0.k_norm.bias"} <= set(model.state_dict())
     x0 = torch.randint(0, V - 1, (4, 10), generator=torch.Generator().manual_seed(1))
-    out = elbo(model, x0, torch.full((4,), 0.5), "loglinear", MASK, noise=model.noise,
-               generator=torch.Generator().manual_seed(2))
+    out = elbo(model, x0, torch.full((4,), 0.5), generator=torch.Generator().manual_seed(2))
     out.mean.backward()
     assert math.isfinite(float(out.mean.detach()))
     assert model.output_layer.linear.weight.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("kwargs,word", [({"size": "huge"}, "model.size"), ({"noise": "gauss"}, "model.noise"),
+@pytest.mark.parametrize("kwargs,word", [({"size": "huge"}, "model.size"), ({"labels": "gauss"}, "model.labels"),
                                          ({"softcap": -1.0}, "model.softcap"), ({"mask_id": V + 1}, "mask_id")])
 def test_bad_model_config_names_the_argument(kwargs, word):
     with pytest.raises(ValueError, match=f"^{word}"):
@@ -120,9 +119,9 @@ def test_explicit_dims_override_the_preset_from_a_config():
     assert model.config.dims == type(DIMS)(hidden=48, blocks=3, heads=6, cond=20, dropout=DIMS.dropout)
     assert len(model.blocks) == 3 and model.vocab_embed.embedding.shape == (V, 48)
     assert model.sigma_map.mlp[2].weight.shape == (20, 20) and model.blocks[0].heads == 6
-    assert model.vocab_embed.imdm_mlp[0].weight.shape == (4 * 48, 48)  # noise_dim 0: the hidden size
+    assert model.vocab_embed.imdm_mlp[0].weight.shape == (4 * 48, 48)  # label_dim 0: the hidden size
     x, t = _inputs()
-    eps = model.noise.draw(*x.shape, generator=torch.Generator().manual_seed(0))
+    eps = model.process.labels.draw(*x.shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert model.eval()(x, eps, t).shape == (*x.shape, V)
     # only the given dims change: the rest stay the preset's

@@ -38,8 +38,8 @@ def test_every_stage_runs_and_records_its_wall_time(wiki):
     for name in CHECKPOINTS:
         state = read_state(wiki / name)  # the run folder's latest checkpoint
         assert state["config"]["data"]["tokenizer"] == str((wiki / "tokenizer").resolve())
-        noise = state["config"]["model"]["noise"]
-        assert noise == ("rand" if name.startswith("im") else "none"), name
+        labels = state["config"]["model"]["labels"]
+        assert labels == ("rand" if name.startswith("im") else "none"), name
     coupling = json.loads((wiki / "coupling-mdlm" / "meta.json").read_text())
     assert coupling["teacher"] == str((wiki / "mdlm").resolve())
     assert json.loads((wiki / "coupling" / "meta.json").read_text())["teacher"] == str((wiki / "imsdtt").resolve())

@@ -13,6 +13,7 @@ from imdm_lab.distill import (eps_coupled_completion, inverse_cdf, perturbed_cou
 from imdm_lab.exact import kl
 from imdm_lab.losses import subs_log_probs
 from imdm_lab.labels import MaskLabels
+from imdm_lab.process import Process
 from toy_tasks.cli import main
 from toy_tasks.distributions import make_task
 from toy_tasks.evaluate import evaluate, kl_exact, kl_paths, left_to_right_kl, support_counts
@@ -39,28 +40,28 @@ def test_inverse_cdf_maps_a_uniform_grid_to_the_probabilities_and_residuals_stay
         assert r.min() < 0.01 and r.max() > 0.99 and abs(r.mean() - 0.5) < 0.01
 
 
-@pytest.mark.parametrize("reader, noise", [("kr", MaskLabels("rand", dim=2)),
+@pytest.mark.parametrize("reader, labels", [("kr", MaskLabels("rand", dim=2)),
                                            ("reveal-times", MaskLabels("randn", dim=2)),
                                            ("joint", MaskLabels("finite", K=2))])
-def test_eps_coupling_of_the_exact_teacher_pushes_labels_forward_to_p(reader, noise):
+def test_eps_coupling_of_the_exact_teacher_pushes_labels_forward_to_p(reader, labels):
     p = make_task("dirichlet", V=3, L=3, seed=1, alpha=0.5).probs
     teacher = OracleMDM(p)
     n = 40_000
     gen = torch.Generator().manual_seed(0)
-    eps = noise.draw(n, 3, generator=gen)
+    eps = labels.draw(n, 3, generator=gen)
     x = torch.full((n, 3), 3, dtype=torch.int64)
-    out = eps_coupled_completion(teacher, x, eps, read_labels(eps, noise, reader, gen), mask_id=3)
+    out = eps_coupled_completion(teacher, x, eps, read_labels(eps, labels, reader, gen), mask_id=3)
     q = _law(out, 3, 3)
     assert 0.5 * np.abs(q - p).sum() < 0.02  # TV; sampling noise alone is ~0.01 at n = 40 000
 
 
 def test_eps_coupling_is_a_function_of_the_labels():
     p = make_task("dirichlet", V=3, L=3, seed=2, alpha=0.5).probs
-    noise = MaskLabels("rand", dim=2)
-    eps = noise.draw(64, 3, generator=torch.Generator().manual_seed(1))
+    labels = MaskLabels("rand", dim=2)
+    eps = labels.draw(64, 3, generator=torch.Generator().manual_seed(1))
     x = torch.full((64, 3), 3, dtype=torch.int64)
     x[::2, 1] = 2  # partially masked rows keep their visible tokens
-    runs = [eps_coupled_completion(OracleMDM(p), x, eps, read_labels(eps, noise, "kr"), mask_id=3)
+    runs = [eps_coupled_completion(OracleMDM(p), x, eps, read_labels(eps, labels, "kr"), mask_id=3)
             for _ in range(2)]
     assert torch.equal(runs[0], runs[1])
     assert torch.equal(runs[0][::2, 1], x[::2, 1])
@@ -77,7 +78,7 @@ def test_teacher_targets_of_one_full_step_are_the_teacher_prediction():
     teacher = OracleMDM(p)
     x_t = torch.tensor([[3, 3, 3], [0, 3, 3], [1, 2, 3]])
     t = torch.ones(3)
-    target = teacher_targets(teacher, x_t, None, t, dt=1.0, k=2, mask_id=3,
+    target = teacher_targets(teacher, x_t, None, t, dt=1.0, k=2,
                              generator=torch.Generator().manual_seed(0))
     direct = subs_log_probs(teacher(x_t, None, t), x_t, 3)
     assert torch.allclose(target, direct)  # a step of size 1 from t = 1 reveals everything at once
@@ -88,7 +89,7 @@ def test_perturbed_coupling_completes_the_visible_tokens():
     view = task_view("align", V=5, L=4)
     gen = torch.Generator().manual_seed(0)
     x0 = view.sample(256, gen)
-    c = perturbed_coupling(OracleMDM(p), x0, steps=4, mask_id=5, generator=gen)
+    c = perturbed_coupling(OracleMDM(p), x0, steps=4, generator=gen)
     visible = c.x_t != 5
     assert torch.equal(c.x_0[visible], x0[visible])
     assert (c.x_0 < 5).all() and bool(((c.t > 0) & (c.t <= 1)).all())
@@ -103,7 +104,7 @@ def test_perturbed_coupling_masks_under_the_masking_schedule_and_keeps_given_see
     gen = torch.Generator().manual_seed(1)
     x0 = torch.zeros(4000, 8, dtype=torch.long)
     seeds = torch.arange(4000, dtype=torch.long) * 7
-    c = perturbed_coupling(OracleMDM(p), x0, steps=1, mask_id=5, mask_schedule="cosine", seeds=seeds,
+    c = perturbed_coupling(OracleMDM(p), x0, steps=1, mask_schedule="cosine", seeds=seeds,
                            generator=gen)
     assert torch.equal(c.seeds, seeds)
     # cosine: P(masked | t) = (1 - 1e-3) (1 - cos(pi t / 2)), written out here; the linear law would give t
@@ -112,13 +113,13 @@ def test_perturbed_coupling_masks_under_the_masking_schedule_and_keeps_given_see
     assert abs(frac - expected) < 0.02  # 32000 coins: standard error < 0.003
     assert abs(frac - c.t.mean().item()) > 0.1
     with pytest.raises(ValueError, match="^seeds: expected a Long tensor"):
-        perturbed_coupling(OracleMDM(p), x0[:3], steps=1, mask_id=5, seeds=seeds, generator=gen)
+        perturbed_coupling(OracleMDM(p), x0[:3], steps=1, seeds=seeds, generator=gen)
 
 # ---- evaluation against an independent computation ------------------------------------------------
 
 def test_exact_one_step_kl_of_an_mdm_is_the_kl_to_its_product_law():
     view = task_view("dirichlet", V=3, L=3, seed=4, alpha=0.5)
-    model = make_model("tiny", 3, 3, "mdlm", seed=5)
+    model = make_model("tiny", 3, 3, "none", seed=5)
     x = torch.full((1, 3), 3, dtype=torch.int64)
     with torch.no_grad():
         q_i = torch.softmax(model(x, None, torch.ones(1))[0].double(), -1).numpy()  # [L, V]
@@ -222,11 +223,12 @@ class _NearestSeedAlign(torch.nn.Module):
     copied everywhere, a fully masked row gets the stored x_0 of the fully masked pair whose seed's labels
     are nearest to its own."""
 
-    def __init__(self, pairs, noise, V, L):
+    def __init__(self, pairs, labels, V, L):
         super().__init__()
-        self.V, self.L, self.mask_id, self.noise = V, L, V, noise
+        self.V, self.L, self.mask_id = V, L, V
+        self.process = Process(mask_id=V, labels=labels)
         full = (pairs.x_t == V).all(1)
-        self.bank, self.x_0 = noise.from_seeds(pairs.seeds[full], L).flatten(1), pairs.x_0[full]
+        self.bank, self.x_0 = labels.from_seeds(pairs.seeds[full], L).flatten(1), pairs.x_0[full]
 
     def forward(self, x, eps, t):
         visible = x != self.mask_id
@@ -239,13 +241,12 @@ class _NearestSeedAlign(torch.nn.Module):
 def test_mechanism_of_a_nearest_seed_student_reproduces_its_pairs_and_follows_the_nearest_full_seed():
     from toy_tasks.redi_epochs import mechanism
     V, L = 5, 3
-    noise = MaskLabels("rand", dim=2)
+    labels = MaskLabels("rand", dim=2)
     gen = torch.Generator().manual_seed(0)
     pairs = perturbed_coupling(OracleMDM(make_task("align", V=V, L=L).probs),
-                               task_view("align", V=V, L=L).sample(300, gen), steps=3, mask_id=V,
-                               noise=noise, generator=gen)
+                               task_view("align", V=V, L=L).sample(300, gen), steps=3, generator=gen)
     assert (pairs.x_t == V).all(1).sum() > 20  # enough fully masked pairs for a partition
-    row = mechanism(_NearestSeedAlign(pairs, noise, V, L), pairs, 2000, torch.Generator().manual_seed(1))
+    row = mechanism(_NearestSeedAlign(pairs, labels, V, L), pairs, 2000, torch.Generator().manual_seed(1))
     assert row["reproduction"] == 1.0 and row["stored"] == 1.0 and row["nearest_full"] == 1.0
     assert row["nearest"] < 1.0  # the nearest of all seeds is often a partly visible pair's: its x_0 is not the seed's
 
