@@ -28,10 +28,9 @@ import torch
 from imdm_lab.checks import check_writable
 from scale.checkpoint import make_dit_config, save_checkpoint, weight_mismatches
 from scale.config import Config, DataSection, ModelSection
-from scale.model import SIZES, DiT, DiTConfig, DiTSize
+from scale.model import EPS_PATH, SIZES, DiT, DiTConfig, DiTSize
 from scale.torch_files import load_skipping_objects, load_weights_only
 
-EPS_PATH = ("vocab_embed.imdm_mlp.", "vocab_embed.learnable_noise_", "vocab_embed.mask_table")
 # vocabulary size -> (tokenizer, mask id, dataset) of the official models
 VOCABS = {50258: ("gpt2", 50257, "openwebtext"), 30522: ("bert-base-uncased", 103, "lm1b")}
 # setting -> where a source config records it: MDLM's flat config.json key, then Hydra paths (SDTT's

@@ -322,6 +322,9 @@ class DiT(nn.Module):
 
 # model.noise -> mode of imdm_lab.embedding.MaskEmbedding
 EMBEDDING_MODES = {"none": "mdlm", "rand": "imdm", "randn": "imdm", "learnable": "imdm", "finite": "finite"}
+# Parameter-name prefixes of the eps path (the label MLP, the learnable label law, the finite table): an
+# MDLM has none of them, so importing or adapting one keeps them at their initialisation.
+EPS_PATH = ("vocab_embed.imdm_mlp.", "vocab_embed.learnable_noise_", "vocab_embed.mask_table")
 
 
 def build_embedding(config: DiTConfig) -> MaskEmbedding:
