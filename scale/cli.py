@@ -12,10 +12,11 @@ import sys
 
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("scale.train_cli", "pre-train an MDLM / IMDM DiT (single process or under torchrun)"),
+    "train": ("scale.commands.train", "pre-train an MDLM / IMDM DiT (single process or under torchrun)"),
     "import-mdlm": ("scale.mdlm_import", "convert official MDLM weights (HF folder / id or .ckpt) to a checkpoint"),
     "sample": ("scale.sample_cli", "decode samples of a checkpoint at several step counts"),
-    "distill": ("scale.distill_cli", "few-step distillation: sdtt, imdm-sdtt, redi, imdm-redi, imdm-eps-coupling"),
+    "distill": ("scale.commands.distill",
+                "few-step distillation: sdtt, imdm-sdtt, redi, imdm-redi, imdm-eps-coupling"),
     "redi-data": ("scale.coupling", "teacher completions of masked training blocks, the (IM-)ReDi coupling"),
     "evaluate": ("scale.evaluate", "gen PPL, entropy, NFE, time, MAUVE and ELBO perplexity per checkpoint x steps"),
     "train-judge": ("scale.judge_cli", "train a small GPT-2 judge on held-out text (for machines without gpt2-large)"),
