@@ -1,0 +1,49 @@
+"""`python -m scale sample --ckpt DIR --steps 1,2,4 --n 8 [--prefix TEXT] [--seed N]`: decoded samples
+(scale.samples) of a checkpoint's EMA weights."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from imdm_lab.checks import check_int, check_seed, check_writable, parse_steps
+from scale.checkpoint import load_model
+from scale.hub import resolve_checkpoint
+from scale.samples import decoded_samples
+from scale.tokenizers import load_tokenizer
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--ckpt", required=True, help="checkpoint folder (train or import-mdlm output) or Hub id user/name")
+    p.add_argument("--steps", default="1,2,4", help="comma-separated step counts (default 1,2,4)")
+    p.add_argument("--n", type=int, default=8, help="samples per step count (default 8)")
+    p.add_argument("--prefix", default=None, help="text the samples continue")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--length", type=int, default=None, help="sequence length (default: the training length)")
+    p.add_argument("--weights", choices=("ema", "model"), default="ema")
+    p.add_argument("--out", default=None, help="also write {steps: [texts]} to this JSON file")
+
+
+def run(args) -> int:
+    steps = parse_steps("--steps", args.steps)
+    check_int("--n", args.n, 1)
+    check_seed("--seed", args.seed)
+    if args.length is not None:
+        check_int("--length", args.length, 1)
+    if args.out:
+        check_writable("--out", args.out)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, state = load_model(resolve_checkpoint(args.ckpt), args.weights, device)
+    tok = load_tokenizer(state["tokenizer"])
+    length = state["config"]["data"]["length"] if args.length is None else args.length
+    results = {}
+    for k, texts, nfe in decoded_samples(model, tok, steps, args.n, length, args.seed, args.prefix, device):
+        results[str(k)] = texts
+        print(f"=== {k} step{'s' if k > 1 else ''} ({nfe} network calls) ===")
+        for i, text in enumerate(texts):
+            print(f"[{i}] {text}")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(results, indent=1))
+    return 0
