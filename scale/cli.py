@@ -13,7 +13,8 @@ import sys
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("scale.commands.train", "pre-train an MDLM / IMDM DiT (single process or under torchrun)"),
-    "import-mdlm": ("scale.mdlm_import", "convert official MDLM weights (HF folder / id or .ckpt) to a checkpoint"),
+    "import-mdlm": ("scale.commands.import_mdlm",
+                    "convert official MDLM weights (HF folder / id or .ckpt) to a checkpoint"),
     "sample": ("scale.commands.sample", "decode samples of a checkpoint at several step counts"),
     "distill": ("scale.commands.distill",
                 "few-step distillation: sdtt, imdm-sdtt, redi, imdm-redi, imdm-eps-coupling"),
