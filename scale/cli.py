@@ -1,4 +1,4 @@
-"""`python -m scale COMMAND ...`: a registry of subcommands, each a module with
+"""`python -m scale COMMAND ...`: a registry of subcommands, each a module of scale.commands with
 `add_arguments(parser)` and `run(args) -> int`. Modules are imported only when their command runs.
 
 A ValueError raised by a command (bad input: a missing data path, an unknown config key, a checkpoint
@@ -30,7 +30,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                           "count a Kneser-Ney n-gram judge on held-out text"),
     "report": ("scale.commands.report",
                "bootstrap intervals, real-text references and the PPL-entropy frontier of an evaluation"),
-    "pipeline": ("scale.pipeline", "MDLM -> IM-SDTT -> coupling -> IM-ReDi -> evaluate, stage by stage"),
+    "pipeline": ("scale.commands.pipeline",
+                 "MDLM -> IM-SDTT -> coupling -> IM-ReDi -> evaluate, stage by stage"),
     "push": ("scale.commands.push",
              "upload a checkpoint to the Hugging Face Hub (config.json, safetensors, model card)"),
     "plot": ("scale.commands.plot",
