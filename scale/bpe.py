@@ -1,5 +1,5 @@
-"""`python -m scale train-tokenizer --out DIR [--data wiki] [--split train] [--vocab-size 2048]`: a small
-byte-level BPE vocabulary trained with Hugging Face `tokenizers` on one split of a corpus.
+"""A small byte-level BPE vocabulary trained with Hugging Face `tokenizers` on one split of a corpus
+(`train_bpe`, behind `python -m scale train-tokenizer`).
 
 Why a small vocabulary for CPU runs: the output layer of a DiT is hidden x C, and the judge's n-gram
 statistics spread over C^n contexts. On ~3 MB of text a 2 048-token BPE keeps both small (the output
@@ -83,17 +83,3 @@ def train_bpe(out: str | Path, *, data: str = "wiki", split: str = "train", voca
         os.replace(tmp, out)
     return out
 
-
-def add_arguments(p) -> None:
-    p.add_argument("--out", required=True, help="folder of the tokenizer (loads with data.tokenizer=DIR)")
-    p.add_argument("--data", default="wiki", help="corpus (default wiki, the offline Wikipedia dump)")
-    p.add_argument("--split", default="train", help="split to learn the merges on (default train)")
-    p.add_argument("--vocab-size", type=int, default=2048)
-    p.add_argument("--min-frequency", type=int, default=2)
-
-
-def run(args) -> int:
-    out = train_bpe(args.out, data=args.data, split=args.split, vocab_size=args.vocab_size,
-                    min_frequency=args.min_frequency)
-    print(f"tokenizer in {out}")
-    return 0

@@ -1,4 +1,4 @@
-"""`python -m scale COMMAND ...`: a registry of subcommands, each a module with
+"""`python -m scale COMMAND ...`: a registry of subcommands, each a module of scale.commands with
 `add_arguments(parser)` and `run(args) -> int`. Modules are imported only when their command runs.
 
 A ValueError raised by a command (bad input: a missing data path, an unknown config key, a checkpoint
@@ -12,19 +12,30 @@ import sys
 
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("scale.train_cli", "pre-train an MDLM / IMDM DiT (single process or under torchrun)"),
-    "import-mdlm": ("scale.mdlm_import", "convert official MDLM weights (HF folder / id or .ckpt) to a checkpoint"),
-    "sample": ("scale.sample_cli", "decode samples of a checkpoint at several step counts"),
-    "distill": ("scale.distill_cli", "few-step distillation: sdtt, imdm-sdtt, redi, imdm-redi, imdm-eps-coupling"),
-    "redi-data": ("scale.coupling", "teacher completions of masked training blocks, the (IM-)ReDi coupling"),
-    "evaluate": ("scale.evaluate", "gen PPL, entropy, NFE, time, MAUVE and ELBO perplexity per checkpoint x steps"),
-    "train-judge": ("scale.judge_cli", "train a small GPT-2 judge on held-out text (for machines without gpt2-large)"),
-    "train-tokenizer": ("scale.bpe", "train a small byte-level BPE vocabulary on a corpus split (cached)"),
-    "train-ngram-judge": ("scale.ngram_judge", "count a Kneser-Ney n-gram judge on held-out text"),
-    "report": ("scale.report", "bootstrap intervals, real-text references and the PPL-entropy frontier of an evaluation"),
-    "pipeline": ("scale.pipeline", "MDLM -> IM-SDTT -> coupling -> IM-ReDi -> evaluate, stage by stage"),
-    "push": ("scale.hub", "upload a checkpoint to the Hugging Face Hub (config.json, safetensors, model card)"),
-    "plot": ("scale.plot", "plot a run's metrics.jsonl: training loss, validation ELBO, gen PPL / entropy"),
+    "train": ("scale.commands.train", "pre-train an MDLM / IMDM DiT (single process or under torchrun)"),
+    "import-mdlm": ("scale.commands.import_mdlm",
+                    "convert official MDLM weights (HF folder / id or .ckpt) to a checkpoint"),
+    "sample": ("scale.commands.sample", "decode samples of a checkpoint at several step counts"),
+    "distill": ("scale.commands.distill",
+                "few-step distillation: sdtt, imdm-sdtt, redi, imdm-redi, imdm-eps-coupling"),
+    "redi-data": ("scale.commands.redi_data",
+                  "teacher completions of masked training blocks, the (IM-)ReDi coupling"),
+    "evaluate": ("scale.commands.evaluate",
+                 "gen PPL, entropy, NFE, time, MAUVE and ELBO perplexity per checkpoint x steps"),
+    "train-judge": ("scale.commands.train_judge",
+                    "train a small GPT-2 judge on held-out text (for machines without gpt2-large)"),
+    "train-tokenizer": ("scale.commands.train_tokenizer",
+                        "train a small byte-level BPE vocabulary on a corpus split (cached)"),
+    "train-ngram-judge": ("scale.commands.train_ngram_judge",
+                          "count a Kneser-Ney n-gram judge on held-out text"),
+    "report": ("scale.commands.report",
+               "bootstrap intervals, real-text references and the PPL-entropy frontier of an evaluation"),
+    "pipeline": ("scale.commands.pipeline",
+                 "MDLM -> IM-SDTT -> coupling -> IM-ReDi -> evaluate, stage by stage"),
+    "push": ("scale.commands.push",
+             "upload a checkpoint to the Hugging Face Hub (config.json, safetensors, model card)"),
+    "plot": ("scale.commands.plot",
+             "plot a run's metrics.jsonl: training loss, validation ELBO, gen PPL / entropy"),
 }
 
 

@@ -1,4 +1,4 @@
-"""`python -m scale redi-data`: the perturbed coupling of ReDi / IM-ReDi, written as resumable shards.
+"""The perturbed coupling of ReDi / IM-ReDi (`python -m scale redi-data`), written as resumable shards.
 
 Sample i of a coupling of n (imdm-reference sec. 5.2):
 1. x_0^data = training block rows[i] (a fixed random subset of the teacher's training split, drawn
@@ -245,30 +245,3 @@ class Coupling:
     def length(self) -> int:
         return self.x_t.shape[1]
 
-
-def add_arguments(p) -> None:
-    p.add_argument("--teacher", required=True, help="checkpoint folder or Hub id of the teacher")
-    # --num-samples: under torchrun, whose parser also sees the script's options, "--n" is ambiguous.
-    p.add_argument("--n", "--num-samples", dest="n", type=int, required=True,
-                   help="number of (x_t, x_0, t, seed) samples (write --num-samples under torchrun)")
-    p.add_argument("--steps", type=int, default=1024, help="teacher sampling steps from t to 0 (default 1024)")
-    p.add_argument("--out", required=True, help="coupling folder (rerun the same command to resume)")
-    p.add_argument("--fix-eps", action="store_true", help="no label resets: eps(seed) stays the whole path")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=32, help="sequences per sampler call")
-    p.add_argument("--shard-size", type=int, default=1024, help="samples per shard (the unit of resumption)")
-    p.add_argument("--weights", choices=("ema", "model"), default="ema", help="teacher weights (default ema)")
-    p.add_argument("--t-min", type=float, default=1e-3, help="smallest time t (default 1e-3)")
-
-
-def run(args) -> int:
-    runtime = D.init_runtime()
-    try:
-        out = generate(args.teacher, args.out, n=args.n, steps=args.steps, fix_eps=args.fix_eps,
-                       seed=args.seed, batch_size=args.batch_size, shard_size=args.shard_size,
-                       weights=args.weights, t_min=args.t_min, runtime=runtime)
-        if runtime.main:
-            print(f"coupling of {args.n} samples in {out}")
-    finally:
-        D.shutdown()
-    return 0

@@ -196,6 +196,15 @@ def load_blocks(data: str = DEFAULT_CORPUS, split: str = "train", *, tokenizer: 
     return TokenBlocks(out_dir)
 
 
+def open_data(data, progress: bool):
+    """(train blocks, validation blocks, tokenizer) of a config's [data] section."""
+    kwargs = dict(tokenizer=data.tokenizer, length=data.length, hf_config=data.hf_config or None,
+                  text_column=data.text_column, progress=progress, revision=data.revision)
+    train = load_blocks(data.dataset, "train", **kwargs)
+    val = load_blocks(data.dataset, "validation", **kwargs)
+    return train, val, load_tokenizer(data.tokenizer)
+
+
 class TokenBlocks:
     """Memory-mapped Int[N, L] blocks with their vocabulary layout.
 

@@ -29,8 +29,7 @@ from scale import distributed as D
 from scale.checkpoint import checkpoint_folder, copy_checkpoint, read_state, read_tensors
 from scale.config import Config
 from scale.ema import EMA
-from scale.mdlm_import import EPS_PATH
-from scale.model import DiT
+from scale.model import EPS_PATH, DiT
 from scale.train import Trainer
 
 

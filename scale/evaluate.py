@@ -1,5 +1,4 @@
-"""`python -m scale evaluate --ckpt DIR [DIR ...] --steps 1,2,4 --n 1024 [--judge NAME_OR_DIR] [--mauve]
-[--prefix-len 50] --out OUT.json`: the few-step evaluation protocol (imdm-reference sec. 6).
+"""The few-step evaluation protocol (imdm-reference sec. 6), behind `python -m scale evaluate`.
 
 For every checkpoint (EMA weights) and step count k:
 - n unconditional samples from the shared ancestral sampler (float64 draws, seeded labels, ancestral
@@ -9,27 +8,27 @@ For every checkpoint (EMA weights) and step count k:
   tokenizer, retokenise with the judge's, truncate to the model's length, score in chunks of the
   judge's context, corpus-level exp(mean NLL)); `entropy`: mean per-sample unigram entropy of the
   model-tokenizer ids (nats);
-- with --mauve: `prompts` validation blocks, their first `prefix_len` tokens held fixed, `continuations`
+- with `mauve`: `prompts` validation blocks, their first `prefix_len` tokens held fixed, `continuations`
   samples each; the first `mauve_len` tokens of each sample (prefix included) against the first
   `mauve_len` tokens of the true blocks, MAUVE on judge features averaged over seeds 42..46
   (`cond_gen_ppl` and `cond_entropy` of those texts too); otherwise `mauve` is null.
-Per checkpoint: the validation ELBO perplexity (`val_ppl`) and, with --zero-shot, the ELBO perplexity
+Per checkpoint: the validation ELBO perplexity (`val_ppl`) and, with `zero_shot`, the ELBO perplexity
 on other corpora's validation splits (null where a corpus cannot be loaded, e.g. offline).
 The JSON lists one entry per checkpoint x steps, each naming its judge; a PNG shows gen PPL and entropy
 against steps, one line per checkpoint.
 """
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from imdm_lab.checks import check_int, check_seed, check_writable, parse_steps
+from imdm_lab.checks import check_int, check_seed
 from imdm_lab.sampling import sample
 from scale.checkpoint import load_model
 from scale.hub import resolve_checkpoint
@@ -39,29 +38,34 @@ from scale.validation import validation_elbo
 MAUVE_SEEDS = (42, 43, 44, 45, 46)
 
 
-def add_arguments(p) -> None:
-    from scale.metrics import EOS_RULES
-    p.add_argument("--ckpt", required=True, nargs="+", help="checkpoint folder(s) or Hub ids to compare")
-    p.add_argument("--steps", default="1,2,4,8,16,32,64,128,256,1024", help="comma-separated step counts")
-    p.add_argument("--n", type=int, default=1024, help="unconditional samples per step count (default 1024)")
-    p.add_argument("--judge", default="gpt2-large", help="judge LM: hub name or local folder (default gpt2-large)")
-    p.add_argument("--mauve", action="store_true", help="conditional generation and MAUVE (needs mauve-text)")
-    p.add_argument("--prefix-len", type=int, default=50, help="prompt tokens of a conditional sample")
-    p.add_argument("--prompts", type=int, default=256, help="validation prompts for MAUVE")
-    p.add_argument("--continuations", type=int, default=5, help="samples per prompt")
-    p.add_argument("--mauve-len", type=int, default=100, help="tokens compared by MAUVE (prefix included)")
-    p.add_argument("--zero-shot", default="", help="comma-separated corpora for zero-shot ELBO perplexity")
-    p.add_argument("--val-batches", type=int, default=8, help="validation batches of the ELBO perplexity")
-    p.add_argument("--batch-size", type=int, default=32, help="sequences per sampler / ELBO batch")
-    p.add_argument("--judge-batch-size", type=int, default=8)
-    p.add_argument("--eos-rule", choices=sorted(EOS_RULES), default="official",
-                   help="tokens counted by gen PPL: official = every non-EOS token plus the first EOS (the "
-                        "reference code); first-eos = the tokens up to and including the first EOS")
-    p.add_argument("--weights", choices=("ema", "model"), default="ema")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="JSON file to write")
-    p.add_argument("--plot", default=None, help="PNG file (default: OUT with .png)")
-    p.add_argument("--no-plot", action="store_true")
+@dataclass(frozen=True)
+class EvalSettings:
+    """How `evaluate` measures (the options of `python -m scale evaluate`, the module docstring says what
+    each number is): step counts, n unconditional samples per step count, the judge and its batch size,
+    the gen PPL token rule (scale.metrics.EOS_RULES), the weights of each checkpoint, the seed; with
+    mauve, `prompts` x `continuations` prefix-conditioned samples compared on `mauve_len` tokens;
+    val_batches of the ELBO perplexities, zero_shot corpora, batch_size sequences per sampler / ELBO batch.
+    Refused on construction unless every count is an integer >= 1 and the seed a valid seed."""
+    steps: tuple[int, ...]
+    n: int = 1024
+    judge: str = "gpt2-large"
+    mauve: bool = False
+    prefix_len: int = 50
+    prompts: int = 256
+    continuations: int = 5
+    mauve_len: int = 100
+    zero_shot: tuple[str, ...] = ()
+    val_batches: int = 8
+    batch_size: int = 32
+    judge_batch_size: int = 8
+    eos_rule: str = "official"
+    weights: str = "ema"
+    seed: int = 0
+
+    def __post_init__(self):
+        check_seed("--seed", self.seed)
+        for name in ("n", "batch_size", "judge_batch_size", "prompts", "continuations", "mauve_len", "val_batches"):
+            check_int(f"--{name.replace('_', '-')}", getattr(self, name), 1)
 
 
 def _sync(device) -> None:
@@ -107,13 +111,13 @@ def _val_blocks(state: dict, dataset: str, split: str = "validation"):
                        revision=data.get("revision", "") if dataset == data["dataset"] else "")
 
 
-def elbo_ppl(model, blocks, args, device) -> float:
-    nll = validation_elbo(model, blocks, min(args.batch_size, len(blocks)), args.val_batches, 1e-3,
-                          seed=args.seed, device=device)
+def elbo_ppl(model, blocks, settings: EvalSettings, device) -> float:
+    nll = validation_elbo(model, blocks, min(settings.batch_size, len(blocks)), settings.val_batches, 1e-3,
+                          seed=settings.seed, device=device)
     return math.exp(nll)
 
 
-def zero_shot(model, state, names: list[str], args, device) -> dict:
+def zero_shot(model, state, names: tuple[str, ...], settings: EvalSettings, device) -> dict:
     """{corpus: ELBO perplexity or None}; a corpus that cannot be loaded is reported, not fatal."""
     out = {}
     for name in names:
@@ -123,7 +127,7 @@ def zero_shot(model, state, names: list[str], args, device) -> dict:
             print(f"zero-shot {name}: not available ({err})", file=sys.stderr)
             out[name] = None
             continue
-        out[name] = elbo_ppl(model, blocks, args, device)
+        out[name] = elbo_ppl(model, blocks, settings, device)
     return out
 
 
@@ -141,36 +145,36 @@ def prompts(val_blocks, n_prompts: int, continuations: int, prefix_len: int, mas
     return truth, given, given_mask
 
 
-def human_side(model, tok, val_blocks, judge, args) -> dict:
+def human_side(model, tok, val_blocks, judge, settings: EvalSettings) -> dict:
     """What MAUVE compares against, the same for every step count of a checkpoint: the prompts
-    (prefix tokens held fixed), the true blocks cut to --mauve-len and their judge features."""
+    (prefix tokens held fixed), the true blocks cut to mauve_len and their judge features."""
     from scale.metrics import decode_samples, judge_features
 
-    cut = min(args.mauve_len, val_blocks.length)
-    if not 1 <= args.prefix_len < cut:
-        raise ValueError(f"--prefix-len: expected an integer in [1, {cut}), got {args.prefix_len}")
-    truth, given, given_mask = prompts(val_blocks, args.prompts, args.continuations, args.prefix_len,
-                                       model.config.mask_id, args.seed)
+    cut = min(settings.mauve_len, val_blocks.length)
+    if not 1 <= settings.prefix_len < cut:
+        raise ValueError(f"--prefix-len: expected an integer in [1, {cut}), got {settings.prefix_len}")
+    truth, given, given_mask = prompts(val_blocks, settings.prompts, settings.continuations, settings.prefix_len,
+                                       model.config.mask_id, settings.seed)
     p = decode_samples(truth[:, :cut], tok)
     return {"cut": cut, "prompts": len(truth), "given": given, "given_mask": given_mask, "p": p,
-            "p_features": judge_features(p, judge, max_length=cut, batch_size=args.judge_batch_size)}
+            "p_features": judge_features(p, judge, max_length=cut, batch_size=settings.judge_batch_size)}
 
 
-def conditional(model, tok, human: dict, judge, args, k: int, device) -> dict:
+def conditional(model, tok, human: dict, judge, settings: EvalSettings, k: int, device) -> dict:
     """MAUVE of prefix-conditioned samples against the true blocks, plus their gen PPL and entropy."""
     from scale.metrics import decode_samples, gen_ppl, mauve_score, unigram_entropy
 
     cut = human["cut"]
-    tokens, _, _ = draw(model, len(human["given"]), human["given"].shape[1], k, args.batch_size, args.seed, device,
-                        given=human["given"], given_mask=human["given_mask"], tag="cond")
+    tokens, _, _ = draw(model, len(human["given"]), human["given"].shape[1], k, settings.batch_size, settings.seed,
+                        device, given=human["given"], given_mask=human["given_mask"], tag="cond")
     q = decode_samples(tokens[:, :cut], tok)
     score = mauve_score(human["p"], q, judge, max_length=cut, seeds=MAUVE_SEEDS,
-                        batch_size=args.judge_batch_size, p_features=human["p_features"])
+                        batch_size=settings.judge_batch_size, p_features=human["p_features"])
     return {"mauve": score["mauve"], "mauve_per_seed": score["per_seed"],
-            "cond_gen_ppl": gen_ppl(q, judge, max_length=cut, batch_size=args.judge_batch_size,
-                                    eos_rule=args.eos_rule).gen_ppl,
+            "cond_gen_ppl": gen_ppl(q, judge, max_length=cut, batch_size=settings.judge_batch_size,
+                                    eos_rule=settings.eos_rule).gen_ppl,
             "cond_entropy": unigram_entropy(tokens[:, :cut]), "prompts": human["prompts"],
-            "continuations": args.continuations}
+            "continuations": settings.continuations}
 
 
 def _labels(paths: list[str]) -> list[str]:
@@ -178,42 +182,43 @@ def _labels(paths: list[str]) -> list[str]:
     return [n if names.count(n) == 1 else f"{Path(p).resolve().parent.name}/{n}" for n, p in zip(names, paths)]
 
 
-def evaluate(args) -> dict:
+def evaluate(checkpoints: list[str], settings: EvalSettings) -> dict:
+    """The JSON of an evaluation of `checkpoints` (folders or Hub ids): one entry per checkpoint and step
+    count, and per checkpoint its ELBO perplexities (the module docstring)."""
     from scale.judge import load_judge
     from scale.metrics import decode_samples, gen_ppl, sample_entropy, unigram_entropy
     from scale.tokenizers import load_tokenizer
 
-    steps = parse_steps("--steps", args.steps)
-    for name in ("n", "batch_size", "judge_batch_size", "prompts", "continuations", "mauve_len", "val_batches"):
-        check_int(f"--{name.replace('_', '-')}", getattr(args, name), 1)
+    steps = settings.steps
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    judge = load_judge(args.judge, device=device)
-    names = [s for s in args.zero_shot.split(",") if s.strip()]
-    result = {"judge": args.judge, "eos_rule": args.eos_rule, "n": args.n, "seed": args.seed, "weights": args.weights,
-              "device": str(device), "checkpoints": [], "entries": []}
-    for path, label in zip(args.ckpt, _labels(args.ckpt)):
-        model, state = load_model(resolve_checkpoint(path), args.weights, device)
+    judge = load_judge(settings.judge, device=device)
+    names = settings.zero_shot
+    result = {"judge": settings.judge, "eos_rule": settings.eos_rule, "n": settings.n, "seed": settings.seed,
+              "weights": settings.weights, "device": str(device), "checkpoints": [], "entries": []}
+    for path, label in zip(checkpoints, _labels(checkpoints)):
+        model, state = load_model(resolve_checkpoint(path), settings.weights, device)
         tok = load_tokenizer(state["tokenizer"])
         length = state["config"]["data"]["length"]
         val_blocks = _val_blocks(state, state["config"]["data"]["dataset"])
         ckpt = {"checkpoint": str(path), "label": label, "step": state["step"],
-                "val_ppl": elbo_ppl(model, val_blocks, args, device),
-                "zero_shot": zero_shot(model, state, names, args, device)}
+                "val_ppl": elbo_ppl(model, val_blocks, settings, device),
+                "zero_shot": zero_shot(model, state, names, settings, device)}
         check_finite(ckpt)  # before any sampling: a NaN perplexity here is not worth the rest
         result["checkpoints"].append(ckpt)
-        human = human_side(model, tok, val_blocks, judge, args) if args.mauve else None
+        human = human_side(model, tok, val_blocks, judge, settings) if settings.mauve else None
         for k in steps:
-            tokens, nfe, seconds = draw(model, args.n, length, k, args.batch_size, args.seed, device)
+            tokens, nfe, seconds = draw(model, settings.n, length, k, settings.batch_size, settings.seed, device)
             texts = decode_samples(tokens, tok)
-            scored = gen_ppl(texts, judge, max_length=length, batch_size=args.judge_batch_size, eos_rule=args.eos_rule)
+            scored = gen_ppl(texts, judge, max_length=length, batch_size=settings.judge_batch_size,
+                             eos_rule=settings.eos_rule)
             entry = {"checkpoint": str(path), "label": label, "steps": k, "gen_ppl": scored.gen_ppl,
-                     "entropy": unigram_entropy(tokens), "nfe": nfe, "seconds_per_sample": seconds / args.n,
-                     "mauve": None, "judge": args.judge, "val_ppl": ckpt["val_ppl"], "sample": texts[0],
+                     "entropy": unigram_entropy(tokens), "nfe": nfe, "seconds_per_sample": seconds / settings.n,
+                     "mauve": None, "judge": settings.judge, "val_ppl": ckpt["val_ppl"], "sample": texts[0],
                      # per sample, for intervals over samples (scale.report)
                      "per_sample_nll": scored.per_sample_nll, "per_sample_tokens": scored.per_sample_tokens,
                      "per_sample_entropy": sample_entropy(tokens).tolist()}
-            if args.mauve:
-                entry.update(conditional(model, tok, human, judge, args, k, device))
+            if settings.mauve:
+                entry.update(conditional(model, tok, human, judge, settings, k, device))
             result["entries"].append(entry)
             print(f"{label:>24} steps {k:>5}: gen PPL {entry['gen_ppl']:9.2f}  entropy {entry['entropy']:.3f}  "
                   f"nfe {nfe:7.2f}  {entry['seconds_per_sample'] * 1e3:8.2f} ms/sample"
@@ -260,16 +265,3 @@ def check_finite(value, key: str = "result", where: str = "?"):
             check_finite(v, key, where)
     return value
 
-
-def run(args) -> int:
-    out = check_writable("--out", args.out)
-    plot_path = None if args.no_plot else check_writable("--plot", args.plot or out.with_suffix(".png"))
-    check_seed("--seed", args.seed)
-    result = check_finite(evaluate(args))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1, allow_nan=False))
-    if plot_path is not None:
-        plot_path.parent.mkdir(parents=True, exist_ok=True)
-        plot(result, plot_path)
-    print(f"wrote {out}")
-    return 0

@@ -145,14 +145,7 @@ def resolve_checkpoint(ref: str | Path, option: str = "ckpt") -> Path:
     return checkpoint_from_hub_folder(snapshot, dest)
 
 
-# ---- `python -m scale push` ----------------------------------------------------------------------
-def add_arguments(p) -> None:
-    p.add_argument("--ckpt", required=True, help="checkpoint folder to upload")
-    p.add_argument("--repo", required=True, help="Hub repository id user/name (created when missing)")
-    p.add_argument("--private", action="store_true", help="create the repository as private")
-    p.add_argument("--message", default=None, help="commit message (default: 'imdm-lab checkpoint, step N')")
-
-
+# ---- uploading: `python -m scale push` ---------------------------------------------------------
 def push(ckpt: str | Path, repo: str, private: bool = False, message: str | None = None) -> str:
     """Upload checkpoint `ckpt` to the Hub repository `repo`; returns the repository id."""
     import huggingface_hub
@@ -172,8 +165,3 @@ def push(ckpt: str | Path, repo: str, private: bool = False, message: str | None
             raise ValueError(f"--repo: could not upload to {repo!r} ({_first_line(err)})") from None
     return repo
 
-
-def run(args) -> int:
-    repo = push(args.ckpt, args.repo, args.private, args.message)
-    print(f"pushed {args.ckpt} to https://huggingface.co/{repo}")
-    return 0

@@ -4,7 +4,7 @@ The paper's judge is GPT-2 large (`gpt2-large` on the hub). `load_judge` takes a
 folder written by `save_pretrained`; a folder that holds only model weights is read with the GPT-2
 tokenizer (vendored, so it works offline). Machines without GPT-2 weights can train a small causal
 LM on held-out text with `train_judge` (CLI: `python -m scale train-judge --out DIR`, defined in
-`scale/judge_cli.py`); every result names the judge it used, so such a proxy is never mistaken for
+`scale/commands/train_judge.py`); every result names the judge it used, so such a proxy is never mistaken for
 GPT-2 large.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`python -m scale import-mdlm --from PATH_OR_HF_ID --out DIR`: MDLM, IMDM or SDTT weights -> a checkpoint.
+"""MDLM, IMDM or SDTT weights -> a checkpoint (`import_checkpoint`, behind `python -m scale import-mdlm`).
 
 Accepted sources (imdm-reference.md sec. 11):
 - a Hugging Face model folder or id such as `kuleshov-group/mdlm-owt` (`--revision` picks a branch, as
@@ -28,10 +28,9 @@ import torch
 from imdm_lab.checks import check_writable
 from scale.checkpoint import make_dit_config, save_checkpoint, weight_mismatches
 from scale.config import Config, DataSection, ModelSection
-from scale.model import SIZES, DiT, DiTConfig, DiTSize
+from scale.model import EPS_PATH, SIZES, DiT, DiTConfig, DiTSize
 from scale.torch_files import load_skipping_objects, load_weights_only
 
-EPS_PATH = ("vocab_embed.imdm_mlp.", "vocab_embed.learnable_noise_", "vocab_embed.mask_table")
 # vocabulary size -> (tokenizer, mask id, dataset) of the official models
 VOCABS = {50258: ("gpt2", 50257, "openwebtext"), 30522: ("bert-base-uncased", 103, "lm1b")}
 # setting -> where a source config records it: MDLM's flat config.json key, then Hydra paths (SDTT's
@@ -47,25 +46,6 @@ CONFIG_FIELDS = {
     "tokenizer": ("tokenizer_name", "tokenizer.name"),
 }
 OFFICIAL_TABLE = "vocab_embed.imdm_mlp.weight"  # the official K x d finite mask table
-
-
-def add_arguments(p) -> None:
-    p.add_argument("--from", dest="source", required=True,
-                   help="HF model folder or id (kuleshov-group/mdlm-owt) or a Lightning .ckpt")
-    p.add_argument("--out", required=True, help="checkpoint folder to write")
-    p.add_argument("--labels", default=None,
-                   help="label law of the imported model: none (MDLM), rand, randn, learnable, finite "
-                        "(default: rand, or what the source's eps path implies)")
-    p.add_argument("--label-dim", type=int, default=0, help="label dimension D (default: the hidden size)")
-    p.add_argument("--softcap", type=float, default=None,
-                   help="attention softcap the source used (default: its config's, else off; LM1B: 50)")
-    p.add_argument("--heads", type=int, default=None,
-                   help="attention heads, for a source that records them neither in a config nor a rotary table")
-    p.add_argument("--revision", default=None, help="branch / tag / commit of a Hugging Face id")
-    p.add_argument("--weights", choices=("ema", "raw"), default="ema",
-                   help="for a .ckpt holding an EMA: which weights to import (default ema)")
-    p.add_argument("--mask-id", type=int, default=None, help="mask id (default: 50257 for GPT-2, 103 for BERT)")
-    p.add_argument("--tokenizer", default=None, help="tokenizer name (default from the vocabulary size)")
 
 
 # ---- reading the source ---------------------------------------------------------------------------
@@ -103,12 +83,12 @@ def _lightning_weights(blob, path: Path, weights: str) -> dict[str, torch.Tensor
     shadow = (blob.get("ema") or {}).get("shadow_params") if isinstance(blob.get("ema"), dict) else None
     if weights == "ema" and shadow:
         if not isinstance(shadow, list) or not all(isinstance(s, torch.Tensor) for s in shadow):
-            raise ValueError(f"--from: the EMA of {path} is not a list of tensors; pass --weights raw")
+            raise ValueError(f"--from: the EMA of {path} is not a list of tensors; pass --weights model")
         frozen = {"rotary_emb.inv_freq"} | ({OFFICIAL_TABLE} if _is_frozen_table(tensors) else set())
         names = [k for k in tensors if k not in frozen]
         if len(names) != len(shadow) or any(tensors[n].shape != s.shape for n, s in zip(names, shadow)):
             raise ValueError(f"--from: the EMA of {path} ({len(shadow)} tensors) does not line up with its "
-                             f"{len(names)} parameters; pass --weights raw")
+                             f"{len(names)} parameters; pass --weights model")
         tensors = {**tensors, **dict(zip(names, shadow))}
     return tensors
 
@@ -258,49 +238,53 @@ def _preset_of(dims: DiTSize) -> str:
     return same[0] if same else ModelSection.size
 
 
-def read_source(args) -> tuple[dict[str, torch.Tensor], dict | None]:
+def read_source(source: str, weights: str = "ema",
+                revision: str | None = None) -> tuple[dict[str, torch.Tensor], dict | None]:
     """(backbone weights without prefixes, the source's config or None)."""
-    source = args.source
     if source.endswith(".ckpt") or Path(source).is_file():
         if not Path(source).is_file():
             raise ValueError(f"--from: no such file {source!r}")
         blob = read_lightning(Path(source))
-        return _lightning_weights(blob, Path(source), args.weights), _lightning_config(blob)
-    return _hf_weights(_hf_folder(source, getattr(args, "revision", None)))
+        return _lightning_weights(blob, Path(source), weights), _lightning_config(blob)
+    return _hf_weights(_hf_folder(source, revision))
 
 
-def run(args) -> int:
-    out = check_writable("--out", args.out, folder=True)
-    if out.is_dir() and any(out.iterdir()):
-        raise ValueError(f"--out: {str(out)!r} is not empty; expected a new checkpoint folder")
-    source = args.source
-    tensors, hf = read_source(args)
+def import_checkpoint(source: str, out: str | Path, *, labels: str | None = None, label_dim: int = 0,
+                      softcap: float | None = None, heads: int | None = None, revision: str | None = None,
+                      weights: str = "ema", mask_id: int | None = None, tokenizer: str | None = None) -> str:
+    """Write the checkpoint folder `out` (new or empty) from the MDLM / IMDM / SDTT weights `source`;
+    returns a one-line description of the DiT it holds. labels: the label law (None: rand, or what the
+    source's eps path implies); label_dim: D (0: the hidden size); softcap, heads, mask_id, tokenizer:
+    None takes the source's config, else the defaults of its vocabulary; weights: ema | model (the raw weights) of a .ckpt."""
+    folder = check_writable("--out", out, folder=True)
+    if folder.is_dir() and any(folder.iterdir()):
+        raise ValueError(f"--out: {str(folder)!r} is not empty; expected a new checkpoint folder")
+    tensors, hf = read_source(source, weights, revision)
     for key in ("vocab_embed.embedding", "sigma_map.mlp.0.weight"):
         if key not in tensors:
             raise ValueError(f"--from: {source} lacks backbone.{key}; not an MDLM / IMDM DiT")
     vocab = tensors["output_layer.linear.weight"].shape[0] if "output_layer.linear.weight" in tensors \
         else tensors["vocab_embed.embedding"].shape[0]
-    tok, mask_id, dataset = VOCABS.get(vocab, (None, vocab - 1, "openwebtext"))
-    tokenizer = args.tokenizer or recorded(hf, "tokenizer") or tok
+    tok, default_mask_id, dataset = VOCABS.get(vocab, (None, vocab - 1, "openwebtext"))
+    tokenizer = tokenizer or recorded(hf, "tokenizer") or tok
     if tokenizer is None:
         raise ValueError(f"--tokenizer: needed for a vocabulary of {vocab} classes (known: {sorted(VOCABS)})")
-    dims = infer_dims(tensors, hf, args.heads)
-    softcap = args.softcap if args.softcap is not None else max(0.0, float(recorded(hf, "softcap", 0.0)))
+    dims = infer_dims(tensors, hf, heads)
+    softcap = softcap if softcap is not None else max(0.0, float(recorded(hf, "softcap", 0.0)))
     qk_norm = "blocks.0.q_norm.weight" in tensors
     model_section = ModelSection(size=_preset_of(dims), hidden=dims.hidden, blocks=dims.blocks, heads=dims.heads,
                                  cond=dims.cond, softcap=softcap, qk_norm=qk_norm, dropout=dims.dropout,
                                  time_conditioning=bool(recorded(hf, "time_conditioning", False)),
-                                 **source_labels(tensors, hf, args.labels, args.label_dim))
+                                 **source_labels(tensors, hf, labels, label_dim))
     config = Config(model=model_section, data=DataSection(
         dataset=dataset, tokenizer=tokenizer, length=int(recorded(hf, "length", 1024))))
-    mask_id = mask_id if args.mask_id is None else args.mask_id
+    mask_id = default_mask_id if mask_id is None else mask_id
     model = convert(tensors, make_dit_config(config, vocab, mask_id), source)
-    save_checkpoint(args.out, model.state_dict(), None, None, {
+    save_checkpoint(out, model.state_dict(), None, None, {
         "step": 0, "config": config.to_dict(), "vocab_size": vocab, "mask_id": mask_id,
         "tokenizer": tokenizer, "imported_from": str(source)})
-    m, labels = model_section, model.process.labels
-    print(f"wrote {args.out}: DiT hidden {m.hidden}, {m.blocks} blocks, {m.heads} heads, cond {m.cond}"
-          f"{', qk-norm' if qk_norm else ''}{f', softcap {softcap:g}' if softcap else ''}; labels {m.labels}"
-          f"{f' (D = {labels.dim})' if labels is not None and labels.continuous else ''}"
-          f"{f' (K = {m.num_mask})' if m.labels == 'finite' else ''}; vocabulary {vocab}, mask id {mask_id}")
-    return 0
+    m, law = model_section, model.process.labels
+    return (f"wrote {out}: DiT hidden {m.hidden}, {m.blocks} blocks, {m.heads} heads, cond {m.cond}"
+            f"{', qk-norm' if qk_norm else ''}{f', softcap {softcap:g}' if softcap else ''}; labels {m.labels}"
+            f"{f' (D = {law.dim})' if law is not None and law.continuous else ''}"
+            f"{f' (K = {m.num_mask})' if m.labels == 'finite' else ''}; vocabulary {vocab}, mask id {mask_id}")

@@ -323,6 +323,11 @@ class DiT(nn.Module):
         return logits.to(torch.promote_types(logits.dtype, torch.float32))
 
 
+# Parameter-name prefixes of the eps path (the label MLP, the learnable label law, the finite table): an
+# MDLM has none of them, so importing or adapting one keeps them at their initialisation.
+EPS_PATH = ("vocab_embed.imdm_mlp.", "vocab_embed.learnable_noise_", "vocab_embed.mask_table")
+
+
 def build_embedding(config: DiTConfig) -> MaskEmbedding:
     return MaskEmbedding(config.embed_rows, config.dims.hidden, config.mask_id, labels=config.mask_labels())
 

@@ -241,22 +241,3 @@ def load_ngram_judge(folder: str | Path) -> NgramJudge:
     tok = load_tokenizer(str(folder))
     return NgramJudge(str(folder), KneserNey.load(folder, meta["vocab_size"]), tok)
 
-
-def add_arguments(p) -> None:
-    p.add_argument("--out", required=True, help="folder of the judge (loads with evaluate --judge DIR)")
-    p.add_argument("--tokenizer", required=True, help="tokenizer name or folder (e.g. the models' own)")
-    p.add_argument("--data", default="wiki", help="corpus (default wiki)")
-    p.add_argument("--split", default="heldout", help="split to count (default heldout)")
-    p.add_argument("--eval-split", default="validation", help="split of the judge's own perplexity")
-    p.add_argument("--order", type=int, default=3, help="n of the n-grams (default 3)")
-    p.add_argument("--block", type=int, default=64, help="tokens per text of the separation check")
-    p.add_argument("--max-pieces", type=int, default=0, help="texts of the separation check (default 0: all)")
-    p.add_argument("--seed", type=int, default=0)
-
-
-def run(args) -> int:
-    summary = train_ngram_judge(args.out, args.tokenizer, data=args.data, split=args.split,
-                                eval_split=args.eval_split, order=args.order, block=args.block,
-                                max_pieces=args.max_pieces, seed=args.seed)
-    print(json.dumps({k: v for k, v in summary.items() if k != "discounts"}, indent=1))
-    return 0

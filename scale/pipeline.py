@@ -1,6 +1,5 @@
-"""`python -m scale pipeline --preset tiny-cpu|wiki-cpu|wiki-cpu-tiny|lm1b|owt --out DIR [--mdlm CKPT]
-[--judge NAME_OR_DIR] [--launcher "torchrun --nproc_per_node 8"] [--args STAGE="..."] [--dry-run]`: the
-paper's chains as a sequence of `python -m scale` commands, one per stage.
+"""The paper's chains as a sequence of `python -m scale` commands, one per stage (behind `python -m scale
+pipeline`).
 
 A preset lists the stages it runs, in order, with their own arguments; each stage comes from the
 registry STAGES, which knows its command, the folder it writes and the folders of other stages it
@@ -23,8 +22,8 @@ reads. The stages (DIR/<folder>):
 The judge of evaluate is --judge when given, else the preset's judge stage, else gpt2-large. A stage
 that finished is recorded in DIR/pipeline.json with its wall time and skipped when the command is run
 again; an interrupted training stage continues with --resume and redi-data from its complete shards.
-Without --launcher every stage runs in this process; with one, the training and coupling stages run as
-`LAUNCHER -m scale ...` subprocesses. --dry-run prints the commands.
+Without a launcher every stage runs in this process; with one, the training and coupling stages run as
+`LAUNCHER -m scale ...` subprocesses.
 """
 from __future__ import annotations
 
@@ -32,6 +31,7 @@ import json
 import shlex
 import subprocess
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -157,19 +157,7 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def add_arguments(p) -> None:
-    p.add_argument("--preset", default="tiny-cpu", help=f"one of {sorted(PRESETS)} (default tiny-cpu)")
-    p.add_argument("--out", required=True, help="folder of all stages")
-    p.add_argument("--mdlm", default=None, help="an MDLM checkpoint to start from (skips the mdlm stage)")
-    p.add_argument("--judge", default=None, help="judge for evaluate (default: gpt2-large; tiny-cpu trains "
-                                                 "a proxy judge)")
-    p.add_argument("--launcher", default="", help='e.g. "torchrun --nproc_per_node 8" (default: in-process)')
-    p.add_argument("--args", action="append", default=[], metavar='STAGE="ARGS"',
-                   help='extra arguments of one stage, e.g. --args imsdtt="--set train.micro_batch=8"')
-    p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
-
-
-def _extra(items: list[str]) -> dict[str, list[str]]:
+def _extra(items: Sequence[str]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for item in items:
         stage, _, text = item.partition("=")
@@ -179,28 +167,30 @@ def _extra(items: list[str]) -> dict[str, list[str]]:
     return out
 
 
-def _stage_names(args, preset: Preset) -> list[str]:
+def _stage_names(name: str, preset: Preset, mdlm: str | None, judge: str | None) -> list[str]:
     """The preset's stages less those replaced by --mdlm / --judge."""
-    if preset.needs_mdlm and not args.mdlm:
-        raise ValueError(f"--mdlm: preset {args.preset!r} starts from an MDLM checkpoint "
+    if preset.needs_mdlm and not mdlm:
+        raise ValueError(f"--mdlm: preset {name!r} starts from an MDLM checkpoint "
                          f"(e.g. python -m scale import-mdlm --from kuleshov-group/mdlm-owt --labels none --out DIR)")
     return [n for n in preset.stages
-            if not (n == "mdlm" and args.mdlm) and not (n in JUDGE_STAGES and args.judge)]
+            if not (n == "mdlm" and mdlm) and not (n in JUDGE_STAGES and judge)]
 
 
-def plan(args) -> list[tuple[str, list[str]]]:
-    """[(stage, `python -m scale` argv)] of this run."""
-    if args.preset not in PRESETS:
-        raise ValueError(f"--preset: expected one of {sorted(PRESETS)}, got {args.preset!r}")
-    preset, out, extra = PRESETS[args.preset], Path(args.out), _extra(args.args)
-    names = _stage_names(args, preset)
+def plan(preset_name: str, out: str | Path, *, mdlm: str | None = None, judge: str | None = None,
+         extra: Sequence[str] = ()) -> list[tuple[str, list[str]]]:
+    """[(stage, `python -m scale` argv)] of a run of preset `preset_name` in folder `out`; mdlm replaces
+    the mdlm stage, judge the judge stages; extra: STAGE=ARGS items, more arguments of one stage."""
+    if preset_name not in PRESETS:
+        raise ValueError(f"--preset: expected one of {sorted(PRESETS)}, got {preset_name!r}")
+    preset, out, extra = PRESETS[preset_name], Path(out), _extra(extra)
+    names = _stage_names(preset_name, preset, mdlm, judge)
     outputs = {n: str(out / STAGES[n].folder) for n in names}
     if "tokenizer" in outputs:  # checkpoints record it in data.tokenizer: absolute, valid from any folder
         outputs["tokenizer"] = str(Path(outputs["tokenizer"]).resolve())
-    if args.mdlm:
-        outputs["mdlm"] = args.mdlm
-    judge = args.judge or next((outputs[n] for n in names if n in JUDGE_STAGES), "gpt2-large")
-    first = ["mdlm"] if args.mdlm else []  # an MDLM from --mdlm is compared too
+    if mdlm:
+        outputs["mdlm"] = mdlm
+    judge = judge or next((outputs[n] for n in names if n in JUDGE_STAGES), "gpt2-large")
+    first = ["mdlm"] if mdlm else []  # an MDLM from --mdlm is compared too
     checkpoints = [outputs[n] for n in first + [n for n in names if STAGES[n].checkpoint]]
     stages = []
     for name in names:
@@ -208,7 +198,7 @@ def plan(args) -> list[tuple[str, list[str]]]:
         argv = list(stage.command)
         for flag, source in stage.reads:
             if source not in outputs:
-                raise ValueError(f"--preset: stage {name!r} of {args.preset!r} reads stage {source!r}, "
+                raise ValueError(f"--preset: stage {name!r} of {preset_name!r} reads stage {source!r}, "
                                  f"which the preset does not run")
             argv += [flag, outputs[source]]
         for template, source in stage.optional:
@@ -231,26 +221,29 @@ def _resumable(argv: list[str]) -> list[str]:
     return argv
 
 
-def _run_stage(name: str, argv: list[str], launcher: list[str]) -> None:
-    from scale.cli import main
+def _run_stage(name: str, argv: list[str], launcher: list[str], call: Callable[[list[str]], int]) -> None:
     if launcher and not STAGES[name].in_process:
         rc = subprocess.run([*launcher, "-m", "scale", *argv]).returncode
     else:
-        rc = main(argv)
+        rc = call(argv)
     if rc != 0:
         raise ValueError(f"pipeline: stage {name!r} failed with exit status {rc}")
 
 
-def run(args) -> int:
-    stages = plan(args)
-    launcher = shlex.split(args.launcher)
+def shell_lines(stages: list[tuple[str, list[str]]], launcher: list[str]) -> list[str]:
+    """The planned stages as shell commands (what --dry-run prints)."""
     prefix = launcher or ["python"]
-    if args.dry_run:
-        for name, argv in stages:
-            head = ["python"] if STAGES[name].in_process else prefix
-            print(shlex.join([*head, "-m", "scale", *argv]))
-        return 0
-    out = Path(args.out)
+    return [shlex.join([*(["python"] if STAGES[name].in_process else prefix), "-m", "scale", *argv])
+            for name, argv in stages]
+
+
+def run_stages(stages: list[tuple[str, list[str]]], out: str | Path, preset_name: str, launcher: list[str],
+               call: Callable[[list[str]], int]) -> None:
+    """Run the planned stages in order, each recorded in OUT/pipeline.json when it finishes and skipped
+    when recorded. call(argv) runs one `python -m scale` command in this process and returns its exit
+    status: the command registry's scale.cli.main, handed in by the command, so that this module imports
+    no command; with a launcher the training and coupling stages run as `LAUNCHER -m scale ...`."""
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     record = out / "pipeline.json"
     state = json.loads(record.read_text()) if record.is_file() else {}
@@ -261,8 +254,7 @@ def run(args) -> int:
             continue
         print(f"pipeline: {name}")
         tic = time.perf_counter()
-        _run_stage(name, _resumable(argv), launcher)
+        _run_stage(name, _resumable(argv), launcher, call)
         done.append(name)
         seconds[name] = round(time.perf_counter() - tic, 3)  # wall time of the call that finished it
-        record.write_text(json.dumps({"preset": args.preset, "done": done, "seconds": seconds}, indent=1))
-    return 0
+        record.write_text(json.dumps({"preset": preset_name, "done": done, "seconds": seconds}, indent=1))

@@ -1,4 +1,4 @@
-"""`python -m scale plot RUN [--out PNG]`: a run's metrics.jsonl against optimizer steps.
+"""A run's metrics.jsonl against optimizer steps (behind `python -m scale plot RUN [--out PNG]`).
 
 RUN is a run folder (train / distill --out) or its metrics.jsonl. One panel per quantity the log holds:
 training loss (`loss`), validation ELBO in nats per token (`val_nll`), and, where recorded, generative
@@ -16,11 +16,6 @@ PANELS = {
     "gen_ppl": ("generative perplexity", True),
     "entropy": ("unigram entropy (nats)", False),
 }
-
-
-def add_arguments(p) -> None:
-    p.add_argument("run", help="run folder holding metrics.jsonl, or the metrics.jsonl file")
-    p.add_argument("--out", default=None, help="PNG to write (default: RUN/metrics.png)")
 
 
 def read_metrics(run: str | Path) -> tuple[Path, list[dict]]:
@@ -73,12 +68,3 @@ def plot(records: list[dict], out: str | Path, title: str = "") -> list[str]:
     plt.close(fig)
     return present
 
-
-def run(args) -> int:
-    path, records = read_metrics(args.run)
-    out = Path(args.out) if args.out else path.with_name("metrics.png")
-    if not out.parent.is_dir():
-        raise ValueError(f"--out: folder {str(out.parent)!r} does not exist")
-    present = plot(records, out, title=str(path.parent))
-    print(f"wrote {out} ({', '.join(present)})")
-    return 0

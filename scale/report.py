@@ -1,5 +1,5 @@
-"""`python -m scale report --eval DIR/eval.json --judge DIR/judge --out DIR/report.json [--n-boot 1000]`:
-intervals, references and the quality-diversity frontier of an evaluation.
+"""Intervals, references and the quality-diversity frontier of an evaluation (behind `python -m scale
+report`).
 
 For every (checkpoint, steps) entry of `python -m scale evaluate` (which stores per-sample judge NLL,
 judge token counts and unigram entropies):
@@ -149,26 +149,3 @@ def plot(rep: dict, path: str | Path) -> None:
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
-
-def add_arguments(p) -> None:
-    p.add_argument("--eval", required=True, help="JSON file of python -m scale evaluate")
-    p.add_argument("--judge", required=True, help="the judge the evaluation used (scores the references)")
-    p.add_argument("--out", required=True, help="JSON file to write (the .png and .md go next to it)")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
-    p.add_argument("--seed", type=int, default=0)
-
-
-def run(args) -> int:
-    out = Path(args.out)
-    if not Path(args.eval).is_file():
-        raise ValueError(f"--eval: expected a JSON file of python -m scale evaluate, got {args.eval!r}")
-    if out.suffix != ".json":
-        raise ValueError(f"--out: expected a .json path, got {args.out!r}")
-    rep = report(args.eval, args.judge, n_boot=args.n_boot, seed=args.seed)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(rep, indent=1))
-    out.with_suffix(".md").write_text(table(rep))
-    plot(rep, out.with_suffix(".png"))
-    print(table(rep), end="")
-    print(f"wrote {out}, {out.with_suffix('.png')}, {out.with_suffix('.md')}")
-    return 0

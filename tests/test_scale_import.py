@@ -81,7 +81,7 @@ def test_lightning_ckpt_with_pickled_objects_and_ema(tmp_path):
                 "hyper_parameters": {"config": Trap()}, "ema": {"shadow_params": shadow, "num_updates": 7}},
                tmp_path / "last.ckpt")
     x = _x()
-    for weights, source in (("raw", sd), ("ema", ema)):
+    for weights, source in (("model", sd), ("ema", ema)):
         out = tmp_path / weights
         assert main(["import-mdlm", "--from", str(tmp_path / "last.ckpt"), "--out", str(out),
                      "--weights", weights, "--tokenizer", "gpt2", "--mask-id", str(MASK)]) == 0
@@ -156,7 +156,7 @@ def test_imdm_lightning_ckpt_eps_mlp_qk_norm_softcap_from_its_config(tmp_path):
     torch.save({"state_dict": sd, "hyper_parameters": {"config": hydra},
                 "ema": {"shadow_params": [v for k, v in ema.items() if "inv_freq" not in k]}}, tmp_path / "imdm.ckpt")
     x = _x()
-    for weights, source in (("raw", sd), ("ema", ema)):
+    for weights, source in (("model", sd), ("ema", ema)):
         out = _import(tmp_path, tmp_path / "imdm.ckpt", weights, "--weights", weights, "--tokenizer", "gpt2")
         m = json.loads((out / "state.json").read_text())["config"]["model"]
         assert (m["labels"], m["label_dim"], m["qk_norm"], m["softcap"]) == ("randn", D, True, 3.0)
@@ -277,7 +277,7 @@ def test_the_payload_is_hostile(tmp_path):
     assert (tmp_path / "ran").read_text() == "ran"
 
 
-def _import_hostile(tmp_path, source, capsys, weights="raw"):
+def _import_hostile(tmp_path, source, capsys, weights="model"):
     code = main(["import-mdlm", "--from", str(source), "--out", str(tmp_path / "out"), "--weights", weights,
                  "--tokenizer", "gpt2", "--mask-id", str(MASK)])
     return code, capsys.readouterr().err.strip()

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from scale.judge import load_judge
-from scale.judge_cli import add_arguments, run
+from scale.commands.train_judge import add_arguments, run
 from scale.metrics import (counted_tokens, decode_samples, gen_ppl, judge_features, sample_entropy,
                            unigram_entropy)
 from scale.tokenizers import load_tokenizer

@@ -4,7 +4,6 @@ judge -> evaluate -> report; the stage registry's plan; a deterministic, cached 
 intervals and an entry's gen PPL recomputed by hand under the n-gram judge."""
 import json
 import math
-from argparse import Namespace
 
 import numpy as np
 import pytest
@@ -97,12 +96,11 @@ def test_bootstrap_of_equal_samples_has_no_width_and_a_wide_spread_a_wide_one():
 
 
 def _args(**kw):
-    return Namespace(**{"preset": "wiki-cpu", "out": "runs/w", "mdlm": None, "judge": None, "args": [],
-                        "launcher": "", "dry_run": True, **kw})
+    return {"preset_name": "wiki-cpu", "out": "runs/w", "mdlm": None, "judge": None, "extra": [], **kw}
 
 
 def test_the_plan_reads_each_stage_from_the_one_it_needs(monkeypatch):
-    steps = dict(pipeline.plan(_args()))
+    steps = dict(pipeline.plan(**_args()))
     assert steps["redi"][:5] == ["distill", "--method", "redi", "--coupling", "runs/w/coupling-mdlm"]
     assert steps["imredi"][:5] == ["distill", "--method", "imdm-redi", "--coupling", "runs/w/coupling"]
     assert steps["coupling"][:3] == ["redi-data", "--teacher", "runs/w/imsdtt"]
@@ -110,12 +108,12 @@ def test_the_plan_reads_each_stage_from_the_one_it_needs(monkeypatch):
     assert ckpts == [f"runs/w/{c}" for c in CHECKPOINTS]
     assert steps["evaluate"][steps["evaluate"].index("--judge") + 1] == "runs/w/judge"
     # --judge replaces the judge stage, --mdlm the mdlm stage (and is evaluated first)
-    other = dict(pipeline.plan(_args(judge="gpt2-large", mdlm="ckpt")))
+    other = dict(pipeline.plan(**_args(judge="gpt2-large", mdlm="ckpt")))
     assert "ngram-judge" not in other and "mdlm" not in other
     assert other["sdtt"][4] == "ckpt" and other["report"][-3:] == ["gpt2-large", "--out", "runs/w/report.json"]
     monkeypatch.setitem(pipeline.PRESETS, "broken", pipeline.Preset({"redi": []}))
     with pytest.raises(ValueError, match="^--preset: stage 'redi' of 'broken' reads stage 'coupling-mdlm'"):
-        pipeline.plan(_args(preset="broken"))
+        pipeline.plan(**_args(preset_name="broken"))
 
 
 def test_tokenizer_training_is_deterministic_and_cached(tmp_path, monkeypatch):

@@ -1,9 +1,5 @@
-"""`python -m scale sample --ckpt DIR --steps 1,2,4 --n 8 [--prefix TEXT] [--seed N]`: decoded samples.
-
-Draws through the shared ancestral sampler (imdm_lab.sampling.sample, float64 categorical draws) with
-the checkpoint's EMA weights. With --prefix, the block starts like the training blocks ([bos] + the
-prefix's tokens) and those positions are held fixed while the rest is generated.
-"""
+"""`python -m scale sample --ckpt DIR --steps 1,2,4 --n 8 [--prefix TEXT] [--seed N]`: decoded samples
+(scale.samples) of a checkpoint's EMA weights."""
 from __future__ import annotations
 
 import json
@@ -12,11 +8,10 @@ from pathlib import Path
 import torch
 
 from imdm_lab.checks import check_int, check_seed, check_writable, parse_steps
-from imdm_lab.sampling import sample
 from scale.checkpoint import load_model
 from scale.hub import resolve_checkpoint
-from scale.seeds import derive_seed
-from scale.tokenizers import load_tokenizer, wrap_specials
+from scale.samples import decoded_samples
+from scale.tokenizers import load_tokenizer
 
 
 def add_arguments(p) -> None:
@@ -30,12 +25,6 @@ def add_arguments(p) -> None:
     p.add_argument("--out", default=None, help="also write {steps: [texts]} to this JSON file")
 
 
-def prefix_tokens(tokenizer, prefix: str) -> list[int]:
-    """[bos] + the prefix's tokens, the start of a training block (scale.data wrapping)."""
-    bos, _ = wrap_specials(tokenizer)
-    return [bos] + tokenizer.encode(prefix, add_special_tokens=False)
-
-
 def run(args) -> int:
     steps = parse_steps("--steps", args.steps)
     check_int("--n", args.n, 1)
@@ -47,26 +36,11 @@ def run(args) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, state = load_model(resolve_checkpoint(args.ckpt), args.weights, device)
     tok = load_tokenizer(state["tokenizer"])
-    cfg = model.config
     length = state["config"]["data"]["length"] if args.length is None else args.length
-    given = given_mask = None
-    if args.prefix:
-        ids = prefix_tokens(tok, args.prefix)
-        if len(ids) >= length:
-            raise ValueError(f"--prefix: {len(ids)} tokens leave nothing to generate in length {length}")
-        given = torch.full((args.n, length), cfg.mask_id, dtype=torch.int64)
-        given[:, :len(ids)] = torch.tensor(ids)
-        given_mask = given != cfg.mask_id
-    seeds = torch.arange(args.n, dtype=torch.int64) + derive_seed(args.seed, "eps") % 2**40
     results = {}
-    for k in steps:
-        gen = torch.Generator(device).manual_seed(derive_seed(args.seed, "sample", k))
-        with torch.no_grad():
-            out = sample(model, batch_size=args.n, length=length, steps=k, given=given, given_mask=given_mask,
-                         seeds=seeds, generator=gen, device=device)
-        texts = [tok.decode(row) for row in out.tokens.cpu().tolist()]
+    for k, texts, nfe in decoded_samples(model, tok, steps, args.n, length, args.seed, args.prefix, device):
         results[str(k)] = texts
-        print(f"=== {k} step{'s' if k > 1 else ''} ({out.nfe} network calls) ===")
+        print(f"=== {k} step{'s' if k > 1 else ''} ({nfe} network calls) ===")
         for i, text in enumerate(texts):
             print(f"[{i}] {text}")
     if args.out:

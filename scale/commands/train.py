@@ -8,12 +8,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from imdm_lab.checks import check_writable
 from scale import distributed as D
 from scale.checkpoint import find_checkpoint, read_state
 from scale.config import load_config
-from scale.data import load_blocks
-from scale.tokenizers import load_tokenizer
+from scale.data import open_data
+from scale.runs import check_resume_step, check_run, check_same_model, no_checkpoint_note
 from scale.train import Trainer
 
 
@@ -27,44 +26,6 @@ def add_arguments(p) -> None:
                    help="override one config value (repeatable), e.g. --set train.lr=1e-4")
     p.add_argument("--data-revision", default=None,
                    help="pin the hub dataset's revision (data.revision), e.g. refs/convert/parquet")
-
-
-def open_data(data, progress: bool):
-    """(train blocks, validation blocks, tokenizer) of a config's [data] section."""
-    kwargs = dict(tokenizer=data.tokenizer, length=data.length, hf_config=data.hf_config or None,
-                  text_column=data.text_column, progress=progress, revision=data.revision)
-    train = load_blocks(data.dataset, "train", **kwargs)
-    val = load_blocks(data.dataset, "validation", **kwargs)
-    return train, val, load_tokenizer(data.tokenizer)
-
-
-def check_run(out: Path, resume: bool, max_steps: int | None) -> None:
-    """A step limit >= 1 (None: the run's own), a writable run folder and, unless resuming, one without a
-    checkpoint."""
-    if max_steps is not None and max_steps < 1:
-        raise ValueError(f"--max-steps: expected an integer >= 1, got {max_steps}")
-    check_writable("--out", out, folder=True)
-    if not resume and find_checkpoint(out) is not None:
-        raise ValueError(f"--out: {out} already holds a checkpoint; pass --resume to continue it")
-
-
-def no_checkpoint_note(out: Path) -> str:
-    return f"--resume: {out} holds no complete checkpoint; starting from step 0"
-
-
-def check_resume_step(step: int, max_steps: int, out: Path) -> None:
-    """Resuming to a step the run has already passed would do nothing: refuse it (the same step is a
-    finished run, and resuming it again is a no-op)."""
-    if max_steps < step:
-        raise ValueError(f"--max-steps: expected a step >= the checkpoint's step {step} in {out}, got {max_steps}")
-
-
-def check_same_model(saved: dict, wanted: dict, out: Path) -> None:
-    """Resuming needs the model the checkpoint holds; say which [model] keys differ."""
-    diff = [f"model.{k}: {saved.get(k)!r} in the checkpoint, {wanted[k]!r} here" for k in wanted
-            if saved.get(k) != wanted[k]]
-    if diff:
-        raise ValueError(f"--resume: the checkpoint in {out} is of another model ({'; '.join(diff)})")
 
 
 def run(args) -> int:

@@ -9,18 +9,16 @@ student starts from --init (default: the teacher, or the coupling's teacher), EM
 """
 from __future__ import annotations
 
-import copy
-import json
 import sys
 from pathlib import Path
 
 from scale import distributed as D
 from scale.checkpoint import checkpoint_folder, find_checkpoint, read_state, read_tensors, weights_path
-from scale.config import config_from_dict, parse_override, read_toml, resolve_config_path, set_value
 from scale.coupling import Coupling
+from scale.data import open_data
 from scale.distill import Distiller, get_method
-from scale.hub import resolve_checkpoint
-from scale.train_cli import check_resume_step, check_run, no_checkpoint_note, open_data
+from scale.distill_config import build_config, check_coupling, coupling_folder, student_source
+from scale.runs import check_resume_step, check_run, no_checkpoint_note
 
 
 def add_arguments(p) -> None:
@@ -39,61 +37,9 @@ def add_arguments(p) -> None:
                    help="continue from the latest complete checkpoint in --out (step 0 when there is none)")
 
 
-def build_config(base: dict, method_name: str, config_path: str | None, overrides: list[str],
-                 coupling: str | None):
-    """The distillation config: base < method defaults < config file < overrides (key by key)."""
-    method = get_method(method_name)
-    raw = copy.deepcopy(base)
-    for key, value in method.defaults.items():
-        set_value(raw, *key.split("."), value)
-    if config_path:
-        for section, values in read_toml(resolve_config_path(config_path)).items():
-            if not isinstance(values, dict):
-                raise ValueError(f"--config: {section!r} is not a section")
-            for name, value in values.items():
-                set_value(raw, section, name, value)
-    for item in overrides:
-        set_value(raw, *parse_override(item))
-    set_value(raw, "distill", "method", method_name)
-    if coupling:
-        set_value(raw, "distill", "coupling", str(coupling))
-    config = config_from_dict(raw)
-    schedule = base.get("train", {}).get("schedule", config.train.schedule)
-    if config.train.schedule != schedule:
-        raise ValueError(f"train.schedule: the student keeps its checkpoint's schedule {schedule!r}, "
-                         f"got {config.train.schedule!r}")
-    # The method fixes whether the student reads eps: an MDLM checkpoint becomes an IMDM (rand
-    # labels) for imdm-* methods, and an IMDM one an MDM for sdtt / redi.
-    if method.imdm and config.model.labels == "none":
-        config.model.labels = "rand"
-    elif not method.imdm:
-        config.model.labels = "none"
-    return config
-
-
-def _init_source(args, method) -> str:
-    if args.init:
-        return str(resolve_checkpoint(args.init, "--init"))
-    if method.teacher:
-        if not args.teacher:
-            raise ValueError(f"--teacher: expected a checkpoint folder for --method {args.method}")
-        return str(resolve_checkpoint(args.teacher, "--teacher"))
-    return _coupling_path(args, method, None)
-
-
-def _coupling_path(args, method, config) -> str:
-    path = args.coupling or (config.distill.coupling if config is not None else "")
-    if not path:
-        raise ValueError(f"--coupling: expected a redi-data folder for --method {args.method}")
-    meta = Path(path) / "meta.json"
-    if not meta.is_file():
-        raise ValueError(f"--coupling: {path!r} holds no meta.json (expected a redi-data folder)")
-    return path if config is not None else json.loads(meta.read_text())["teacher"]
-
-
 def run(args) -> int:
     method = get_method(args.method)
-    source = _init_source(args, method)
+    source = student_source(args.method, args.init, args.teacher, args.coupling)
     folder = checkpoint_folder(source)  # a run folder means its latest commit
     state = read_state(folder)
     init = read_tensors(weights_path(folder, args.weights), state["step"])
@@ -110,11 +56,8 @@ def run(args) -> int:
         blocks, val, tok = open_data(config.data, progress=runtime.main)
         train = blocks
         if method.coupling:
-            train = Coupling(_coupling_path(args, method, config))
-            if (train.meta["length"], train.meta["mask_id"]) != (config.data.length, state["mask_id"]):
-                raise ValueError(f"--coupling: its length / mask id {train.meta['length']} / "
-                                 f"{train.meta['mask_id']} differ from the student's "
-                                 f"{config.data.length} / {state['mask_id']}")
+            train = Coupling(coupling_folder(args.method, args.coupling or config.distill.coupling))
+            check_coupling(train.meta, config.data.length, state["mask_id"])
         trainer = Distiller(config, out, init, train, val, state["vocab_size"], state["mask_id"],
                             decode=tok.decode, runtime=runtime, source=f"--init: {source}")
         if resume:

@@ -1,0 +1,56 @@
+"""`python -m scale evaluate --ckpt DIR [DIR ...] --steps 1,2,4 --n 1024 [--judge NAME_OR_DIR] [--mauve]
+[--prefix-len 50] --out OUT.json`: the few-step evaluation protocol (scale.evaluate) as JSON, and a PNG of
+gen PPL and entropy against steps, one line per checkpoint."""
+from __future__ import annotations
+
+import json
+
+from imdm_lab.checks import check_writable, parse_steps
+from scale.evaluate import EvalSettings, check_finite, evaluate, plot
+
+
+def add_arguments(p) -> None:
+    from scale.metrics import EOS_RULES
+    p.add_argument("--ckpt", required=True, nargs="+", help="checkpoint folder(s) or Hub ids to compare")
+    p.add_argument("--steps", default="1,2,4,8,16,32,64,128,256,1024", help="comma-separated step counts")
+    p.add_argument("--n", type=int, default=1024, help="unconditional samples per step count (default 1024)")
+    p.add_argument("--judge", default="gpt2-large", help="judge LM: hub name or local folder (default gpt2-large)")
+    p.add_argument("--mauve", action="store_true", help="conditional generation and MAUVE (needs mauve-text)")
+    p.add_argument("--prefix-len", type=int, default=50, help="prompt tokens of a conditional sample")
+    p.add_argument("--prompts", type=int, default=256, help="validation prompts for MAUVE")
+    p.add_argument("--continuations", type=int, default=5, help="samples per prompt")
+    p.add_argument("--mauve-len", type=int, default=100, help="tokens compared by MAUVE (prefix included)")
+    p.add_argument("--zero-shot", default="", help="comma-separated corpora for zero-shot ELBO perplexity")
+    p.add_argument("--val-batches", type=int, default=8, help="validation batches of the ELBO perplexity")
+    p.add_argument("--batch-size", type=int, default=32, help="sequences per sampler / ELBO batch")
+    p.add_argument("--judge-batch-size", type=int, default=8)
+    p.add_argument("--eos-rule", choices=sorted(EOS_RULES), default="official",
+                   help="tokens counted by gen PPL: official = every non-EOS token plus the first EOS (the "
+                        "reference code); first-eos = the tokens up to and including the first EOS")
+    p.add_argument("--weights", choices=("ema", "model"), default="ema")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="JSON file to write")
+    p.add_argument("--plot", default=None, help="PNG file (default: OUT with .png)")
+    p.add_argument("--no-plot", action="store_true")
+
+
+def _settings(args) -> EvalSettings:
+    return EvalSettings(steps=tuple(parse_steps("--steps", args.steps)), n=args.n, judge=args.judge, mauve=args.mauve,
+                        prefix_len=args.prefix_len, prompts=args.prompts, continuations=args.continuations,
+                        mauve_len=args.mauve_len, zero_shot=tuple(s for s in args.zero_shot.split(",") if s.strip()),
+                        val_batches=args.val_batches, batch_size=args.batch_size,
+                        judge_batch_size=args.judge_batch_size, eos_rule=args.eos_rule, weights=args.weights,
+                        seed=args.seed)
+
+
+def run(args) -> int:
+    out = check_writable("--out", args.out)
+    plot_path = None if args.no_plot else check_writable("--plot", args.plot or out.with_suffix(".png"))
+    result = check_finite(evaluate(args.ckpt, _settings(args)))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1, allow_nan=False))
+    if plot_path is not None:
+        plot_path.parent.mkdir(parents=True, exist_ok=True)
+        plot(result, plot_path)
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,37 @@
+"""`python -m scale pipeline --preset tiny-cpu|wiki-cpu|wiki-cpu-tiny|lm1b|owt --out DIR [--mdlm CKPT]
+[--judge NAME_OR_DIR] [--launcher "torchrun --nproc_per_node 8"] [--args STAGE="..."] [--dry-run]`: the
+paper's chains stage by stage (scale.pipeline: the stages, the presets, resumption). --dry-run prints the
+commands.
+
+The stages are other commands of `python -m scale`; this module runs them through the command registry
+(scale.cli.main) and imports none of the command modules.
+"""
+from __future__ import annotations
+
+import shlex
+
+from scale.pipeline import PRESETS, plan, run_stages, shell_lines
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--preset", default="tiny-cpu", help=f"one of {sorted(PRESETS)} (default tiny-cpu)")
+    p.add_argument("--out", required=True, help="folder of all stages")
+    p.add_argument("--mdlm", default=None, help="an MDLM checkpoint to start from (skips the mdlm stage)")
+    p.add_argument("--judge", default=None, help="judge for evaluate (default: gpt2-large; tiny-cpu trains "
+                                                 "a proxy judge)")
+    p.add_argument("--launcher", default="", help='e.g. "torchrun --nproc_per_node 8" (default: in-process)')
+    p.add_argument("--args", action="append", default=[], metavar='STAGE="ARGS"',
+                   help='extra arguments of one stage, e.g. --args imsdtt="--set train.micro_batch=8"')
+    p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+
+
+def run(args) -> int:
+    from scale.cli import main  # the registry (scale.cli imports this module when its command runs)
+
+    stages = plan(args.preset, args.out, mdlm=args.mdlm, judge=args.judge, extra=args.args)
+    launcher = shlex.split(args.launcher)
+    if args.dry_run:
+        print("\n".join(shell_lines(stages, launcher)))
+        return 0
+    run_stages(stages, args.out, args.preset, launcher, call=main)
+    return 0

@@ -1,0 +1,75 @@
+"""A distillation run's config and sources: the config merge (the initial checkpoint's config < the
+method's paper settings < a config file < overrides), the student's initial checkpoint and the
+coupling folder of the ReDi methods."""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+from scale.config import config_from_dict, parse_override, read_toml, resolve_config_path, set_value
+from scale.distill import get_method
+from scale.hub import resolve_checkpoint
+
+
+def build_config(base: dict, method_name: str, config_path: str | None, overrides: list[str],
+                 coupling: str | None):
+    """The distillation config: base < method defaults < config file < overrides (key by key)."""
+    method = get_method(method_name)
+    raw = copy.deepcopy(base)
+    for key, value in method.defaults.items():
+        set_value(raw, *key.split("."), value)
+    if config_path:
+        for section, values in read_toml(resolve_config_path(config_path)).items():
+            if not isinstance(values, dict):
+                raise ValueError(f"--config: {section!r} is not a section")
+            for name, value in values.items():
+                set_value(raw, section, name, value)
+    for item in overrides:
+        set_value(raw, *parse_override(item))
+    set_value(raw, "distill", "method", method_name)
+    if coupling:
+        set_value(raw, "distill", "coupling", str(coupling))
+    config = config_from_dict(raw)
+    schedule = base.get("train", {}).get("schedule", config.train.schedule)
+    if config.train.schedule != schedule:
+        raise ValueError(f"train.schedule: the student keeps its checkpoint's schedule {schedule!r}, "
+                         f"got {config.train.schedule!r}")
+    # The method fixes whether the student reads eps: an MDLM checkpoint becomes an IMDM (rand
+    # labels) for imdm-* methods, and an IMDM one an MDM for sdtt / redi.
+    if method.imdm and config.model.labels == "none":
+        config.model.labels = "rand"
+    elif not method.imdm:
+        config.model.labels = "none"
+    return config
+
+
+def coupling_folder(method_name: str, path: str) -> str:
+    """`path`, refused unless it is a redi-data folder (one holding meta.json)."""
+    if not path:
+        raise ValueError(f"--coupling: expected a redi-data folder for --method {method_name}")
+    meta = Path(path) / "meta.json"
+    if not meta.is_file():
+        raise ValueError(f"--coupling: {path!r} holds no meta.json (expected a redi-data folder)")
+    return path
+
+
+def student_source(method_name: str, init: str | None, teacher: str | None, coupling: str | None) -> str:
+    """The checkpoint folder the student starts from: `init`, else the teacher, else the teacher the
+    coupling was made with (a Hub id is downloaded)."""
+    method = get_method(method_name)
+    if init:
+        return str(resolve_checkpoint(init, "--init"))
+    if method.teacher:
+        if not teacher:
+            raise ValueError(f"--teacher: expected a checkpoint folder for --method {method_name}")
+        return str(resolve_checkpoint(teacher, "--teacher"))
+    meta = Path(coupling_folder(method_name, coupling or "")) / "meta.json"
+    return json.loads(meta.read_text())["teacher"]
+
+
+def check_coupling(meta: dict, length: int, mask_id: int) -> None:
+    """A coupling's blocks must be the student's: the same length and mask id."""
+    if (meta["length"], meta["mask_id"]) != (length, mask_id):
+        raise ValueError(f"--coupling: its length / mask id {meta['length']} / {meta['mask_id']} differ from the "
+                         f"student's {length} / {mask_id}")
