@@ -9,6 +9,7 @@ from scipy import stats
 
 from imdm_lab import exact
 from imdm_lab.labels import MaskLabels
+from imdm_lab.process import Process
 from imdm_lab.sampling import sample
 from toy_tasks.distributions import make_task
 from toy_tasks.oracle import make_oracle
@@ -18,11 +19,10 @@ from test_kernels_oracle import ALPHA, TASKS, chi_square_pvalue
 N = 100_000
 
 
-def _draw(task, model, steps, schedule, seed, noise=None, dense=True, **kw):
+def _draw(task, model, steps, schedule, seed, labels=None, dense=True, **kw):
     p = make_task(task, **TASKS[task]).probs
-    V, L = p.shape[0], p.ndim
-    out = sample(make_oracle(model, p, noise), batch_size=N, length=L, steps=steps, mask_id=V,
-                 schedule=schedule, noise=noise, generator=torch.Generator().manual_seed(seed), dense=dense, **kw)
+    out = sample(make_oracle(model, p, labels, schedule=schedule), batch_size=N, length=p.ndim, steps=steps,
+                 generator=torch.Generator().manual_seed(seed), dense=dense, **kw)
     return p, out
 
 
@@ -41,10 +41,10 @@ def test_dense_goodness_of_fit_has_power():
 
 def test_dense_oracle_imdm_samples_p_in_one_step_and_with_fixed_labels_in_several():
     # one step: every position reveals g(u(eps)) of the same labels; fixed labels: the same at any k
-    p, out = _draw("markov", "oracle-imdm", 1, "loglinear", seed=8, noise=MaskLabels("rand", dim=2, scale=3.0),
+    p, out = _draw("markov", "oracle-imdm", 1, "loglinear", seed=8, labels=MaskLabels("rand", dim=2, scale=3.0),
                    seeds=torch.arange(N) + 999)
     assert chi_square_pvalue(out.tokens, p) > ALPHA
-    p, out = _draw("markov", "oracle-imdm", 4, "loglinear", seed=9, noise=MaskLabels("rand", dim=1), fix_eps=True)
+    p, out = _draw("markov", "oracle-imdm", 4, "loglinear", seed=9, labels=MaskLabels("rand", dim=1), fix_eps=True)
     assert torch.equal(out.eps_init, out.eps_final)
     assert chi_square_pvalue(out.tokens, p) > ALPHA
     assert chi_square_pvalue(out.tokens, exact.mdm_law(p, 4, "loglinear")) < 1e-12
@@ -62,14 +62,14 @@ def _homogeneity_pvalue(a: torch.Tensor, b: torch.Tensor, V: int) -> float:
 
 def test_dense_keep_and_reset_have_the_law_of_the_default_mode():
     # with resets the k-step IMDM law is not p; the dense and default modes must still agree in law
-    noise = MaskLabels("rand", dim=2, scale=3.0)
-    p, dense = _draw("markov", "oracle-imdm", 4, "loglinear", seed=10, noise=noise)
-    _, default = _draw("markov", "oracle-imdm", 4, "loglinear", seed=11, noise=noise, dense=False, cache=False)
+    labels = MaskLabels("rand", dim=2, scale=3.0)
+    p, dense = _draw("markov", "oracle-imdm", 4, "loglinear", seed=10, labels=labels)
+    _, default = _draw("markov", "oracle-imdm", 4, "loglinear", seed=11, labels=labels, dense=False, cache=False)
     assert (dense.eps_final != dense.eps_init).any()  # labels were reset on the way
     assert chi_square_pvalue(dense.tokens, p) < 1e-12  # resets change the law ...
     assert _homogeneity_pvalue(dense.tokens, default.tokens, p.shape[0]) > ALPHA  # ... the same way in both
     # and the test tells the reset law from the fixed-label one
-    _, fixed = _draw("markov", "oracle-imdm", 4, "loglinear", seed=12, noise=noise, fix_eps=True)
+    _, fixed = _draw("markov", "oracle-imdm", 4, "loglinear", seed=12, labels=labels, fix_eps=True)
     assert _homogeneity_pvalue(dense.tokens, fixed.tokens, p.shape[0]) < 1e-12
 
 
@@ -86,17 +86,17 @@ class _Recorder:
 
 
 def test_dense_seeded_resets_are_hashed_from_seed_step_and_position():
-    V, noise, seeds = 5, MaskLabels("rand", dim=3), torch.tensor([10, 20, 30, 40])
+    V, labels, seeds = 5, MaskLabels("rand", dim=3), torch.tensor([10, 20, 30, 40])
     rec = _Recorder(V)
-    out = sample(rec, batch_size=4, length=7, steps=8, mask_id=V, noise=noise, seeds=seeds, dense=True,
-                 schedule="loglinear", generator=torch.Generator().manual_seed(8))
-    assert torch.equal(out.eps_init, noise.from_seeds(seeds, 7))
+    out = sample(rec, batch_size=4, length=7, steps=8, process=Process(V, "loglinear", labels), seeds=seeds,
+                 dense=True, generator=torch.Generator().manual_seed(8))
+    assert torch.equal(out.eps_init, labels.from_seeds(seeds, 7))
     n_reset = 0
     for j in range(1, len(rec.eps)):
         changed = (rec.eps[j] != rec.eps[j - 1]).any(-1)
         # a label changes only at a position masked before and after the step, to its hash at stream j
         assert not (changed & ((rec.x[j - 1] != V) | (rec.x[j] != V))).any()
-        assert torch.equal(rec.eps[j][changed], noise.from_seeds(seeds, 7, stream=j)[changed])
+        assert torch.equal(rec.eps[j][changed], labels.from_seeds(seeds, 7, stream=j)[changed])
         n_reset += int(changed.sum())
     assert n_reset > 0
 
@@ -109,7 +109,7 @@ def test_dense_given_tokens_and_per_sample_start_times():
     given_mask[0, 3] = False
     rec = _Recorder(V)
     t0 = torch.tensor([1.0, 0.5, 0.2, 1.0, 0.7, 0.05], dtype=torch.float64)
-    out = sample(rec, batch_size=6, length=8, steps=5, mask_id=V, given=given, given_mask=given_mask,
+    out = sample(rec, batch_size=6, length=8, steps=5, process=Process(V), given=given, given_mask=given_mask,
                  t_start=t0, dense=True, generator=torch.Generator().manual_seed(3))
     assert torch.equal(out.tokens[:, :3], given[:, :3]) and (out.tokens < V).all()
     assert len(rec.x) == 5 and torch.equal(rec.x[0], given)
@@ -120,11 +120,11 @@ def test_dense_greedy_last_step_temperature_and_top_p():
 
     def den(x, eps, t):
         return logits.expand(*x.shape, 3)
-    out = sample(den, batch_size=5, length=4, steps=1, mask_id=3, last_step="greedy", dense=True)
+    out = sample(den, batch_size=5, length=4, steps=1, process=Process(3), last_step="greedy", dense=True)
     assert (out.tokens == 1).all()
     # temperature 0.5 squares x0_hat: q = (0.01, 0.25, 0.16) / 0.42; top_p = 0.7 keeps classes 1 and 2
     q = torch.tensor([0.01, 0.25, 0.16], dtype=torch.float64) / 0.42
-    out = sample(den, batch_size=200, length=100, steps=1, mask_id=3, temperature=0.5, top_p=0.7,
+    out = sample(den, batch_size=200, length=100, steps=1, process=Process(3), temperature=0.5, top_p=0.7,
                  dense=True, generator=torch.Generator().manual_seed(4))
     kept = torch.stack([q[0] * 0, q[1], q[2]]) / (q[1] + q[2])  # mass before class 2 is q[1] = 0.595 < 0.7
     counts = torch.bincount(out.tokens.flatten(), minlength=3).double()
@@ -133,7 +133,7 @@ def test_dense_greedy_last_step_temperature_and_top_p():
 
 
 def test_dense_refuses_a_cache_and_checks_its_switch():
-    args = dict(batch_size=2, length=3, steps=2, mask_id=3)
+    args = dict(batch_size=2, length=3, steps=2, process=Process(3))
     den = lambda x, eps, t: torch.zeros(*x.shape, 3)  # noqa: E731
     with pytest.raises(ValueError, match="^cache:"):
         sample(den, dense=True, cache=True, **args)

@@ -1,4 +1,5 @@
-"""SUBS, the ELBO integrand and the distillation divergences (the oracle ELBO is in test_kernels_oracle)."""
+"""SUBS, the ELBO integrand, the distillation divergences and losses at given times (the oracle ELBO is in
+test_kernels_oracle)."""
 import math
 
 import pytest
@@ -6,9 +7,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from imdm_lab.distill import eps_coupling_loss, sdtt_loss
 from imdm_lab.losses import NEG_INF, divergence, elbo, subs_log_probs
 from imdm_lab.labels import MaskLabels
-from imdm_lab.schedules import SCHEDULES
+from imdm_lab.process import Process
+from imdm_lab.schedules import SCHEDULES, sample_times
 
 
 def test_subs_zeroes_the_mask_class_and_carries_visible_tokens():
@@ -66,7 +69,7 @@ def test_elbo_of_uniform_denoiser_is_weight_times_log_c(name):
     C, mask = 5, 5
     x0 = torch.randint(0, C, (4, 7), generator=torch.Generator().manual_seed(1))
     t = torch.tensor([1.0, 0.5, 1e-3, 0.9], dtype=torch.float64)
-    out = elbo(_uniform_denoiser(C), x0, t, name, mask, generator=torch.Generator().manual_seed(2))
+    out = elbo(_uniform_denoiser(C), x0, t, process=Process(mask, name), generator=torch.Generator().manual_seed(2))
     assert torch.isfinite(out.per_token).all() and torch.isfinite(out.mean)
     w = SCHEDULES[name].elbo_weight(t)
     nonzero = out.per_token != 0
@@ -77,22 +80,26 @@ def test_elbo_of_uniform_denoiser_is_weight_times_log_c(name):
 
 def test_elbo_passes_fresh_or_given_eps():
     seen = []
-    noise = MaskLabels("rand", dim=3)
+    imdm = Process(4, "linear", MaskLabels("rand", dim=3))
 
     def den(x, eps, t):
         seen.append(eps)
         return torch.zeros(*x.shape, 4)
     x0 = torch.zeros(2, 3, dtype=torch.long)
-    elbo(den, x0, 0.5, "linear", 4, noise=noise, generator=torch.Generator().manual_seed(0))
-    elbo(den, x0, 0.5, "linear", 4, noise=noise, generator=torch.Generator().manual_seed(1))
+    elbo(den, x0, 0.5, process=imdm, generator=torch.Generator().manual_seed(0))
+    elbo(den, x0, 0.5, process=imdm, generator=torch.Generator().manual_seed(1))
     assert seen[0].shape == (2, 3, 3) and not torch.equal(seen[0], seen[1])
     given_eps = torch.ones(2, 3, 3)
-    elbo(den, x0, 0.5, "linear", 4, noise=noise, eps=given_eps)
+    elbo(den, x0, 0.5, process=imdm, eps=given_eps)
     assert seen[-1] is given_eps
+    elbo(den, x0, 0.5, process=Process(4))  # an MDM process: no labels drawn
+    assert seen[-1] is None
     with pytest.raises(ValueError, match="^eps:"):
-        elbo(den, x0, 0.5, "linear", 4, noise=noise, eps=torch.ones(2, 3, 2))
+        elbo(den, x0, 0.5, process=imdm, eps=torch.ones(2, 3, 2))
     with pytest.raises(ValueError, match="^t:"):
-        elbo(den, x0, 0.0, "linear", 4)
+        elbo(den, x0, 0.0, process=Process(4))
+    with pytest.raises(ValueError, match="^process:"):
+        elbo(den, x0, 0.5)  # a plain callable carries no process
 
 
 log_rows = st.lists(st.floats(-5, 5), min_size=3, max_size=3)
@@ -136,3 +143,47 @@ def test_elbo_weight_stays_finite_under_bf16_logits():
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
     expected = (math.log(4) / t)[:, None].expand(3, 2)  # loglinear: -alpha'/(1-alpha) = 1/t exactly
     assert torch.allclose(out, expected, rtol=1e-2)
+
+
+def _time_denoiser(C, seed):
+    """Logits a fixed function of (x_t, eps, t), so that the time a loss is taken at matters."""
+    w = torch.randn(C + 1, C, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+    def den(x, eps, t):
+        h = w[x].cumsum(1) * (1.0 + t.double()[:, None, None])
+        return h if eps is None else h + eps.double().sum(-1, keepdim=True)
+    return den
+
+
+@pytest.mark.parametrize("labels", [None, MaskLabels("rand", dim=2)], ids=["sdtt", "im-sdtt"])
+def test_sdtt_loss_at_given_times_is_the_loss_whose_generator_drew_them(labels):
+    C, B, L = 5, 16, 6
+    process = Process(C, "cosine", labels, t_min=0.05)
+    student, teacher = _time_denoiser(C, 1), _time_denoiser(C, 2)
+    x0 = torch.randint(0, C, (B, L), generator=torch.Generator().manual_seed(3))
+    kw = dict(k=2, process=process)
+    drawn = sdtt_loss(student, teacher, x0, 0.125, generator=torch.Generator().manual_seed(4), **kw)
+    g = torch.Generator().manual_seed(4)
+    t = sample_times(B, process.t_min, antithetic=True, generator=g)  # the draw sdtt_loss makes first
+    given = sdtt_loss(student, teacher, x0, 0.125, t=t, generator=g, **kw)
+    assert torch.isfinite(drawn) and float(drawn) > 0 and torch.equal(given, drawn)
+    # the times are used: other times with the same later draws give another loss
+    g = torch.Generator().manual_seed(4)
+    sample_times(B, process.t_min, antithetic=True, generator=g)
+    other = sdtt_loss(student, teacher, x0, 0.125, t=t.flip(0), generator=g, **kw)
+    assert not torch.equal(other, drawn)
+
+
+def test_eps_coupling_loss_at_given_times_is_the_loss_whose_generator_drew_them():
+    C, B, L = 5, 12, 4
+    process = Process(C, "loglinear", MaskLabels("rand", dim=2))
+    student, teacher = _time_denoiser(C, 5), _time_denoiser(C, 6)
+    x0 = torch.randint(0, C, (B, L), generator=torch.Generator().manual_seed(7))
+    kw = dict(reader="kr", process=process, full_mask_fraction=0.25)
+    drawn = eps_coupling_loss(student, teacher, x0, generator=torch.Generator().manual_seed(8), **kw)
+    g = torch.Generator().manual_seed(8)
+    t = torch.rand(B, generator=g, dtype=torch.float64)  # the draw eps_coupling_loss makes first
+    kept = t.clone()
+    given = eps_coupling_loss(student, teacher, x0, t=t, generator=g, **kw)
+    assert torch.isfinite(drawn) and torch.equal(given, drawn)
+    assert torch.equal(t, kept)  # the fully masked rows (t = 1) are set on a copy, not on the caller's times

@@ -43,12 +43,10 @@ def chi_square_pvalue(tokens: torch.Tensor, law: np.ndarray) -> float:
     return stats.chisquare(obs[keep], exp_[keep] * obs[keep].sum() / exp_[keep].sum()).pvalue
 
 
-def _draw(task, model, steps, schedule, seed, noise=None, **kw):
+def _draw(task, model, steps, schedule, seed, labels=None, **kw):
     p = make_task(task, **TASKS[task]).probs
-    den = make_oracle(model, p, noise)
-    V, L = p.shape[0], p.ndim
-    out = sample(den, batch_size=N, length=L, steps=steps, mask_id=V, schedule=schedule, noise=noise,
-                 generator=torch.Generator().manual_seed(seed), **kw)
+    den = make_oracle(model, p, labels, schedule=schedule)  # the oracle's process: mask id V, this schedule
+    out = sample(den, batch_size=N, length=p.ndim, steps=steps, generator=torch.Generator().manual_seed(seed), **kw)
     return p, out
 
 
@@ -66,10 +64,10 @@ def test_goodness_of_fit_has_power():
     assert chi_square_pvalue(out.tokens, exact.mdm_law(p, 4, "linear")) < 1e-12
 
 
-@pytest.mark.parametrize("noise", [MaskLabels("rand", dim=2, scale=3.0), MaskLabels("randn", dim=1)],
+@pytest.mark.parametrize("labels", [MaskLabels("rand", dim=2, scale=3.0), MaskLabels("randn", dim=1)],
                          ids=["rand", "randn"])
-def test_oracle_imdm_one_step_samples_p(noise):
-    p, out = _draw("markov", "oracle-imdm", 1, "loglinear", seed=7, noise=noise,
+def test_oracle_imdm_one_step_samples_p(labels):
+    p, out = _draw("markov", "oracle-imdm", 1, "loglinear", seed=7, labels=labels,
                    seeds=torch.arange(N) + 12345)
     assert out.nfe == 1
     assert chi_square_pvalue(out.tokens, p) > ALPHA
@@ -79,14 +77,15 @@ def test_oracle_imdm_one_step_samples_p(noise):
 
 def test_oracle_imdm_with_k_states_is_p_quantised_to_the_k_power_l_grid():
     p = make_task("align", V=3, L=3).probs
-    noise = MaskLabels("finite", K=2)
+    labels = MaskLabels("finite", K=2)
     grid = np.arange(2 ** 3) / 2 ** 3
     g = exact.partition_and_map(p)
     law = np.zeros_like(p)
     for seq in g(grid):
         law[tuple(seq)] += 1 / 8
-    out = sample(OracleIMDM(p, noise), batch_size=N, length=3, steps=1, mask_id=3, noise=noise,
-                 generator=torch.Generator().manual_seed(3))
+    oracle = OracleIMDM(p, labels)
+    assert oracle.process.mask_id == 3 and oracle.process.labels == labels
+    out = sample(oracle, batch_size=N, length=3, steps=1, generator=torch.Generator().manual_seed(3))
     assert chi_square_pvalue(out.tokens, law) > ALPHA
 
 
@@ -140,7 +139,7 @@ def test_monte_carlo_elbo_estimates_the_entropy():
     cells = torch.multinomial(torch.from_numpy(p.ravel()), 50_000, replacement=True, generator=g)
     x0 = torch.stack(torch.unravel_index(cells, p.shape), dim=1)
     t = sample_times(len(x0), t_min=1e-4, generator=g, dtype=torch.float64)
-    out = elbo(make_oracle("oracle-mdm", p), x0, t, "linear", 3, generator=g)
+    out = elbo(make_oracle("oracle-mdm", p, schedule="linear"), x0, t, generator=g)  # mask id 3 = V
     per_seq = out.per_token.sum(1).numpy()
     se = per_seq.std() / np.sqrt(len(per_seq))
     assert abs(per_seq.mean() - exact.entropy(p)) < 5 * se
@@ -162,7 +161,7 @@ def test_bad_oracle_arguments():
     p = make_task("align", V=3, L=2).probs
     with pytest.raises(ValueError, match="^model:"):
         make_oracle("oracle-arm", p)
-    with pytest.raises(ValueError, match="^noise:"):
+    with pytest.raises(ValueError, match="^labels:"):
         make_oracle("oracle-imdm", p)
     with pytest.raises(ValueError, match="^eps:"):
         make_oracle("oracle-imdm", p, MaskLabels("rand", dim=2))(torch.full((1, 2), 3), torch.zeros(1, 2, 3), None)

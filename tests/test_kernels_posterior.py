@@ -1,4 +1,4 @@
-"""Reverse posteriors: three-way IMDM split, MDM two-way, endpoints, fix_eps; and q_sample."""
+"""Reverse posteriors: three-way IMDM split, MDM two-way, endpoints, fix_eps; and q_sample (drawn or given coins)."""
 import pytest
 import torch
 from hypothesis import given, settings
@@ -77,6 +77,30 @@ def test_q_sample_masks_at_rate_one_minus_alpha(name):
     rate = 1 - get_schedule(name).alpha(t)
     sd = torch.sqrt(rate * (1 - rate) / n)
     assert ((masked.double().mean(1) - rate).abs() <= 5 * sd + 1e-12).all()
+
+
+def test_q_sample_masks_exactly_where_the_given_coins_are_below_one_minus_alpha():
+    # hand case: linear, 1 - alpha_t = t; a coin equal to it is not below it; t = 0 masks nothing
+    x0 = torch.tensor([[1, 2, 3, 4], [5, 6, 0, 1], [2, 2, 2, 2]])
+    t = torch.tensor([0.5, 0.25, 0.0], dtype=torch.float64)
+    coins = torch.tensor([[0.1, 0.5, 0.49, 0.9], [0.25, 0.2, 0.0, 0.99], [0.0, 0.3, 0.6, 0.9]], dtype=torch.float64)
+    g = torch.Generator().manual_seed(3)
+    xt, masked = q_sample(x0, t, "linear", 7, generator=g, coins=coins)
+    want = torch.tensor([[True, False, True, False], [False, True, True, False], [False] * 4])
+    assert torch.equal(masked, want)
+    assert torch.equal(xt, torch.tensor([[7, 2, 7, 4], [5, 7, 7, 1], [2, 2, 2, 2]]))
+    # the coins replace the generator's draw: it is left untouched ...
+    assert torch.equal(torch.rand(5, generator=g), torch.rand(5, generator=torch.Generator().manual_seed(3)))
+    # ... and a generator's coins are the float64 uniforms it would give in that shape
+    drawn = torch.rand(3, 4, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    assert torch.equal(q_sample(x0, t, "linear", 7, coins=drawn)[1],
+                       q_sample(x0, t, "linear", 7, generator=torch.Generator().manual_seed(4))[1])
+    # cosine at t = 1: 1 - alpha = 1 - ALPHA_FLOOR = 0.999 (cos(pi / 2) ~ 6e-17)
+    xt, masked = q_sample(x0[:1], torch.ones(1, dtype=torch.float64), "cosine", 7,
+                          coins=torch.tensor([[0.998, 0.9995, 0.0, 0.99899]], dtype=torch.float64))
+    assert masked.tolist() == [[True, False, True, True]]
+    with pytest.raises(ValueError, match="^coins:"):
+        q_sample(x0, t, "linear", 7, coins=torch.zeros(3, 5, dtype=torch.float64))
 
 
 def test_q_sample_bad_input():

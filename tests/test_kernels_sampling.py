@@ -1,13 +1,22 @@
-"""The ancestral sampler with synthetic denoisers: reveal law, conditioning, cache, seeded eps, bad input."""
+"""The ancestral sampler with synthetic denoisers: reveal law, conditioning, cache, seeded eps, the process and
+length it reads from the denoiser, bad input."""
 import numpy as np
 import pytest
 import torch
 
 from imdm_lab.labels import MaskLabels
+from imdm_lab.process import Process, process_of
 from imdm_lab.sampling import categorical, nucleus, sample
 from imdm_lab.schedules import get_schedule
+from toy_tasks.distributions import make_task
+from toy_tasks.oracle import make_oracle
 
 V = 6
+
+
+def _process(labels=None, schedule="linear", mask_id=V, **kw):
+    """The process of the test's plain denoisers (mask id V unless told)."""
+    return Process(mask_id, schedule=schedule, labels=labels, **kw)
 
 
 def _random_denoiser(C=V, seed=0):
@@ -37,7 +46,7 @@ class Recorder:
 def test_masks_left_before_each_step_follow_the_schedule(name):
     B, L, k = 400, 16, 4
     rec = Recorder(_random_denoiser())
-    sample(rec, batch_size=B, length=L, steps=k, mask_id=V, schedule=name, cache=False,
+    sample(rec, batch_size=B, length=L, steps=k, process=_process(schedule=name), cache=False,
            generator=torch.Generator().manual_seed(3))
     sched = get_schedule(name)
     a = sched.alpha(sched.grid(k)).numpy()
@@ -55,13 +64,13 @@ def test_given_tokens_are_kept_and_only_masks_are_filled():
     given_mask[:, :3] = True   # prefix
     given_mask[:, -2:] = True  # suffix
     given_mask[:, 5] = True    # infilling
-    out = sample(_random_denoiser(), batch_size=8, length=10, steps=3, mask_id=V, given=given,
+    out = sample(_random_denoiser(), batch_size=8, length=10, steps=3, process=_process(), given=given,
                  given_mask=given_mask, generator=g)
     assert torch.equal(out.tokens[given_mask], given[given_mask])
     assert (out.tokens != V).all() and out.tokens.max() < V
     # without given_mask, positions holding the mask id are the ones generated
     partial = torch.where(given_mask, given, torch.full_like(given, V))
-    out2 = sample(_random_denoiser(), batch_size=8, length=10, steps=3, mask_id=V, given=partial,
+    out2 = sample(_random_denoiser(), batch_size=8, length=10, steps=3, process=_process(), given=partial,
                   generator=torch.Generator().manual_seed(5))
     assert torch.equal(out2.tokens[given_mask], given[given_mask]) and (out2.tokens != V).all()
 
@@ -74,8 +83,8 @@ def test_per_sample_t_start_completes_from_its_own_time():
         seen.append(((x == V).sum(1).double(), t.clone()))
         return torch.zeros(*x.shape, V)
     t0 = torch.tensor([1.0, 0.3], dtype=torch.float64)
-    out = sample(den, batch_size=B, length=L, steps=k, mask_id=V, given=torch.full((B, L), V), t_start=t0,
-                 schedule="cosine", cache=False, generator=torch.Generator().manual_seed(6))
+    out = sample(den, batch_size=B, length=L, steps=k, process=_process(schedule="cosine"),
+                 given=torch.full((B, L), V), t_start=t0, cache=False, generator=torch.Generator().manual_seed(6))
     assert (out.tokens != V).all() and len(seen) == k
     assert torch.allclose(seen[0][1].double(), t0) and torch.allclose(seen[1][1].double(), 0.75 * t0)
     # after the first step a position is still masked with probability (1 - alpha_s) / (1 - alpha_t),
@@ -87,28 +96,28 @@ def test_per_sample_t_start_completes_from_its_own_time():
     assert ((frac - stay).abs() <= 5 * torch.sqrt(stay * (1 - stay) / L)).all()
 
 
-@pytest.mark.parametrize("noise", [None, MaskLabels("rand", dim=2), MaskLabels("finite", K=3)],
+@pytest.mark.parametrize("labels", [None, MaskLabels("rand", dim=2), MaskLabels("finite", K=3)],
                          ids=["mdm", "imdm", "finite"])
-def test_cache_gives_identical_samples_with_fewer_calls(noise):
-    kw = dict(batch_size=3, length=5, steps=64, mask_id=V, noise=noise, schedule="loglinear",
+def test_cache_gives_identical_samples_with_fewer_calls(labels):
+    kw = dict(batch_size=3, length=5, steps=64, process=_process(labels, "loglinear"),
               seeds=torch.tensor([1, 2, 3]))
     a = sample(_random_denoiser(), cache=True, generator=torch.Generator().manual_seed(7), **kw)
     b = sample(_random_denoiser(), cache=False, generator=torch.Generator().manual_seed(7), **kw)
     assert torch.equal(a.tokens, b.tokens)
     assert a.nfe < b.nfe <= 64
-    if noise is not None:
+    if labels is not None:
         assert torch.equal(a.eps_final, b.eps_final)
 
 
 def test_seeded_eps_and_resets_are_reproducible_from_the_seed():
-    noise = MaskLabels("rand", dim=3)
+    labels = MaskLabels("rand", dim=3)
     seeds = torch.tensor([10, 20, 30, 40])
     rec = Recorder(_random_denoiser())
-    out = sample(rec, batch_size=4, length=7, steps=8, mask_id=V, noise=noise, seeds=seeds,
-                 schedule="loglinear", cache=False, generator=torch.Generator().manual_seed(8))
-    assert torch.equal(out.eps_init, noise.from_seeds(seeds, 7))
+    out = sample(rec, batch_size=4, length=7, steps=8, process=_process(labels, "loglinear"), seeds=seeds,
+                 cache=False, generator=torch.Generator().manual_seed(8))
+    assert torch.equal(out.eps_init, labels.from_seeds(seeds, 7))
     # every label the denoiser saw is the initial one or a hashed fresh one of (seed, step + 1, position)
-    candidates = torch.stack([noise.from_seeds(seeds, 7, stream=s) for s in range(9)])  # [9, B, L, D]
+    candidates = torch.stack([labels.from_seeds(seeds, 7, stream=s) for s in range(9)])  # [9, B, L, D]
     n_reset = 0
     for j, eps in enumerate(rec.eps):
         match = (candidates[: j + 1] == eps[None]).all(-1)  # [j+1, B, L]
@@ -117,18 +126,18 @@ def test_seeded_eps_and_resets_are_reproducible_from_the_seed():
     assert n_reset > 0
     # the same seeds in another batch order give the same initial labels
     perm = torch.tensor([2, 0, 3, 1])
-    out_p = sample(_random_denoiser(), batch_size=4, length=7, steps=1, mask_id=V, noise=noise,
+    out_p = sample(_random_denoiser(), batch_size=4, length=7, steps=1, process=_process(labels),
                    seeds=seeds[perm])
     assert torch.equal(out_p.eps_init, out.eps_init[perm])
 
 
 def test_fix_eps_keeps_the_initial_labels():
-    noise = MaskLabels("randn", dim=2)
-    out = sample(_random_denoiser(), batch_size=4, length=9, steps=16, mask_id=V, noise=noise,
-                 schedule="loglinear", fix_eps=True, generator=torch.Generator().manual_seed(9))
+    process = _process(MaskLabels("randn", dim=2), "loglinear")
+    out = sample(_random_denoiser(), batch_size=4, length=9, steps=16, process=process,
+                 fix_eps=True, generator=torch.Generator().manual_seed(9))
     assert torch.equal(out.eps_init, out.eps_final)
-    out = sample(_random_denoiser(), batch_size=4, length=9, steps=16, mask_id=V, noise=noise,
-                 schedule="loglinear", generator=torch.Generator().manual_seed(9))
+    out = sample(_random_denoiser(), batch_size=4, length=9, steps=16, process=process,
+                 generator=torch.Generator().manual_seed(9))
     assert not torch.equal(out.eps_init, out.eps_final)
 
 
@@ -137,7 +146,7 @@ def test_greedy_last_step_takes_the_argmax():
 
     def den(x, eps, t):
         return logits.expand(*x.shape, 3)
-    out = sample(den, batch_size=5, length=4, steps=1, mask_id=3, last_step="greedy")
+    out = sample(den, batch_size=5, length=4, steps=1, process=_process(mask_id=3), last_step="greedy")
     assert (out.tokens == 1).all()
 
 
@@ -147,7 +156,7 @@ def test_float32_and_float64_draws_agree_in_law():
     def den(x, eps, t):
         return p.log().expand(*x.shape, 4)
     for dtype in (torch.float64, torch.float32):
-        out = sample(den, batch_size=100, length=200, steps=1, mask_id=4, dtype=dtype,
+        out = sample(den, batch_size=100, length=200, steps=1, process=_process(mask_id=4), dtype=dtype,
                      generator=torch.Generator().manual_seed(10))
         freq = torch.bincount(out.tokens.flatten(), minlength=4).double() / 20000
         assert ((freq - p.double()).abs() <= 5 * torch.sqrt(p.double() * (1 - p.double()) / 20000)).all()
@@ -168,7 +177,7 @@ def test_temperature_sharpens_x0_hat():
 
     def den(x, eps, t):
         return p.log().expand(*x.shape, 2)
-    out = sample(den, batch_size=100, length=100, steps=1, mask_id=2, temperature=0.5,
+    out = sample(den, batch_size=100, length=100, steps=1, process=_process(mask_id=2), temperature=0.5,
                  generator=torch.Generator().manual_seed(12))
     q1 = 0.8 ** 2 / (0.8 ** 2 + 0.2 ** 2)
     assert abs(out.tokens.double().mean() - q1) < 5 * (q1 * (1 - q1) / 1e4) ** 0.5
@@ -181,14 +190,96 @@ def test_temperature_sharpens_x0_hat():
     (dict(batch_size=0), "batch_size"), (dict(t_start=1.5), "t_start"),
     (dict(given=torch.tensor([[9, V, V], [0, 1, V]])), "given"), (dict(given=torch.zeros(2, 4, dtype=torch.long)), "given"),
     (dict(given_mask=torch.ones(2, 3, dtype=torch.bool)), "given_mask"),
-    (dict(noise=MaskLabels("rand", dim=2), seeds=torch.tensor([1])), "seeds"),
-    (dict(dtype=torch.float16), "dtype"), (dict(mask_id=-1), "mask_id")])
+    (dict(labels=MaskLabels("rand", dim=2), seeds=torch.tensor([1])), "seeds"),
+    (dict(dtype=torch.float16), "dtype"), (dict(mask_id=-1), "mask_id"), (dict(cache=1), "cache"),
+    (dict(process="linear"), "process")])
 def test_bad_sampler_arguments(kwargs, word):
-    args = dict(batch_size=2, length=3, steps=2, mask_id=V) | kwargs
+    # mask id, schedule and labels are the process's: a bad one is refused where the process is built
+    proc_kw = {k: kwargs.pop(k) for k in ("mask_id", "schedule", "labels") if k in kwargs}
+    args = dict(batch_size=2, length=3, steps=2) | kwargs
     with pytest.raises(ValueError, match=f"^{word}:"):
+        args.setdefault("process", _process(**proc_kw))
         sample(lambda x, eps, t: torch.zeros(*x.shape, V), **args)
 
 
 def test_wrong_denoiser_output_is_reported():
     with pytest.raises(ValueError, match="^denoiser:"):
-        sample(lambda x, e, t: torch.zeros(2, 3), batch_size=2, length=3, steps=1, mask_id=V)
+        sample(lambda x, e, t: torch.zeros(2, 3), batch_size=2, length=3, steps=1, process=_process())
+
+
+class _Carrier:
+    """A denoiser that carries its process, as every model of the project does."""
+
+    def __init__(self, process, length=None):
+        self.process, self.inner = process, _random_denoiser()
+        if length is not None:
+            self.length = length
+
+    def __call__(self, x, eps, t):
+        return self.inner(x, eps, t)
+
+
+def test_process_of_reads_the_model_and_refuses_a_missing_or_different_process():
+    own = _process(MaskLabels("rand", dim=2), "cosine")
+    model = _Carrier(own)
+    assert process_of(model) is own and process_of(model, Process(V, "cosine", MaskLabels("rand", dim=2))) == own
+    wrapped = torch.nn.Module()  # a DDP / compile wrapper holds the model as .module
+    wrapped.module = model
+    assert process_of(wrapped) is own
+    plain = _random_denoiser()
+    assert process_of(plain, own) is own
+    with pytest.raises(ValueError, match="^process:"):
+        process_of(plain)
+    for other in (Process(V + 1, "cosine", own.labels), Process(V, "linear", own.labels), Process(V, "cosine"),
+                  Process(V, "cosine", own.labels, time_conditioning=True)):
+        with pytest.raises(ValueError, match="^process: expected the denoiser's own process"):
+            process_of(model, other)
+    # the sampler reads the process the same way
+    with pytest.raises(ValueError, match="^process:"):
+        sample(plain, batch_size=2, length=3, steps=2)
+    with pytest.raises(ValueError, match="^process:"):
+        sample(model, batch_size=2, length=3, steps=2, process=Process(V + 1, "cosine", own.labels))
+    with pytest.raises(ValueError, match="^length:"):
+        sample(model, batch_size=2, steps=2)  # the model records no .length and no `given` is passed
+
+
+def test_a_time_conditioned_process_refuses_the_cache_and_calls_the_network_every_step():
+    kw = dict(batch_size=3, length=5, steps=64, seeds=torch.tensor([1, 2, 3]))
+    timed = _process(MaskLabels("rand", dim=2), "loglinear", time_conditioning=True)
+    with pytest.raises(ValueError, match="^cache:"):
+        sample(_random_denoiser(), process=timed, cache=True, **kw)
+    with pytest.raises(ValueError, match="^cache:"):
+        sample(_Carrier(timed), cache=True, **kw)
+    # the default follows the process: no reuse when the network reads t, reuse otherwise
+    rec = Recorder(_random_denoiser())
+    a = sample(rec, process=timed, generator=torch.Generator().manual_seed(7), **kw)
+    b = sample(_random_denoiser(), process=timed, cache=False, generator=torch.Generator().manual_seed(7), **kw)
+    assert torch.equal(a.tokens, b.tokens) and a.nfe == b.nfe == len(rec.masked)
+    untimed = _process(MaskLabels("rand", dim=2), "loglinear")
+    c = sample(_random_denoiser(), process=untimed, generator=torch.Generator().manual_seed(7), **kw)
+    d = sample(_random_denoiser(), process=untimed, cache=True, generator=torch.Generator().manual_seed(7), **kw)
+    assert torch.equal(c.tokens, a.tokens) and torch.equal(c.tokens, d.tokens) and c.nfe == d.nfe < a.nfe
+
+
+@pytest.mark.parametrize("model, labels", [("oracle-mdm", None), ("oracle-imdm", MaskLabels("rand", dim=2))],
+                         ids=["mdm", "imdm"])
+def test_an_oracle_is_sampled_with_its_own_length_and_process(model, labels):
+    p = make_task("markov", V=3, L=3, seed=1).probs
+    oracle = make_oracle(model, p, labels, schedule="cosine")
+    assert oracle.process == Process(3, "cosine", labels) and oracle.length == 3
+    kw = dict(batch_size=64, steps=4, seeds=torch.arange(64) + 5)
+    own = sample(oracle, generator=torch.Generator().manual_seed(13), **kw)
+    told = sample(oracle, length=3, process=oracle.process, generator=torch.Generator().manual_seed(13), **kw)
+    assert own.tokens.shape == (64, 3) and (own.tokens < 3).all()
+    assert torch.equal(own.tokens, told.tokens) and own.nfe == told.nfe
+    assert (own.eps_final is None) == (labels is None)
+    if labels is not None:
+        assert torch.equal(own.eps_init, told.eps_init) and torch.equal(own.eps_final, told.eps_final)
+
+
+def test_the_length_is_the_callers_else_that_of_given_else_the_models():
+    model = _Carrier(_process(), length=7)
+    kw = dict(batch_size=2, steps=2, generator=torch.Generator().manual_seed(14))
+    assert sample(model, **kw).tokens.shape == (2, 7)
+    assert sample(model, given=torch.full((2, 5), V), **kw).tokens.shape == (2, 5)
+    assert sample(model, length=4, **kw).tokens.shape == (2, 4)

@@ -13,14 +13,14 @@ from toy_tasks.oracle import OracleIMDM, OracleMDM
 V, L = 4, 3
 
 
-def _base(noise):
-    return noise.draw(1, L, generator=torch.Generator().manual_seed(0))[0]
+def _base(labels):
+    return labels.draw(1, L, generator=torch.Generator().manual_seed(0))[0]
 
 
 def test_slice_varies_exactly_the_two_chosen_entries_on_cell_midpoints():
-    noise = MaskLabels("rand", dim=2, scale=0.5)
-    base = _base(noise)
-    eps, (a, b) = label_slice(noise, L, ((0, 1), (2, 0)), n=4, base=base)
+    labels = MaskLabels("rand", dim=2, scale=0.5)
+    base = _base(labels)
+    eps, (a, b) = label_slice(labels, L, ((0, 1), (2, 0)), n=4, base=base)
     assert eps.shape == (16, L, 2)
     assert np.allclose(a, [-0.375, -0.125, 0.125, 0.375]) and np.allclose(a, b)
     grid = eps.view(4, 4, L, 2)
@@ -35,10 +35,10 @@ def test_partition_and_map_oracle_cuts_the_slice_into_V_bands_of_its_read_coordi
     # The oracle reads u = (eps[position 0, coordinate 0] + 1) / 2 and outputs the constant sequence
     # floor(u V): V vertical bands of equal width, whatever the other coordinate.
     p = make_task("align", V=V, L=L).probs
-    noise = MaskLabels("rand", dim=2)
+    labels = MaskLabels("rand", dim=2)
     n = 8
-    eps, (a, _) = label_slice(noise, L, ((0, 0), (1, 0)), n=n, base=_base(noise))
-    seqs, logp = one_step_modes(OracleIMDM(p, noise), eps, mask_id=V, chunk=5)
+    eps, (a, _) = label_slice(labels, L, ((0, 0), (1, 0)), n=n, base=_base(labels))
+    seqs, logp = one_step_modes(OracleIMDM(p, labels), eps, mask_id=V, chunk=5)
     assert torch.equal(logp, torch.zeros(n * n, dtype=torch.float64))  # a deterministic one-step output
     seqs = seqs.numpy()
     ids = support_index(seqs, np.repeat(np.arange(V)[:, None], L, axis=1)).reshape(n, n)
@@ -48,8 +48,8 @@ def test_partition_and_map_oracle_cuts_the_slice_into_V_bands_of_its_read_coordi
 
 def test_a_denoiser_without_labels_outputs_no_likely_sequence_and_off_support_rows_get_minus_one():
     p = make_task("align", V=V, L=L).probs
-    noise = MaskLabels("randn", dim=3)
-    eps, _ = label_slice(noise, L, ((0, 0), (0, 1)), n=3, base=_base(noise))
+    labels = MaskLabels("randn", dim=3)
+    eps, _ = label_slice(labels, L, ((0, 0), (0, 1)), n=3, base=_base(labels))
     seqs, logp = one_step_modes(OracleMDM(p), eps, mask_id=V)  # uniform marginals: argmax is token 0
     assert torch.equal(seqs, torch.zeros(9, L, dtype=torch.int64))
     assert torch.allclose(logp, torch.full((9,), -L * np.log(V), dtype=torch.float64))  # (1/V)^L
@@ -65,7 +65,7 @@ def test_a_denoiser_without_labels_outputs_no_likely_sequence_and_off_support_ro
     (dict(axes=(0, 0)), "^axes: expected two"),
 ])
 def test_bad_input_names_the_argument(kwargs, message):
-    noise = MaskLabels("rand", dim=2)
-    args = dict(noise=noise, length=L, axes=((0, 0), (1, 0)), n=4, base=_base(noise)) | kwargs
+    labels = MaskLabels("rand", dim=2)
+    args = dict(noise=labels, length=L, axes=((0, 0), (1, 0)), n=4, base=_base(labels)) | kwargs
     with pytest.raises(ValueError, match=message):
         label_slice(**args)
