@@ -49,7 +49,10 @@ def q_sample(x0: torch.Tensor, t, schedule: str | Schedule, mask_id: int,
     t = check_times(t, x0.shape[0], validate=validate).to(device=x0.device, dtype=torch.float64)
     if coins is None:
         coins = generator_draw(torch.rand, x0.shape, generator=generator, device=x0.device, dtype=torch.float64)
-    elif not isinstance(coins, torch.Tensor) or tuple(coins.shape) != tuple(x0.shape):
+    elif not isinstance(coins, torch.Tensor) or not coins.is_floating_point() \
+            or tuple(coins.shape) != tuple(x0.shape):
         raise ValueError(f"coins: expected a float tensor of shape {tuple(x0.shape)}")
+    elif validate and not bool(((coins >= 0) & (coins < 1)).all()):  # NaN fails both comparisons
+        raise ValueError("coins: expected uniforms in [0, 1)")
     masked = coins.to(x0.device) < (1.0 - sched.alpha(t))[:, None]
     return torch.where(masked, torch.full_like(x0, mask_id), x0), masked

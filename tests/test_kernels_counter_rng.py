@@ -250,3 +250,10 @@ def test_hashed_perturbation_has_the_masking_law_of_the_mask_schedule():
                              hashed=True, t_min=0.6, generator=torch.Generator().manual_seed(7))
     # the same hashed uniform per seed, mapped onto [0.6, 1] instead of [0.2, 1]
     assert float(low.t.min()) >= 0.6 and torch.allclose((low.t - 0.6) / 0.4, (t[:500] - 0.2) / 0.8, atol=1e-12)
+
+
+def test_hashed_perturbation_refuses_a_t_min_outside_the_unit_interval():
+    teacher = lambda x, eps, t: torch.zeros(*x.shape, 3)  # noqa: E731
+    with pytest.raises(ValueError, match=r"^t_min: expected a number in \[0, 1\)"):
+        perturbed_coupling(teacher, torch.zeros(2, 3, dtype=torch.long), steps=1, process=Process(3),
+                           t_min=1.5, seeds=torch.arange(2), hashed=True)

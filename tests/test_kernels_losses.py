@@ -187,3 +187,16 @@ def test_eps_coupling_loss_at_given_times_is_the_loss_whose_generator_drew_them(
     given = eps_coupling_loss(student, teacher, x0, t=t, generator=g, **kw)
     assert torch.isfinite(drawn) and torch.equal(given, drawn)
     assert torch.equal(t, kept)  # the fully masked rows (t = 1) are set on a copy, not on the caller's times
+
+
+def test_sdtt_loss_takes_one_time_for_the_whole_batch_as_a_number():
+    C, B, L = 5, 4, 6
+    kw = dict(k=2, process=Process(C, "linear"))
+    student, teacher = _time_denoiser(C, 1), _time_denoiser(C, 2)
+    x0 = torch.randint(0, C, (B, L), generator=torch.Generator().manual_seed(3))
+    number = sdtt_loss(student, teacher, x0, 0.125, t=0.5, generator=torch.Generator().manual_seed(4), **kw)
+    tensor = sdtt_loss(student, teacher, x0, 0.125, t=torch.full((B,), 0.5),
+                       generator=torch.Generator().manual_seed(4), **kw)
+    assert torch.equal(number, tensor)
+    with pytest.raises(ValueError, match=r"^t: expected times in \[0, 1\]"):
+        sdtt_loss(student, teacher, x0, 0.125, t=1.5, **kw)

@@ -110,3 +110,11 @@ def test_q_sample_bad_input():
         q_sample(torch.zeros(2, 3), torch.tensor([0.5, 0.5]), "linear", 4)
     with pytest.raises(ValueError, match="^schedule:"):
         q_sample(torch.zeros(2, 3, dtype=torch.long), 0.5, "quadratic", 4)
+
+
+@pytest.mark.parametrize("coins, word", [(torch.zeros(2, 3, dtype=torch.long), "float tensor"),
+                                         (torch.full((2, 3), float("nan")), r"\[0, 1\)"),
+                                         (torch.full((2, 3), 1.0), r"\[0, 1\)")])
+def test_q_sample_refuses_coins_that_are_not_uniforms(coins, word):
+    with pytest.raises(ValueError, match=f"^coins: expected.*{word}"):
+        q_sample(torch.zeros(2, 3, dtype=torch.long), 0.5, "linear", 9, coins=coins)

@@ -58,7 +58,7 @@ def test_a_denoiser_without_labels_outputs_no_likely_sequence_and_off_support_ro
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(noise=MaskLabels("finite", K=4)), "^noise: expected continuous labels"),
+    (dict(labels=MaskLabels("finite", K=4)), "^labels: expected continuous labels"),
     (dict(n=1), "^n: expected an integer >= 2"),
     (dict(axes=((0, 0), (3, 0))), "^axes: expected positions in"),
     (dict(axes=((0, 0), (0, 0))), "^axes: expected two different entries"),
@@ -66,6 +66,13 @@ def test_a_denoiser_without_labels_outputs_no_likely_sequence_and_off_support_ro
 ])
 def test_bad_input_names_the_argument(kwargs, message):
     labels = MaskLabels("rand", dim=2)
-    args = dict(noise=labels, length=L, axes=((0, 0), (1, 0)), n=4, base=_base(labels)) | kwargs
+    args = dict(labels=labels, length=L, axes=((0, 0), (1, 0)), n=4, base=_base(labels)) | kwargs
     with pytest.raises(ValueError, match=message):
         label_slice(**args)
+
+
+def test_oracle_imdm_refuses_sequences_of_another_length():
+    labels = MaskLabels("rand", dim=1)
+    oracle = OracleIMDM(make_task("align", V=3, L=3).probs, labels)
+    with pytest.raises(ValueError, match=r"^x_t: expected a Long\[B, 3\] tensor"):
+        oracle(torch.full((2, 5), 3), labels.draw(2, 5), torch.ones(2))

@@ -1,6 +1,6 @@
 """Two-dimensional slices of label space: what a one-step IMDM outputs as two label coordinates vary.
 
-    eps, (a, b) = label_slice(noise, L, axes=((0, 0), (1, 0)), n=101, base=noise.draw(1, L, generator=g)[0])
+    eps, (a, b) = label_slice(labels, L, axes=((0, 0), (1, 0)), n=101, base=labels.draw(1, L, generator=g)[0])
     seqs, logp = one_step_modes(model, eps, mask_id=V)  # Long[n*n, L] row-major over (a, b), Float[n*n]
     ids = support_index(seqs, support)                  # index of each row in the support, -1 elsewhere
 
@@ -17,32 +17,32 @@ from imdm_lab.checks import check_int
 from imdm_lab.losses import subs_log_probs
 from imdm_lab.labels import MaskLabels
 
-# Half-width of the plotted range of one label coordinate, in units of noise.scale, per label kind.
+# Half-width of the plotted range of one label coordinate, in units of labels.scale, per label kind.
 HALF_WIDTH = {"rand": 1.0, "randn": 3.0, "learnable": 3.0}
 
 
-def label_slice(noise: MaskLabels, length: int, axes, n: int, base: torch.Tensor):
+def label_slice(labels: MaskLabels, length: int, axes, n: int, base: torch.Tensor):
     """Labels on an n x n grid over two coordinates, every other coordinate fixed to `base`.
 
     axes: ((position, coordinate), (position, coordinate)), the two varied entries of eps; base:
     Float[L, D]. The grid takes the midpoints of n equal cells of [-h, h] (h = HALF_WIDTH * scale), so
     no point lies on a cell edge. Returns (eps Float[n*n, L, D] with the first axis varying slowest,
     (a, b) the Float64[n] coordinate values of each axis)."""
-    if noise.kind not in HALF_WIDTH:
-        raise ValueError(f"noise: expected continuous labels ({', '.join(HALF_WIDTH)}), got {noise.kind!r}")
+    if labels.kind not in HALF_WIDTH:
+        raise ValueError(f"labels: expected continuous labels ({', '.join(HALF_WIDTH)}), got {labels.kind!r}")
     n = check_int("n", n, 2)
-    noise.check(base[None], 1, length)
+    labels.check(base[None], 1, length)
     try:
         (p0, d0), (p1, d1) = axes
     except (TypeError, ValueError):
         raise ValueError(f"axes: expected two (position, coordinate) pairs, got {axes!r}") from None
     for p, d in ((p0, d0), (p1, d1)):
-        if not (0 <= p < length and 0 <= d < noise.dim):
-            raise ValueError(f"axes: expected positions in [0, {length}) and coordinates in [0, {noise.dim}), "
+        if not (0 <= p < length and 0 <= d < labels.dim):
+            raise ValueError(f"axes: expected positions in [0, {length}) and coordinates in [0, {labels.dim}), "
                              f"got {axes!r}")
     if (p0, d0) == (p1, d1):
         raise ValueError(f"axes: expected two different entries, got {axes!r}")
-    h = HALF_WIDTH[noise.kind] * noise.scale
+    h = HALF_WIDTH[labels.kind] * labels.scale
     values = -h + h * (2 * np.arange(n) + 1) / n
     eps = base.expand(n * n, *base.shape).clone()
     grid = torch.tensor(values, dtype=eps.dtype)

@@ -75,6 +75,8 @@ class OracleIMDM:
         self.g = partition_and_map(self.tables)
 
     def __call__(self, x_t: torch.Tensor, eps, t) -> torch.Tensor:
+        if x_t.dim() != 2 or x_t.shape[1] != self.L:
+            raise ValueError(f"x_t: expected a Long[B, {self.L}] tensor, got shape {tuple(x_t.shape)}")
         labels = self.process.labels
         labels.check(eps, *x_t.shape)
         u = U_FROM_EPS[labels.kind](eps, labels).clamp(0.0, BELOW_ONE)

@@ -28,7 +28,7 @@ import torch
 from imdm_lab.counter_rng import generator_draw
 from imdm_lab.labels import BELOW_ONE, MaskLabels
 from imdm_lab.losses import subs_log_probs
-from imdm_lab.masking import q_sample
+from imdm_lab.masking import check_times, q_sample
 from imdm_lab.process import Process, process_of
 
 
@@ -140,7 +140,7 @@ def eps_coupling_loss(student: Callable, teacher: Callable, x0: torch.Tensor, *,
     if t is None:
         t = generator_draw(torch.rand, B, generator=generator, device=dev, dtype=torch.float64)
     else:
-        t = t.to(device=dev, dtype=torch.float64, copy=True)
+        t = check_times(t, B).to(device=dev, dtype=torch.float64, copy=True)
     t[: int(round(full_mask_fraction * B))] = 1.0
     x_t, masked = q_sample(x0, t, proc.schedule, mask_id, generator=generator)
     labels = proc.labels

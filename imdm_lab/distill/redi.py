@@ -58,6 +58,8 @@ def perturbed_coupling(teacher: Callable, x0: torch.Tensor, *, steps: int, proce
     proc = process_of(teacher, process)
     N, L = x0.shape
     t_min = proc.t_min if t_min is None else t_min
+    if isinstance(t_min, bool) or not isinstance(t_min, (int, float)) or not 0.0 <= t_min < 1.0:
+        raise ValueError(f"t_min: expected a number in [0, 1), got {t_min!r}")
     if seeds is not None and (not isinstance(seeds, torch.Tensor) or seeds.dtype != torch.int64
                               or tuple(seeds.shape) != (N,)):
         raise ValueError(f"seeds: expected a Long tensor of shape {(N,)}")

@@ -17,7 +17,7 @@ import torch
 from imdm_lab.checks import check_int
 from imdm_lab.losses import divergence, subs_log_probs
 from imdm_lab.counter_rng import generator_draw
-from imdm_lab.masking import q_sample
+from imdm_lab.masking import check_times, q_sample
 from imdm_lab.posterior import mdm_coefficients
 from imdm_lab.process import Process, process_of
 from imdm_lab.sampling import categorical
@@ -82,6 +82,7 @@ def sdtt_loss(student: Callable, teacher: Callable, x0: torch.Tensor, dt: float,
     B, L = x0.shape
     if t is None:
         t = sample_times(B, proc.t_min, antithetic=True, generator=generator, device=x0.device)
+    t = check_times(t, B).to(x0.device)
     x_t, masked = q_sample(x0, t, proc.schedule, proc.mask_id, generator=generator)
     eps = proc.draw_labels(B, L, generator=generator, device=x0.device)
     target = teacher_targets(teacher, x_t, eps, t, dt, k=k, process=proc, generator=generator)
