@@ -1,4 +1,6 @@
-"""The layering of `scale`, read from the source (ast): scale/commands/ holds one module per command of
+"""The layering of the project, read from the source (ast): imdm_lab imports no other part of the project,
+toy_tasks only imdm_lab, the scale library only imdm_lab (docs/architecture.md); scale/commands/ holds one
+module per command of
 the registry scale.cli.COMMANDS, each defining only add_arguments, run and private helpers; no command
 module imports another; no library module (scale, imdm_lab) imports a command module or the registry;
 no function below the command layer takes the parsed arguments (a parameter named `args` or annotated
@@ -104,3 +106,17 @@ def test_the_rule_reader_sees_what_it_should():
     path = COMMAND_DIR / "pipeline.py"
     assert {"scale.cli", "scale.pipeline.plan"} <= imported(path)
     assert _namespace_parameters(path) == ["scale.commands.pipeline:run(args)"]
+
+
+# part -> the project packages it may import besides itself (docs/architecture.md)
+MAY_IMPORT = {"imdm_lab": set(), "toy_tasks": {"imdm_lab"}, "scale": {"imdm_lab"}}
+PROJECT = ("imdm_lab", "toy_tasks", "scale", "notebooks", "benchmarks")
+
+
+@pytest.mark.parametrize("part", sorted(MAY_IMPORT))
+def test_each_part_imports_only_the_parts_below_it(part):
+    allowed = MAY_IMPORT[part] | {part}
+    offenders = {module_name(p): sorted(n for n in imported(p) if n.split(".")[0] in PROJECT
+                                        and n.split(".")[0] not in allowed)
+                 for p in sorted((ROOT / part).rglob("*.py"))}
+    assert {m: names for m, names in offenders.items() if names} == {}
