@@ -89,7 +89,8 @@ def elbo(denoiser: Callable, x0: torch.Tensor, t, *, process: Process | None = N
     efficient=True: the denoiser returns the SUBS NLL itself, `denoiser(x_t, eps, t, targets=..., validate=...)
     -> Float[B, L]` with targets = x0 at masked positions and IGNORE elsewhere (imdm_lab.head_nll), so the
     full [B, L, C] log-probabilities are never formed; the same draws, the same value.
-    validate=False: x0 and t are trusted (checked once by the caller), nothing is read back to the host.
+    validate=False: x0 and t are trusted (checked once by the caller), nothing is read back to the host;
+    the denoiser is then called with validate=False too (it must take that keyword, as scale's DiT does).
     Returns per-token losses Float[B, L] and their mean over all B * L tokens."""
     proc = process_of(denoiser, process)
     schedule, mask_id, labels = proc.schedule, proc.mask_id, proc.labels
@@ -110,7 +111,8 @@ def elbo(denoiser: Callable, x0: torch.Tensor, t, *, process: Process | None = N
             raise ValueError(f"denoiser: expected a float NLL of shape {(B, L)} for targets=, got {got}")
         per_token = weighted_nll(nll, masked, t, schedule)
     else:
-        logits = denoiser(x_t, eps, t)
+        # a caller that trusts its inputs tells the denoiser too (it takes `validate=`, as the DiT does)
+        logits = denoiser(x_t, eps, t) if validate else denoiser(x_t, eps, t, validate=False)
         logp = subs_log_probs(logits, x_t, mask_id, validate=validate)
         per_token = elbo_terms(logp, x0, masked, t, schedule)
     return ElboOutput(per_token, per_token.mean())

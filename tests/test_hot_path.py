@@ -4,12 +4,13 @@ the chunked ELBO compiles as one graph.
 A read-back is any Python-level conversion of a tensor to a host value: item(), bool / int / float
 (an `if` on a tensor), tolist(). They are counted by patching those methods around the step."""
 import contextlib
+import functools
 from collections import Counter
 
 import pytest
 import torch
 
-from imdm_lab.losses import IGNORE, weighted_nll
+from imdm_lab.losses import IGNORE, elbo, weighted_nll
 from imdm_lab.labels import MaskLabels
 from imdm_lab.process import Process
 from imdm_lab.masking import q_sample
@@ -175,3 +176,22 @@ def test_a_dense_dit_sampler_step_reads_nothing_back_once_told_the_ids_are_check
     assert all(kw == ({} if revalidate else {"validate": False}) for kw in calls[1:])
     with pytest.raises(ValueError, match="^revalidate:"):
         sample(denoiser, batch_size=3, length=12, steps=4, process=model.process, revalidate=None)
+
+
+@pytest.mark.parametrize("efficient", [False, True])
+def test_a_trusted_elbo_on_the_dit_reads_nothing_back_and_a_checked_one_does(efficient):
+    """validate=False: neither the kernel nor the DiT (told validate=False) reads a tensor back, on the
+    full-logits path and on the chunked one over all rows (the masked-rows chunking selects its rows with
+    one sync by design); validate=True checks x0, t and the ids of x_t (reads)."""
+    torch.manual_seed(0)
+    model = DiT(DiTConfig(vocab_size=20, mask_id=20, labels="rand", label_dim=4, dropout=0.0))
+    x0 = torch.randint(0, 20, (4, 16), generator=torch.Generator().manual_seed(1))
+    counts = {}
+    for validate in (True, False):
+        with counting_read_backs() as seen:
+            den = functools.partial(model, head_rows="all") if efficient else model
+            out = elbo(den, x0, torch.full((4,), 0.5), process=model.process,
+                       generator=torch.Generator().manual_seed(2), efficient=efficient, validate=validate)
+        counts[validate] = sum(seen[k] for k in READ_BACKS) + seen["nonzero"]
+        assert torch.isfinite(out.mean)
+    assert counts[False] == 0 and counts[True] > 0, counts
