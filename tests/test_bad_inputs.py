@@ -228,7 +228,7 @@ VOCAB, MASK, LENGTH = 10, 10, 4
 
 
 def _coupling(folder: Path, n: int = 6, shard_size: int = 4) -> Path:
-    """A coupling folder written by hand in the redi-data layout: x_t keeps x_0 where not masked."""
+    """A coupling folder written by hand in the layout of `python -m scale coupling`: x_t keeps x_0 where not masked."""
     rng = np.random.default_rng(0)
     folder.mkdir()
     (folder / "meta.json").write_text(json.dumps({"format": FORMAT, "n": n, "shard_size": shard_size,

@@ -170,7 +170,7 @@ def test_eps_path_adaptation():
 
 @pytest.mark.parametrize("argv,word", [
     (["distill", "--method", "nope", "--out", "x"], "--method: expected one of"),
-    (["distill", "--method", "imdm-redi", "--out", "x"], "--coupling: expected a redi-data folder"),
+    (["distill", "--method", "imdm-redi", "--out", "x"], "--coupling: expected a coupling folder"),
     (["distill", "--method", "imdm-sdtt", "--out", "x"], "--teacher: expected a checkpoint folder"),
     (["pipeline", "--preset", "nope", "--out", "x"], "--preset: expected one of"),
     (["pipeline", "--preset", "owt", "--out", "x"], "--mdlm: preset 'owt' starts from an MDLM"),

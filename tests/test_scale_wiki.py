@@ -103,7 +103,7 @@ def test_the_plan_reads_each_stage_from_the_one_it_needs(monkeypatch):
     steps = dict(pipeline.plan(**_args()))
     assert steps["redi"][:5] == ["distill", "--method", "redi", "--coupling", "runs/w/coupling-mdlm"]
     assert steps["imredi"][:5] == ["distill", "--method", "imdm-redi", "--coupling", "runs/w/coupling"]
-    assert steps["coupling"][:3] == ["redi-data", "--teacher", "runs/w/imsdtt"]
+    assert steps["coupling"][:3] == ["coupling", "--teacher", "runs/w/imsdtt"]
     ckpts = steps["evaluate"][steps["evaluate"].index("--ckpt") + 1:steps["evaluate"].index("--steps")]
     assert ckpts == [f"runs/w/{c}" for c in CHECKPOINTS]
     assert steps["evaluate"][steps["evaluate"].index("--judge") + 1] == "runs/w/judge"
