@@ -3,8 +3,9 @@
 For every checkpoint (EMA weights) and step count k:
 - n unconditional samples from the shared ancestral sampler (float64 draws, seeded labels, ancestral
   last step, temperature 1), drawn in batches by scale.samples.draw (the seed recipe of `scale sample`
-  and of the training-time samples: the same seed and batch size give the same tokens); `nfe` is the mean number of network calls a sample
-  saw, `seconds_per_sample` the sampling wall time (no scoring) divided by n;
+  and of the training-time samples: the same seed and batch size give the same tokens); `nfe` is the
+  mean number of network calls a sample saw, `seconds_per_sample` the sampling wall time (no scoring)
+  divided by n;
 - `gen_ppl`: generative perplexity under the judge (scale.metrics.gen_ppl: decode with the model's
   tokenizer, retokenise with the judge's, truncate to the model's length, score in chunks of the
   judge's context, corpus-level exp(mean NLL)); `entropy`: mean per-sample unigram entropy of the

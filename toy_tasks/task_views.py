@@ -1,9 +1,9 @@
 """What an experiment needs to know about a task: its support, how to sample data, and the exact curves.
 
 A joint small enough for the exact engine is enumerated (`JointView`). `align` beyond the engine's memory
-budget (`imdm_lab.exact.check_size`; the paper's V = 50 000, L = 10) is described in closed form (`AlignView`): the support is the V
-constant sequences, TC = (L - 1) ln V, and the k-step exact MDM puts mass P_k(all equal) / V on each of
-them (`exact.align_success`), so KL(p || p_k) = -ln P_k(all equal).
+budget (`imdm_lab.exact.check_size`; the paper's V = 50 000, L = 10) is described in closed form
+(`AlignView`): the support is the V constant sequences, TC = (L - 1) ln V, and the k-step exact MDM puts
+mass P_k(all equal) / V on each of them (`exact.align_success`), so KL(p || p_k) = -ln P_k(all equal).
 """
 from __future__ import annotations
 
