@@ -1,4 +1,4 @@
-"""The perturbed coupling of ReDi / IM-ReDi (`python -m scale redi-data`), written as resumable shards.
+"""The perturbed coupling of ReDi / IM-ReDi (`python -m scale coupling`), written as resumable shards.
 
 Sample i of a coupling of n (imdm-reference sec. 5.2):
 1. x_0^data = training block rows[i] (a fixed random subset of the teacher's training split, drawn
@@ -105,7 +105,7 @@ def generate(teacher: str | Path, out: str | Path, *, n: int, steps: int, fix_ep
     clean_dead_writers(out, todo)
     dtype = token_dtype(cfg.vocab_size)
     # counts this process's samples (not shards: one shard of teacher rollouts can take hours)
-    bar = tqdm(total=sum(min(shard_size, n - s * shard_size) for s in todo), desc="redi-data samples",
+    bar = tqdm(total=sum(min(shard_size, n - s * shard_size) for s in todo), desc="coupling samples",
                unit="sample", disable=not (rt.main and progress))
     for s in todo:
         index = np.arange(s * shard_size, min((s + 1) * shard_size, n), dtype=np.int64)
@@ -171,7 +171,7 @@ def _load_field(shard: Path, key: str, rows: int, length: int) -> np.ndarray:
     """One array of a shard, refused unless it is a plain .npy (no pickles) of the field's kind and shape."""
     path = shard / f"{key}.npy"
     if not path.is_file():
-        raise ValueError(f"coupling: {shard.name} lacks {key}.npy; rerun redi-data after removing {shard}")
+        raise ValueError(f"coupling: {shard.name} lacks {key}.npy; rerun `python -m scale coupling` after removing {shard}")
     try:
         value = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as err:
@@ -209,7 +209,7 @@ class Coupling:
         path = folder / "meta.json"
         if not path.is_file():
             raise ValueError(f"coupling: {str(folder)!r} holds no meta.json; expected a folder written by "
-                             f"`python -m scale redi-data`")
+                             f"`python -m scale coupling`")
         try:
             self.meta = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -223,7 +223,7 @@ class Coupling:
         missing = [p.name for p in shards if not p.is_dir()]
         if missing:
             raise ValueError(f"coupling: {folder} is incomplete ({len(missing)} of {len(shards)} shards "
-                             f"missing, e.g. {missing[0]}); rerun the same redi-data command to finish it")
+                             f"missing, e.g. {missing[0]}); rerun the same coupling command to finish it")
         loaded = []
         for s, shard in enumerate(shards):
             rows = min(size, n - s * size)

@@ -11,7 +11,7 @@ Methods (METHODS):
   (1024 -> 512 -> ... -> 8 is 7 rounds). At each round boundary the teacher takes the student's raw
   weights and the student is saved to `rounds/`. IM-SDTT draws one eps per position, keeps it over the
   teacher's rollout (no resets) and gives the student the same eps.
-- `redi` / `imdm-redi`: fine-tuning on a coupling of `python -m scale redi-data`: the ELBO-weighted
+- `redi` / `imdm-redi`: fine-tuning on a coupling of `python -m scale coupling`: the ELBO-weighted
   cross-entropy at the stored t against the teacher's x_0, eps regenerated from the stored seed with no
   reset (fresh eps with `ignore_seed`; no eps for the MDM `redi`).
 - `imdm-eps-coupling`: the teacher's completions are a deterministic function of eps (the eps-driven
@@ -37,7 +37,7 @@ from scale.train import Trainer
 class Method:
     imdm: bool  # the student reads mask labels eps
     teacher: bool  # a frozen teacher network runs during training
-    coupling: bool  # trains on a redi-data folder
+    coupling: bool  # trains on a coupling folder
     rounds: bool  # progressive rounds with a growing step size
     defaults: dict  # paper settings, applied under the user's config and --set
 

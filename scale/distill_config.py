@@ -45,12 +45,12 @@ def build_config(base: dict, method_name: str, config_path: str | None, override
 
 
 def coupling_folder(method_name: str, path: str) -> str:
-    """`path`, refused unless it is a redi-data folder (one holding meta.json)."""
+    """`path`, refused unless it is a coupling folder (one holding meta.json)."""
     if not path:
-        raise ValueError(f"--coupling: expected a redi-data folder for --method {method_name}")
+        raise ValueError(f"--coupling: expected a coupling folder for --method {method_name}")
     meta = Path(path) / "meta.json"
     if not meta.is_file():
-        raise ValueError(f"--coupling: {path!r} holds no meta.json (expected a redi-data folder)")
+        raise ValueError(f"--coupling: {path!r} holds no meta.json (expected a coupling folder)")
     return path
 
 

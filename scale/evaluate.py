@@ -2,8 +2,10 @@
 
 For every checkpoint (EMA weights) and step count k:
 - n unconditional samples from the shared ancestral sampler (float64 draws, seeded labels, ancestral
-  last step, temperature 1), drawn in batches; `nfe` is the mean number of network calls a sample
-  saw, `seconds_per_sample` the sampling wall time (no scoring) divided by n;
+  last step, temperature 1), drawn in batches by scale.samples.draw (the seed recipe of `scale sample`
+  and of the training-time samples: the same seed and batch size give the same tokens); `nfe` is the
+  mean number of network calls a sample saw, `seconds_per_sample` the sampling wall time (no scoring)
+  divided by n;
 - `gen_ppl`: generative perplexity under the judge (scale.metrics.gen_ppl: decode with the model's
   tokenizer, retokenise with the judge's, truncate to the model's length, score in chunks of the
   judge's context, corpus-level exp(mean NLL)); `entropy`: mean per-sample unigram entropy of the
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import math
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,9 +30,9 @@ import numpy as np
 import torch
 
 from imdm_lab.checks import check_int, check_seed
-from imdm_lab.sampling import sample
 from scale.checkpoint import load_model
 from scale.hub import resolve_checkpoint
+from scale.samples import BATCH, COND, UNCOND, draw
 from scale.seeds import derive_seed
 from scale.validation import validation_elbo
 
@@ -56,7 +57,7 @@ class EvalSettings:
     mauve_len: int = 100
     zero_shot: tuple[str, ...] = ()
     val_batches: int = 8
-    batch_size: int = 32
+    batch_size: int = BATCH
     judge_batch_size: int = 8
     eos_rule: str = "official"
     weights: str = "ema"
@@ -66,40 +67,6 @@ class EvalSettings:
         check_seed("--seed", self.seed)
         for name in ("n", "batch_size", "judge_batch_size", "prompts", "continuations", "mauve_len", "val_batches"):
             check_int(f"--{name.replace('_', '-')}", getattr(self, name), 1)
-
-
-def _sync(device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-@torch.no_grad()
-def draw(model, n: int, length: int, steps: int, batch_size: int, seed: int, device, *, given=None,
-         given_mask=None, tag: str = "uncond") -> tuple[torch.Tensor, float, float]:
-    """n samples with `steps` steps: (tokens Long[n, L], mean network calls per sample, seconds).
-
-    Sample i's labels come from seed derive_seed(seed, tag) + i and batch b's draws from
-    (seed, tag, steps, b), so a sample does not depend on the other step counts evaluated."""
-    from tqdm.auto import tqdm
-
-    tokens, calls, seconds = [], 0.0, 0.0
-    base = derive_seed(seed, tag, "eps") % 2**40
-    for b, lo in enumerate(tqdm(range(0, n, batch_size), desc=f"sampling {n} x {steps} steps ({tag})",
-                                unit="batch", leave=False)):
-        size = min(batch_size, n - lo)
-        seeds = torch.arange(lo, lo + size, dtype=torch.int64, device=device) + base
-        gen = torch.Generator(device).manual_seed(derive_seed(seed, tag, steps, b))
-        part = {} if given is None else {"given": given[lo:lo + size].to(device),
-                                         "given_mask": given_mask[lo:lo + size].to(device)}
-        _sync(device)
-        tic = time.perf_counter()
-        res = sample(model, batch_size=size, length=length, steps=steps, seeds=seeds, generator=gen,
-                     device=device, **part)
-        _sync(device)
-        seconds += time.perf_counter() - tic
-        calls += res.nfe * size
-        tokens.append(res.tokens.cpu())
-    return torch.cat(tokens), calls / n, seconds
 
 
 def _val_blocks(state: dict, dataset: str, split: str = "validation"):
@@ -165,8 +132,9 @@ def conditional(model, tok, human: dict, judge, settings: EvalSettings, k: int, 
     from scale.metrics import decode_samples, gen_ppl, mauve_score, unigram_entropy
 
     cut = human["cut"]
-    tokens, _, _ = draw(model, len(human["given"]), human["given"].shape[1], k, settings.batch_size, settings.seed,
-                        device, given=human["given"], given_mask=human["given_mask"], tag="cond")
+    tokens, _, _ = draw(model, len(human["given"]), k, seed=settings.seed, length=human["given"].shape[1],
+                        batch_size=settings.batch_size, device=device, given=human["given"],
+                        given_mask=human["given_mask"], tag=COND, progress=True)
     q = decode_samples(tokens[:, :cut], tok)
     score = mauve_score(human["p"], q, judge, max_length=cut, seeds=MAUVE_SEEDS,
                         batch_size=settings.judge_batch_size, p_features=human["p_features"])
@@ -207,7 +175,8 @@ def evaluate(checkpoints: list[str], settings: EvalSettings) -> dict:
         result["checkpoints"].append(ckpt)
         human = human_side(model, tok, val_blocks, judge, settings) if settings.mauve else None
         for k in steps:
-            tokens, nfe, seconds = draw(model, settings.n, length, k, settings.batch_size, settings.seed, device)
+            tokens, nfe, seconds = draw(model, settings.n, k, seed=settings.seed, length=length,
+                                        batch_size=settings.batch_size, device=device, tag=UNCOND, progress=True)
             texts = decode_samples(tokens, tok)
             scored = gen_ppl(texts, judge, max_length=length, batch_size=settings.judge_batch_size,
                              eos_rule=settings.eos_rule)

@@ -1,7 +1,7 @@
 """Checkpoints as Hugging Face Hub repositories.
 
 `python -m scale push --ckpt DIR --repo user/name [--private]` uploads a checkpoint; every command that
-reads one (`sample`, `evaluate --ckpt`, `distill --teacher / --init`, `redi-data --teacher`) accepts a Hub
+reads one (`sample`, `evaluate --ckpt`, `distill --teacher / --init`, `coupling --teacher`) accepts a Hub
 id `user/name` (or `user/name@revision`) as well as a folder, through `resolve_checkpoint`.
 
 A checkpoint's Hub repository holds

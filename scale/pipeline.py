@@ -9,10 +9,10 @@ reads. The stages (DIR/<folder>):
     mdlm           train --config ...  (--mdlm CKPT replaces it)              DIR/mdlm
     sdtt           distill --method sdtt --teacher DIR/mdlm                   DIR/sdtt
     imsdtt         distill --method imdm-sdtt --teacher DIR/mdlm              DIR/imsdtt  (rounds/ inside)
-    coupling-mdlm  redi-data --teacher DIR/mdlm                               DIR/coupling-mdlm
+    coupling-mdlm  coupling --teacher DIR/mdlm                                DIR/coupling-mdlm
     redi           distill --method redi --coupling DIR/coupling-mdlm         DIR/redi
     imredi-mdlm    distill --method imdm-redi --coupling DIR/coupling-mdlm    DIR/imredi-mdlm
-    coupling       redi-data --teacher DIR/imsdtt                             DIR/coupling
+    coupling       coupling --teacher DIR/imsdtt                              DIR/coupling
     imredi         distill --method imdm-redi --coupling DIR/coupling         DIR/imredi
     judge          train-judge (a small GPT-2 proxy on held-out text)         DIR/judge
     ngram-judge    train-ngram-judge (Kneser-Ney on held-out text)            DIR/judge
@@ -21,7 +21,7 @@ reads. The stages (DIR/<folder>):
 
 The judge of evaluate is --judge when given, else the preset's judge stage, else gpt2-large. A stage
 that finished is recorded in DIR/pipeline.json with its wall time and skipped when the command is run
-again; an interrupted training stage continues with --resume and redi-data from its complete shards.
+again; an interrupted training stage continues with --resume and a coupling stage from its complete shards.
 Without a launcher every stage runs in this process; with one, the training and coupling stages run as
 `LAUNCHER -m scale ...` subprocesses.
 """
@@ -60,12 +60,12 @@ STAGES: dict[str, Stage] = {
     "sdtt": Stage(("distill", "--method", "sdtt"), "sdtt", reads=(("--teacher", "mdlm"),), checkpoint=True),
     "imsdtt": Stage(("distill", "--method", "imdm-sdtt"), "imsdtt", reads=(("--teacher", "mdlm"),),
                     checkpoint=True),
-    "coupling-mdlm": Stage(("redi-data",), "coupling-mdlm", reads=(("--teacher", "mdlm"),)),
+    "coupling-mdlm": Stage(("coupling",), "coupling-mdlm", reads=(("--teacher", "mdlm"),)),
     "redi": Stage(("distill", "--method", "redi"), "redi", reads=(("--coupling", "coupling-mdlm"),),
                   checkpoint=True),
     "imredi-mdlm": Stage(("distill", "--method", "imdm-redi"), "imredi-mdlm",
                          reads=(("--coupling", "coupling-mdlm"),), checkpoint=True),
-    "coupling": Stage(("redi-data",), "coupling", reads=(("--teacher", "imsdtt"),)),
+    "coupling": Stage(("coupling",), "coupling", reads=(("--teacher", "imsdtt"),)),
     "imredi": Stage(("distill", "--method", "imdm-redi"), "imredi", reads=(("--coupling", "coupling"),),
                     checkpoint=True),
     "judge": Stage(("train-judge",), "judge", in_process=True),

@@ -8,8 +8,8 @@ from __future__ import annotations
 import torch
 
 from imdm_lab.losses import elbo
-from imdm_lab.sampling import sample
 from imdm_lab.schedules import sample_times
+from scale.samples import BATCH, draw
 from scale.seeds import derive_seed
 
 
@@ -32,15 +32,14 @@ def validation_elbo(denoiser, blocks: torch.Tensor, batch_size: int, n_batches: 
     return total / n
 
 
-@torch.no_grad()
-def sample_texts(denoiser, length: int, steps: list[int], n: int, seed: int, device, decode=None) -> dict:
-    """{str(k): n unconditional samples drawn with k steps} through the shared sampler (float64 draws),
-    decoded to text by `decode(list of ids)` when given, else lists of token ids."""
+def sample_texts(denoiser, length: int, steps: list[int], n: int, seed: int, device, decode=None,
+                 batch_size: int = BATCH) -> dict:
+    """{str(k): n unconditional samples drawn with k steps}, by scale.samples.draw (the seed recipe of
+    `scale sample` and `scale evaluate`: the same seed gives the same tokens), decoded to text by
+    `decode(list of ids)` when given, else lists of token ids."""
     out = {}
     for k in steps:
-        gen = torch.Generator(device).manual_seed(derive_seed(seed, "sample", k))
-        seeds = torch.arange(n, dtype=torch.int64) + derive_seed(seed, "eps", k) % 2**40
-        res = sample(denoiser, batch_size=n, length=length, steps=k, seeds=seeds, generator=gen, device=device)
-        rows = res.tokens.cpu().tolist()
+        tokens, _, _ = draw(denoiser, n, k, seed=seed, length=length, batch_size=batch_size, device=device)
+        rows = tokens.tolist()
         out[str(k)] = [decode(r) for r in rows] if decode is not None else rows
     return out

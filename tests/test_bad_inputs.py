@@ -117,12 +117,15 @@ def test_experiment_outputs_checked_before_training(capsys, tmp_path, flag):
 @settings(max_examples=25, deadline=None)
 @given(seed=st.one_of(st.integers(max_value=-1), st.integers(min_value=2**31, max_value=2**70)))
 def test_one_seed_range_for_every_command(seed):
-    commands = [["bound", "--task", "dirichlet", "--V", "2", "--L", "2", "--steps", "1", "--seed", str(seed)],
-                ["sample", *TINY_TOY, "--model", "oracle-mdm", "--steps", "1", "--samples", "1",
+    commands = [["sample", *TINY_TOY, "--model", "oracle-mdm", "--steps", "1", "--samples", "1",
                  "--out", "/proc/x.npy", "--seed", str(seed)],
                 ["experiment", "--preset", "demo", "--seed", str(seed)]]
     for argv in commands:
         assert _error_line(toy_main, argv).startswith("seed: expected an integer in [0, 2^31)")
+    # a task's seed has the same range, under its own option in every command
+    task = ["--task", "dirichlet", "--V", "2", "--L", "2", "--steps", "1", "--task-seed", str(seed)]
+    for argv in (["bound", *task], ["sample", *task, "--model", "oracle-mdm", "--samples", "1", "--out", "x.npy"]):
+        assert _error_line(toy_main, argv).startswith("task-seed: expected an integer in [0, 2^31)")
     # the scale commands keep the same range (their options are named with the dashes)
     assert _error_line(scale_main, ["sample", "--ckpt", "/nonexistent", "--seed", str(seed)]).startswith(
         "--seed: expected an integer in [0, 2^31)")
@@ -228,7 +231,7 @@ VOCAB, MASK, LENGTH = 10, 10, 4
 
 
 def _coupling(folder: Path, n: int = 6, shard_size: int = 4) -> Path:
-    """A coupling folder written by hand in the redi-data layout: x_t keeps x_0 where not masked."""
+    """A coupling folder written by hand in the layout of `python -m scale coupling`: x_t keeps x_0 where not masked."""
     rng = np.random.default_rng(0)
     folder.mkdir()
     (folder / "meta.json").write_text(json.dumps({"format": FORMAT, "n": n, "shard_size": shard_size,

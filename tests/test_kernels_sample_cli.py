@@ -48,17 +48,23 @@ def test_probs_file_and_fix_eps(tmp_path):
     assert abs(exact.mdm_law(p, 1)[x[:, 0], x[:, 1]].mean() - 1 / 16) < 1e-12
 
 
-@pytest.mark.parametrize("args, word", [
-    (["--task", "align", "--model", "oracle-x", "--steps", "1", "--samples", "5"], "model"),
-    (["--task", "align", "--model", "oracle-mdm", "--steps", "0", "--samples", "5"], "steps"),
-    (["--task", "align", "--model", "oracle-mdm", "--steps", "1", "--samples", "0"], "samples"),
+@pytest.mark.parametrize("args, start", [
+    (["--task", "align", "--model", "oracle-x", "--steps", "1", "--samples", "5"],
+     "python -m toy_tasks sample: error: argument --model: invalid choice: 'oracle-x'"),
+    (["--task", "align", "--model", "oracle-mdm", "--steps", "0", "--samples", "5"], "steps: expected an integer"),
+    (["--task", "align", "--model", "oracle-mdm", "--steps", "two", "--samples", "5"],
+     "steps: expected comma-separated integers >= 1"),
+    (["--task", "align", "--model", "oracle-mdm", "--steps", "1,2", "--samples", "5"],
+     "steps: expected one step count (sample writes one array; run it once per count), got '1,2'"),
+    (["--task", "align", "--model", "oracle-mdm", "--steps", "1", "--samples", "0"], "samples:"),
     (["--task", "align", "--model", "oracle-mdm", "--steps", "1", "--samples", "5", "--schedule", "x"],
-     "schedule"),
-    (["--task", "nope", "--model", "oracle-mdm", "--steps", "1", "--samples", "5"], "task")])
-def test_bad_input_exits_2_with_one_line(tmp_path, capsys, args, word):
+     "schedule:"),
+    (["--task", "nope", "--model", "oracle-mdm", "--steps", "1", "--samples", "5"], "task:")])
+def test_bad_input_exits_2_with_one_line(tmp_path, capsys, args, start):
     assert main(["sample", *args, "--out", str(tmp_path / "x.npy")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"{word}:") and err.count("\n") == 1
+    assert err.startswith(start) and err.count("\n") == 1
+    assert not (tmp_path / "x.npy").exists()
 
 
 def test_module_entry_point_reports_errors_without_traceback():

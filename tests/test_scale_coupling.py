@@ -1,4 +1,4 @@
-"""The (IM-)ReDi coupling of `python -m scale redi-data`: the eps a student regenerates from a stored seed
+"""The (IM-)ReDi coupling of `python -m scale coupling`: the eps a student regenerates from a stored seed
 is the eps the teacher sampled from, shards split across ranks add up to the one-process coupling, and a
 run killed with SIGKILL resumes to the uninterrupted result, without duplicates or gaps."""
 import json
@@ -104,7 +104,7 @@ def test_ranks_split_the_shards_and_add_up_to_one_process(teacher, tmp_path):
 def test_two_torchrun_processes_make_the_one_process_coupling(teacher, subprocess_env, tmp_path):
     kw = dict(n=6, steps=3, batch_size=2, shard_size=2)
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "-m", "scale", "redi-data", "--teacher", str(teacher), "--num-samples", "6", "--steps", "3",
+                          "-m", "scale", "coupling", "--teacher", str(teacher), "--num-samples", "6", "--steps", "3",
                           "--batch-size", "2", "--shard-size", "2", "--out", str(tmp_path / "two")],
                          env=subprocess_env, capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-2000:]
@@ -114,19 +114,19 @@ def test_two_torchrun_processes_make_the_one_process_coupling(teacher, subproces
 
 
 def test_other_settings_in_the_same_folder_are_refused(teacher, tmp_path, capsys):
-    args = ["redi-data", "--teacher", str(teacher), "--n", "2", "--steps", "2", "--out", str(tmp_path / "c")]
+    args = ["coupling", "--teacher", str(teacher), "--n", "2", "--steps", "2", "--out", str(tmp_path / "c")]
     assert main(args) == 0
     capsys.readouterr()
     assert main([*args[:-4], "--steps", "3", "--out", str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("--out:") and "steps" in err and "\n" not in err
-    assert main(["redi-data", "--teacher", str(teacher), "--n", "0", "--out", str(tmp_path / "d")]) == 2
+    assert main(["coupling", "--teacher", str(teacher), "--n", "0", "--out", str(tmp_path / "d")]) == 2
     assert capsys.readouterr().err.startswith("--n: expected an integer >= 1")
 
 
 def test_sigkill_then_rerun_has_no_duplicates_or_gaps(teacher, subprocess_env, tmp_path):
     n, size = 16, 2
-    args = [sys.executable, "-m", "scale", "redi-data", "--teacher", str(teacher), "--n", str(n),
+    args = [sys.executable, "-m", "scale", "coupling", "--teacher", str(teacher), "--n", str(n),
             "--steps", "32", "--batch-size", "2", "--shard-size", str(size)]
     killed = tmp_path / "killed"
     proc = subprocess.Popen([*args, "--out", str(killed)], env=subprocess_env, stdout=subprocess.DEVNULL,
@@ -134,7 +134,7 @@ def test_sigkill_then_rerun_has_no_duplicates_or_gaps(teacher, subprocess_env, t
     deadline = time.time() + 120
     while time.time() < deadline and not (killed / "shard-000002").exists():
         time.sleep(0.005)
-    assert proc.poll() is None, "redi-data finished before it could be killed"
+    assert proc.poll() is None, "coupling finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done_before = len(list(killed.glob("shard-*")))

@@ -15,10 +15,11 @@ from scale.cli import main
 from scale.coupling import Coupling
 from scale.distill import adapt_weights
 from scale.data import load_blocks
-from scale.evaluate import draw, prompts
+from scale.evaluate import prompts
 from scale.judge import load_judge
 from scale.metrics import decode_samples
 from scale.model import DiT, DiTConfig
+from scale.samples import draw
 from scale.tokenizers import load_tokenizer
 
 
@@ -65,7 +66,7 @@ def test_gen_ppl_and_entropy_of_the_evaluation_by_hand(chain):
     result = json.loads((chain / "eval.json").read_text())
     entry = next(e for e in result["entries"] if e["label"] == "imredi" and e["steps"] == 2)
     model, state = load_model(chain / "imredi")
-    tokens, nfe, _ = draw(model, 8, 32, 2, 8, 0, torch.device("cpu"))
+    tokens, nfe, _ = draw(model, 8, 2, seed=0, length=32, batch_size=8, device=torch.device("cpu"))
     assert nfe == entry["nfe"]
     entropies = []
     for row in tokens.tolist():
@@ -95,7 +96,8 @@ def test_conditional_samples_keep_their_prefix(chain):
     val = load_blocks("wiki", "validation", tokenizer="bert-base-uncased", length=32, progress=False)
     truth, given, given_mask = prompts(val, 3, 2, 5, model.config.mask_id, seed=0)
     assert truth.shape == (3, 32) and given.shape == (6, 32) and int(given_mask.sum()) == 6 * 5
-    tokens, nfe, _ = draw(model, 6, 32, 4, 4, 0, torch.device("cpu"), given=given, given_mask=given_mask, tag="c")
+    tokens, nfe, _ = draw(model, 6, 4, seed=0, length=32, batch_size=4, device=torch.device("cpu"), given=given,
+                         given_mask=given_mask, tag="c")
     assert torch.equal(tokens[:, :5], truth.repeat_interleave(2, 0)[:, :5])
     assert not (tokens == model.config.mask_id).any() and 1 <= nfe <= 4
 
@@ -120,8 +122,8 @@ def test_mauve_entries_recomputed_from_the_samples(chain, tmp_path, monkeypatch)
     truth, given, given_mask = prompts(val, 8, 2, 8, model.config.mask_id, seed=0)
     judge = load_judge(str(chain / "judge"))
     for entry in json.loads(out.read_text())["entries"]:
-        tokens, _, _ = draw(model, 16, 32, entry["steps"], 32, 0, torch.device("cpu"), given=given,
-                            given_mask=given_mask, tag="cond")
+        tokens, _, _ = draw(model, 16, entry["steps"], seed=0, length=32, batch_size=32, device=torch.device("cpu"),
+                            given=given, given_mask=given_mask, tag="cond")
         ref = metrics.mauve_score(decode_samples(truth, tok), decode_samples(tokens, tok), judge, max_length=32,
                                   seeds=(42, 43, 44, 45, 46))
         assert 0 <= entry["mauve"] <= 1 and entry["mauve"] == pytest.approx(ref["mauve"], abs=1e-9)
@@ -168,7 +170,7 @@ def test_eps_path_adaptation():
 
 @pytest.mark.parametrize("argv,word", [
     (["distill", "--method", "nope", "--out", "x"], "--method: expected one of"),
-    (["distill", "--method", "imdm-redi", "--out", "x"], "--coupling: expected a redi-data folder"),
+    (["distill", "--method", "imdm-redi", "--out", "x"], "--coupling: expected a coupling folder"),
     (["distill", "--method", "imdm-sdtt", "--out", "x"], "--teacher: expected a checkpoint folder"),
     (["pipeline", "--preset", "nope", "--out", "x"], "--preset: expected one of"),
     (["pipeline", "--preset", "owt", "--out", "x"], "--mdlm: preset 'owt' starts from an MDLM"),

@@ -87,7 +87,7 @@ def test_sample_accepts_a_hub_id(ckpt, hub, capsys):
     root, _ = hub
     export_hub_folder(ckpt, root / "someone--tiny" / "0123abcd", "someone/tiny")
     assert main(["sample", "--ckpt", "someone/tiny", "--steps", "1", "--n", "1", "--length", "8"]) == 0
-    assert "=== 1 step (1 network calls) ===" in capsys.readouterr().out
+    assert "=== 1 step (1 network calls per sample) ===" in capsys.readouterr().out
 
 
 def test_import_without_ema_pushes_one_weights_file(tmp_path):

@@ -47,6 +47,10 @@ def test_tiny_cpu_30_steps_lowers_the_validation_elbo_and_samples(token_cache, t
     assert {p.name for p in folder.iterdir()} == {"model.safetensors", "ema.safetensors", "optimizer.pt", "state.json"}
     state = read_state(run)
     assert state["step"] == 30 and state["data"]["offset"] > 0
+    # `scale sample` at the run's seed draws the training-time samples of the same (EMA) weights again
+    assert main(["sample", "--ckpt", str(run), "--steps", "1,2,4,8", "--n", "2", "--seed", "0", "--out",
+                 str(tmp_path / "samples.json")]) == 0
+    assert json.loads((tmp_path / "samples.json").read_text()) == final["samples"]
     capsys.readouterr()
     assert main(["sample", "--ckpt", str(run), "--steps", "1,2", "--n", "2", "--prefix", "the history of"]) == 0
     printed = capsys.readouterr().out

@@ -12,11 +12,11 @@ import torch
 from scale import pipeline
 from scale.checkpoint import load_model, read_state
 from scale.cli import main
-from scale.evaluate import draw
 from scale.judge import load_judge
 from scale.metrics import decode_samples
 from scale.ngram_judge import NgramJudge
 from scale.report import bootstrap
+from scale.samples import draw
 from scale.tokenizers import load_tokenizer
 
 CHECKPOINTS = ["mdlm", "sdtt", "imsdtt", "redi", "imredi-mdlm", "imredi"]
@@ -68,7 +68,7 @@ def test_gen_ppl_of_an_entry_by_hand_under_the_ngram_judge(wiki):
     result = json.loads((wiki / "eval.json").read_text())
     entry = next(e for e in result["entries"] if e["label"] == "imredi" and e["steps"] == 2)
     model, state = load_model(wiki / "imredi")
-    tokens, _, _ = draw(model, 8, 32, 2, 8, 0, torch.device("cpu"))
+    tokens, _, _ = draw(model, 8, 2, seed=0, length=32, batch_size=8, device=torch.device("cpu"))
     judge = load_judge(str(wiki / "judge"))
     assert isinstance(judge, NgramJudge)
     texts = decode_samples(tokens, load_tokenizer(state["tokenizer"]))
@@ -103,7 +103,7 @@ def test_the_plan_reads_each_stage_from_the_one_it_needs(monkeypatch):
     steps = dict(pipeline.plan(**_args()))
     assert steps["redi"][:5] == ["distill", "--method", "redi", "--coupling", "runs/w/coupling-mdlm"]
     assert steps["imredi"][:5] == ["distill", "--method", "imdm-redi", "--coupling", "runs/w/coupling"]
-    assert steps["coupling"][:3] == ["redi-data", "--teacher", "runs/w/imsdtt"]
+    assert steps["coupling"][:3] == ["coupling", "--teacher", "runs/w/imsdtt"]
     ckpts = steps["evaluate"][steps["evaluate"].index("--ckpt") + 1:steps["evaluate"].index("--steps")]
     assert ckpts == [f"runs/w/{c}" for c in CHECKPOINTS]
     assert steps["evaluate"][steps["evaluate"].index("--judge") + 1] == "runs/w/judge"

@@ -61,6 +61,19 @@ def test_bound_from_a_file_equals_the_named_task(capsys, tmp_path):
     assert from_file["stepwise_bound"]["2"] == pytest.approx(math.log(3) / 2, abs=1e-12)
 
 
+def test_the_task_seed_is_task_seed_and_seed_is_no_task_option(capsys):
+    """bound --task-seed reaches the task (its entropy summed by hand from the seeded joint); --seed, a
+    sampler's or a training seed in the toy commands, is no option of bound."""
+    from toy_tasks.distributions import make_task
+    args = ["bound", "--task", "dirichlet", "--V", "3", "--L", "2", "--steps", "1"]
+    result = run_json(capsys, *args, "--task-seed", "5")
+    p = make_task("dirichlet", V=3, L=2, seed=5).probs.ravel()
+    assert result["entropy"] == pytest.approx(-sum(q * math.log(q) for q in p if q > 0), abs=1e-12)
+    assert run_json(capsys, *args, "--task-seed", "6")["entropy"] != result["entropy"]
+    assert main([*args, "--seed", "5"]) == 2
+    assert "unrecognized arguments: --seed 5" in capsys.readouterr().err
+
+
 def test_bound_table_is_readable(capsys):
     assert main(["bound", "--task", "parity", "--V", "2", "--L", "3", "--steps", "1,4"]) == 0
     out = capsys.readouterr().out

@@ -277,3 +277,16 @@ def test_redi_epochs_preset_runs_and_its_mdm_student_never_beats_the_total_corre
             assert r["kl_estimator"] == "exact" and r["kl"] >= tc - 1e-9 and r["nearest"] is None
         assert 0.0 <= r["reproduction"] <= 1.0
     assert (tmp_path / "r.png").stat().st_size > 0
+
+
+def test_align_beyond_the_engine_budget_gets_the_closed_form_without_printing(capsys, monkeypatch):
+    """The budget is the exact engine's own (exact.check_size): lowered below what align V=5, L=4 needs,
+    the same call returns the closed-form view; nothing is printed either way."""
+    import imdm_lab.exact as exact
+    from toy_tasks.task_views import AlignView, JointView
+    assert isinstance(task_view("align", V=5, L=4), JointView)
+    assert isinstance(task_view("align", V=50000, L=10), AlignView)
+    monkeypatch.setattr(exact, "DEFAULT_BUDGET_BYTES", exact.engine_bytes(5, 4) - 1)
+    view = task_view("align", V=5, L=4)
+    assert isinstance(view, AlignView) and (view.V, view.L) == (5, 4) and view.bound(2) is None
+    assert capsys.readouterr().out == ""

@@ -3,10 +3,11 @@
     python -m toy_tasks sample --task align --V 8 --L 4 --model oracle-mdm --steps 2 --samples 10000 \
         --seed 0 --out samples.npy [--schedule linear|loglinear|cosine] [--fix-eps]
 
-The task parameters are those of `bound`, except that the task's seed is --task-seed (--seed seeds the
-sampler). Writes an int64 array of shape (N, L) and prints the mean number of network calls per batch. oracle-imdm
-reads its shared uniform from U(-1, 1) mask labels; sample i's initial labels are hashed from the seed
-(--seed * 2^32 + i), so they do not depend on --batch-size.
+The task parameters are those of `bound` (the task's seed is --task-seed; --seed seeds the sampler).
+--steps follows the grammar of `bound --steps` (imdm_lab.checks.parse_steps) and takes exactly one step
+count, since one run writes one array. Writes an int64 array of shape (N, L) and prints the mean number
+of network calls per batch. oracle-imdm reads its shared uniform from U(-1, 1) mask labels; sample i's
+initial labels are hashed from the seed (--seed * 2^32 + i), so they do not depend on --batch-size.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import os
 import numpy as np
 import torch
 
-from imdm_lab.checks import check_int, check_seed, check_writable
+from imdm_lab.checks import check_int, check_seed, check_writable, parse_steps
 from imdm_lab.labels import MaskLabels
 from imdm_lab.sampling import sample
 from imdm_lab.schedules import get_schedule
@@ -28,10 +29,9 @@ ORACLE_LABELS = {"oracle-mdm": None, "oracle-imdm": MaskLabels("rand", dim=1)}
 
 
 def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
-    # --seed is the sampler's seed here, so the task's own seed is --task-seed
-    add_task_arguments(parser, renamed={"seed": "task-seed"})
-    parser.add_argument("--model", required=True, help=f"the denoiser: {', '.join(ORACLES)}")
-    parser.add_argument("--steps", type=int, required=True, help="number of sampling steps K >= 1")
+    add_task_arguments(parser)
+    parser.add_argument("--model", required=True, choices=tuple(ORACLES), help="the denoiser")
+    parser.add_argument("--steps", required=True, help="the number of sampling steps K >= 1 (one step count)")
     parser.add_argument("--samples", type=int, required=True, help="number of sequences N >= 1")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the sampler's generator and of the mask labels (default 0)")
@@ -41,15 +41,22 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=65536, help="sequences per sampler call")
 
 
+def one_step_count(text: str) -> int:
+    """The one step count of `sample --steps`, in the grammar of every step list (parse_steps)."""
+    steps = parse_steps("steps", text)
+    if len(steps) != 1:
+        raise ValueError(f"steps: expected one step count (sample writes one array; run it once per count), "
+                         f"got {text!r}")
+    return steps[0]
+
+
 def run_sample(args: argparse.Namespace) -> None:
     """Sample sequences with the real ancestral sampler and an oracle denoiser; write them as .npy."""
-    steps = check_int("steps", args.steps, 1)
+    steps = one_step_count(args.steps)
     n = check_int("samples", args.samples, 1)
     batch = check_int("batch_size", args.batch_size, 1)
     seed = check_seed("seed", args.seed)
     schedule = get_schedule(args.schedule).name
-    if args.model not in ORACLES:
-        raise ValueError(f"model: expected one of {sorted(ORACLES)}, got {args.model!r}")
     out = check_writable("out", args.out)
     task = task_from_args(args)
     denoiser = make_oracle(args.model, task.probs, ORACLE_LABELS[args.model], schedule)

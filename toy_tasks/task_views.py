@@ -1,9 +1,9 @@
 """What an experiment needs to know about a task: its support, how to sample data, and the exact curves.
 
 A joint small enough for the exact engine is enumerated (`JointView`). `align` beyond the engine's memory
-budget (the paper's V = 50 000, L = 10) is described in closed form (`AlignView`): the support is the V
-constant sequences, TC = (L - 1) ln V, and the k-step exact MDM puts mass P_k(all equal) / V on each of
-them (`exact.align_success`), so KL(p || p_k) = -ln P_k(all equal).
+budget (`imdm_lab.exact.check_size`; the paper's V = 50 000, L = 10) is described in closed form
+(`AlignView`): the support is the V constant sequences, TC = (L - 1) ln V, and the k-step exact MDM puts
+mass P_k(all equal) / V on each of them (`exact.align_success`), so KL(p || p_k) = -ln P_k(all equal).
 """
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from imdm_lab.exact import Marginals, align_success, kl, mdm_law, stepwise_bound, support, total_correlation
-from toy_tasks.distributions import make_task
+from imdm_lab.exact import (Marginals, align_success, check_size, kl, mdm_law, stepwise_bound, support,
+                            total_correlation)
+from toy_tasks.distributions import TASKS, VALIDATORS, make_task
 
 
 @dataclass
@@ -65,10 +66,15 @@ class AlignView:
 
 
 def task_view(name: str, **params):
-    """JointView of a named task, or AlignView when `align` is too large for the exact engine."""
-    if name == "align" and params.get("V", 8) ** params.get("L", 4) > 2**24:
-        print(f"note: align V={params['V']} L={params['L']} is too large for exact enumeration; "
-              "KL is estimated by Monte Carlo and the exact MDM curve comes from the closed form", flush=True)
-        return AlignView(params["V"], params["L"])
+    """JointView of a named task, or AlignView when `align` is beyond the exact engine's memory budget
+    (imdm_lab.exact.check_size refuses its joint). The choice shows in what the view returns: an AlignView
+    has no stepwise bound (None), and the evaluation estimates its KL by Monte Carlo (`kl_estimator`)."""
+    if name == "align" and set(params) <= {"V", "L"}:
+        full = {**TASKS["align"].defaults, **params}
+        V, L = VALIDATORS["V"](full["V"]), VALIDATORS["L"](full["L"])
+        try:
+            check_size(V, L)
+        except ValueError:
+            return AlignView(V, L)
     task = make_task(name, **params)
     return JointView(task.name, task.params, task.probs)

@@ -7,6 +7,7 @@ import json
 
 from imdm_lab.checks import check_writable, parse_steps
 from scale.evaluate import EvalSettings, check_finite, evaluate, plot
+from scale.samples import BATCH
 
 
 def add_arguments(p) -> None:
@@ -22,7 +23,8 @@ def add_arguments(p) -> None:
     p.add_argument("--mauve-len", type=int, default=100, help="tokens compared by MAUVE (prefix included)")
     p.add_argument("--zero-shot", default="", help="comma-separated corpora for zero-shot ELBO perplexity")
     p.add_argument("--val-batches", type=int, default=8, help="validation batches of the ELBO perplexity")
-    p.add_argument("--batch-size", type=int, default=32, help="sequences per sampler / ELBO batch")
+    p.add_argument("--batch-size", type=int, default=BATCH,
+                   help=f"sequences per sampler / ELBO batch (default {BATCH}; the samples depend on it)")
     p.add_argument("--judge-batch-size", type=int, default=8)
     p.add_argument("--eos-rule", choices=sorted(EOS_RULES), default="official",
                    help="tokens counted by gen PPL: official = every non-EOS token plus the first EOS (the "

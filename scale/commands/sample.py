@@ -1,5 +1,6 @@
 """`python -m scale sample --ckpt DIR --steps 1,2,4 --n 8 [--prefix TEXT] [--seed N]`: decoded samples
-(scale.samples) of a checkpoint's EMA weights."""
+(scale.samples) of a checkpoint's EMA weights, drawn with the seed recipe of `scale evaluate` and of the
+training-time samples (scale.samples.draw): at the same seed and batch size they are the same samples."""
 from __future__ import annotations
 
 import json
@@ -10,7 +11,7 @@ import torch
 from imdm_lab.checks import check_int, check_seed, check_writable, parse_steps
 from scale.checkpoint import load_model
 from scale.hub import resolve_checkpoint
-from scale.samples import decoded_samples
+from scale.samples import BATCH, decoded_samples
 from scale.tokenizers import load_tokenizer
 
 
@@ -20,6 +21,8 @@ def add_arguments(p) -> None:
     p.add_argument("--n", type=int, default=8, help="samples per step count (default 8)")
     p.add_argument("--prefix", default=None, help="text the samples continue")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=BATCH,
+                   help=f"sequences per sampler call (default {BATCH}, as evaluate; the samples depend on it)")
     p.add_argument("--length", type=int, default=None, help="sequence length (default: the training length)")
     p.add_argument("--weights", choices=("ema", "model"), default="ema")
     p.add_argument("--out", default=None, help="also write {steps: [texts]} to this JSON file")
@@ -29,6 +32,7 @@ def run(args) -> int:
     steps = parse_steps("--steps", args.steps)
     check_int("--n", args.n, 1)
     check_seed("--seed", args.seed)
+    check_int("--batch-size", args.batch_size, 1)
     if args.length is not None:
         check_int("--length", args.length, 1)
     if args.out:
@@ -38,9 +42,10 @@ def run(args) -> int:
     tok = load_tokenizer(state["tokenizer"])
     length = state["config"]["data"]["length"] if args.length is None else args.length
     results = {}
-    for k, texts, nfe in decoded_samples(model, tok, steps, args.n, length, args.seed, args.prefix, device):
+    for k, texts, nfe in decoded_samples(model, tok, steps, args.n, seed=args.seed, length=length,
+                                         prefix=args.prefix, batch_size=args.batch_size, device=device):
         results[str(k)] = texts
-        print(f"=== {k} step{'s' if k > 1 else ''} ({nfe} network calls) ===")
+        print(f"=== {k} step{'s' if k > 1 else ''} ({nfe:g} network calls per sample) ===")
         for i, text in enumerate(texts):
             print(f"[{i}] {text}")
     if args.out:

@@ -1,4 +1,4 @@
-"""`python -m scale redi-data --teacher CKPT --n N --out DIR [--steps 1024] [--fix-eps] ...`: teacher
+"""`python -m scale coupling --teacher CKPT --n N --out DIR [--steps 1024] [--fix-eps] ...`: teacher
 completions of masked training blocks, written as resumable shards (scale.coupling.generate). Runs as one
 process or under torchrun (rank r writes the shards s with s % world == r)."""
 from __future__ import annotations
