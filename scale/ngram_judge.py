@@ -150,7 +150,7 @@ class NgramJudge:
 
     @property
     def eos_id(self) -> int:
-        return int(self.tokenizer.eos_token_id)
+        return document_end(self.tokenizer)
 
     @property
     def device(self) -> torch.device:
@@ -167,11 +167,21 @@ class NgramJudge:
         return out
 
 
+def document_end(tokenizer) -> int:
+    """The id that ends a document: eos, else [SEP] (BERT), as in the models' blocks (vocab_layout)."""
+    from scale.tokenizers import vocab_layout
+    eos = vocab_layout(tokenizer).eos_id
+    if eos is None:
+        raise ValueError(f"--tokenizer: {getattr(tokenizer, 'name_or_path', tokenizer)!r} has neither an eos "
+                         f"nor a [SEP] token to end documents with")
+    return int(eos)
+
+
 def _stream(data: str, split: str, tokenizer) -> list[int]:
     """Ids of every document of data/split, each followed by eos (how the models' blocks see them)."""
     from scale.corpora import get_corpus
     docs = list(get_corpus(data, split).documents())
-    eos = int(tokenizer.eos_token_id)
+    eos = document_end(tokenizer)
     out: list[int] = []
     for ids in tokenizer(docs, add_special_tokens=False, verbose=False)["input_ids"]:
         out.extend(ids)

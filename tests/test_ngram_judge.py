@@ -131,3 +131,16 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith(word) and "\n" not in err
+
+
+def test_a_bert_judge_ends_documents_with_sep_and_counts(tmp_path, token_cache):
+    """BERT has no eos: documents end with [SEP], the id that ends them in the models' blocks."""
+    from scale.ngram_judge import document_end, train_ngram_judge
+    from scale.tokenizers import load_tokenizer
+    assert document_end(load_tokenizer("bert-base-uncased")) == 102
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(20):
+        (corpus / f"{i:02d}.txt").write_text(f"document {i} says the cat sat on the mat and the dog ran. " * 3)
+    summary = train_ngram_judge(tmp_path / "judge", "bert-base-uncased", data=str(corpus), order=2, block=8)
+    assert math.isfinite(summary["val_ppl"])
