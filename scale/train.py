@@ -201,7 +201,7 @@ class Trainer:
 
     # ---- checkpoints -------------------------------------------------------------------------
     def resume(self) -> None:
-        """Load the latest checkpoint of `out` (its model is this config's: scale.runs.resume_state)."""
+        """Load the latest checkpoint of `out` (scale.runs.resume_step has checked that it holds this model)."""
         folder = checkpoint_folder(self.out)
         state = read_state(folder)
         step = state["step"]
@@ -235,7 +235,8 @@ class Trainer:
                 f.write(json.dumps(record) + "\n")
 
     def _open_run(self) -> None:
-        """Become the run folder's writer (rank 0): lock, clean a dead writer's leftovers, align the log."""
+        """Become the run folder's writer (rank 0): lock, clean a dead writer's leftovers, align the log;
+        then the hooks' on_open (every process)."""
         self.out.mkdir(parents=True, exist_ok=True)
         if self.rt.main:
             self.run_folder.acquire()

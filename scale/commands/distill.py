@@ -2,9 +2,9 @@
 [--teacher CKPT] [--coupling DIR] [--init CKPT] [--config FILE] [--set section.key=value ...]
 [--max-steps N] [--resume]`.
 
-The run's config is the initial checkpoint's config (its [model] section, schedule included, and data), then the method's paper
-settings (scale.distill.METHODS), then --config (a TOML file: only the keys it sets), then --set. The
-student starts from --init (default: the teacher, or the coupling's teacher), EMA weights by default
+The run's config is the initial checkpoint's config (its [model] section, schedule included, and
+data), then the method's paper settings (scale.distill.METHODS), then --config (a TOML file: only the
+keys it sets), then --set. The student starts from --init (default: the teacher, or the coupling's teacher), EMA weights by default
 (the paper's load_ema). Runs as one process or under torchrun, like `python -m scale train`.
 """
 from __future__ import annotations
