@@ -5,7 +5,7 @@ A checkpoint folder holds
     model.safetensors   weights (names of scale.model.DiT)
     ema.safetensors     exponential moving average of the weights (absent in imported folders)
     optimizer.pt        AdamW state, tensors and numbers only (read back with weights_only=True)
-    state.json          step, config, vocabulary, RNG states, data position
+    state.json          step, config (its [model] section with the vocabulary), RNG states, data position
 
 A run folder (`train` / `distill --out`) keeps its checkpoints as
 
@@ -41,7 +41,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from scale.config import Config, config_from_dict
+from scale.config import config_from_dict
 from scale.model import DiT, DiTConfig
 
 FORMAT = "imdm-lab-dit/1"
@@ -335,18 +335,8 @@ def read_optimizer(folder: Path, step: int) -> dict:
 
 
 def dit_config(state: dict) -> DiTConfig:
-    """The DiTConfig recorded in a checkpoint's state.json."""
-    return make_dit_config(config_from_dict(state["config"]), state["vocab_size"], state["mask_id"])
-
-
-def make_dit_config(config: Config, vocab_size: int, mask_id: int) -> DiTConfig:
-    m = config.model
-    return DiTConfig(vocab_size=vocab_size, mask_id=mask_id, size=m.size, hidden=m.hidden, blocks=m.blocks,
-                     heads=m.heads, cond=m.cond,
-                     dropout=None if m.dropout < 0 else m.dropout, labels=m.labels, label_dim=m.label_dim,
-                     label_scale=m.label_scale, num_mask=m.num_mask, softcap=m.softcap, qk_norm=m.qk_norm,
-                     time_conditioning=m.time_conditioning, schedule=config.train.schedule,
-                     bf16=config.train.bf16)
+    """The DiTConfig a checkpoint's state.json records: the [model] section of its config."""
+    return config_from_dict(state["config"]).model
 
 
 def weight_mismatches(own: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor],

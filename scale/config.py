@@ -1,39 +1,24 @@
 """Typed run configuration: TOML files under scale/configs/ plus `--set section.key=value` overrides.
 
-A config has five sections, [model], [data], [train], [eval] and [distill] (read only by
-`python -m scale distill`); every key is a typed dataclass field,
-and an unknown key or a value of the wrong type is a ValueError that lists what is accepted.
+A config has five sections, [model] (scale.model.DiTConfig, which the DiT takes as it is), [data],
+[train], [eval] and [distill] (read only by `python -m scale distill`); every key is a typed dataclass
+field, and an unknown key or a value of the wrong type is a ValueError that lists what is accepted.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 import tomllib
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from imdm_lab.checks import SEED_LIMIT
+from scale.model import DiTConfig
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-
-
-@dataclass
-class ModelSection:
-    size: str = "tiny-cpu"  # a name of scale.model.SIZES: the preset of the dimensions left at 0
-    hidden: int = 0  # hidden size d (0: the size's)
-    blocks: int = 0  # transformer blocks
-    heads: int = 0  # attention heads (d / heads must be even: rotary)
-    cond: int = 0  # width of the timestep conditioning
-    labels: str = "rand"  # the label law: "none" trains MDLM; rand / randn / learnable / finite train IMDM
-    label_dim: int = 0  # D of continuous labels (0: the hidden size)
-    label_scale: float = 1.0
-    num_mask: int = 0  # K of the finite mask (labels = "finite")
-    softcap: float = 0.0  # 0: off
-    qk_norm: bool = False
-    time_conditioning: bool = False
-    dropout: float = -1.0  # < 0: the size's default
 
 
 @dataclass
@@ -59,13 +44,11 @@ class TrainSection:
     adam_eps: float = 1e-8
     grad_clip: float = 1.0
     ema: float = 0.9999
-    schedule: str = "loglinear"
     t_min: float = 1e-3
     antithetic: bool = True
     checkpoint_every: int = 1000
     log_every: int = 10
     strategy: str = "ddp"  # ddp / fsdp (multi-process runs)
-    bf16: bool = True  # autocast on CUDA; CPU always runs float32
     # chunked: the head's NLL at masked rows only, in row chunks (selected with a host sync); chunked-all:
     # on every row, visible ones zeroed (no sync, ~2x the head's FLOPs); full: [B, L, C] logits
     loss: str = "chunked"
@@ -97,7 +80,7 @@ class DistillSection:
 
 @dataclass
 class Config:
-    model: ModelSection = field(default_factory=ModelSection)
+    model: DiTConfig = field(default_factory=DiTConfig)
     data: DataSection = field(default_factory=DataSection)
     train: TrainSection = field(default_factory=TrainSection)
     eval: EvalSection = field(default_factory=EvalSection)
@@ -116,9 +99,17 @@ def _section_classes() -> dict[str, type]:
     return {f.name: hints[f.name] for f in dataclasses.fields(Config)}
 
 
+# keys that belong to another section now: the old name -> the new one
+MOVED = {"train.schedule": "model.schedule", "train.bf16": "model.bf16"}
+
+
 def _coerce(key: str, value, annotation):
-    """Check a TOML value against a field's type; ints are accepted where floats are expected."""
+    """Check a TOML value against a field's type; ints are accepted where floats are expected, and
+    None (JSON null, as state.json records an unset value) where the type allows it."""
     origin = typing.get_origin(annotation)
+    if origin is types.UnionType:
+        (inner,) = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return None if value is None else _coerce(key, value, inner)
     if origin is list:
         (item,) = typing.get_args(annotation)
         if not isinstance(value, list):
@@ -144,6 +135,9 @@ def config_from_dict(raw: dict) -> Config:
             raise ValueError(f"config: unknown section {name!r}; expected sections {sorted(classes)}")
         hints = typing.get_type_hints(classes[name])
         unknown = sorted(set(values) - set(hints))
+        for key in (f"{name}.{k}" for k in unknown if f"{name}.{k}" in MOVED):
+            raise ValueError(f"{key}: expected it as {MOVED[key]} (it belongs to the model), got {key} = "
+                             f"{values[key.split('.')[1]]!r}")
         if unknown:
             raise ValueError(f"config: unknown key(s) {', '.join(f'{name}.{k}' for k in unknown)}; "
                              f"valid keys: {', '.join(valid_keys())}")

@@ -1,6 +1,7 @@
 """Few-step distillation of a DiT on the training loop of scale.train (imdm-reference sec. 5).
 
-`Distiller` is a `Trainer` whose per-micro-batch loss is a distillation objective instead of the ELBO;
+`distill_trainer` composes a `Trainer` with the student (the initial checkpoint's weights), the method's
+objective (its METHODS entry) and, for the progressive methods, the rounds (scale.rounds.Rounds);
 batching, accumulation, DDP / FSDP, EMA, checkpoints, resumption and logging are the Trainer's.
 
 Methods (METHODS):
@@ -19,18 +20,68 @@ Methods (METHODS):
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 import imdm_lab.distill as distill_kernels
+from imdm_lab.process import Process
 from scale import distributed as D
-from scale.checkpoint import checkpoint_folder, copy_checkpoint, read_state, read_tensors
+from scale.checkpoint import load_weights
 from scale.config import Config
-from scale.ema import EMA
 from scale.model import EPS_PATH, DiT
+from scale.rounds import Rounds
 from scale.train import Trainer
+
+
+@dataclass(frozen=True)
+class Parts:
+    """What a method's objective is built from: the run's config, its data source (blocks or a coupling),
+    the student's process, the device, the frozen teacher (None without one) and the rounds (None
+    outside SDTT)."""
+    config: Config
+    data: object
+    process: Process
+    device: torch.device
+    teacher: torch.nn.Module | None
+    rounds: Rounds | None
+
+
+def sdtt_objective(p: Parts) -> Callable:
+    """(IM-)SDTT on data blocks at the trainer's times t (Float[b]): imdm_lab.distill.sdtt_loss with the
+    round's teacher step dt_r (eps fresh, shared by teacher and student, fixed over the teacher's k steps)."""
+    dc = p.config.distill
+
+    def loss(forward, idx, t, generator) -> torch.Tensor:
+        return distill_kernels.sdtt_loss(forward, p.teacher, p.data[idx].to(p.device), p.rounds.dt,
+                                         k=dc.teacher_steps, process=p.process, divergence_kind=dc.divergence,
+                                         t=t.to(p.device), generator=generator)
+    return loss
+
+
+def coupling_objective(p: Parts) -> Callable:
+    """(IM-)ReDi on stored coupling rows: imdm_lab.distill.coupling_loss (eps regenerated from the seed;
+    the coupling's own times, not the trainer's)."""
+    c, dev = p.data, p.device
+
+    def loss(forward, idx, _t, generator) -> torch.Tensor:
+        idx = torch.as_tensor(idx, dtype=torch.int64)
+        batch = distill_kernels.Coupling(c.x_t[idx].to(dev), c.x_0[idx].to(dev), c.t[idx].to(dev),
+                                         c.seed[idx].to(dev))
+        return distill_kernels.coupling_loss(forward, batch, process=p.process,
+                                             ignore_seed=p.config.distill.ignore_seed, generator=generator)
+    return loss
+
+
+def eps_coupling_objective(p: Parts) -> Callable:
+    """The eps-driven coupling at the trainer's times t: cross-entropy against the teacher's completion
+    F(x_t, eps), made online (imdm_lab.distill.eps_coupling_loss; L teacher calls per batch)."""
+    def loss(forward, idx, t, generator) -> torch.Tensor:
+        return distill_kernels.eps_coupling_loss(forward, p.teacher, p.data[idx].to(p.device),
+                                                 reader=p.config.distill.reader, process=p.process,
+                                                 t=t.to(p.device), generator=generator)
+    return loss
 
 
 @dataclass(frozen=True)
@@ -40,6 +91,8 @@ class Method:
     coupling: bool  # trains on a coupling folder
     rounds: bool  # progressive rounds with a growing step size
     defaults: dict  # paper settings, applied under the user's config and --set
+    # Parts -> loss(forward, idx, t, generator) of one micro-batch (scale.train.Trainer's objective)
+    objective: Callable[[Parts], Callable]
 
 
 _SDTT = {"train.lr": 6e-5, "train.warmup": 500, "train.ema": 0.9999, "train.global_batch": 128,
@@ -47,11 +100,16 @@ _SDTT = {"train.lr": 6e-5, "train.warmup": 500, "train.ema": 0.9999, "train.glob
 _REDI = {"train.lr": 3e-4, "train.warmup": 2500, "train.ema": 0.9999, "train.global_batch": 512,
          "train.max_steps": 50_000, "train.checkpoint_every": 10_000}
 METHODS: dict[str, Method] = {
-    "sdtt": Method(imdm=False, teacher=True, coupling=False, rounds=True, defaults=_SDTT),
-    "imdm-sdtt": Method(imdm=True, teacher=True, coupling=False, rounds=True, defaults=_SDTT),
-    "redi": Method(imdm=False, teacher=False, coupling=True, rounds=False, defaults=_REDI),
-    "imdm-redi": Method(imdm=True, teacher=False, coupling=True, rounds=False, defaults=_REDI),
-    "imdm-eps-coupling": Method(imdm=True, teacher=True, coupling=False, rounds=False, defaults=_REDI),
+    "sdtt": Method(imdm=False, teacher=True, coupling=False, rounds=True, defaults=_SDTT,
+                   objective=sdtt_objective),
+    "imdm-sdtt": Method(imdm=True, teacher=True, coupling=False, rounds=True, defaults=_SDTT,
+                        objective=sdtt_objective),
+    "redi": Method(imdm=False, teacher=False, coupling=True, rounds=False, defaults=_REDI,
+                   objective=coupling_objective),
+    "imdm-redi": Method(imdm=True, teacher=False, coupling=True, rounds=False, defaults=_REDI,
+                        objective=coupling_objective),
+    "imdm-eps-coupling": Method(imdm=True, teacher=True, coupling=False, rounds=False, defaults=_REDI,
+                                objective=eps_coupling_objective),
 }
 
 
@@ -59,15 +117,6 @@ def get_method(name: str) -> Method:
     if name not in METHODS:
         raise ValueError(f"--method: expected one of {sorted(METHODS)}, got {name!r}")
     return METHODS[name]
-
-
-def round_plan(start_steps: int, k: int, target_steps: int) -> list[float]:
-    """Teacher step sizes dt_r = k^r / N_0 of the rounds (imdm_lab.distill.round_plan), with errors
-    naming the config keys."""
-    try:
-        return distill_kernels.round_plan(start_steps, target_steps, k)
-    except ValueError as err:
-        raise ValueError(f"distill.{err}") from None
 
 
 def _inert(tensors: dict) -> bool:
@@ -95,120 +144,27 @@ def adapt_weights(tensors: dict, model: torch.nn.Module, source: str) -> dict:
     return out
 
 
-class Distiller(Trainer):
-    """A Trainer whose loss is `config.distill.method`'s objective; the student starts from `init`."""
-
-    def __init__(self, config: Config, out, init: dict, train_data, val_blocks, vocab_size: int, mask_id: int,
-                 decode=None, runtime=None, source: str = "init"):
-        super().__init__(config, out, train_data, val_blocks, vocab_size, mask_id, decode=decode,
-                         runtime=runtime)
-        dc, tc = config.distill, config.train
-        self.method = get_method(dc.method)
-        torch.manual_seed(tc.seed)  # the student's own initial eps path, as the Trainer drew it
-        init = adapt_weights(init, DiT(self.model.config), source)
-        D.load_full_model_state(self.model, init, self.sharded)
-        self.ema = EMA(self.model, tc.ema)  # averages from the initial weights, not the random ones
-        self.dts = round_plan(dc.start_steps, dc.teacher_steps, dc.target_steps) if self.method.rounds else []
-        self.teacher = None
-        if self.method.teacher:
-            # A plain replica on every process (never sharded): it only runs forward passes.
-            self.teacher = DiT(self.model.config).to(self.rt.device).eval().requires_grad_(False)
-            self.teacher.load_state_dict(init)
-
-    # ---- rounds ------------------------------------------------------------------------------
-    @property
-    def round(self) -> int:
-        return self.step // self.cfg.distill.grow_every
-
-    def rounds_dir(self, r: int) -> Path:
-        """The student after round r (1-based), which samples with N_0 / k^r steps."""
-        dc = self.cfg.distill
-        return self.out / "rounds" / f"round-{r}-{dc.start_steps // dc.teacher_steps ** r}-steps"
-
-    def _snapshot_round(self, r: int) -> None:
-        """Copy the checkpoint just committed in `out` (weights, EMA, state) to rounds/, atomically (a
-        complete folder or none; every process calls this)."""
-        final = self.rounds_dir(r)
-        if self.rt.main and not final.is_dir():
-            copy_checkpoint(checkpoint_folder(self.out), final)
-        D.barrier()
-
-    def _load_teacher_of_round(self) -> None:
-        r = self.round
-        if r == 0:
-            return
-        folder = self.rounds_dir(r)
-        self.teacher.load_state_dict(read_tensors(folder / "model.safetensors", read_state(folder)["step"]))
-
-    def must_save(self) -> bool:
-        """A round ends: its student is checkpointed, copied to rounds/ and becomes the teacher."""
-        return self.method.rounds and self.step % self.cfg.distill.grow_every == 0
-
-    def after_save(self) -> None:
-        if self.must_save():
-            self._snapshot_round(self.round)
-            self._load_teacher_of_round()  # teacher <- the student's raw weights
-
-    def train_step(self) -> dict:
-        record = super().train_step()
-        if self.must_save():
-            record["round"] = self.round
-        return record
-
-    def _open_run(self) -> None:
-        """A resumed run gets the teacher of its round back; a run killed between a round's commit and
-        its copy to rounds/ makes the copy now."""
-        super()._open_run()
-        if self.method.rounds and self.round > 0:
-            if self.must_save():
-                self._snapshot_round(self.round)
-            self._load_teacher_of_round()
-
-    def run(self, max_steps: int | None = None) -> dict:
-        if max_steps is None:
-            max_steps = (len(self.dts) * self.cfg.distill.grow_every if self.method.rounds
-                         else self.cfg.train.max_steps)
-        return super().run(max_steps)
-
-    # ---- objectives --------------------------------------------------------------------------
-    SEED_TAG = "distill"
-
-    def loss(self, idx, t, gen) -> torch.Tensor:
-        return OBJECTIVES[self.cfg.distill.method](self, idx, t, gen)
-
-
-def sdtt_objective(d: Distiller, idx, t, gen) -> torch.Tensor:
-    """(IM-)SDTT on data blocks at the trainer's times t (Float[b]): imdm_lab.distill.sdtt_loss with the
-    round's teacher step dt_r (eps fresh, shared by teacher and student, fixed over the teacher's k steps)."""
-    dc = d.cfg.distill
-    return distill_kernels.sdtt_loss(d.wrapped, d.teacher, d.train_blocks[idx].to(d.rt.device),
-                                     d.dts[min(d.round, len(d.dts) - 1)], k=dc.teacher_steps,
-                                     process=d.model.process, divergence_kind=dc.divergence,
-                                     t=t.to(d.rt.device), generator=gen)
-
-
-def coupling_objective(d: Distiller, idx, _t, gen) -> torch.Tensor:
-    """(IM-)ReDi on stored coupling rows: imdm_lab.distill.coupling_loss (eps regenerated from the seed)."""
-    c, dev = d.train_blocks, d.rt.device
-    idx = torch.as_tensor(idx, dtype=torch.int64)
-    batch = distill_kernels.Coupling(c.x_t[idx].to(dev), c.x_0[idx].to(dev), c.t[idx].to(dev), c.seed[idx].to(dev))
-    return distill_kernels.coupling_loss(d.wrapped, batch, process=d.model.process,
-                                         ignore_seed=d.cfg.distill.ignore_seed, generator=gen)
-
-
-def eps_coupling_objective(d: Distiller, idx, t, gen) -> torch.Tensor:
-    """The eps-driven coupling at the trainer's times t: cross-entropy against the teacher's completion
-    F(x_t, eps), made online (imdm_lab.distill.eps_coupling_loss; L teacher calls per batch)."""
-    x0 = d.train_blocks[idx].to(d.rt.device)
-    return distill_kernels.eps_coupling_loss(d.wrapped, d.teacher, x0, reader=d.cfg.distill.reader,
-                                             process=d.model.process, t=t.to(d.rt.device), generator=gen)
-
-
-# method -> loss of one micro-batch: (distiller, row indices, trainer's times Float[b], generator) -> scalar
-OBJECTIVES = {
-    "sdtt": sdtt_objective,
-    "imdm-sdtt": sdtt_objective,
-    "redi": coupling_objective,
-    "imdm-redi": coupling_objective,
-    "imdm-eps-coupling": eps_coupling_objective,
-}
+def distill_trainer(config: Config, out, init: dict, train_data, val_blocks, *, source: str = "init",
+                    decode=None, runtime: D.Runtime | None = None) -> Trainer:
+    """The Trainer of `config.distill.method`: the student DiT of config.model with the weights `init`
+    (adapt_weights; its own eps path drawn from train.seed, as a fresh model's), a frozen teacher
+    replica of `init` when the method has one, the rounds when it has them, and the method's objective
+    on `train_data` (data blocks, or a scale.coupling.Coupling), seeded in the "distill" namespace."""
+    rt = runtime or D.init_runtime()
+    method = get_method(config.distill.method)
+    torch.manual_seed(config.train.seed)  # the student's own initial eps path, as a fresh model's
+    student = DiT(config.model)
+    init = adapt_weights(init, student, source)
+    load_weights(student, init, source)
+    student.to(rt.device)
+    teacher = rounds = None
+    if method.teacher:
+        # A plain replica on every process (never sharded): it only runs forward passes.
+        teacher = DiT(config.model).to(rt.device).eval().requires_grad_(False)
+        teacher.load_state_dict(init)
+    if method.rounds:
+        rounds = Rounds(teacher, config.distill)
+    loss = method.objective(Parts(config, train_data, student.process, rt.device, teacher, rounds))
+    return Trainer(config, out, student, loss, len(train_data), val_blocks, seeds="distill",
+                   hooks=(rounds,) if rounds else (), max_steps=rounds.max_steps if rounds else None,
+                   decode=decode, runtime=rt)

@@ -4,6 +4,7 @@ coupling folder of the ReDi methods."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 
@@ -31,16 +32,16 @@ def build_config(base: dict, method_name: str, config_path: str | None, override
     if coupling:
         set_value(raw, "distill", "coupling", str(coupling))
     config = config_from_dict(raw)
-    schedule = base.get("train", {}).get("schedule", config.train.schedule)
-    if config.train.schedule != schedule:
-        raise ValueError(f"train.schedule: the student keeps its checkpoint's schedule {schedule!r}, "
-                         f"got {config.train.schedule!r}")
+    schedule = base.get("model", {}).get("schedule", config.model.schedule)
+    if config.model.schedule != schedule:
+        raise ValueError(f"model.schedule: expected the checkpoint's {schedule!r} (the student keeps its "
+                         f"process), got {config.model.schedule!r}")
     # The method fixes whether the student reads eps: an MDLM checkpoint becomes an IMDM (rand
     # labels) for imdm-* methods, and an IMDM one an MDM for sdtt / redi.
     if method.imdm and config.model.labels == "none":
-        config.model.labels = "rand"
+        config.model = dataclasses.replace(config.model, labels="rand")
     elif not method.imdm:
-        config.model.labels = "none"
+        config.model = dataclasses.replace(config.model, labels="none")
     return config
 
 

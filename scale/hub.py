@@ -54,7 +54,7 @@ def model_card(state: dict, repo: str) -> str:
     kind = "MDLM" if cfg.labels == "none" else f"IMDM ({cfg.labels} mask labels)"
     return (f"---\nlibrary_name: imdm-lab\ntags:\n- masked-diffusion\n- imdm-lab\n---\n\n# {repo}\n\n"
             f"A {kind} DiT denoiser written by imdm-lab: hidden {d.hidden}, {d.blocks} blocks, {d.heads} heads, "
-            f"cond {d.cond}; vocabulary {state['vocab_size']} (mask id {state['mask_id']}, tokenizer "
+            f"cond {d.cond}; vocabulary {cfg.vocab_size} (mask id {cfg.mask_id}, tokenizer "
             f"`{state['tokenizer']}`); sequence length {state['config']['data']['length']}; step {state['step']}.\n\n"
             f"```bash\npython -m scale sample --ckpt {repo} --steps 1,2,4,8 --n 4\n```\n\n"
             "Files: `config.json` (the run's settings), `model.safetensors` (weights), `ema.safetensors` "

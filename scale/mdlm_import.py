@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 
 from imdm_lab.checks import check_writable
-from scale.checkpoint import make_dit_config, save_checkpoint, weight_mismatches
-from scale.config import Config, DataSection, ModelSection
+from scale.checkpoint import save_checkpoint, weight_mismatches
+from scale.config import Config, DataSection
 from scale.model import EPS_PATH, SIZES, DiT, DiTConfig, DiTSize
 from scale.torch_files import load_skipping_objects, load_weights_only
 
@@ -155,7 +155,7 @@ def recorded(hf: dict | None, name: str, default=None):
 
 def infer_dims(tensors: dict[str, torch.Tensor], hf: dict | None, heads: int | None = None) -> DiTSize:
     """(hidden, blocks, heads, cond) of the source: shapes, and heads from `heads`, the config or the
-    rotary table (inv_freq holds head_dim / 2 frequencies); dropout from the config (else -1: unknown)."""
+    rotary table (inv_freq holds head_dim / 2 frequencies); dropout from the config (else None: unknown)."""
     hidden = tensors["vocab_embed.embedding"].shape[1]
     cond = tensors["sigma_map.mlp.0.weight"].shape[0]
     blocks = len({k.split(".")[1] for k in tensors if k.startswith("blocks.")})
@@ -167,12 +167,13 @@ def infer_dims(tensors: dict[str, torch.Tensor], hf: dict | None, heads: int | N
                          "n_heads / model.n_heads, no rotary_emb.inv_freq); pass --heads")
     if blocks == 0:
         raise ValueError("--from: the source has no blocks.N.* weights")
+    dropout = recorded(hf, "dropout")
     return DiTSize(hidden=hidden, blocks=blocks, heads=int(heads), cond=cond,
-                   dropout=float(recorded(hf, "dropout", -1.0)))
+                   dropout=None if dropout is None else float(dropout))
 
 
-def source_labels(tensors: dict, hf: dict | None, requested: str | None, label_dim: int) -> dict:
-    """The eps path the source has, as ModelSection fields (labels, label_dim, num_mask, label_scale):
+def source_labels(tensors: dict, hf: dict | None, requested: str | None, label_dim: int | None) -> dict:
+    """The eps path the source has, as DiTConfig fields (labels, label_dim, num_mask, label_scale):
     the finite table fixes K, the eps-MLP's input D, learnable parameters the kind; a requested kind
     must agree with what the source holds. An MDLM source takes any kind (default rand)."""
     scale = float(recorded(hf, "noise_scale", 1.0))
@@ -235,7 +236,7 @@ def _preset_of(dims: DiTSize) -> str:
     the dimensions themselves are always written explicitly."""
     same = [n for n, s in SIZES.items() if (s.hidden, s.blocks, s.heads, s.cond) ==
             (dims.hidden, dims.blocks, dims.heads, dims.cond)]
-    return same[0] if same else ModelSection.size
+    return same[0] if same else DiTConfig.size
 
 
 def read_source(source: str, weights: str = "ema",
@@ -249,12 +250,12 @@ def read_source(source: str, weights: str = "ema",
     return _hf_weights(_hf_folder(source, revision))
 
 
-def import_checkpoint(source: str, out: str | Path, *, labels: str | None = None, label_dim: int = 0,
+def import_checkpoint(source: str, out: str | Path, *, labels: str | None = None, label_dim: int | None = None,
                       softcap: float | None = None, heads: int | None = None, revision: str | None = None,
                       weights: str = "ema", mask_id: int | None = None, tokenizer: str | None = None) -> str:
     """Write the checkpoint folder `out` (new or empty) from the MDLM / IMDM / SDTT weights `source`;
     returns a one-line description of the DiT it holds. labels: the label law (None: rand, or what the
-    source's eps path implies); label_dim: D (0: the hidden size); softcap, heads, mask_id, tokenizer:
+    source's eps path implies); label_dim: D (None: the hidden size); softcap, heads, mask_id, tokenizer:
     None takes the source's config, else the defaults of its vocabulary; weights: ema | model (the raw weights) of a .ckpt."""
     folder = check_writable("--out", out, folder=True)
     if folder.is_dir() and any(folder.iterdir()):
@@ -272,18 +273,17 @@ def import_checkpoint(source: str, out: str | Path, *, labels: str | None = None
     dims = infer_dims(tensors, hf, heads)
     softcap = softcap if softcap is not None else max(0.0, float(recorded(hf, "softcap", 0.0)))
     qk_norm = "blocks.0.q_norm.weight" in tensors
-    model_section = ModelSection(size=_preset_of(dims), hidden=dims.hidden, blocks=dims.blocks, heads=dims.heads,
-                                 cond=dims.cond, softcap=softcap, qk_norm=qk_norm, dropout=dims.dropout,
-                                 time_conditioning=bool(recorded(hf, "time_conditioning", False)),
-                                 **source_labels(tensors, hf, labels, label_dim))
-    config = Config(model=model_section, data=DataSection(
-        dataset=dataset, tokenizer=tokenizer, length=int(recorded(hf, "length", 1024))))
     mask_id = default_mask_id if mask_id is None else mask_id
-    model = convert(tensors, make_dit_config(config, vocab, mask_id), source)
+    model_config = DiTConfig(size=_preset_of(dims), hidden=dims.hidden, blocks=dims.blocks, heads=dims.heads,
+                             cond=dims.cond, softcap=softcap, qk_norm=qk_norm, dropout=dims.dropout,
+                             time_conditioning=bool(recorded(hf, "time_conditioning", False)),
+                             **source_labels(tensors, hf, labels, label_dim)).with_vocabulary(vocab, mask_id)
+    config = Config(model=model_config, data=DataSection(
+        dataset=dataset, tokenizer=tokenizer, length=int(recorded(hf, "length", 1024))))
+    model = convert(tensors, model_config, source)
     save_checkpoint(out, model.state_dict(), None, None, {
-        "step": 0, "config": config.to_dict(), "vocab_size": vocab, "mask_id": mask_id,
-        "tokenizer": tokenizer, "imported_from": str(source)})
-    m, law = model_section, model.process.labels
+        "step": 0, "config": config.to_dict(), "tokenizer": tokenizer, "imported_from": str(source)})
+    m, law = model_config, model.process.labels
     return (f"wrote {out}: DiT hidden {m.hidden}, {m.blocks} blocks, {m.heads} heads, cond {m.cond}"
             f"{', qk-norm' if qk_norm else ''}{f', softcap {softcap:g}' if softcap else ''}; labels {m.labels}"
             f"{f' (D = {law.dim})' if law is not None and law.continuous else ''}"

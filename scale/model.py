@@ -15,6 +15,7 @@ Float[B, L] at the positions with a target instead (imdm_lab.head_nll: no [B, L,
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from imdm_lab.embedding import MaskEmbedding
 from imdm_lab.head_nll import head_nll
 from imdm_lab.labels import LABEL_NAMES, MaskLabels, mask_labels
 from imdm_lab.process import Process
-from imdm_lab.schedules import get_schedule
+from imdm_lab.schedules import SCHEDULES, get_schedule
 
 
 @dataclass(frozen=True)
@@ -50,52 +51,62 @@ SIZES: dict[str, DiTSize] = {
 
 @dataclass(frozen=True)
 class DiTConfig:
-    """Everything that fixes the DiT's parameter shapes and its forward pass. The dimensions are
-    hidden / blocks / heads / cond (0: the named size's preset)."""
+    """The [model] section of a run config: everything that fixes the DiT's parameter shapes, its forward
+    pass and its diffusion process. `DiT(config)` builds it as it is. The dimensions hidden / blocks /
+    heads / cond and dropout default (None) to the named size's; vocab_size and mask_id are the
+    tokenizer's, filled in when the data is opened (`with_vocabulary`)."""
 
-    vocab_size: int  # C output classes (the mask id may be one of them)
-    mask_id: int
-    size: str = "tiny-cpu"  # preset of the dimensions left at 0
-    hidden: int = 0
-    blocks: int = 0
-    heads: int = 0
-    cond: int = 0
-    dropout: float | None = None  # None: the size's default
+    size: str = "tiny-cpu"  # a name of SIZES: the preset of the dimensions left at None
+    hidden: int | None = None  # hidden size d
+    blocks: int | None = None  # transformer blocks
+    heads: int | None = None  # attention heads (d / heads must be even: rotary)
+    cond: int | None = None  # width of the timestep conditioning
+    dropout: float | None = None
     labels: str = "rand"  # the label law (imdm_lab.labels.LABEL_NAMES): none (MDLM), rand, randn, learnable, finite
-    label_dim: int = 0  # D of continuous labels (0: the hidden size)
+    label_dim: int | None = None  # D of continuous labels (None: the hidden size)
     label_scale: float = 1.0
     num_mask: int = 0  # K for labels = "finite"
     softcap: float = 0.0  # attention-logit softcap; 0 turns it off
     qk_norm: bool = False
     time_conditioning: bool = False
-    schedule: str = "loglinear"  # turns t into MDLM's sigma = -log alpha_t for the timestep embedder
+    schedule: str = "loglinear"  # the masking schedule alpha_t; also MDLM's sigma = -log alpha_t of the embedder
     bf16: bool = True  # bf16 autocast of blocks and output layer on CUDA (never on CPU)
+    vocab_size: int | None = None  # C output classes (the mask id may be one of them)
+    mask_id: int | None = None
 
     def __post_init__(self):
         if self.size not in SIZES:
             raise ValueError(f"model.size: expected one of {sorted(SIZES)}, got {self.size!r}")
-        for name in ("hidden", "blocks", "heads", "cond"):
+        for name in ("hidden", "blocks", "heads", "cond", "label_dim"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"model.{name}: expected an integer >= 1 (0 = the size's), got {value!r}")
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"model.{name}: expected an integer >= 1 (unset: the size's), got {value!r}")
         d = self.dims
         if d.hidden % d.heads:
             raise ValueError(f"model.heads: expected a divisor of the hidden size {d.hidden}, got {d.heads}")
         if (d.hidden // d.heads) % 2:
             raise ValueError(f"model.heads: the head dimension hidden / heads = {d.hidden // d.heads} must be "
                              f"even for the rotary embedding, got heads {d.heads}")
-        if d.dropout is not None and not 0.0 <= d.dropout < 1.0:
+        if not 0.0 <= d.dropout < 1.0:
             raise ValueError(f"model.dropout: expected a number in [0, 1), got {d.dropout!r}")
-        if self.vocab_size < 2:
-            raise ValueError(f"vocab_size: expected an integer >= 2, got {self.vocab_size!r}")
-        if not 0 <= self.mask_id <= self.vocab_size:
-            raise ValueError(f"mask_id: expected an integer in [0, {self.vocab_size}], got {self.mask_id!r}")
+        if self.vocab_size is not None and self.vocab_size < 2:
+            raise ValueError(f"model.vocab_size: expected an integer >= 2, got {self.vocab_size!r}")
+        if self.mask_id is not None and (self.mask_id < 0 or self.mask_id > (self.vocab_size or self.mask_id)):
+            raise ValueError(f"model.mask_id: expected an integer in [0, {self.vocab_size}], got {self.mask_id!r}")
         if self.softcap < 0:
             raise ValueError(f"model.softcap: expected a number >= 0 (0 = off), got {self.softcap!r}")
         if self.labels not in LABEL_NAMES:
             raise ValueError(f"model.labels: expected one of {', '.join(LABEL_NAMES)}, got {self.labels!r}")
-        get_schedule(self.schedule)
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"model.schedule: expected one of {sorted(SCHEDULES)}, got {self.schedule!r}")
         self.mask_labels()  # validates label_dim / label_scale / num_mask
+
+    def with_vocabulary(self, vocab_size: int, mask_id: int) -> "DiTConfig":
+        """This config for the data's C classes and mask id; a value the config already names must agree."""
+        for key, have, data in (("vocab_size", self.vocab_size, vocab_size), ("mask_id", self.mask_id, mask_id)):
+            if have is not None and have != data:
+                raise ValueError(f"model.{key}: expected the data's {data}, got {have!r}")
+        return dataclasses.replace(self, vocab_size=vocab_size, mask_id=mask_id)
 
     def mask_labels(self) -> MaskLabels | None:
         """The law of the mask labels eps this model reads; None for an MDLM (no eps path)."""
@@ -111,9 +122,8 @@ class DiTConfig:
     def dims(self) -> DiTSize:
         """The preset of `size` with every explicitly given dimension (and dropout) in its place."""
         preset = SIZES[self.size]
-        return DiTSize(hidden=self.hidden or preset.hidden, blocks=self.blocks or preset.blocks,
-                       heads=self.heads or preset.heads, cond=self.cond or preset.cond,
-                       dropout=preset.dropout if self.dropout is None else self.dropout)
+        given = {k: getattr(self, k) for k in ("hidden", "blocks", "heads", "cond", "dropout")}
+        return dataclasses.replace(preset, **{k: v for k, v in given.items() if v is not None})
 
     @property
     def embed_rows(self) -> int:
@@ -266,6 +276,9 @@ class DiT(nn.Module):
 
     def __init__(self, config: DiTConfig):
         super().__init__()
+        if config.vocab_size is None or config.mask_id is None:
+            raise ValueError("model.vocab_size / model.mask_id: expected the tokenizer's, filled in when the data "
+                             f"is opened (DiTConfig.with_vocabulary), got {config.vocab_size} / {config.mask_id}")
         self.config = config
         dims = config.dims
         dropout = dims.dropout

@@ -2,10 +2,12 @@
 so that a bad step limit or an occupied folder is refused before any data is read."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from imdm_lab.checks import check_writable
-from scale.checkpoint import find_checkpoint
+from scale.checkpoint import dit_config, find_checkpoint, read_state
+from scale.model import DiTConfig
 
 
 def check_run(out: Path, resume: bool, max_steps: int | None) -> None:
@@ -29,9 +31,26 @@ def check_resume_step(step: int, max_steps: int, out: Path) -> None:
         raise ValueError(f"--max-steps: expected a step >= the checkpoint's step {step} in {out}, got {max_steps}")
 
 
-def check_same_model(saved: dict, wanted: dict, out: Path) -> None:
-    """Resuming needs the model the checkpoint holds; say which [model] keys differ."""
-    diff = [f"model.{k}: {saved.get(k)!r} in the checkpoint, {wanted[k]!r} here" for k in wanted
-            if saved.get(k) != wanted[k]]
+def check_same_model(saved: DiTConfig, wanted: DiTConfig, out: Path) -> None:
+    """Resuming needs the model the checkpoint holds: every [model] key equal, but for the vocabulary
+    when `wanted` leaves it to the data (which the weights' shapes then check); say which keys differ."""
+    keys = [f.name for f in dataclasses.fields(DiTConfig)
+            if not (f.name in ("vocab_size", "mask_id") and getattr(wanted, f.name) is None)]
+    diff = [f"model.{k}: {getattr(saved, k)!r} in the checkpoint, {getattr(wanted, k)!r} here" for k in keys
+            if getattr(saved, k) != getattr(wanted, k)]
     if diff:
         raise ValueError(f"--resume: the checkpoint in {out} is of another model ({'; '.join(diff)})")
+
+
+def resume_step(out: Path, resume: bool, max_steps: int | None, model: DiTConfig) -> int | None:
+    """The step a run continues from (None: it starts at step 0), after the checks of check_run: the
+    checkpoint's model is `model` and its step not beyond max_steps (None: the run's own limit)."""
+    check_run(out, resume, max_steps)
+    folder = find_checkpoint(out) if resume else None
+    if folder is None:
+        return None
+    state = read_state(folder)
+    check_same_model(dit_config(state), model, out)
+    if max_steps is not None:
+        check_resume_step(state["step"], max_steps, out)
+    return state["step"]

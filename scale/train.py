@@ -1,4 +1,6 @@
-"""Pre-training of MDLM / IMDM DiTs with the shared ELBO kernel, single-process or under torchrun.
+"""The training loop of scale, single-process or under torchrun: a generic `Trainer` composed with a
+model, an objective and a data source (ELBO pre-training, `elbo_trainer`, is one objective; the
+distillation methods of scale.distill are others).
 
 Batching. A step consumes `global_batch` sequences, split over `world` processes and, inside each,
 into micro-batches of `micro_batch` sequences accumulated before one AdamW step; the accumulation count
@@ -28,8 +30,8 @@ from tqdm import tqdm
 from imdm_lab.losses import elbo
 from imdm_lab.schedules import sample_times
 from scale import distributed as D
-from scale.checkpoint import (RunFolder, check_weights, checkpoint_folder, dit_config, make_dit_config,
-                              read_optimizer, read_state, read_tensors, trim_metrics)
+from scale.checkpoint import (RunFolder, check_weights, checkpoint_folder, read_optimizer, read_state,
+                              read_tensors, trim_metrics)
 from scale.config import Config
 from scale.data import BatchStream
 from scale.ema import EMA
@@ -126,21 +128,65 @@ def check_block_ids(blocks: torch.Tensor, num_classes: int) -> torch.Tensor:
     return blocks
 
 
-class Trainer:
-    """Owns the model, optimizer, EMA and data order of one run; `run()` trains to `max_steps`."""
+class Hooks:
+    """What a component composed into a run adds to the Trainer's loop (the default: nothing)."""
 
-    def __init__(self, config: Config, out: str | Path, train_blocks: torch.Tensor, val_blocks: torch.Tensor,
-                 vocab_size: int, mask_id: int, decode=None, runtime: D.Runtime | None = None):
+    def on_open(self, trainer: "Trainer") -> None:
+        """The trainer has become the run folder's writer, at its first or its resumed step."""
+
+    def due(self, step: int) -> bool:
+        """A checkpoint due at this step beyond train.checkpoint_every."""
+        return False
+
+    def after_save(self, trainer: "Trainer") -> None:
+        """Work that needs the checkpoint of this step committed."""
+
+    def record(self, step: int) -> dict:
+        """Fields added to the log record of this step."""
+        return {}
+
+
+class ELBO:
+    """The pre-training objective: the mean ELBO of the training blocks at row indices idx (Int[b]) at the
+    trainer's times t (Float[b]), masks and labels eps drawn from `generator`.
+
+    The ids are checked on the host copy before it moves; the kernel then trusts x0 and t
+    (validate=False), so nothing is read back from the device during the step."""
+
+    def __init__(self, blocks, model: DiT, loss: str, device: torch.device):
+        if loss not in LOSSES:
+            raise ValueError(f"train.loss: expected one of {sorted(LOSSES)}, got {loss!r}")
+        self.blocks, self.process, self.rows, self.device = blocks, model.process, LOSSES[loss], device
+        self.num_classes = model.config.vocab_size
+
+    def __call__(self, forward, idx: np.ndarray, t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        x0 = check_block_ids(self.blocks[idx], self.num_classes).to(self.device)
+        if self.rows is not None:
+            forward = functools.partial(forward, head_rows=self.rows)
+        return elbo(forward, x0, t.to(self.device), process=self.process, generator=generator,
+                    efficient=self.rows is not None, validate=False).mean
+
+
+class Trainer:
+    """Trains `model` on `loss` to `max_steps`: the batching, accumulation, DDP / FSDP, optimizer, EMA, data
+    order, checkpoints, resumption, evaluation and log of one run.
+
+    model: the network with its initial weights; loss(forward, idx, t, generator) -> scalar: the objective
+    of one micro-batch (forward: the module to train through; idx: Int[b] rows of the data source; t:
+    Float[b] the micro-batch's times; generator: seeded by (train.seed, seeds, step, micro-batch));
+    num_rows: the data source's length (the batch order permutes it); hooks: components of the run
+    (e.g. scale.rounds.Rounds); max_steps: the default of run() (None: train.max_steps)."""
+
+    def __init__(self, config: Config, out: str | Path, model: DiT, loss, num_rows: int, val_blocks, *,
+                 seeds: str, hooks: tuple[Hooks, ...] = (), max_steps: int | None = None, decode=None,
+                 runtime: D.Runtime | None = None):
         self.cfg, self.out = config, Path(out)
         self.rt = runtime or D.init_runtime()
-        self.train_blocks, self.val_blocks, self.decode = train_blocks, val_blocks, decode
-        self.vocab_size, self.mask_id = vocab_size, mask_id
+        self.loss, self.seeds, self.hooks, self.val_blocks, self.decode = loss, seeds, hooks, val_blocks, decode
+        self.max_steps = config.train.max_steps if max_steps is None else max_steps
         tc = config.train
-        if tc.loss not in LOSSES:
-            raise ValueError(f"train.loss: expected one of {sorted(LOSSES)}, got {tc.loss!r}")
         self.plan = BatchPlan.make(tc.global_batch, tc.micro_batch, self.rt.world)
-        torch.manual_seed(tc.seed)  # identical initial weights on every process
-        self.model = DiT(make_dit_config(config, vocab_size, mask_id)).to(self.rt.device)
+        self.model = model.to(self.rt.device)
         self.wrapped = D.wrap(self.model, self.rt, tc.strategy)
         self.sharded = D.is_sharded(self.rt, tc.strategy)
         self.optimizer = make_optimizer(self.model, tc, fused=self.rt.device.type == "cuda")
@@ -148,20 +194,16 @@ class Trainer:
         self.train_forward = torch.compile(self.wrapped) if tc.compile else self.wrapped
         self.ema = EMA(self.model, tc.ema)
         # The global batch order; each process takes its micro-batches' rows out of it.
-        self.stream = BatchStream(len(train_blocks), tc.global_batch, seed=tc.seed)
+        self.stream = BatchStream(num_rows, tc.global_batch, seed=tc.seed)
         self.step = 0
         self.run_folder = RunFolder(self.out)
         self.resumed, self.saved_step = False, None
 
     # ---- checkpoints -------------------------------------------------------------------------
     def resume(self) -> None:
-        """Load the latest checkpoint of `out`; its model must have the shapes this config builds."""
+        """Load the latest checkpoint of `out` (scale.runs.resume_step has checked that it holds this model)."""
         folder = checkpoint_folder(self.out)
         state = read_state(folder)
-        # bf16 autocast is a runtime choice, not part of the model a checkpoint holds.
-        if dataclasses.replace(dit_config(state), bf16=self.model.config.bf16) != self.model.config:
-            raise ValueError(f"--resume: the checkpoint in {self.out} is of another model than this config "
-                             f"and data build ({dit_config(state)} vs {self.model.config})")
         step = state["step"]
         weights = read_tensors(folder / "model.safetensors", step)
         check_weights(self.model, weights, f"ckpt: {folder / 'model.safetensors'}")
@@ -181,18 +223,10 @@ class Trainer:
         ema_state = self.ema.state_dict()
         if not self.rt.main:
             return
-        state = {"step": self.step, "config": self.cfg.to_dict(), "vocab_size": self.vocab_size,
-                 "mask_id": self.mask_id, "tokenizer": self.cfg.data.tokenizer, "world_size": self.rt.world,
-                 "ema_updates": self.ema.updates, "rng": _rng_states(),
+        state = {"step": self.step, "config": self.cfg.to_dict(), "tokenizer": self.cfg.data.tokenizer,
+                 "world_size": self.rt.world, "ema_updates": self.ema.updates, "rng": _rng_states(),
                  "data": self.stream.state_dict()}
         self.run_folder.commit(model_state, ema_state, optim_state, state)
-
-    def must_save(self) -> bool:
-        """A checkpoint due at this step beyond train.checkpoint_every (none here)."""
-        return False
-
-    def after_save(self) -> None:
-        """Work that needs the checkpoint of this step committed (none here)."""
 
     # ---- logging -----------------------------------------------------------------------------
     def _log(self, record: dict) -> None:
@@ -201,32 +235,22 @@ class Trainer:
                 f.write(json.dumps(record) + "\n")
 
     def _open_run(self) -> None:
-        """Become the run folder's writer (rank 0): lock, clean a dead writer's leftovers, align the log."""
+        """Become the run folder's writer (rank 0): lock, clean a dead writer's leftovers, align the log;
+        then the hooks' on_open (every process)."""
         self.out.mkdir(parents=True, exist_ok=True)
         if self.rt.main:
             self.run_folder.acquire()
             trim_metrics(self.out / "metrics.jsonl", self.step if self.resumed else None)
+        for hook in self.hooks:
+            hook.on_open(self)
 
     # ---- one optimizer step ------------------------------------------------------------------
-    SEED_TAG = "mask"  # names the seed of a micro-batch's generator (masks, labels eps)
-
     def _micro_batch_loss(self, g: int, rows: np.ndarray, t_all: torch.Tensor) -> torch.Tensor:
         """Loss of global micro-batch g: its rows and times, dropout and generator seeded by (step, g)."""
         tc, mb = self.cfg.train, self.plan.micro_batch
         torch.manual_seed(derive_seed(tc.seed, "dropout", self.step, g))
-        gen = torch.Generator(self.rt.device).manual_seed(derive_seed(tc.seed, self.SEED_TAG, self.step, g))
-        return self.loss(rows[g * mb:(g + 1) * mb], t_all[g * mb:(g + 1) * mb], gen)
-
-    def loss(self, idx: np.ndarray, t: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """Mean ELBO of the training blocks at row indices idx (Int[b]) at times t (Float[b]).
-
-        The ids are checked on the host copy before it moves; the kernels then trust x0 and t
-        (validate=False), so nothing is read back from the device during the step."""
-        x0 = check_block_ids(self.train_blocks[idx], self.vocab_size).to(self.rt.device)
-        rows = LOSSES[self.cfg.train.loss]
-        forward = self.train_forward if rows is None else functools.partial(self.train_forward, head_rows=rows)
-        return elbo(forward, x0, t.to(self.rt.device), process=self.model.process, generator=gen,
-                    efficient=rows is not None, validate=False).mean
+        gen = torch.Generator(self.rt.device).manual_seed(derive_seed(tc.seed, self.seeds, self.step, g))
+        return self.loss(self.train_forward, rows[g * mb:(g + 1) * mb], t_all[g * mb:(g + 1) * mb], gen)
 
     def update(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward, ELBO, backward and the optimizer / EMA step of one global batch, queued without any
@@ -262,7 +286,10 @@ class Trainer:
         loss = float(D.all_mean(total))
         if not math.isfinite(loss):
             raise ValueError(f"train: the loss became {loss} at step {self.step}; lower train.lr")
-        return {"step": self.step, "loss": loss, "lr": lr, "grad_norm": float(grad_norm)}
+        record = {"step": self.step, "loss": loss, "lr": lr, "grad_norm": float(grad_norm)}
+        for hook in self.hooks:
+            record.update(hook.record(self.step))
+        return record
 
     # ---- evaluation --------------------------------------------------------------------------
     def evaluate(self) -> dict:
@@ -276,11 +303,12 @@ class Trainer:
         return {"step": self.step, "val_nll": nll, "val_ppl": math.exp(nll), "samples": samples}
 
     # ---- the loop ----------------------------------------------------------------------------
-    def run(self, max_steps: int) -> dict:
-        """Train to `max_steps` as the run folder's writer; the lock goes with the return or the error."""
+    def run(self, max_steps: int | None = None) -> dict:
+        """Train to `max_steps` (None: the trainer's) as the run folder's writer; the lock goes with the
+        return or the error."""
         self._open_run()
         try:
-            return self._loop(max_steps)
+            return self._loop(self.max_steps if max_steps is None else max_steps)
         finally:
             self.run_folder.release()
 
@@ -311,9 +339,23 @@ class Trainer:
             if ec.every and (self.step % ec.every == 0 or self.step == max_steps):
                 last = {**last, **self.evaluate()}
                 self._log({k: last[k] for k in ("step", "val_nll", "val_ppl", "samples")})
-            if self.step % tc.checkpoint_every == 0 or self.step == max_steps or self.must_save():
+            if (self.step % tc.checkpoint_every == 0 or self.step == max_steps
+                    or any(hook.due(self.step) for hook in self.hooks)):
                 self.save()
                 D.barrier()
-                self.after_save()
+                for hook in self.hooks:
+                    hook.after_save(self)
         bar.close()
         return last
+
+
+def elbo_trainer(config: Config, out: str | Path, train_blocks, val_blocks, *, decode=None,
+                 runtime: D.Runtime | None = None) -> Trainer:
+    """Pre-training: a fresh DiT of config.model (its vocabulary filled in), seeded by train.seed so that
+    every process starts from the same weights, trained on the ELBO of `train_blocks`."""
+    rt = runtime or D.init_runtime()
+    torch.manual_seed(config.train.seed)
+    model = DiT(config.model).to(rt.device)
+    loss = ELBO(train_blocks, model, config.train.loss, rt.device)
+    return Trainer(config, out, model, loss, len(train_blocks), val_blocks, seeds="mask", decode=decode,
+                   runtime=rt)

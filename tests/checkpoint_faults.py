@@ -83,11 +83,12 @@ def _train(out: Path, resume: bool) -> None:
 
     from scale.checkpoint import find_checkpoint
     from scale.config import load_config
-    from scale.train import Trainer
+    from scale.train import elbo_trainer
     config = load_config("tiny-cpu", ["train.global_batch=8", "train.micro_batch=4", "train.checkpoint_every=1",
-                                      "train.log_every=1", "eval.every=0", "data.length=16"])
+                                      "train.log_every=1", "eval.every=0", "data.length=16",
+                                      "model.vocab_size=40", "model.mask_id=39"])
     blocks = torch.randint(0, 39, (64, 16), generator=torch.Generator().manual_seed(0))
-    trainer = Trainer(config, out, blocks, blocks[:8], 40, 39)
+    trainer = elbo_trainer(config, out, blocks, blocks[:8])
     start = None
     if resume and find_checkpoint(out) is not None:
         trainer.resume()

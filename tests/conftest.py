@@ -35,17 +35,16 @@ def tiny_checkpoint(tmp_path_factory):
     (what `train` leaves there), written without training."""
     import torch
 
-    from scale.checkpoint import make_dit_config, save_checkpoint
+    from scale.checkpoint import save_checkpoint
     from scale.config import load_config
     from scale.model import DiT
 
     def make(step: int = 0) -> Path:
         folder = tmp_path_factory.mktemp(f"ckpt-step{step}") / "run"
-        config = load_config("tiny-cpu")
+        config = load_config("tiny-cpu", ["model.vocab_size=30522", "model.mask_id=103"])
         torch.manual_seed(0)
-        model = DiT(make_dit_config(config, 30522, 103))
+        model = DiT(config.model)
         save_checkpoint(folder, model.state_dict(), model.state_dict(), None, {
-            "step": step, "config": config.to_dict(), "vocab_size": 30522, "mask_id": 103,
-            "tokenizer": "bert-base-uncased"})
+            "step": step, "config": config.to_dict(), "tokenizer": "bert-base-uncased"})
         return folder
     return make

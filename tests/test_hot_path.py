@@ -17,7 +17,7 @@ from imdm_lab.masking import q_sample
 from imdm_lab.sampling import sample
 from scale.config import config_from_dict
 from scale.model import DiT, DiTConfig
-from scale.train import Trainer, make_optimizer
+from scale.train import elbo_trainer, make_optimizer
 
 READ_BACKS = ("item", "__bool__", "__int__", "__float__", "__index__", "tolist")
 
@@ -53,11 +53,11 @@ def test_the_counter_sees_read_backs():
 
 def _trainer(tmp_path, loss="chunked"):
     config = config_from_dict({
-        "model": {"size": "tiny-cpu", "labels": "rand"},
+        "model": {"size": "tiny-cpu", "labels": "rand", "vocab_size": 40, "mask_id": 40},
         "train": {"global_batch": 4, "micro_batch": 2, "warmup": 2, "loss": loss, "ema": 0.9},
         "eval": {"every": 0}})
     blocks = torch.randint(0, 40, (8, 16), generator=torch.Generator().manual_seed(0))
-    trainer = Trainer(config, tmp_path / "run", blocks, blocks[:2], vocab_size=40, mask_id=40)
+    trainer = elbo_trainer(config, tmp_path / "run", blocks, blocks[:2])
     # the optimizer the trainer builds on CUDA (CPU PyTorch has the fused kernel as well)
     trainer.optimizer = make_optimizer(trainer.model, config.train, fused=True)
     return trainer
@@ -80,7 +80,7 @@ def test_a_training_step_reads_nothing_back(tmp_path, kind):
 
 def test_the_trainer_checks_its_data_on_the_host(tmp_path):
     trainer = _trainer(tmp_path)
-    trainer.train_blocks = torch.full((8, 16), 40)  # the mask id is not a class here
+    trainer.loss.blocks = torch.full((8, 16), 40)  # the mask id is not a class here
     with pytest.raises(ValueError, match=r"^data: expected token ids in \[0, 40\)"):
         trainer.update()
     with pytest.raises(ValueError, match="^train.loss:"):

@@ -14,12 +14,12 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from scale.checkpoint import (KEEP, RunFolder, checkpoint_folder, find_checkpoint, load_model, make_dit_config,
+from scale.checkpoint import (KEEP, RunFolder, checkpoint_folder, find_checkpoint, load_model,
                               read_state, save_checkpoint)
 from scale.cli import main
 from scale.config import load_config
 from scale.model import DiT
-from scale.train import Trainer
+from scale.train import elbo_trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 DEAD_PID = 2 ** 22 + 12345  # above the largest pid Linux hands out (pid_max <= 2**22): never alive
@@ -58,13 +58,13 @@ def test_killed_at_every_step_of_a_commit_resumes_bit_identically(fast_dir, subp
 
 # ---- folders ---------------------------------------------------------------------------------------------
 def _state(step: int) -> dict:
-    config = load_config("tiny-cpu")
-    return {"step": step, "config": config.to_dict(), "vocab_size": 40, "mask_id": 39, "tokenizer": "gpt2"}
+    config = load_config("tiny-cpu", ["model.vocab_size=40", "model.mask_id=39"])
+    return {"step": step, "config": config.to_dict(), "tokenizer": "gpt2"}
 
 
 def _weights(seed: int = 0) -> dict:
     torch.manual_seed(seed)
-    return DiT(make_dit_config(load_config("tiny-cpu"), 40, 39)).state_dict()
+    return DiT(load_config("tiny-cpu", ["model.vocab_size=40", "model.mask_id=39"]).model).state_dict()
 
 
 def test_run_folder_commits_resolve_and_prune(tmp_path):
@@ -133,10 +133,10 @@ def test_a_failed_rename_leaves_no_visible_checkpoint(tmp_path, monkeypatch):
 
 
 # ---- metrics.jsonl ---------------------------------------------------------------------------------------
-def _trainer(out: Path) -> Trainer:
-    config = load_config("tiny-cpu", ["data.length=16"])
+def _trainer(out: Path):
+    config = load_config("tiny-cpu", ["data.length=16", "model.vocab_size=40", "model.mask_id=39"])
     blocks = torch.randint(0, 39, (16, 16), generator=torch.Generator().manual_seed(0))
-    trainer = Trainer(config, out, blocks, blocks, 40, 39)
+    trainer = elbo_trainer(config, out, blocks, blocks)
     trainer.step, trainer.resumed = 2, True
     return trainer
 

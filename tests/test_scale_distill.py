@@ -186,3 +186,9 @@ def test_bad_round_plan_names_the_config_key(chain, tmp_path, capsys):
     assert main(["distill", "--method", "sdtt", "--teacher", str(chain / "mdlm"), "--config", "tiny-cpu-distill",
                  "--set", "distill.target_steps=3", "--out", str(tmp_path / "r")]) == 2
     assert capsys.readouterr().err.startswith("distill.target_steps: expected")
+
+
+def test_the_student_keeps_its_checkpoints_schedule(chain, tmp_path, capsys):
+    assert main(["distill", "--method", "sdtt", "--teacher", str(chain / "mdlm"), "--config", "tiny-cpu-distill",
+                 "--set", "model.schedule=linear", "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err.startswith("model.schedule: expected the checkpoint's 'loglinear'")

@@ -9,7 +9,7 @@ import torch
 from huggingface_hub.errors import LocalEntryNotFoundError
 from safetensors.torch import load_file
 
-from scale.checkpoint import load_model, make_dit_config, read_state, save_checkpoint
+from scale.checkpoint import load_model, read_state, save_checkpoint
 from scale.cli import main
 from scale.config import load_config
 from scale.hub import export_hub_folder, resolve_checkpoint
@@ -21,15 +21,14 @@ pytestmark = pytest.mark.usefixtures("token_cache")  # $IMDM_CACHE in a temporar
 @pytest.fixture
 def ckpt(tmp_path):
     """A tiny checkpoint whose EMA differs from its raw weights, with an optimizer state and RNG states."""
-    config = load_config("tiny-cpu")
+    config = load_config("tiny-cpu", ["model.vocab_size=30522", "model.mask_id=103"])
     torch.manual_seed(0)
-    model = DiT(make_dit_config(config, 30522, 103))
+    model = DiT(config.model)
     raw = model.state_dict()
     ema = {k: v + 0.01 * torch.randn(v.shape, generator=torch.Generator().manual_seed(1)) for k, v in raw.items()}
     folder = tmp_path / "run"
     save_checkpoint(folder, raw, ema, {"state": {}, "param_groups": []}, {
-        "step": 7, "config": config.to_dict(), "vocab_size": 30522, "mask_id": 103,
-        "tokenizer": "bert-base-uncased", "rng": {"torch": "AAAA"}, "data": {"epoch": 0, "offset": 3}})
+        "step": 7, "config": config.to_dict(), "tokenizer": "bert-base-uncased", "rng": {"torch": "AAAA"}, "data": {"epoch": 0, "offset": 3}})
     return folder
 
 
@@ -78,8 +77,8 @@ def test_push_then_load_by_id_is_bit_for_bit(ckpt, hub, capsys):
         want = load_file(str(ckpt / name))
         assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
     state, original = read_state(local), read_state(ckpt)
-    assert {k: state[k] for k in ("step", "config", "vocab_size", "mask_id", "tokenizer")} == \
-        {k: original[k] for k in ("step", "config", "vocab_size", "mask_id", "tokenizer")}
+    assert {k: state[k] for k in ("step", "config", "tokenizer")} == \
+        {k: original[k] for k in ("step", "config", "tokenizer")}
     assert resolve_checkpoint("someone/tiny") == local  # rebuilt once per commit
 
 
@@ -91,10 +90,10 @@ def test_sample_accepts_a_hub_id(ckpt, hub, capsys):
 
 
 def test_import_without_ema_pushes_one_weights_file(tmp_path):
-    config = load_config("tiny-cpu")
-    model = DiT(make_dit_config(config, 40, 39))
+    config = load_config("tiny-cpu", ["model.vocab_size=40", "model.mask_id=39"])
+    model = DiT(config.model)
     save_checkpoint(tmp_path / "imp", model.state_dict(), None, None, {
-        "step": 0, "config": config.to_dict(), "vocab_size": 40, "mask_id": 39, "tokenizer": "gpt2"})
+        "step": 0, "config": config.to_dict(), "tokenizer": "gpt2"})
     out = export_hub_folder(tmp_path / "imp", tmp_path / "hubdir")
     assert not (out / "ema.safetensors").exists() and (out / "model.safetensors").is_file()
 

@@ -92,7 +92,7 @@ def test_qk_norm_and_dropout_options_train_through_the_elbo_kernel():
 
 
 @pytest.mark.parametrize("kwargs,word", [({"size": "huge"}, "model.size"), ({"labels": "gauss"}, "model.labels"),
-                                         ({"softcap": -1.0}, "model.softcap"), ({"mask_id": V + 1}, "mask_id")])
+                                         ({"softcap": -1.0}, "model.softcap"), ({"mask_id": V + 1}, "model.mask_id")])
 def test_bad_model_config_names_the_argument(kwargs, word):
     with pytest.raises(ValueError, match=f"^{word}"):
         DiTConfig(**{"vocab_size": V, "mask_id": MASK, **kwargs})
@@ -111,15 +111,14 @@ def test_explicit_dims_are_validated(kwargs, message):
 
 
 def test_explicit_dims_override_the_preset_from_a_config():
-    from scale.checkpoint import make_dit_config
     from scale.config import load_config
 
     config = load_config("tiny-cpu", ["model.hidden=48", "model.blocks=3", "model.heads=6", "model.cond=20"])
-    model = DiT(make_dit_config(config, V, MASK))
+    model = DiT(config.model.with_vocabulary(V, MASK))
     assert model.config.dims == type(DIMS)(hidden=48, blocks=3, heads=6, cond=20, dropout=DIMS.dropout)
     assert len(model.blocks) == 3 and model.vocab_embed.embedding.shape == (V, 48)
     assert model.sigma_map.mlp[2].weight.shape == (20, 20) and model.blocks[0].heads == 6
-    assert model.vocab_embed.imdm_mlp[0].weight.shape == (4 * 48, 48)  # label_dim 0: the hidden size
+    assert model.vocab_embed.imdm_mlp[0].weight.shape == (4 * 48, 48)  # label_dim unset: the hidden size
     x, t = _inputs()
     eps = model.process.labels.draw(*x.shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

@@ -8,7 +8,7 @@ import torch
 from scale.cli import main
 from scale.config import load_config
 from scale.plot import read_metrics, series
-from scale.train import Trainer
+from scale.train import elbo_trainer
 
 V, MASK = 40, 39
 
@@ -20,7 +20,8 @@ def _tiny_run(out):
                                       "train.checkpoint_every=4"])
     g = torch.Generator().manual_seed(0)
     blocks = torch.randint(0, V - 1, (16, 16), generator=g)
-    Trainer(config, out, blocks[:12], blocks[12:], V, MASK).run(4)
+    config.model = config.model.with_vocabulary(V, MASK)
+    elbo_trainer(config, out, blocks[:12], blocks[12:]).run(4)
     return out
 
 

@@ -2,9 +2,9 @@
 [--teacher CKPT] [--coupling DIR] [--init CKPT] [--config FILE] [--set section.key=value ...]
 [--max-steps N] [--resume]`.
 
-The run's config is the initial checkpoint's config (model, data, schedule), then the method's paper
-settings (scale.distill.METHODS), then --config (a TOML file: only the keys it sets), then --set. The
-student starts from --init (default: the teacher, or the coupling's teacher), EMA weights by default
+The run's config is the initial checkpoint's config (its [model] section, schedule included, and
+data), then the method's paper settings (scale.distill.METHODS), then --config (a TOML file: only the
+keys it sets), then --set. The student starts from --init (default: the teacher, or the coupling's teacher), EMA weights by default
 (the paper's load_ema). Runs as one process or under torchrun, like `python -m scale train`.
 """
 from __future__ import annotations
@@ -13,12 +13,12 @@ import sys
 from pathlib import Path
 
 from scale import distributed as D
-from scale.checkpoint import checkpoint_folder, find_checkpoint, read_state, read_tensors, weights_path
+from scale.checkpoint import checkpoint_folder, read_state, read_tensors, weights_path
 from scale.coupling import Coupling
 from scale.data import open_data
-from scale.distill import Distiller, get_method
+from scale.distill import distill_trainer, get_method
 from scale.distill_config import build_config, check_coupling, coupling_folder, student_source
-from scale.runs import check_resume_step, check_run, no_checkpoint_note
+from scale.runs import no_checkpoint_note, resume_step
 
 
 def add_arguments(p) -> None:
@@ -45,22 +45,19 @@ def run(args) -> int:
     init = read_tensors(weights_path(folder, args.weights), state["step"])
     config = build_config(state["config"], args.method, args.config, args.set, args.coupling)
     out = Path(args.out)
-    check_run(out, args.resume, args.max_steps)
-    resume = args.resume and find_checkpoint(out) is not None
-    if resume and args.max_steps is not None:
-        check_resume_step(read_state(out)["step"], args.max_steps, out)
+    start = resume_step(out, args.resume, args.max_steps, config.model)
     runtime = D.init_runtime()
-    if args.resume and not resume and runtime.main:
+    if args.resume and start is None and runtime.main:
         print(no_checkpoint_note(out), file=sys.stderr)
     try:
         blocks, val, tok = open_data(config.data, progress=runtime.main)
         train = blocks
         if method.coupling:
             train = Coupling(coupling_folder(args.method, args.coupling or config.distill.coupling))
-            check_coupling(train.meta, config.data.length, state["mask_id"])
-        trainer = Distiller(config, out, init, train, val, state["vocab_size"], state["mask_id"],
-                            decode=tok.decode, runtime=runtime, source=f"--init: {source}")
-        if resume:
+            check_coupling(train.meta, config.data.length, config.model.mask_id)
+        trainer = distill_trainer(config, out, init, train, val, source=f"--init: {source}", decode=tok.decode,
+                                  runtime=runtime)
+        if start is not None:
             trainer.resume()
         result = trainer.run(args.max_steps)
         if runtime.main and "loss" in result:
@@ -69,4 +66,3 @@ def run(args) -> int:
     finally:
         D.shutdown()
     return 0
-

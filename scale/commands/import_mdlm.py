@@ -12,7 +12,7 @@ def add_arguments(p) -> None:
     p.add_argument("--labels", default=None,
                    help="label law of the imported model: none (MDLM), rand, randn, learnable, finite "
                         "(default: rand, or what the source's eps path implies)")
-    p.add_argument("--label-dim", type=int, default=0, help="label dimension D (default: the hidden size)")
+    p.add_argument("--label-dim", type=int, default=None, help="label dimension D (default: the hidden size)")
     p.add_argument("--softcap", type=float, default=None,
                    help="attention softcap the source used (default: its config's, else off; LM1B: 50)")
     p.add_argument("--heads", type=int, default=None,

@@ -9,11 +9,10 @@ import sys
 from pathlib import Path
 
 from scale import distributed as D
-from scale.checkpoint import find_checkpoint, read_state
 from scale.config import load_config
 from scale.data import open_data
-from scale.runs import check_resume_step, check_run, check_same_model, no_checkpoint_note
-from scale.train import Trainer
+from scale.runs import no_checkpoint_note, resume_step
+from scale.train import elbo_trainer
 
 
 def add_arguments(p) -> None:
@@ -34,20 +33,15 @@ def run(args) -> int:
         config.data.revision = args.data_revision
     max_steps = config.train.max_steps if args.max_steps is None else args.max_steps
     out = Path(args.out)
-    check_run(out, args.resume, max_steps)
-    folder = find_checkpoint(out) if args.resume else None
-    if folder is not None:
-        state = read_state(folder)
-        check_same_model(state["config"]["model"], config.to_dict()["model"], out)
-        check_resume_step(state["step"], max_steps, out)
+    start = resume_step(out, args.resume, max_steps, config.model)
     runtime = D.init_runtime()
-    if args.resume and folder is None and runtime.main:
+    if args.resume and start is None and runtime.main:
         print(no_checkpoint_note(out), file=sys.stderr)
     try:
         train, val, tok = open_data(config.data, progress=runtime.main)
-        trainer = Trainer(config, out, train, val, train.num_classes, train.mask_id,
-                          decode=tok.decode, runtime=runtime)
-        if folder is not None:
+        config.model = config.model.with_vocabulary(train.num_classes, train.mask_id)
+        trainer = elbo_trainer(config, out, train, val, decode=tok.decode, runtime=runtime)
+        if start is not None:
             trainer.resume()
         result = trainer.run(max_steps)
         if runtime.main and "val_ppl" in result:
