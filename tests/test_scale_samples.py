@@ -8,7 +8,7 @@ import torch
 
 import scale.evaluate
 from imdm_lab.sampling import sample
-from scale.checkpoint import load_model, make_dit_config, save_checkpoint
+from scale.checkpoint import load_model, save_checkpoint
 from scale.cli import main
 from scale.config import load_config
 from scale.model import DiT
@@ -26,15 +26,14 @@ def ckpt(tmp_path_factory):
     """A tiny IMDM checkpoint with random weights: logits that depend on the input and a live label path,
     so that a wrong label seed or generator shows in the tokens."""
     folder = tmp_path_factory.mktemp("samples") / "run"
-    config = load_config("tiny-cpu")
+    config = load_config("tiny-cpu", ["model.vocab_size=30522", "model.mask_id=103"])
     torch.manual_seed(3)
-    model = DiT(make_dit_config(config, 30522, 103))
+    model = DiT(config.model)
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0, 0.1)
     save_checkpoint(folder, model.state_dict(), model.state_dict(), None, {
-        "step": 0, "config": config.to_dict(), "vocab_size": 30522, "mask_id": 103,
-        "tokenizer": "bert-base-uncased"})
+        "step": 0, "config": config.to_dict(), "tokenizer": "bert-base-uncased"})
     return folder
 
 
