@@ -73,7 +73,7 @@ class DistillSection:
     target_steps: int = 8  # the student's step count after the last round
     grow_every: int = 10_000  # optimizer steps per round
     divergence: str = "kl-bwd"  # kl-bwd / kl-fwd / tvd / mse
-    coupling: str = ""  # folder written by `python -m scale redi-data` (redi / imdm-redi)
+    coupling: str = ""  # folder written by `python -m scale coupling` (redi / imdm-redi)
     ignore_seed: bool = False  # imdm-redi: fresh eps instead of eps(seed)
     reader: str = "kr"  # imdm-eps-coupling: how the teacher reads its randomness from eps
 

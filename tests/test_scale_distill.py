@@ -169,7 +169,7 @@ def test_eps_path_adaptation():
 
 
 @pytest.mark.parametrize("argv,word", [
-    (["distill", "--method", "nope", "--out", "x"], "--method: expected one of"),
+    (["distill", "--method", "nope", "--out", "x"], "python -m scale distill: error: argument --method: invalid choice"),
     (["distill", "--method", "imdm-redi", "--out", "x"], "--coupling: expected a coupling folder"),
     (["distill", "--method", "imdm-sdtt", "--out", "x"], "--teacher: expected a checkpoint folder"),
     (["pipeline", "--preset", "nope", "--out", "x"], "--preset: expected one of"),

@@ -16,17 +16,18 @@ from scale import distributed as D
 from scale.checkpoint import checkpoint_folder, read_state, read_tensors, weights_path
 from scale.coupling import Coupling
 from scale.data import open_data
-from scale.distill import distill_trainer, get_method
+from scale.distill import METHODS, distill_trainer, get_method
 from scale.distill_config import build_config, check_coupling, coupling_folder, student_source
 from scale.runs import no_checkpoint_note, resume_step
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--method", required=True, help="sdtt | imdm-sdtt | redi | imdm-redi | imdm-eps-coupling")
+    p.add_argument("--method", required=True, choices=sorted(METHODS),
+                   help="the distillation method (scale.distill.METHODS)")
     p.add_argument("--out", required=True, help="run folder: checkpoints, rounds/, metrics.jsonl")
     p.add_argument("--teacher", default=None,
                    help="teacher checkpoint folder or Hub id (sdtt, imdm-sdtt, imdm-eps-coupling)")
-    p.add_argument("--coupling", default=None, help="redi-data folder (redi, imdm-redi)")
+    p.add_argument("--coupling", default=None, help="a folder of `python -m scale coupling` (redi, imdm-redi)")
     p.add_argument("--init", default=None, help="student's initial checkpoint or Hub id (default: the teacher)")
     p.add_argument("--weights", choices=("ema", "model"), default="ema", help="weights of --init (default ema)")
     p.add_argument("--config", default=None, help="TOML file or name of scale/configs with the keys to change")
