@@ -215,7 +215,8 @@ KL_ESTIMATORS = {"exact": kl_exact, "labels-mc": kl_labels_mc}  # one step
 
 
 def evaluate(model: ToyDenoiser, view, steps: int, n: int, seed: int, last_step: str = "ancestral") -> dict:
-    """One result row: kl, kl_ci, success, entropy, coverage, nfe (and the estimator used)."""
+    """One result row: kl, kl_ci, success, entropy, coverage, distinct (support sequences drawn at least
+    once), nfe (and the estimator used)."""
     gen = torch.Generator().manual_seed(seed)
     rows = max(1, min(CHUNK, SAMPLE_NUMBERS // (model.L * model.V)))
     chunks = [sample(model, batch_size=min(rows, n - start), length=model.L, steps=steps,
