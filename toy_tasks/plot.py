@@ -55,7 +55,7 @@ def plot_results(result: dict, path: str) -> None:
                 ax.plot([1], [greedy[0]["success"]], "o", ms=6, mfc="none", color=color)
         steps = sorted({r["steps"] for r in task["results"]})
         ax.set(xscale="log", xlabel="sampling steps", ylabel="P(all tokens equal)", ylim=(-0.02, 1.02),
-               title=f"align V={task['V']} L={task['L']}: success (ancestral; hollow: greedy, 1 step)")
+               title=f"align V={task['V']} L={task['L']}: success (o greedy, 1 step)")
         ax.set_xticks(steps, [str(k) for k in steps])
     axes[0].legend(fontsize=7, loc="lower left")
     if aligned:
