@@ -64,8 +64,8 @@ class Preset:
 
 PRESETS = {
     # Every method on align, the core comparison on a seeded dirichlet joint. On 2 workers: align in one
-    # process, dirichlet then align's `imdm-k16` (with its own `mdm` teacher) in the other (CPU seconds
-    # measured in docs/toy-demo.md: ~290 and ~270).
+    # process, dirichlet then align's `imdm-k16` (with its own `mdm` teacher) in the other, about equal
+    # shares of CPU (measured in docs/toy-demo.md).
     "demo": Preset(
         tasks=(TaskPlan("align", {"V": 16, "L": 4}, ALL_METHODS, split=(("imdm-k16",),)),
                TaskPlan("dirichlet", {"V": 4, "L": 4, "seed": 0, "alpha": 0.3}, CORE_METHODS)),
