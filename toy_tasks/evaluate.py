@@ -16,11 +16,16 @@ comes from the most exact estimator available (KL_ESTIMATORS):
   forced paths are as noisy as a histogram (and several steps with a greedy last step, which forced
   paths do not follow): plug-in KL of the counts of the >= 20 |support| samples;
   CI by bootstrap of the counts; null (+inf) when a sequence of the support was never drawn.
+- `none`: fewer than 20 |support| draws (a support too large to resolve, the paper's align at
+  V = 50 000) and no exact formula: KL is not reported (null). On `align` the one-step product law of an
+  MDM is still exact, and -ln(success) is a lower bound on KL(p || q) for any q: by Jensen,
+  KL = -ln V - mean_c ln q(c) >= -ln(sum_c q(c)) = -ln P_q(all equal).
 Only q on the support of p enters KL(p || q) = sum_{p(x) > 0} p(x) ln(p(x) / q(x)).
 """
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -35,6 +40,7 @@ from toy_tasks.models import ToyDenoiser
 BOOTSTRAP = 200
 ENUMERATION_LIMIT = 2**12  # label configurations K^L enumerated by `exact` (more: `labels-mc`)
 CHUNK = 8192  # rows per network call when sampling, enumerating or averaging over labels
+SAMPLE_NUMBERS = 2**24  # a sampling call's logits stay near this many numbers (V = 50 000: 33 rows)
 GROUPS = 50  # groups of label draws resampled by the bootstrap of `labels-mc`
 
 
@@ -185,42 +191,61 @@ def support_counts(samples: np.ndarray, support: np.ndarray) -> np.ndarray:
     return out
 
 
-def unigram_entropy(samples: np.ndarray, V: int) -> float:
-    """Entropy (nats) of the pooled token frequencies of all samples."""
+def pooled_entropy(samples: np.ndarray, V: int) -> float:
+    """Entropy (nats) of the token frequencies of all samples pooled (scale.metrics.unigram_entropy is
+    another statistic: the mean over samples of each sample's own token entropy)."""
     f = np.bincount(samples.ravel(), minlength=V) / samples.size
     f = f[f > 0]
     return float(-(f * np.log(f)).sum()) + 0.0  # + 0.0: no "-0.000" for a constant sample
 
 
-def kl_method(model: ToyDenoiser, steps: int, greedy: bool = False) -> str:
+def kl_method(model: ToyDenoiser, steps: int, greedy: bool = False, resolved: bool = True) -> str:
     """The estimator of KL(p || q) for this sampler (see the module docstring). The forced paths follow
-    ancestral draws only, so a greedy last step after others is measured by its histogram."""
-    if steps > 1:
-        return "paths" if model.process.labels is None and not greedy else "histogram"
+    ancestral draws only, so a greedy last step after others is measured by its histogram; `resolved`:
+    the draws number at least 20 |support|, else only `exact` is used."""
     labels = model.process.labels
-    if labels is None or (not labels.continuous and labels.K ** model.L <= ENUMERATION_LIMIT):
+    if steps == 1 and (labels is None or (not labels.continuous and labels.K ** model.L <= ENUMERATION_LIMIT)):
         return "exact"
+    if not resolved:
+        return "none"
+    if steps > 1:
+        return "paths" if labels is None and not greedy else "histogram"
     return "labels-mc"
 
 
-KL_ESTIMATORS = {"exact": kl_exact, "labels-mc": kl_labels_mc}  # one step
+class Draws(NamedTuple):
+    """What an estimator may use besides the model and the task: the sampler's step count and last-step
+    rule, the number of draws, their counts on the support and the run's generator."""
+    steps: int
+    greedy: bool
+    n: int
+    counts: np.ndarray
+    gen: torch.Generator
+
+
+# estimator -> (model, view, draws) -> (KL, its 95% interval or None)
+KL_ESTIMATORS = {
+    "exact": lambda model, view, d: kl_exact(model, view, d.greedy, d.n, d.gen),
+    "labels-mc": lambda model, view, d: kl_labels_mc(model, view, d.greedy, d.n, d.gen),
+    "paths": lambda model, view, d: kl_paths(model, view, d.steps, d.n, d.gen),
+    "histogram": lambda model, view, d: kl_histogram(d.counts, d.n, view, d.gen),
+    "none": lambda model, view, d: (None, None),  # too few draws to resolve the support
+}
 
 
 def evaluate(model: ToyDenoiser, view, steps: int, n: int, seed: int, last_step: str = "ancestral") -> dict:
-    """One result row: kl, kl_ci, success, entropy, coverage, nfe (and the estimator used)."""
+    """One result row: kl, kl_ci, success, entropy, coverage, distinct (support sequences drawn at least
+    once), nfe (and the estimator used)."""
     gen = torch.Generator().manual_seed(seed)
-    chunks = [sample(model, batch_size=min(CHUNK, n - start), steps=steps, generator=gen, last_step=last_step)
-              for start in range(0, n, CHUNK)]
+    rows = max(1, min(CHUNK, SAMPLE_NUMBERS // (model.L * model.V)))
+    chunks = [sample(model, batch_size=min(rows, n - start), steps=steps, generator=gen, last_step=last_step)
+              for start in range(0, n, rows)]
     samples = torch.cat([c.tokens for c in chunks]).numpy()
     nfe = float(np.mean([c.nfe for c in chunks]))
     counts = support_counts(samples, view.support)
-    how = kl_method(model, steps, last_step == "greedy")
-    if how == "paths":
-        kl, ci = kl_paths(model, view, steps, n, gen)
-    elif how == "histogram":
-        kl, ci = kl_histogram(counts, n, view, gen)
-    else:
-        kl, ci = KL_ESTIMATORS[how](model, view, last_step == "greedy", n, gen)
+    how = kl_method(model, steps, last_step == "greedy", resolved=n >= 20 * len(view.support))
+    kl, ci = KL_ESTIMATORS[how](model, view, Draws(steps, last_step == "greedy", n, counts, gen))
     success = float((samples == samples[:, :1]).all(1).mean()) if view.name == "align" else None
-    return {"kl": kl, "kl_ci": ci, "success": success, "entropy": unigram_entropy(samples, view.V),
-            "coverage": float((counts > 0).mean()), "nfe": nfe, "kl_estimator": how}
+    return {"kl": kl, "kl_ci": ci, "success": success, "entropy": pooled_entropy(samples, view.V),
+            "coverage": float((counts > 0).mean()), "distinct": int((counts > 0).sum()), "nfe": nfe,
+            "kl_estimator": how}

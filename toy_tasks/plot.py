@@ -42,15 +42,24 @@ def plot_results(result: dict, path: str) -> None:
                title=f"{task['task']} V={task['V']} L={task['L']}")
         ax.set_xticks(steps, [str(k) for k in steps])
     for ax, task in zip(axes[len(tasks):], aligned):
+        exact = task.get("mdm_exact_success", {})
+        if exact:
+            ks = sorted(int(k) for k in exact)
+            ax.plot(ks, [exact[str(k)] for k in ks], "k-", lw=2.5, alpha=0.6, label="exact MDM")
         for method, color in _colors(task).items():
             rows = [r for r in task["results"] if r["method"] == method]
             ax.plot([r["steps"] for r in rows], [r["success"] for r in rows], "o-", ms=3, lw=1, color=color,
                     label=method)
+            greedy = [r for r in task["results"] if r["method"] == method + "+greedy"]
+            if greedy:  # the one-step greedy last step: a hollow marker of the method's colour
+                ax.plot([1], [greedy[0]["success"]], "o", ms=6, mfc="none", color=color)
         steps = sorted({r["steps"] for r in task["results"]})
         ax.set(xscale="log", xlabel="sampling steps", ylabel="P(all tokens equal)", ylim=(-0.02, 1.02),
-               title=f"align V={task['V']} L={task['L']}: success (ancestral last step)")
+               title=f"align V={task['V']} L={task['L']}: success (o greedy, 1 step)")
         ax.set_xticks(steps, [str(k) for k in steps])
     axes[0].legend(fontsize=7, loc="lower left")
+    if aligned:
+        axes[len(tasks)].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -4,6 +4,8 @@ A joint small enough for the exact engine is enumerated (`JointView`). `align` b
 budget (`imdm_lab.exact.check_size`; the paper's V = 50 000, L = 10) is described in closed form
 (`AlignView`): the support is the V constant sequences, TC = (L - 1) ln V, and the k-step exact MDM puts
 mass P_k(all equal) / V on each of them (`exact.align_success`), so KL(p || p_k) = -ln P_k(all equal).
+A model's KL needs either an exact formula (the one-step product law of an MDM) or >= 20 V draws
+(toy_tasks.evaluate, estimator `none` otherwise).
 """
 from __future__ import annotations
 
