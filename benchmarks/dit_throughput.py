@@ -26,7 +26,6 @@ import argparse
 import functools
 import json
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from imdm_lab.losses import elbo  # noqa: E402
 from imdm_lab.schedules import get_schedule  # noqa: E402
+from fresh_process import append_jsonl, fresh_process_result  # noqa: E402 (beside this script)
 from scale.model import SIZES, DiT, DiTConfig  # noqa: E402
 from scale.train import LOSSES  # noqa: E402
 
@@ -177,11 +177,10 @@ def main(argv=None) -> list[dict]:
     results = []
     for mode, loss in variants:
         extra = ["--loss", loss] + (["--compile"] if mode == "compile" else [])
-        done = subprocess.run([sys.executable, __file__, *passed, *extra], capture_output=True, text=True)
-        if done.returncode:
-            print(f"{mode}:{loss} failed: {done.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
-            continue
-        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        try:
+            results.append(fresh_process_result(__file__, [*passed, *extra]))
+        except RuntimeError as err:
+            print(f"{mode}:{loss} failed: {err}", file=sys.stderr)
     print(f"{'variant':<16} {'tokens/s':>10} {'model TFLOP/s':>13} {'MFU':>7} {'peak GiB':>9}")
     for r in results:
         mfu = "n/a" if r["mfu"] is None else f"{100 * r['mfu']:.1f} %"
@@ -191,9 +190,7 @@ def main(argv=None) -> list[dict]:
         print(f"device {results[0]['device']}, {results[0]['precision']}, peak {results[0]['peak_tflops']} TFLOP/s "
               f"({results[0]['peak_source']})")
     if args.out:
-        with open(args.out, "a") as f:
-            for r in results:
-                f.write(json.dumps(r) + "\n")
+        append_jsonl(args.out, results)
     return results
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from imdm_lab.losses import elbo  # noqa: E402
 from imdm_lab.masking import q_sample  # noqa: E402
+from fresh_process import append_jsonl, fresh_process_result  # noqa: E402 (beside this script)
 from scale.model import SIZES, DiT, DiTConfig  # noqa: E402
 
 
@@ -123,9 +123,7 @@ def main(argv=None) -> list[dict]:
     results = []
     passed = [a for a in (argv if argv is not None else sys.argv[1:])]
     for variant in ("trunk", "full", "chunked"):
-        done = subprocess.run([sys.executable, __file__, *passed, "--variant", variant],
-                              capture_output=True, text=True, check=True)
-        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        results.append(fresh_process_result(__file__, [*passed, "--variant", variant]))
     trunk = results[0]["peak_gib"]
     for r in results:
         r["loss_peak_gib"] = r["peak_gib"] - trunk
@@ -138,9 +136,7 @@ def main(argv=None) -> list[dict]:
     print(f"chunked / full: loss peak {chunked['loss_peak_gib'] / full['loss_peak_gib']:.3f}, "
           f"step time {chunked['step_s'] / full['step_s']:.3f}")
     if args.out:
-        with open(args.out, "a") as f:
-            for r in results:
-                f.write(json.dumps(r) + "\n")
+        append_jsonl(args.out, results)
     return results
 
 
