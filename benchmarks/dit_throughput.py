@@ -153,7 +153,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--vocab", type=int, default=50258, help="classes C (GPT-2 + mask: 50258)")
     p.add_argument("--labels", default="rand", help="the label law: none (MDLM), rand, randn, learnable")
-    p.add_argument("--label-dim", type=int, default=0)
+    p.add_argument("--label-dim", type=int, default=None, help="D of continuous labels (default: the hidden size)")
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation happens there)")
     p.add_argument("--fp32", action="store_true", help="no bf16 autocast on CUDA")
