@@ -74,7 +74,7 @@ def perturbed_coupling(teacher: Callable, x0: torch.Tensor, *, steps: int, proce
     x_t, masked = q_sample(x0, t, mask_schedule, proc.mask_id, generator=generator, coins=coins)
     if seeds is None:
         seeds = generator_draw(torch.randint, 0, SEED_BOUND, (N,), generator=generator, device=x0.device)
-    out = sample(teacher, batch_size=N, length=L, steps=steps, process=process, given=x_t, given_mask=~masked,
+    out = sample(teacher, batch_size=N, length=L, steps=steps, process=proc, given=x_t, given_mask=~masked,
                  t_start=t, seeds=seeds, generator=generator, fix_eps=fix_eps, cache=cache, device=x0.device)
     return Coupling(x_t, out.tokens, t, seeds)
 
