@@ -42,6 +42,7 @@ def test_inverse_cdf_maps_a_uniform_grid_to_the_probabilities_and_residuals_stay
 
 @pytest.mark.parametrize("reader, labels", [("kr", MaskLabels("rand", dim=2)),
                                            ("reveal-times", MaskLabels("randn", dim=2)),
+                                           ("bits", MaskLabels("rand", dim=2)),
                                            ("joint", MaskLabels("finite", K=2))])
 def test_eps_coupling_of_the_exact_teacher_pushes_labels_forward_to_p(reader, labels):
     p = make_task("dirichlet", V=3, L=3, seed=1, alpha=0.5).probs
@@ -53,6 +54,18 @@ def test_eps_coupling_of_the_exact_teacher_pushes_labels_forward_to_p(reader, la
     out = eps_coupled_completion(teacher, x, eps, read_labels(eps, labels, reader, gen), mask_id=3)
     q = _law(out, 3, 3)
     assert 0.5 * np.abs(q - p).sum() < 0.02  # TV; sampling noise alone is ~0.01 at n = 40 000
+
+
+def test_bits_reader_reads_the_halves_of_the_label_coordinates_as_binary_digits():
+    labels = MaskLabels("randn", dim=2)
+    eps = torch.tensor([[[0.3, -2.0], [-0.1, 1.5]]] * 1000)  # halves 1, 0, 0, 1 -> u in [9/16, 10/16)
+    reading = read_labels(eps, labels, "bits", torch.Generator().manual_seed(0))
+    assert reading.chained and reading.order.tolist()[0] == [0, 1]
+    u = reading.u[:, 0]
+    assert bool(((u >= 9 / 16) & (u < 10 / 16)).all()) and bool((reading.u[:, 1] == u).all())
+    assert abs(float((u - 9 / 16).mean()) * 16 - 0.5) < 0.05  # the dither spreads u over the cell
+    with pytest.raises(ValueError, match="reader"):
+        read_labels(torch.zeros(2, 2, dtype=torch.int64), MaskLabels("finite", K=2), "bits")
 
 
 def test_eps_coupling_is_a_function_of_the_labels():
@@ -173,7 +186,7 @@ def test_eps_coupled_imdm_beats_the_factorization_bound_in_one_step(align_run):
 # ---- command line ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("argv, names", [
-    (["experiment", "--preset", "nope"], "demo, long-coupling, paper-synthetic"),
+    (["experiment", "--preset", "nope"], "demo, readers, long-coupling, paper-synthetic"),
     (["experiment", "--preset", "demo", "--methods", "mdm,magic"], "imdm-eps-coupling"),
     (["experiment", "--preset", "demo", "--tasks", "nope"], "align"),
     (["experiment", "--preset", "demo", "--workers", "0"], "workers: expected an integer >= 1"),

@@ -15,6 +15,8 @@ ask the run for it, so each model is trained once per run.
     imdm-eps-coupling   student from `imdm-elbo` learns the eps-driven coupling of the teacher `mdm`, reading
                         `kr` (Knothe-Rosenblatt: fixed order, inverse CDF from each position's own label)
     imdm-eps-reveal     the same with reveal order and tokens read from the labels (`reveal-times`)
+    imdm-eps-bits       the same with one uniform whose binary digits are the halves of the label
+                        coordinates, decoded by arithmetic coding (`bits`)
     imdm-kN             a finite N-state mask, MDM weights plus a zero K x d table, eps-driven coupling
                         reading all labels jointly (`joint`)
 """
@@ -166,6 +168,7 @@ METHODS: dict[str, Callable[[Run], ToyDenoiser]] = {
     "imdm-sdtt-redi": _redi("imdm-sdtt", 45),
     "imdm-eps-coupling": _coupled(_from_imdm_elbo, "kr", 50),
     "imdm-eps-reveal": _coupled(_from_imdm_elbo, "reveal-times", 60),
+    "imdm-eps-bits": _coupled(_from_imdm_elbo, "bits", 65),
     "imdm-k2": _coupled(_finite_from_mdm(2), "joint", 70),
     "imdm-k4": _coupled(_finite_from_mdm(4), "joint", 80),
     "imdm-k16": _coupled(_finite_from_mdm(16), "joint", 90),

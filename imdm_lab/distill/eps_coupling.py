@@ -18,6 +18,10 @@ How the randomness is read from eps (READERS):
   u = (sum_i z_i K^(L-1-i) + U') / K^L with a dither U' from the teacher's own generator, then decoded
   left to right by arithmetic coding (each draw passes its rescaled residual on). This uses the full
   L log K nats the labels can carry; what the labels cannot determine stays random (the dither).
+- `bits` (continuous labels): the same arithmetic decoding of one uniform u, whose binary digits are the
+  halves of the label coordinates, b = [CDF(eps_i[d]) >= 1/2] in position-major order (at most 52), with
+  a dither below the last digit. Each coordinate gives one digit, so the map from a label to a token is a
+  few cuts at the median of several coordinates instead of a staircase of V - 1 edges on one.
 """
 from __future__ import annotations
 
@@ -69,8 +73,21 @@ def _read_joint(eps, labels, generator):
     return Reading(u.clamp(0.0, BELOW_ONE)[:, None].expand(B, L).contiguous(), order, True)
 
 
+def _read_bits(eps, labels, generator):
+    if not labels.continuous:
+        raise ValueError(f"reader: 'bits' reads continuous labels, got {labels.kind!r}")
+    B, L, D = eps.shape
+    n = min(L * D, 52)  # binary digits that a float64 u holds exactly
+    bits = (labels.to_uniform(eps) >= 0.5).reshape(B, L * D)[:, :n].double()  # position-major
+    weights = 2.0 ** -torch.arange(1, n + 1, device=eps.device, dtype=torch.float64)
+    dither = generator_draw(torch.rand, B, generator=generator, device=eps.device, dtype=torch.float64)
+    u = bits @ weights + dither * 2.0**-n
+    order = torch.arange(L, device=eps.device).expand(B, L)
+    return Reading(u.clamp(0.0, BELOW_ONE)[:, None].expand(B, L).contiguous(), order, True)
+
+
 # name -> (eps Float[B, L, D] | Long[B, L], labels, generator) -> Reading
-READERS = {"kr": _read_kr, "reveal-times": _read_reveal_times, "joint": _read_joint}
+READERS = {"kr": _read_kr, "reveal-times": _read_reveal_times, "joint": _read_joint, "bits": _read_bits}
 
 
 def read_labels(eps: torch.Tensor, labels: MaskLabels, reader: str,
