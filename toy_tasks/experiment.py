@@ -30,6 +30,9 @@ from toy_tasks.task_views import JointView, task_view
 ALL_METHODS = tuple(METHODS)
 CORE_METHODS = ("mdm", "imdm-elbo", "sdtt", "imdm-sdtt", "redi", "imdm-redi", "imdm-sdtt-redi",
                 "imdm-eps-coupling")
+# The eps-driven couplings side by side: how continuous labels are read (`kr`, `reveal-times`, `bits`) and
+# how many states a finite mask has (`joint`, K = 2, 4, 16).
+READER_METHODS = ("imdm-eps-coupling", "imdm-eps-reveal", "imdm-eps-bits", "imdm-k2", "imdm-k4", "imdm-k16")
 
 
 @dataclass(frozen=True)
@@ -63,12 +66,21 @@ class Preset:
 
 
 PRESETS = {
-    # Every method on align, the core comparison on a seeded dirichlet joint. On 2 workers: align in one
-    # process, dirichlet then align's `imdm-k16` (with its own `mdm` teacher) in the other, about equal
-    # shares of CPU (measured in docs/toy-demo.md).
+    # The core comparison and the finite 16-state mask on align, the core comparison on a seeded dirichlet
+    # joint: one task per process on 2 workers, about equal shares of CPU (~220 s each, docs/toy-demo.md).
+    # The other eps-driven couplings are the `readers` preset; every seed derives from the method's name,
+    # so a method's numbers are the same in either preset.
     "demo": Preset(
-        tasks=(TaskPlan("align", {"V": 16, "L": 4}, ALL_METHODS, split=(("imdm-k16",),)),
+        tasks=(TaskPlan("align", {"V": 16, "L": 4}, (*CORE_METHODS, "imdm-k16")),
                TaskPlan("dirichlet", {"V": 4, "L": 4, "seed": 0, "alpha": 0.3}, CORE_METHODS)),
+        size="demo",
+        budget=DEMO_BUDGET,
+        min_samples=2048),
+    # Every eps-driven coupling at the demo's budget on align: the continuous readers in one process, the
+    # finite masks (with their own `mdm` teacher) in the other.
+    "readers": Preset(
+        tasks=(TaskPlan("align", {"V": 16, "L": 4}, READER_METHODS,
+                        split=(("imdm-k2", "imdm-k4", "imdm-k16"),)),),
         size="demo",
         budget=DEMO_BUDGET,
         min_samples=2048),
@@ -246,7 +258,7 @@ def format_table(result: dict) -> str:
 SINGLE_MASK = ("mdm", "sdtt", "redi")  # MDMs: one deterministic mask state, KL >= TC in one step
 LABEL_BLIND = ("imdm-elbo", "imdm-sdtt")  # IMDMs whose training targets do not depend on eps
 PAIR_TRAINED = ("imdm-redi", "imdm-sdtt-redi")  # IMDMs fine-tuned over a finite set of seeded pairs
-CONTINUOUS_COUPLED = ("imdm-eps-coupling", "imdm-eps-reveal")  # eps-driven coupling, continuous labels
+CONTINUOUS_COUPLED = ("imdm-eps-coupling", "imdm-eps-reveal", "imdm-eps-bits")  # eps-driven coupling, continuous labels
 
 
 def _span(one: dict, names, tc: float) -> str:
@@ -262,20 +274,17 @@ def summary_sentence(result: dict) -> str:
     for task in result["tasks"]:
         tc = task["total_correlation"]
         one = {r["method"]: r for r in task["results"] if r["steps"] == 1 and r["kl"] is not None}
-        text = f"on {task['task']} (TC {tc:.2f} nats), one step:"
         groups = [("MDMs " + "/".join(m for m in SINGLE_MASK if m in one), SINGLE_MASK),
                   ("label-blind IMDMs " + "/".join(m for m in LABEL_BLIND if m in one), LABEL_BLIND)]
-        text += ",".join(f" {label} {_span(one, names, tc)}" for label, names in groups
-                         if any(m in one for m in names))
-        for m in PAIR_TRAINED:
-            if m in one:
-                text += f", {m} {one[m]['kl']:.2f} ({one[m]['kl'] / tc:.2f} TC, coverage {one[m]['coverage']:.2f})"
+        pieces = [f"{label} {_span(one, names, tc)}" for label, names in groups if any(m in one for m in names)]
+        pieces += [f"{m} {one[m]['kl']:.2f} ({one[m]['kl'] / tc:.2f} TC, coverage {one[m]['coverage']:.2f})"
+                   for m in PAIR_TRAINED if m in one]
         coupled = [m for m in one if m.startswith(("imdm-eps", "imdm-k")) and "+greedy" not in m]
         if coupled:
             best = min(coupled, key=lambda m: one[m]["kl"])
-            text += f", eps-coupled best {best} {one[best]['kl']:.3f}"
-            if one[best]["success"] is not None:
-                text += f" (success {one[best]['success']:.2f})"
+            pieces.append(f"eps-coupled best {best} {one[best]['kl']:.3f}" + (
+                f" (success {one[best]['success']:.2f})" if one[best]["success"] is not None else ""))
+        text = f"on {task['task']} (TC {tc:.2f} nats), one step" + (": " + ", ".join(pieces) if pieces else "")
         continuous = [m for m in CONTINUOUS_COUPLED if m in one]
         if continuous and task["task"] == "align":
             best = max(continuous, key=lambda m: one[m]["success"])
