@@ -17,6 +17,10 @@ ask the run for it, so each model is trained once per run.
     imdm-eps-reveal     the same with reveal order and tokens read from the labels (`reveal-times`)
     imdm-kN             a finite N-state mask, MDM weights plus a zero K x d table, eps-driven coupling
                         reading all labels jointly (`joint`)
+    imdm-exact-kV       `align` only: a fresh model with a V-state mask, the eps-driven coupling (`joint`) of
+                        the exact teacher (toy_tasks.oracle.AlignOracle, not a trained MDM): the label of
+                        position 0 names the token; mostly fully masked rows, one scored position per row
+                        on the read-out's target rows only (the 50 000-way head at B rows, not B * L)
 """
 from __future__ import annotations
 
@@ -29,7 +33,8 @@ import torch
 from imdm_lab.distill import (coupling_loss, eps_coupling_loss, perturbed_coupling, round_plan, sdtt_loss)
 from imdm_lab.losses import elbo
 from imdm_lab.schedules import sample_times
-from toy_tasks.models import ToyDenoiser, make_model
+from toy_tasks.models import SCHEDULE, ToyDenoiser, make_model
+from toy_tasks.oracle import AlignOracle
 from toy_tasks.train import TrainConfig, frozen_copy, train
 
 @dataclass(frozen=True)
@@ -46,6 +51,11 @@ class Budget:
     batch: int = 128
     lr: float = 3e-3
     finetune_lr: float = 1e-3
+    # imdm-exact-kV: its own steps, rows, lr and share of fully masked rows (one scored position per row)
+    exact_steps: int = 600
+    exact_batch: int = 256
+    exact_lr: float = 3e-3
+    exact_full_mask: float = 0.9
 
     @property
     def redi_epochs(self) -> float:
@@ -141,6 +151,24 @@ def _coupled(student_init: Callable[[Run], ToyDenoiser], reader: str, salt: int)
     return method
 
 
+def _exact_coupled(salt: int):
+    def method(run: Run) -> ToyDenoiser:
+        if run.view.name != "align":
+            raise ValueError(f"method: imdm-exact-kV has an exact teacher for align only, got {run.view.name!r}")
+        b, V, L = run.budget, run.view.V, run.view.L
+        teacher = AlignOracle(V, L, schedule=SCHEDULE)
+        student = run.fresh("finite", V)
+
+        def loss(step, gen):
+            return eps_coupling_loss(student, teacher, run.view.sample(b.exact_batch, gen), reader="joint",
+                                     full_mask_fraction=b.exact_full_mask, generator=gen, positions=1,
+                                     efficient=True)
+        train(student, loss, TrainConfig(steps=b.exact_steps, lr=b.exact_lr, batch=b.exact_batch),
+              seed=run.seed * 1000 + salt)
+        return student
+    return method
+
+
 def _from_imdm_elbo(run: Run) -> ToyDenoiser:
     return copy.deepcopy(run.get("imdm-elbo"))
 
@@ -169,5 +197,6 @@ METHODS: dict[str, Callable[[Run], ToyDenoiser]] = {
     "imdm-k2": _coupled(_finite_from_mdm(2), "joint", 70),
     "imdm-k4": _coupled(_finite_from_mdm(4), "joint", 80),
     "imdm-k16": _coupled(_finite_from_mdm(16), "joint", 90),
+    "imdm-exact-kV": _exact_coupled(100),
 }
 

@@ -8,6 +8,10 @@ oracle-mdm   p(x_i | visible tokens) at every position: the ELBO-optimal denoise
 oracle-imdm  partition-and-map: one shared u in [0, 1) is read from the mask labels and every position
              outputs the one-hot of g(u) = exact.partition_and_map(p)(u). A one-step denoiser: a single
              step from the all-mask state samples exactly p, with every position factorised given eps.
+oracle-align p(x_i | visible tokens) of `align` in closed form at any V, L (no enumerated joint): one-hot on
+             the visible token where the visible tokens agree, uniform where none is visible (or, off the
+             support, where they disagree); the same law at every position of a row (at visible
+             positions too: SUBS carries the visible tokens over, so only masked positions are read).
 """
 from __future__ import annotations
 
@@ -83,6 +87,33 @@ class OracleIMDM:
         seq = torch.from_numpy(self.g(u.cpu().numpy())).to(x_t.device)  # Long[B, L]
         logits = torch.full((*x_t.shape, self.V), NEG_INF, dtype=torch.float64, device=x_t.device)
         return logits.scatter_(-1, seq[..., None], 0.0)
+
+
+class AlignOracle:
+    """The exact MDM denoiser of align (V classes, length L), in closed form: OracleMDM's answer without
+    the (V,)*L joint. It reads no labels; its process is an MDM's (labels None).
+
+    The conditional is the same at every position of a row, so the logits are one Float[B, V] row per
+    sequence expanded (stride 0) to Float[B, L, V]: B * V floats, not B * L * V, at V = 50 000."""
+
+    def __init__(self, V: int, L: int, schedule: str = "linear"):
+        for name, value in (("V", V), ("L", L)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+        self.V, self.L = V, L
+        self.mask_id, self.length = V, L
+        self.process = Process(mask_id=V, schedule=schedule)
+
+    def __call__(self, x_t: torch.Tensor, eps, t) -> torch.Tensor:
+        if x_t.dim() != 2 or x_t.shape[1] != self.L:
+            raise ValueError(f"x_t: expected a Long[B, {self.L}] tensor, got shape {tuple(x_t.shape)}")
+        visible = x_t != self.mask_id
+        first = torch.where(visible, x_t, self.V).min(1).values  # a visible token, V if none
+        agree = (~visible | (x_t == first[:, None])).all(1) & visible.any(1)
+        row = torch.zeros(x_t.shape[0], self.V, device=x_t.device)  # uniform
+        row[agree] = NEG_INF
+        row[agree, first[agree]] = 0.0  # one-hot on the visible token
+        return row[:, None].expand(-1, self.L, -1)
 
 
 ORACLES = {"oracle-mdm": OracleMDM, "oracle-imdm": OracleIMDM}
