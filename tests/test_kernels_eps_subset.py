@@ -45,6 +45,22 @@ def test_completion_by_the_align_oracle_is_the_exact_engines(reader, labels):
     assert (runs[1][on_support] == runs[1][on_support][:, :1]).all()  # completions of align stay aligned
 
 
+@pytest.mark.parametrize("reader,labels", [("joint", MaskLabels("finite", K=5)), ("kr", MaskLabels("rand", dim=1)),
+                                           ("reveal-times", MaskLabels("rand", dim=2))])
+def test_align_oracles_closed_form_completion_is_the_generic_loop(reader, labels):
+    V, L, B = 5, 4, 400
+    gen = torch.Generator().manual_seed(6)
+    x = _all_states(V, L)[torch.randint(0, (V + 1) ** L, (B,), generator=gen)]
+    x[:40] = V  # fully masked rows: the draw by the inverse CDF
+    eps = labels.draw(B, L, generator=gen)
+    oracle = AlignOracle(V, L)
+    runs = [f(x, eps, read_labels(eps, labels, reader, torch.Generator().manual_seed(7)), mask_id=V)
+            for f in (oracle.eps_coupled_completion,
+                      lambda *a, **k: eps_coupled_completion(oracle, *a, **k))]
+    assert torch.equal(runs[0], runs[1])
+    assert len(set(runs[0][:40, 0].tolist())) > 1  # the labels choose the token
+
+
 def test_scored_weights_keep_k_masked_positions_per_row_with_the_full_expectation():
     gen = torch.Generator().manual_seed(2)
     masked = torch.rand(6, 5, generator=gen) < 0.6

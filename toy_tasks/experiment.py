@@ -86,11 +86,13 @@ PRESETS = {
     # below the paper's: the learned MDM, IM-ReDi in the paper's regime (256 epochs over 64 pairs) and the
     # finite-mask eps-driven coupling, in two processes; 512 draws per point.
     "paper-synthetic": Preset(
-        tasks=(TaskPlan("align", {"V": 50000, "L": 10}, ("mdm", "imdm-elbo", "imdm-redi", "imdm-k16"),
+        tasks=(TaskPlan("align", {"V": 50000, "L": 10},
+                        ("mdm", "imdm-elbo", "imdm-redi", "imdm-k16", "imdm-exact-kV"),
                         split=(("imdm-elbo", "imdm-redi"),)),),
         size="synthetic",
         budget=Budget(elbo_steps=600, round_steps=1, sdtt_start=64, redi_pairs=64, redi_teacher_steps=64,
-                      redi_steps=512, coupling_steps=100, batch=32, lr=3e-3, finetune_lr=1e-3),
+                      redi_steps=512, coupling_steps=100, batch=32, lr=3e-3, finetune_lr=1e-3,
+                      exact_steps=400, exact_batch=256, exact_lr=1e-2, exact_full_mask=0.9),
         mdm_extra_steps=(),
         samples=512),
 }

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from imdm_lab.distill.eps_coupling import Reading, eps_coupled_completion, inverse_cdf
 from imdm_lab.exact import Marginals, conditional_marginals, partition_and_map
 from imdm_lab.losses import NEG_INF
 from imdm_lab.labels import BELOW_ONE, MaskLabels
@@ -114,6 +115,33 @@ class AlignOracle:
         row[agree] = NEG_INF
         row[agree, first[agree]] = 0.0  # one-hot on the visible token
         return row[:, None].expand(-1, self.L, -1)
+
+    def eps_coupled_completion(self, x_t: torch.Tensor, eps, reading: Reading, *, mask_id: int,
+                               t: torch.Tensor | None = None) -> torch.Tensor:
+        """imdm_lab.distill.eps_coupled_completion(self, ...) in closed form: Long[B, L] -> Long[B, L].
+
+        A row with visible tokens that agree is completed by copying them (one-hot conditionals: the
+        inverse CDF returns the token and hands u on unchanged); a row with none visible draws its first
+        position in the reading's order by the inverse CDF of the uniform law at its u, the same call
+        the generic loop makes, and the others copy it. Rows whose visible tokens disagree (off the
+        support) take the generic loop. One [n, V] CDF instead of L teacher calls of B * V logits each."""
+        if mask_id != self.mask_id:
+            raise ValueError(f"mask_id: expected the oracle's mask id {self.mask_id}, got {mask_id!r}")
+        visible = x_t != mask_id
+        first = torch.where(visible, x_t, self.V).min(1).values
+        agree = (~visible | (x_t == first[:, None])).all(1)
+        none = ~visible.any(1)
+        rows = none.nonzero()[:, 0]
+        u = reading.u[rows, 0] if reading.chained else reading.u[rows, reading.order[rows, 0]]
+        uniform = torch.full((rows.numel(), self.V), 1.0 / self.V, dtype=torch.float64, device=x_t.device)
+        first[rows] = inverse_cdf(uniform, u)[0]
+        out = torch.where(agree[:, None], first[:, None].expand_as(x_t), x_t)
+        if not agree.all():
+            off = ~agree
+            out[off] = eps_coupled_completion(self, x_t[off], eps[off], Reading(*(v[off] for v in reading[:2]),
+                                              reading.chained), mask_id=mask_id,
+                                              t=None if t is None else t[off])
+        return out
 
 
 ORACLES = {"oracle-mdm": OracleMDM, "oracle-imdm": OracleIMDM}

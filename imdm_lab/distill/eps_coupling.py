@@ -146,7 +146,8 @@ def scored_weights(masked: torch.Tensor, positions: int | None,
 def eps_coupling_loss(student: Callable, teacher: Callable, x0: torch.Tensor, *, reader: str,
                       process: Process | None = None, full_mask_fraction: float = 0.5,
                       t: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                      positions: int | None = None, efficient: bool = False) -> torch.Tensor:
+                      positions: int | None = None, efficient: bool = False,
+                      completion: Callable | None = None) -> torch.Tensor:
     """Cross-entropy of the student against F(x_t, eps) on the masked positions, fresh eps (scalar).
 
     x0: Long[B, L] data. A fraction of the rows is fully masked (t = 1: the one-step map from labels to
@@ -157,7 +158,9 @@ def eps_coupling_loss(student: Callable, teacher: Callable, x0: torch.Tensor, *,
     its labels are what the teacher reads (the teacher may be an MDM with the same mask id).
     positions: score k random masked positions per row, reweighted to the same expectation
     (`scored_weights`); efficient=True: the student returns the NLL itself at those positions,
-    `student(x_t, eps, t, targets=...)` (imdm_lab.head_nll), so its read-out runs on B * k rows."""
+    `student(x_t, eps, t, targets=...)` (imdm_lab.head_nll), so its read-out runs on B * k rows.
+    completion: F itself, (x_t, eps, reading, mask_id=, t=) -> x_0, when the teacher has it in closed
+    form (toy_tasks.oracle.AlignOracle); default the generic loop over the teacher's calls."""
     proc = process_of(student, process)
     if proc.labels is None:
         raise ValueError("process: expected a student with mask labels (an IMDM) for the eps-driven coupling")
@@ -172,8 +175,11 @@ def eps_coupling_loss(student: Callable, teacher: Callable, x0: torch.Tensor, *,
     x_t, masked = q_sample(x0, t, proc.schedule, mask_id, generator=generator)
     labels = proc.labels
     eps = labels.draw(B, L, generator=generator, device=dev)
-    target = eps_coupled_completion(teacher, x_t, eps, read_labels(eps, labels, reader, generator),
-                                    mask_id=mask_id, t=t)
+    reading = read_labels(eps, labels, reader, generator)
+    if completion is None:
+        target = eps_coupled_completion(teacher, x_t, eps, reading, mask_id=mask_id, t=t)
+    else:
+        target = completion(x_t, eps, reading, mask_id=mask_id, t=t)
     weights = scored_weights(masked, positions, generator)
     t_in = t.to(torch.get_default_dtype())
     if efficient:
