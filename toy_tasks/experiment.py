@@ -84,7 +84,10 @@ PRESETS = {
     # (d = 128, 4 blocks). Its 50 000-way read-out costs ~0.56 s per training step of 32 rows on one CPU
     # thread, so this is a CPU run's budget (~1 hour on a shared 2-core machine, docs/toy-demo.md), far
     # below the paper's: the learned MDM, IM-ReDi in the paper's regime (256 epochs over 64 pairs) and the
-    # finite-mask eps-driven coupling, in two processes; 512 draws per point.
+    # finite-mask eps-driven coupling, in two processes; 512 draws per point. `imdm-exact-kV` (the
+    # eps-driven coupling of the exact align teacher, a V-state mask, one scored position per row on the
+    # read-out's target rows) runs beside `mdm` and `imdm-k16`: 400 steps x 256 rows took 341 s of one
+    # thread at V = 50 000 (~0.85 s a step, with other jobs on the second core), about 6 minutes.
     "paper-synthetic": Preset(
         tasks=(TaskPlan("align", {"V": 50000, "L": 10},
                         ("mdm", "imdm-elbo", "imdm-redi", "imdm-k16", "imdm-exact-kV"),
