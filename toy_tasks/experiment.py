@@ -86,8 +86,8 @@ PRESETS = {
     # below the paper's: the learned MDM, IM-ReDi in the paper's regime (256 epochs over 64 pairs) and the
     # finite-mask eps-driven coupling, in two processes; 512 draws per point. `imdm-exact-kV` (the
     # eps-driven coupling of the exact align teacher, a V-state mask, one scored position per row on the
-    # read-out's target rows) runs beside `mdm` and `imdm-k16`: 400 steps x 256 rows took 341 s of one
-    # thread at V = 50 000 (~0.85 s a step, with other jobs on the second core), about 6 minutes.
+    # read-out's target rows) runs beside `mdm` and `imdm-k16`: 600 steps x 256 rows at lr 3e-3 took
+    # 499.5 s of one thread at V = 50 000 (~0.83 s a step, other jobs on the second core), ~8.5 minutes.
     "paper-synthetic": Preset(
         tasks=(TaskPlan("align", {"V": 50000, "L": 10},
                         ("mdm", "imdm-elbo", "imdm-redi", "imdm-k16", "imdm-exact-kV"),
@@ -95,7 +95,7 @@ PRESETS = {
         size="synthetic",
         budget=Budget(elbo_steps=600, round_steps=1, sdtt_start=64, redi_pairs=64, redi_teacher_steps=64,
                       redi_steps=512, coupling_steps=100, batch=32, lr=3e-3, finetune_lr=1e-3,
-                      exact_steps=400, exact_batch=256, exact_lr=1e-2, exact_full_mask=0.9),
+                      exact_steps=600, exact_batch=256, exact_lr=3e-3, exact_full_mask=0.9),
         mdm_extra_steps=(),
         samples=512),
 }
