@@ -93,15 +93,19 @@ PRESETS = {
         min_samples=2048),
     # The paper's task and model (imdm-reference sec. 7): align V = 50 000, L = 10, the `synthetic` model
     # (d = 128, 4 blocks). Its 50 000-way read-out costs ~0.56 s per training step of 32 rows on one CPU
-    # thread, so this is a CPU run's budget (~1 hour on a shared 2-core machine, docs/toy-demo.md), far
-    # below the paper's: the learned MDM, IM-ReDi in the paper's regime (256 epochs over 64 pairs) and the
-    # finite-mask eps-driven coupling, in two processes; 512 draws per point.
+    # thread, so this is a CPU run's budget, far below the paper's: the learned MDM, IM-ReDi in the paper's
+    # regime (256 epochs over 64 pairs), the finite-mask eps-driven coupling of the learned MDM, and
+    # `imdm-exact-kV`, the eps-driven coupling of the exact align teacher with a V-state mask (one scored
+    # position per row on the read-out's target rows: ~0.83 s per step of 256 rows on one thread, so its
+    # 2 000 steps are ~28 min). Three groups on 2 processes (docs/toy-demo.md); 512 draws per point.
     "paper-synthetic": Preset(
-        tasks=(TaskPlan("align", {"V": 50000, "L": 10}, ("mdm", "imdm-elbo", "imdm-redi", "imdm-k16"),
-                        split=(("imdm-elbo", "imdm-redi"),)),),
+        tasks=(TaskPlan("align", {"V": 50000, "L": 10},
+                        ("mdm", "imdm-elbo", "imdm-redi", "imdm-k16", "imdm-exact-kV"),
+                        split=(("imdm-exact-kV",), ("imdm-elbo", "imdm-redi"))),),
         size="synthetic",
         budget=Budget(elbo_steps=600, round_steps=1, sdtt_start=64, redi_pairs=64, redi_teacher_steps=64,
-                      redi_steps=512, coupling_steps=100, batch=32, lr=3e-3, finetune_lr=1e-3),
+                      redi_steps=512, coupling_steps=100, batch=32, lr=3e-3, finetune_lr=1e-3,
+                      exact_steps=2000, exact_batch=256, exact_lr=3e-3, exact_full_mask=0.9),
         mdm_extra_steps=(),
         samples=512),
 }

@@ -19,6 +19,11 @@ ask the run for it, so each model is trained once per run.
                         coordinates, decoded by arithmetic coding (`bits`)
     imdm-kN             a finite N-state mask, MDM weights plus a zero K x d table, eps-driven coupling
                         reading all labels jointly (`joint`)
+    imdm-exact-kV       `align` only: a fresh model with a V-state mask, the eps-driven coupling (`joint`) of
+                        the exact teacher (toy_tasks.oracle.AlignOracle, not a trained MDM): the label of
+                        position 0 names the token; mostly fully masked rows, one scored position per row
+                        on the read-out's target rows only (the 50 000-way head at B rows, not B * L),
+                        label state k and token k started at 4x the read-out's row k (a tied start)
 """
 from __future__ import annotations
 
@@ -31,7 +36,8 @@ import torch
 from imdm_lab.distill import (coupling_loss, eps_coupling_loss, perturbed_coupling, round_plan, sdtt_loss)
 from imdm_lab.losses import elbo
 from imdm_lab.schedules import sample_times
-from toy_tasks.models import ToyDenoiser, make_model
+from toy_tasks.models import SCHEDULE, ToyDenoiser, make_model
+from toy_tasks.oracle import AlignOracle
 from toy_tasks.train import TrainConfig, frozen_copy, train
 
 @dataclass(frozen=True)
@@ -48,6 +54,11 @@ class Budget:
     batch: int = 128
     lr: float = 3e-3
     finetune_lr: float = 1e-3
+    # imdm-exact-kV: its own steps, rows, lr and share of fully masked rows (one scored position per row)
+    exact_steps: int = 400
+    exact_batch: int = 256
+    exact_lr: float = 3e-3
+    exact_full_mask: float = 0.9
 
     @property
     def redi_epochs(self) -> float:
@@ -143,6 +154,37 @@ def _coupled(student_init: Callable[[Run], ToyDenoiser], reader: str, salt: int)
     return method
 
 
+# imdm-exact-kV's start: the label state k (and token k) embedded as TIE times the read-out's row k, so the
+# one-step map is the same routing for every token (position 0's label to all positions) rather than
+# 50 000 separately learned rows (untied, V = 5 000 did not learn in 200 steps, docs in the preset's comment)
+TIE = 4.0
+# and the read-out's rows at READOUT_SCALE x their default size, so that at V = 50 000 the tied start's
+# logit of token k already stands above the 50 000 others at position 0
+READOUT_SCALE = 2.0
+
+
+def _exact_coupled(salt: int):
+    def method(run: Run) -> ToyDenoiser:
+        if run.view.name != "align":
+            raise ValueError(f"method: imdm-exact-kV has an exact teacher for align only, got {run.view.name!r}")
+        b, V, L = run.budget, run.view.V, run.view.L
+        teacher = AlignOracle(V, L, schedule=SCHEDULE)
+        student = run.fresh("finite", V)
+        with torch.no_grad():  # a tied start: label state k and token k embed as TIE x read-out row k
+            student.out.weight.mul_(READOUT_SCALE)
+            student.vocab_embed.mask_table.copy_(TIE * student.out.weight)
+            student.vocab_embed.embedding[:V].copy_(TIE * student.out.weight)
+
+        def loss(step, gen):
+            return eps_coupling_loss(student, teacher, run.view.sample(b.exact_batch, gen), reader="joint",
+                                     full_mask_fraction=b.exact_full_mask, generator=gen, positions=1,
+                                     efficient=True, completion=teacher.eps_coupled_completion)
+        train(student, loss, TrainConfig(steps=b.exact_steps, lr=b.exact_lr, batch=b.exact_batch),
+              seed=run.seed * 1000 + salt)
+        return student
+    return method
+
+
 def _from_imdm_elbo(run: Run) -> ToyDenoiser:
     return copy.deepcopy(run.get("imdm-elbo"))
 
@@ -172,5 +214,6 @@ METHODS: dict[str, Callable[[Run], ToyDenoiser]] = {
     "imdm-k2": _coupled(_finite_from_mdm(2), "joint", 70),
     "imdm-k4": _coupled(_finite_from_mdm(4), "joint", 80),
     "imdm-k16": _coupled(_finite_from_mdm(16), "joint", 90),
+    "imdm-exact-kV": _exact_coupled(100),
 }
 

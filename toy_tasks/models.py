@@ -2,6 +2,7 @@
 
     net = make_model("demo", V=16, L=4, labels="rand")   # or labels="none" | "randn" | "learnable" | "finite", K=4
     logits = net(x_t, eps, t)                            # Long[B, L], labels, Float[B] -> Float[B, L, V]
+    nll = net(x_t, eps, t, targets=x0_or_ignore)         # the SUBS NLL Float[B, L] at the target rows only
     net.process                                          # mask id V, the linear schedule, the label law
 
 The input layer is `imdm_lab.embedding.MaskEmbedding` (E[x] at visible positions, E[mask] + MLP(eps) at
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from imdm_lab.embedding import MaskEmbedding
+from imdm_lab.head_nll import head_nll
 from imdm_lab.labels import mask_labels
 from imdm_lab.process import Process
 
@@ -87,13 +89,20 @@ class ToyDenoiser(nn.Module):
         self.norm_final = nn.LayerNorm(size.dim)
         self.out = nn.Linear(size.dim, V)
 
-    def forward(self, x_t: torch.Tensor, eps: torch.Tensor | None = None, t: torch.Tensor | None = None):
+    def forward(self, x_t: torch.Tensor, eps: torch.Tensor | None = None, t: torch.Tensor | None = None,
+                targets: torch.Tensor | None = None, validate: bool = True):
+        """logits Float[B, L, V]; with targets (Long[B, L], imdm_lab.losses.IGNORE where not needed) the SUBS
+        NLL Float[B, L] of the read-out at the target rows only (imdm_lab.head_nll): the 50 000-way
+        read-out of `synthetic` then costs the rows with a target, not B * L."""
         if x_t.dim() != 2 or x_t.shape[1] != self.L:
             raise ValueError(f"x_t: expected a Long[B, {self.L}] tensor, got shape {tuple(x_t.shape)}")
         h = self.vocab_embed(x_t, eps) + self.pos
         for block in self.blocks:
             h = block(h)
-        return self.out(self.norm_final(h))
+        h = self.norm_final(h)
+        if targets is not None:
+            return head_nll(h, self.out, targets, self.mask_id, validate=validate)
+        return self.out(h)
 
     def eps_mlp_norm(self) -> float:
         """Norm of the last eps-path weight: 0 at initialisation, grows only if training uses eps."""

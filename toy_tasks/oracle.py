@@ -8,12 +8,17 @@ oracle-mdm   p(x_i | visible tokens) at every position: the ELBO-optimal denoise
 oracle-imdm  partition-and-map: one shared u in [0, 1) is read from the mask labels and every position
              outputs the one-hot of g(u) = exact.partition_and_map(p)(u). A one-step denoiser: a single
              step from the all-mask state samples exactly p, with every position factorised given eps.
+oracle-align p(x_i | visible tokens) of `align` in closed form at any V, L (no enumerated joint): one-hot on
+             the visible token where the visible tokens agree, uniform where none is visible (or, off the
+             support, where they disagree); the same law at every position of a row (at visible
+             positions too: SUBS carries the visible tokens over, so only masked positions are read).
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
+from imdm_lab.distill.eps_coupling import Reading, eps_coupled_completion, inverse_cdf
 from imdm_lab.exact import Marginals, conditional_marginals, partition_and_map
 from imdm_lab.losses import NEG_INF
 from imdm_lab.labels import BELOW_ONE, MaskLabels
@@ -83,6 +88,60 @@ class OracleIMDM:
         seq = torch.from_numpy(self.g(u.cpu().numpy())).to(x_t.device)  # Long[B, L]
         logits = torch.full((*x_t.shape, self.V), NEG_INF, dtype=torch.float64, device=x_t.device)
         return logits.scatter_(-1, seq[..., None], 0.0)
+
+
+class AlignOracle:
+    """The exact MDM denoiser of align (V classes, length L), in closed form: OracleMDM's answer without
+    the (V,)*L joint. It reads no labels; its process is an MDM's (labels None).
+
+    The conditional is the same at every position of a row, so the logits are one Float[B, V] row per
+    sequence expanded (stride 0) to Float[B, L, V]: B * V floats, not B * L * V, at V = 50 000."""
+
+    def __init__(self, V: int, L: int, schedule: str = "linear"):
+        for name, value in (("V", V), ("L", L)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+        self.V, self.L = V, L
+        self.mask_id, self.length = V, L
+        self.process = Process(mask_id=V, schedule=schedule)
+
+    def __call__(self, x_t: torch.Tensor, eps, t) -> torch.Tensor:
+        if x_t.dim() != 2 or x_t.shape[1] != self.L:
+            raise ValueError(f"x_t: expected a Long[B, {self.L}] tensor, got shape {tuple(x_t.shape)}")
+        visible = x_t != self.mask_id
+        first = torch.where(visible, x_t, self.V).min(1).values  # a visible token, V if none
+        agree = (~visible | (x_t == first[:, None])).all(1) & visible.any(1)
+        row = torch.zeros(x_t.shape[0], self.V, device=x_t.device)  # uniform
+        row[agree] = NEG_INF
+        row[agree, first[agree]] = 0.0  # one-hot on the visible token
+        return row[:, None].expand(-1, self.L, -1)
+
+    def eps_coupled_completion(self, x_t: torch.Tensor, eps, reading: Reading, *, mask_id: int,
+                               t: torch.Tensor | None = None) -> torch.Tensor:
+        """imdm_lab.distill.eps_coupled_completion(self, ...) in closed form: Long[B, L] -> Long[B, L].
+
+        A row with visible tokens that agree is completed by copying them (one-hot conditionals: the
+        inverse CDF returns the token and hands u on unchanged); a row with none visible draws its first
+        position in the reading's order by the inverse CDF of the uniform law at its u, the same call
+        the generic loop makes, and the others copy it. Rows whose visible tokens disagree (off the
+        support) take the generic loop. One [n, V] CDF instead of L teacher calls of B * V logits each."""
+        if mask_id != self.mask_id:
+            raise ValueError(f"mask_id: expected the oracle's mask id {self.mask_id}, got {mask_id!r}")
+        visible = x_t != mask_id
+        first = torch.where(visible, x_t, self.V).min(1).values
+        agree = (~visible | (x_t == first[:, None])).all(1)
+        none = ~visible.any(1)
+        rows = none.nonzero()[:, 0]
+        u = reading.u[rows, 0] if reading.chained else reading.u[rows, reading.order[rows, 0]]
+        uniform = torch.full((rows.numel(), self.V), 1.0 / self.V, dtype=torch.float64, device=x_t.device)
+        first[rows] = inverse_cdf(uniform, u)[0]
+        out = torch.where(agree[:, None], first[:, None].expand_as(x_t), x_t)
+        if not agree.all():
+            off = ~agree
+            out[off] = eps_coupled_completion(self, x_t[off], eps[off], Reading(*(v[off] for v in reading[:2]),
+                                              reading.chained), mask_id=mask_id,
+                                              t=None if t is None else t[off])
+        return out
 
 
 ORACLES = {"oracle-mdm": OracleMDM, "oracle-imdm": OracleIMDM}

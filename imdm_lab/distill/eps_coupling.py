@@ -31,7 +31,7 @@ import torch
 
 from imdm_lab.counter_rng import generator_draw
 from imdm_lab.labels import BELOW_ONE, MaskLabels
-from imdm_lab.losses import subs_log_probs
+from imdm_lab.losses import IGNORE, subs_log_probs
 from imdm_lab.masking import check_times, q_sample
 from imdm_lab.process import Process, process_of
 
@@ -128,18 +128,43 @@ def eps_coupled_completion(teacher: Callable, x_t: torch.Tensor, eps: torch.Tens
         todo = x[rows, pos] == mask_id
         if not todo.any():
             continue
-        logp = subs_log_probs(teacher(x, eps, t.to(torch.get_default_dtype())), x, mask_id)
+        logits = teacher(x, eps, t.to(torch.get_default_dtype()))
         b, p = rows[todo], pos[todo]
+        # SUBS is per position: only the positions completed now, not all B * L * V logits
+        logp = subs_log_probs(logits[b, p][:, None], x[b, p][:, None], mask_id)[:, 0]
         u = u_run[b] if reading.chained else reading.u[b, p]
-        token, residual = inverse_cdf(logp[b, p].double().softmax(-1), u)
+        token, residual = inverse_cdf(logp.double().softmax(-1), u)
         x[b, p] = token
         u_run[b] = residual
     return x
 
 
+def scored_weights(masked: torch.Tensor, positions: int | None,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """Which masked positions the loss scores, and their weights: Bool[B, L] -> Float[B, L].
+
+    positions None: every masked position, weight 1. An integer k: k of row b's m_b masked positions,
+    uniformly at random without replacement (all if m_b <= k), each of weight m_b / min(k, m_b), so that
+    E[weights] = masked exactly (each position is kept with probability min(k, m_b) / m_b): the
+    subsampled loss is an unbiased estimate of the full one, and the read-out runs on B * k rows."""
+    weights = masked.to(torch.get_default_dtype())
+    if positions is None:
+        return weights
+    if isinstance(positions, bool) or not isinstance(positions, int) or positions < 1:
+        raise ValueError(f"positions: expected an integer >= 1 or None, got {positions!r}")
+    keys = generator_draw(torch.rand, *masked.shape, generator=generator, device=masked.device)
+    keys = torch.where(masked, keys, 2.0)  # unmasked positions sort last
+    rank = keys.argsort(dim=1).argsort(dim=1)  # the position's place in a random order of the masked ones
+    m = masked.sum(1, keepdim=True)
+    kept = masked & (rank < positions)
+    return kept * (m / m.clamp_max(positions).clamp_min(1))
+
+
 def eps_coupling_loss(student: Callable, teacher: Callable, x0: torch.Tensor, *, reader: str,
                       process: Process | None = None, full_mask_fraction: float = 0.5,
-                      t: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+                      t: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                      positions: int | None = None, efficient: bool = False,
+                      completion: Callable | None = None) -> torch.Tensor:
     """Cross-entropy of the student against F(x_t, eps) on the masked positions, fresh eps (scalar).
 
     x0: Long[B, L] data. A fraction of the rows is fully masked (t = 1: the one-step map from labels to
@@ -147,7 +172,12 @@ def eps_coupling_loss(student: Callable, teacher: Callable, x0: torch.Tensor, *,
     caller's times t Float[B] (completions, used by multi-step sampling). The targets are deterministic
     given (x_t, eps), so any positive time weighting has the same optimum; the loss is left unweighted,
     which avoids the 1/t variance of the ELBO weight. process: the student's own unless it carries none;
-    its labels are what the teacher reads (the teacher may be an MDM with the same mask id)."""
+    its labels are what the teacher reads (the teacher may be an MDM with the same mask id).
+    positions: score k random masked positions per row, reweighted to the same expectation
+    (`scored_weights`); efficient=True: the student returns the NLL itself at those positions,
+    `student(x_t, eps, t, targets=...)` (imdm_lab.head_nll), so its read-out runs on B * k rows.
+    completion: F itself, (x_t, eps, reading, mask_id=, t=) -> x_0, when the teacher has it in closed
+    form (toy_tasks.oracle.AlignOracle); default the generic loop over the teacher's calls."""
     proc = process_of(student, process)
     if proc.labels is None:
         raise ValueError("process: expected a student with mask labels (an IMDM) for the eps-driven coupling")
@@ -162,8 +192,16 @@ def eps_coupling_loss(student: Callable, teacher: Callable, x0: torch.Tensor, *,
     x_t, masked = q_sample(x0, t, proc.schedule, mask_id, generator=generator)
     labels = proc.labels
     eps = labels.draw(B, L, generator=generator, device=dev)
-    target = eps_coupled_completion(teacher, x_t, eps, read_labels(eps, labels, reader, generator),
-                                    mask_id=mask_id, t=t)
-    logp = subs_log_probs(student(x_t, eps, t.to(torch.get_default_dtype())), x_t, mask_id)
-    nll = -logp.gather(-1, target[..., None])[..., 0]
-    return torch.where(masked, nll, torch.zeros_like(nll)).sum() / masked.sum().clamp_min(1)
+    reading = read_labels(eps, labels, reader, generator)
+    if completion is None:
+        target = eps_coupled_completion(teacher, x_t, eps, reading, mask_id=mask_id, t=t)
+    else:
+        target = completion(x_t, eps, reading, mask_id=mask_id, t=t)
+    weights = scored_weights(masked, positions, generator)
+    t_in = t.to(torch.get_default_dtype())
+    if efficient:
+        nll = student(x_t, eps, t_in, targets=torch.where(weights > 0, target, IGNORE), validate=False)
+    else:
+        logp = subs_log_probs(student(x_t, eps, t_in), x_t, mask_id)
+        nll = -logp.gather(-1, target[..., None])[..., 0]
+    return (weights * torch.where(weights > 0, nll, torch.zeros_like(nll))).sum() / masked.sum().clamp_min(1)
