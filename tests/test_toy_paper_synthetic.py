@@ -1,4 +1,4 @@
-"""The `paper-synthetic` preset's code at a small V (the full run is hours of CPU), and the split of a task
+"""The `paper-synthetic` preset's code at a small V (the full run is about half an hour of 2 cores), and the split of a task
 over worker processes."""
 from __future__ import annotations
 
