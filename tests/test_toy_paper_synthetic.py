@@ -1,5 +1,5 @@
-"""The `paper-synthetic` preset's code at a small V (the full run is about half an hour of 2 cores), and the split of a task
-over worker processes."""
+"""The `paper-synthetic` preset's code at a small V (the full run takes about half an hour of 2 cores),
+and the split of a task over worker processes."""
 from __future__ import annotations
 
 import dataclasses
