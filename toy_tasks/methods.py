@@ -156,7 +156,7 @@ def _coupled(student_init: Callable[[Run], ToyDenoiser], reader: str, salt: int)
 
 # imdm-exact-kV's start: the label state k (and token k) embedded as TIE times the read-out's row k, so the
 # one-step map is the same routing for every token (position 0's label to all positions) rather than
-# 50 000 separately learned rows (untied, V = 5 000 did not learn in 200 steps, docs in the preset's comment)
+# 50 000 separately learned rows (untied, V = 5 000 did not learn in 200 steps: docs/toy-demo.md, paper-synthetic)
 TIE = 4.0
 # and the read-out's rows at READOUT_SCALE x their default size, so that at V = 50 000 the tied start's
 # logit of token k already stands above the 50 000 others at position 0

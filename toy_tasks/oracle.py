@@ -1,7 +1,9 @@
-"""Oracle denoisers of an enumerable joint p (shape (V,)*L): the exact answers a trained network aims at.
+"""Oracle denoisers: the exact answers a trained network aims at, of an enumerable joint p (shape (V,)*L)
+or of `align` in closed form.
 
-Both follow the Denoiser protocol of imdm_lab (x_t Long[B, L], eps, t Float[B]) -> logits Float[B, L, V]
-with V classes and mask id V, and carry their process and length as the toy networks do. Zero probabilities become the finite NEG_INF logit.
+All follow the Denoiser protocol of imdm_lab (x_t Long[B, L], eps, t Float[B]) -> logits Float[B, L, V]
+with V classes and mask id V, and carry their process and length as the toy networks do. Zero
+probabilities become the finite NEG_INF logit.
 
 oracle-mdm   p(x_i | visible tokens) at every position: the ELBO-optimal denoiser of MDM and of IMDM
              (eps is independent of x_0 under the forward process, so the optimum ignores it).
