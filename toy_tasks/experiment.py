@@ -262,7 +262,8 @@ def format_table(result: dict) -> str:
 SINGLE_MASK = ("mdm", "sdtt", "redi")  # MDMs: one deterministic mask state, KL >= TC in one step
 LABEL_BLIND = ("imdm-elbo", "imdm-sdtt")  # IMDMs whose training targets do not depend on eps
 PAIR_TRAINED = ("imdm-redi", "imdm-sdtt-redi")  # IMDMs fine-tuned over a finite set of seeded pairs
-CONTINUOUS_COUPLED = ("imdm-eps-coupling", "imdm-eps-reveal", "imdm-eps-bits")  # eps-driven coupling, continuous labels
+# eps-driven couplings with continuous labels
+CONTINUOUS_COUPLED = ("imdm-eps-coupling", "imdm-eps-reveal", "imdm-eps-bits")
 
 
 def _span(one: dict, names, tc: float) -> str:
