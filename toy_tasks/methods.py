@@ -179,8 +179,7 @@ def _exact_coupled(salt: int):
             return eps_coupling_loss(student, teacher, run.view.sample(b.exact_batch, gen), reader="joint",
                                      full_mask_fraction=b.exact_full_mask, generator=gen, positions=1,
                                      efficient=True, completion=teacher.eps_coupled_completion)
-        train(student, loss, TrainConfig(steps=b.exact_steps, lr=b.exact_lr, batch=b.exact_batch),
-              seed=run.seed * 1000 + salt)
+        run.fit(student, loss, b.exact_steps, b.exact_lr, salt)
         return student
     return method
 
