@@ -107,12 +107,18 @@ class AlignOracle:
         self.mask_id, self.length = V, L
         self.process = Process(mask_id=V, schedule=schedule)
 
+    def _visible_token(self, x_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per row of x_t Long[B, L]: a visible token (V if none), whether every visible token equals it,
+        and whether any is visible: (Long[B], Bool[B], Bool[B])."""
+        visible = x_t != self.mask_id
+        first = torch.where(visible, x_t, self.V).min(1).values
+        return first, (~visible | (x_t == first[:, None])).all(1), visible.any(1)
+
     def __call__(self, x_t: torch.Tensor, eps, t) -> torch.Tensor:
         if x_t.dim() != 2 or x_t.shape[1] != self.L:
             raise ValueError(f"x_t: expected a Long[B, {self.L}] tensor, got shape {tuple(x_t.shape)}")
-        visible = x_t != self.mask_id
-        first = torch.where(visible, x_t, self.V).min(1).values  # a visible token, V if none
-        agree = (~visible | (x_t == first[:, None])).all(1) & visible.any(1)
+        first, consistent, seen = self._visible_token(x_t)
+        agree = consistent & seen
         row = torch.zeros(x_t.shape[0], self.V, device=x_t.device)  # uniform
         row[agree] = NEG_INF
         row[agree, first[agree]] = 0.0  # one-hot on the visible token
@@ -129,11 +135,8 @@ class AlignOracle:
         support) take the generic loop. One [n, V] CDF instead of L teacher calls of B * V logits each."""
         if mask_id != self.mask_id:
             raise ValueError(f"mask_id: expected the oracle's mask id {self.mask_id}, got {mask_id!r}")
-        visible = x_t != mask_id
-        first = torch.where(visible, x_t, self.V).min(1).values
-        agree = (~visible | (x_t == first[:, None])).all(1)
-        none = ~visible.any(1)
-        rows = none.nonzero()[:, 0]
+        first, agree, seen = self._visible_token(x_t)
+        rows = (~seen).nonzero()[:, 0]
         u = reading.u[rows, 0] if reading.chained else reading.u[rows, reading.order[rows, 0]]
         uniform = torch.full((rows.numel(), self.V), 1.0 / self.V, dtype=torch.float64, device=x_t.device)
         first[rows] = inverse_cdf(uniform, u)[0]
