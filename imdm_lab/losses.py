@@ -99,9 +99,9 @@ def elbo(denoiser: Callable, x0: torch.Tensor, t, *, process: Process | None = N
     t = check_times(t, B, validate=validate).to(x0.device)
     if validate and bool((t <= 0).any()):
         raise ValueError("t: expected times in (0, 1] for the ELBO (its weight diverges at t = 0)")
-    if eps is None and labels is not None:
-        eps = labels.draw(B, L, generator=generator, device=x0.device)
-    elif eps is not None and labels is not None:
+    if eps is None:
+        eps = proc.draw_labels(B, L, generator=generator, device=x0.device)
+    elif labels is not None:
         labels.check(eps, B, L)
     x_t, masked = q_sample(x0, t, schedule, mask_id, generator=generator, validate=validate)
     if efficient:

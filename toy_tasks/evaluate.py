@@ -125,7 +125,7 @@ def kl_paths(model: ToyDenoiser, view, steps: int, n: int, gen) -> tuple[float, 
     target = torch.from_numpy(view.support).repeat_interleave(R, dim=0)  # [S R, L]
     N = target.shape[0]
     x = torch.full((N, L), model.mask_id, dtype=torch.int64)
-    eps = None if model.process.labels is None else model.process.labels.draw(N, L, generator=gen)
+    eps = model.process.draw_labels(N, L, generator=gen)
     sched = get_schedule("linear")
     times = sched.grid(steps)
     alphas = sched.alpha(times)
@@ -176,7 +176,7 @@ def left_to_right_kl(model: ToyDenoiser, view) -> float:
     logq = torch.zeros(S, dtype=torch.float64)
     for i in range(L):
         x = torch.where(torch.arange(L) < i, X, torch.full_like(X, model.mask_id))
-        eps = None if model.process.labels is None else model.process.labels.draw(S, L)
+        eps = model.process.draw_labels(S, L)
         logp = subs_log_probs(model(x, eps, torch.ones(S)), x, model.mask_id).double()
         logq += logp[torch.arange(S), i, X[:, i]]
     return _kl(view.support_probs, logq.exp().numpy())
