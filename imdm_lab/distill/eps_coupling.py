@@ -62,15 +62,20 @@ def _read_reveal_times(eps, labels, generator):
     return Reading(_label_uniform(eps, labels, 0), order, False)
 
 
+def _chained(u: torch.Tensor, length: int) -> Reading:
+    """One uniform per row, Float64[B], decoded left to right by arithmetic coding (`joint`, `bits`)."""
+    B = u.shape[0]
+    order = torch.arange(length, device=u.device).expand(B, length)
+    return Reading(u.clamp(0.0, BELOW_ONE)[:, None].expand(B, length).contiguous(), order, True)
+
+
 def _read_joint(eps, labels, generator):
     if labels.continuous:
         raise ValueError(f"reader: 'joint' reads finite K-state labels, got {labels.kind!r}")
     B, L = eps.shape
     digits = labels.K ** torch.arange(L - 1, -1, -1, device=eps.device, dtype=torch.float64)
     dither = generator_draw(torch.rand, B, generator=generator, device=eps.device, dtype=torch.float64)
-    u = ((eps.double() * digits).sum(-1) + dither) / float(labels.K) ** L
-    order = torch.arange(L, device=eps.device).expand(B, L)
-    return Reading(u.clamp(0.0, BELOW_ONE)[:, None].expand(B, L).contiguous(), order, True)
+    return _chained(((eps.double() * digits).sum(-1) + dither) / float(labels.K) ** L, L)
 
 
 def _read_bits(eps, labels, generator):
@@ -81,9 +86,7 @@ def _read_bits(eps, labels, generator):
     bits = (labels.to_uniform(eps) >= 0.5).reshape(B, L * D)[:, :n].double()  # position-major
     weights = 2.0 ** -torch.arange(1, n + 1, device=eps.device, dtype=torch.float64)
     dither = generator_draw(torch.rand, B, generator=generator, device=eps.device, dtype=torch.float64)
-    u = bits @ weights + dither * 2.0**-n
-    order = torch.arange(L, device=eps.device).expand(B, L)
-    return Reading(u.clamp(0.0, BELOW_ONE)[:, None].expand(B, L).contiguous(), order, True)
+    return _chained(bits @ weights + dither * 2.0**-n, L)
 
 
 # name -> (eps Float[B, L, D] | Long[B, L], labels, generator) -> Reading
