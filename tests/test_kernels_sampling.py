@@ -195,8 +195,9 @@ def test_temperature_sharpens_x0_hat():
     (dict(process="linear"), "process")])
 def test_bad_sampler_arguments(kwargs, word):
     # mask id, schedule and labels are the process's: a bad one is refused where the process is built
-    proc_kw = {k: kwargs.pop(k) for k in ("mask_id", "schedule", "labels") if k in kwargs}
-    args = dict(batch_size=2, length=3, steps=2) | kwargs
+    proc_keys = ("mask_id", "schedule", "labels")
+    proc_kw = {k: v for k, v in kwargs.items() if k in proc_keys}
+    args = dict(batch_size=2, length=3, steps=2) | {k: v for k, v in kwargs.items() if k not in proc_keys}
     with pytest.raises(ValueError, match=f"^{word}:"):
         args.setdefault("process", _process(**proc_kw))
         sample(lambda x, eps, t: torch.zeros(*x.shape, V), **args)
