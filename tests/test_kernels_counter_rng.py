@@ -13,6 +13,7 @@ from imdm_lab.labels import LABEL_KINDS, LABEL_NAMES, MaskLabels, mask_labels
 from imdm_lab.counter_rng import generator_draw, hash_uniform, normal_at, uniform_at
 from imdm_lab.distill import perturbed_coupling
 from imdm_lab.process import Process
+from test_kernels_losses import _time_denoiser
 
 KINDS = [MaskLabels("rand", dim=5, scale=2.0), MaskLabels("randn", dim=3), MaskLabels("learnable", dim=4),
          MaskLabels("finite", K=7)]
@@ -188,16 +189,6 @@ def test_mask_labels_speaks_the_one_vocabulary_of_the_label_law():
             mask_labels(bad, dim=3)
 
 
-def _hashed_teacher(C):
-    """A plain teacher: logits a fixed function of (x_t, eps, t)."""
-    w = torch.randn(C + 1, C, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-
-    def den(x, eps, t):
-        h = w[x].cumsum(1) + t.double()[:, None, None]
-        return h if eps is None else h + eps.double().sum(-1, keepdim=True)
-    return den
-
-
 @pytest.mark.parametrize("labels", [None, MaskLabels("rand", dim=2)], ids=["mdm", "imdm"])
 def test_hashed_perturbation_depends_on_each_samples_seed_alone(labels):
     V, N, L = 5, 12, 6
@@ -205,24 +196,24 @@ def test_hashed_perturbation_depends_on_each_samples_seed_alone(labels):
     x0 = torch.randint(0, V, (N, L), generator=torch.Generator().manual_seed(1))
     seeds = torch.tensor([3, -7, 2**40 + 1, 0, 11, 12, 13, 99, 2**62 - 1, 5, 6, 8])
     kw = dict(steps=3, process=process, hashed=True)
-    full = perturbed_coupling(_hashed_teacher(V), x0, seeds=seeds, generator=torch.Generator().manual_seed(2), **kw)
+    full = perturbed_coupling(_time_denoiser(V, 0), x0, seeds=seeds, generator=torch.Generator().manual_seed(2), **kw)
     assert (full.x_t == V).any() and (full.x_t != V).any() and torch.equal(full.seeds, seeds)
     perm = torch.tensor([7, 2, 11, 0, 5, 9, 1, 3, 10, 4, 8, 6])
-    moved = perturbed_coupling(_hashed_teacher(V), x0[perm], seeds=seeds[perm],
+    moved = perturbed_coupling(_time_denoiser(V, 0), x0[perm], seeds=seeds[perm],
                                generator=torch.Generator().manual_seed(3), **kw)
     assert torch.equal(moved.x_t, full.x_t[perm]) and torch.equal(moved.t, full.t[perm])
-    part = perturbed_coupling(_hashed_teacher(V), x0[5:], seeds=seeds[5:], generator=torch.Generator().manual_seed(4),
+    part = perturbed_coupling(_time_denoiser(V, 0), x0[5:], seeds=seeds[5:], generator=torch.Generator().manual_seed(4),
                               **kw)
     assert torch.equal(part.x_t, full.x_t[5:]) and torch.equal(part.t, full.t[5:])
     # the teacher keeps every visible token and fills every mask
     visible = full.x_t != V
     assert torch.equal(full.x_0[visible], x0[visible]) and (full.x_0 < V).all()
     # without hashing the masking level comes from the generator in batch order: the rows do not permute
-    plain = [perturbed_coupling(_hashed_teacher(V), x0[order], steps=3, process=process, seeds=seeds[order],
+    plain = [perturbed_coupling(_time_denoiser(V, 0), x0[order], steps=3, process=process, seeds=seeds[order],
                                 generator=torch.Generator().manual_seed(3)) for order in (torch.arange(N), perm)]
     assert not torch.equal(plain[1].t, plain[0].t[perm])
     with pytest.raises(ValueError, match="^seeds:"):
-        perturbed_coupling(_hashed_teacher(V), x0, generator=torch.Generator().manual_seed(2), **kw)
+        perturbed_coupling(_time_denoiser(V, 0), x0, generator=torch.Generator().manual_seed(2), **kw)
 
 
 def test_hashed_perturbation_has_the_masking_law_of_the_mask_schedule():
@@ -231,7 +222,7 @@ def test_hashed_perturbation_has_the_masking_law_of_the_mask_schedule():
     V, N, L = 4, 20_000, 8
     x0 = torch.randint(0, V, (N, L), generator=torch.Generator().manual_seed(5))
     seeds = torch.arange(N) * 7919 + 3
-    teacher = _hashed_teacher(V)
+    teacher = _time_denoiser(V, 0)
     out = perturbed_coupling(teacher, x0, steps=1, process=Process(V, "cosine", t_min=0.2), seeds=seeds,
                              hashed=True, generator=torch.Generator().manual_seed(6))
     t = out.t

@@ -48,7 +48,7 @@ def _hf_folder(path, sd):
 def _logits(folder, x):
     model, _ = load_model(folder)
     t = torch.full((x.shape[0],), 0.7)
-    eps = None if model.process.labels is None else model.process.labels.draw(*x.shape, generator=torch.Generator().manual_seed(5))
+    eps = model.process.draw_labels(*x.shape, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         return model(x, eps, t).double()
 
@@ -118,7 +118,7 @@ def _import(tmp_path, src, name, *extra):
 def _eps_logits(folder, x, t):
     """(logits of the imported model, the labels eps it read) at times t."""
     model, _ = load_model(folder)
-    eps = None if model.process.labels is None else model.process.labels.draw(*x.shape, generator=torch.Generator().manual_seed(5))
+    eps = model.process.draw_labels(*x.shape, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         return model(x, eps, t).double(), eps
 
