@@ -32,18 +32,23 @@ def subprocess_env(token_cache):
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory):
     """make(step) -> a folder holding a fresh tiny-cpu checkpoint with the BERT vocabulary at `step`
-    (what `train` leaves there), written without training."""
+    (what `train` leaves there), written without training, initialised from torch.manual_seed(seed);
+    std: every weight redrawn from N(0, std) (logits that depend on the input, a live label path)."""
     import torch
 
     from scale.checkpoint import save_checkpoint
     from scale.config import load_config
     from scale.model import DiT
 
-    def make(step: int = 0) -> Path:
+    def make(step: int = 0, std: float | None = None, seed: int = 0) -> Path:
         folder = tmp_path_factory.mktemp(f"ckpt-step{step}") / "run"
         config = load_config("tiny-cpu", ["model.vocab_size=30522", "model.mask_id=103"])
-        torch.manual_seed(0)
+        torch.manual_seed(seed)
         model = DiT(config.model)
+        if std is not None:
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.normal_(0, std)
         save_checkpoint(folder, model.state_dict(), model.state_dict(), None, {
             "step": step, "config": config.to_dict(), "tokenizer": "bert-base-uncased"})
         return folder

@@ -8,10 +8,8 @@ import torch
 
 import scale.evaluate
 from imdm_lab.sampling import sample
-from scale.checkpoint import load_model, save_checkpoint
+from scale.checkpoint import load_model
 from scale.cli import main
-from scale.config import load_config
-from scale.model import DiT
 from scale.samples import COND, UNCOND, draw, prefix_tokens
 from scale.seeds import derive_seed
 from scale.tokenizers import load_tokenizer
@@ -22,19 +20,10 @@ L = 8  # positions drawn (the checkpoint's training length is 32)
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
+def ckpt(tiny_checkpoint):
     """A tiny IMDM checkpoint with random weights: logits that depend on the input and a live label path,
     so that a wrong label seed or generator shows in the tokens."""
-    folder = tmp_path_factory.mktemp("samples") / "run"
-    config = load_config("tiny-cpu", ["model.vocab_size=30522", "model.mask_id=103"])
-    torch.manual_seed(3)
-    model = DiT(config.model)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.1)
-    save_checkpoint(folder, model.state_dict(), model.state_dict(), None, {
-        "step": 0, "config": config.to_dict(), "tokenizer": "bert-base-uncased"})
-    return folder
+    return tiny_checkpoint(0, std=0.1, seed=3)
 
 
 def test_sample_command_training_samples_and_evaluate_give_the_same_tokens(ckpt, tmp_path, capsys):
