@@ -108,12 +108,18 @@ def test_real_held_out_text_scores_at_least_twice_better_than_shuffled(heldout_j
     assert sep["real_ppl"] < 2000
 
 
-def test_load_judge_reads_an_ngram_folder(tmp_path, token_cache):
-    from scale.ngram_judge import train_ngram_judge
+def _tiny_corpus(tmp_path):
+    """A folder of 20 short text documents."""
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     for i in range(20):
         (corpus / f"{i:02d}.txt").write_text(f"document {i} says the cat sat on the mat and the dog ran. " * 3)
+    return corpus
+
+
+def test_load_judge_reads_an_ngram_folder(tmp_path, token_cache):
+    from scale.ngram_judge import train_ngram_judge
+    corpus = _tiny_corpus(tmp_path)
     summary = train_ngram_judge(tmp_path / "judge", "gpt2", data=str(corpus), order=2, block=8)
     assert summary["separation"]["ratio"] > 1 and math.isfinite(summary["val_ppl"])
     judge = load_judge(str(tmp_path / "judge"))
@@ -138,9 +144,6 @@ def test_a_bert_judge_ends_documents_with_sep_and_counts(tmp_path, token_cache):
     from scale.ngram_judge import document_end, train_ngram_judge
     from scale.tokenizers import load_tokenizer
     assert document_end(load_tokenizer("bert-base-uncased")) == 102
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    for i in range(20):
-        (corpus / f"{i:02d}.txt").write_text(f"document {i} says the cat sat on the mat and the dog ran. " * 3)
+    corpus = _tiny_corpus(tmp_path)
     summary = train_ngram_judge(tmp_path / "judge", "bert-base-uncased", data=str(corpus), order=2, block=8)
     assert math.isfinite(summary["val_ppl"])
