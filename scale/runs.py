@@ -32,25 +32,30 @@ def check_resume_step(step: int, max_steps: int, out: Path) -> None:
 
 
 def check_same_model(saved: DiTConfig, wanted: DiTConfig, out: Path) -> None:
-    """Resuming needs the model the checkpoint holds: every [model] key equal, but for the vocabulary
-    when `wanted` leaves it to the data (which the weights' shapes then check); say which keys differ."""
-    keys = [f.name for f in dataclasses.fields(DiTConfig)
-            if not (f.name in ("vocab_size", "mask_id") and getattr(wanted, f.name) is None)]
+    """Resuming needs the model the checkpoint holds: every [model] key equal but bf16 (autocast is a
+    runtime choice, not part of the weights); say which keys differ."""
+    keys = [f.name for f in dataclasses.fields(DiTConfig) if f.name != "bf16"]
     diff = [f"model.{k}: {getattr(saved, k)!r} in the checkpoint, {getattr(wanted, k)!r} here" for k in keys
             if getattr(saved, k) != getattr(wanted, k)]
     if diff:
         raise ValueError(f"--resume: the checkpoint in {out} is of another model ({'; '.join(diff)})")
 
 
-def resume_step(out: Path, resume: bool, max_steps: int | None, model: DiTConfig) -> int | None:
-    """The step a run continues from (None: it starts at step 0), after the checks of check_run: the
-    checkpoint's model is `model` and its step not beyond max_steps (None: the run's own limit)."""
+def resume_step(out: Path, resume: bool, max_steps: int | None,
+                model: DiTConfig) -> tuple[int | None, DiTConfig]:
+    """The step a run continues from (None: it starts at step 0) and its model config, after the checks
+    of check_run: the checkpoint's model is `model` and its step not beyond max_steps (None: the run's
+    own limit). Where `model` leaves the vocabulary to the data, the checkpoint's is filled in, so that
+    the data's (DiTConfig.with_vocabulary, once the data is open) must agree with it."""
     check_run(out, resume, max_steps)
     folder = find_checkpoint(out) if resume else None
     if folder is None:
-        return None
+        return None, model
     state = read_state(folder)
-    check_same_model(dit_config(state), model, out)
+    saved = dit_config(state)
+    model = dataclasses.replace(model, **{k: getattr(saved, k) for k in ("vocab_size", "mask_id")
+                                          if getattr(model, k) is None})
+    check_same_model(saved, model, out)
     if max_steps is not None:
         check_resume_step(state["step"], max_steps, out)
-    return state["step"]
+    return state["step"], model

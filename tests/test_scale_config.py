@@ -83,3 +83,17 @@ def test_unset_values_mean_the_size_and_the_data():
                                            "vocab_size", "mask_id"))
     with pytest.raises(ValueError, match="^model.hidden: expected an integer >= 1"):
         load_config(None, ["model.hidden=0"])
+
+
+def test_resume_checks_the_model_but_bf16_and_hands_on_the_checkpoints_vocabulary(tiny_checkpoint):
+    from scale.runs import resume_step
+    out = tiny_checkpoint(5)  # the BERT vocabulary: 30 522 classes, mask id 103
+    model = load_config("tiny-cpu").model  # the vocabulary left to the data
+    assert (model.vocab_size, model.mask_id) == (None, None)
+    step, filled = resume_step(out, True, None, dataclasses.replace(model, bf16=not model.bf16))
+    assert step == 5 and (filled.vocab_size, filled.mask_id) == (30522, 103)
+    assert filled.with_vocabulary(30522, 103) == filled
+    with pytest.raises(ValueError, match="^model.mask_id: expected the data's 0, got 103"):
+        filled.with_vocabulary(30522, 0)  # data whose mask id is not the checkpoint's
+    with pytest.raises(ValueError, match=r"^--resume: the checkpoint in .* is of another model \(model\.blocks: "):
+        resume_step(out, True, None, dataclasses.replace(model, blocks=7))

@@ -46,7 +46,7 @@ def run(args) -> int:
     init = read_tensors(weights_path(folder, args.weights), state["step"])
     config = build_config(state["config"], args.method, args.config, args.set, args.coupling)
     out = Path(args.out)
-    start = resume_step(out, args.resume, args.max_steps, config.model)
+    start, config.model = resume_step(out, args.resume, args.max_steps, config.model)
     runtime = D.init_runtime()
     if args.resume and start is None and runtime.main:
         print(no_checkpoint_note(out), file=sys.stderr)

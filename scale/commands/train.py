@@ -33,7 +33,7 @@ def run(args) -> int:
         config.data.revision = args.data_revision
     max_steps = config.train.max_steps if args.max_steps is None else args.max_steps
     out = Path(args.out)
-    start = resume_step(out, args.resume, max_steps, config.model)
+    start, config.model = resume_step(out, args.resume, max_steps, config.model)
     runtime = D.init_runtime()
     if args.resume and start is None and runtime.main:
         print(no_checkpoint_note(out), file=sys.stderr)
