@@ -29,4 +29,3 @@ def run(args) -> int:
                             softcap=args.softcap, heads=args.heads, revision=args.revision, weights=args.weights,
                             mask_id=args.mask_id, tokenizer=args.tokenizer))
     return 0
-    return 0
