@@ -100,12 +100,12 @@ def main() -> None:
         for model, nz in (("MDM", None), ("IMDM", labels)):
             for dtype in (torch.float64, torch.float32):
                 seeds = torch.arange(B, device=device) if nz is not None else None
+                process = Process(mask_id=MASK_ID, schedule="loglinear", labels=nz)
                 result = {}
 
                 def run():
                     g = torch.Generator(device=device).manual_seed(0)
-                    result["out"] = sample(replay, batch_size=B, length=L, steps=k,
-                                           process=Process(mask_id=MASK_ID, schedule="loglinear", labels=nz),
+                    result["out"] = sample(replay, batch_size=B, length=L, steps=k, process=process,
                                            seeds=seeds, generator=g, dtype=dtype, device=device)
                 total = _median_time(run, device, args.repeats)
                 per_step = total / k
