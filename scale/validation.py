@@ -9,7 +9,7 @@ import torch
 
 from imdm_lab.losses import elbo
 from imdm_lab.schedules import sample_times
-from scale.samples import BATCH, draw
+from scale.samples import draw
 from scale.seeds import derive_seed
 
 
@@ -32,14 +32,13 @@ def validation_elbo(denoiser, blocks: torch.Tensor, batch_size: int, n_batches: 
     return total / n
 
 
-def sample_texts(denoiser, length: int, steps: list[int], n: int, seed: int, device, decode=None,
-                 batch_size: int = BATCH) -> dict:
+def sample_texts(denoiser, length: int, steps: list[int], n: int, seed: int, device, decode=None) -> dict:
     """{str(k): n unconditional samples drawn with k steps}, by scale.samples.draw (the seed recipe of
     `scale sample` and `scale evaluate`: the same seed gives the same tokens), decoded to text by
     `decode(list of ids)` when given, else lists of token ids."""
     out = {}
     for k in steps:
-        tokens, _, _ = draw(denoiser, n, k, seed=seed, length=length, batch_size=batch_size, device=device)
+        tokens, _, _ = draw(denoiser, n, k, seed=seed, length=length, device=device)
         rows = tokens.tolist()
         out[str(k)] = [decode(r) for r in rows] if decode is not None else rows
     return out
