@@ -156,7 +156,6 @@ def distill_trainer(config: Config, out, init: dict, train_data, val_blocks, *, 
     student = DiT(config.model)
     init = adapt_weights(init, student, source)
     load_weights(student, init, source)
-    student.to(rt.device)
     teacher = rounds = None
     if method.teacher:
         # A plain replica on every process (never sharded): it only runs forward passes.

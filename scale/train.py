@@ -355,7 +355,7 @@ def elbo_trainer(config: Config, out: str | Path, train_blocks, val_blocks, *, d
     every process starts from the same weights, trained on the ELBO of `train_blocks`."""
     rt = runtime or D.init_runtime()
     torch.manual_seed(config.train.seed)
-    model = DiT(config.model).to(rt.device)
+    model = DiT(config.model)
     loss = ELBO(train_blocks, model, config.train.loss, rt.device)
     return Trainer(config, out, model, loss, len(train_blocks), val_blocks, seeds="mask", decode=decode,
                    runtime=rt)
