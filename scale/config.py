@@ -135,9 +135,11 @@ def config_from_dict(raw: dict) -> Config:
             raise ValueError(f"config: unknown section {name!r}; expected sections {sorted(classes)}")
         hints = typing.get_type_hints(classes[name])
         unknown = sorted(set(values) - set(hints))
-        for key in (f"{name}.{k}" for k in unknown if f"{name}.{k}" in MOVED):
+        moved = [k for k in unknown if f"{name}.{k}" in MOVED]
+        if moved:  # the first one, named where it belongs now
+            key = f"{name}.{moved[0]}"
             raise ValueError(f"{key}: expected it as {MOVED[key]} (it belongs to the model), got {key} = "
-                             f"{values[key.split('.')[1]]!r}")
+                             f"{values[moved[0]]!r}")
         if unknown:
             raise ValueError(f"config: unknown key(s) {', '.join(f'{name}.{k}' for k in unknown)}; "
                              f"valid keys: {', '.join(valid_keys())}")
