@@ -168,13 +168,14 @@ class NgramJudge:
 
 
 def document_end(tokenizer) -> int:
-    """The id that ends a document: eos, else [SEP] (BERT), as in the models' blocks (vocab_layout)."""
-    from scale.tokenizers import vocab_layout
-    eos = vocab_layout(tokenizer).eos_id
-    if eos is None:
+    """The id that ends a document in the models' blocks (scale.tokenizers.wrap_specials, MDLM's rule):
+    eos for GPT-2 (50256), [CLS] for BERT (101, which LM1B blocks also put between sentences)."""
+    from scale.tokenizers import wrap_specials
+    try:
+        return int(wrap_specials(tokenizer)[1])
+    except ValueError:
         raise ValueError(f"--tokenizer: {getattr(tokenizer, 'name_or_path', tokenizer)!r} has neither an eos "
-                         f"nor a [SEP] token to end documents with")
-    return int(eos)
+                         f"nor a [SEP] token to end documents with") from None
 
 
 def _stream(data: str, split: str, tokenizer) -> list[int]:

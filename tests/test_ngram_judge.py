@@ -139,11 +139,11 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
         assert err.startswith(word) and "\n" not in err
 
 
-def test_a_bert_judge_ends_documents_with_sep_and_counts(tmp_path, token_cache):
-    """BERT has no eos: documents end with [SEP], the id that ends them in the models' blocks."""
+def test_a_bert_judge_ends_documents_as_the_models_blocks_do_and_counts(tmp_path, token_cache):
+    """BERT has no eos: documents end with [CLS] (101), the id MDLM's wrapped blocks put after them."""
     from scale.ngram_judge import document_end, train_ngram_judge
     from scale.tokenizers import load_tokenizer
-    assert document_end(load_tokenizer("bert-base-uncased")) == 102
+    assert document_end(load_tokenizer("bert-base-uncased")) == 101  # wrap_specials: MDLM's BERT blocks
     corpus = _tiny_corpus(tmp_path)
     summary = train_ngram_judge(tmp_path / "judge", "bert-base-uncased", data=str(corpus), order=2, block=8)
     assert math.isfinite(summary["val_ppl"])
