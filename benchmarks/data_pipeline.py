@@ -7,7 +7,7 @@
    $IMDM_CACHE for GPT-2 / L = 1024 and bert-base-uncased / L = 128; reports documents, tokens,
    blocks, seconds and tokens per second of each build, then the time to open the finished cache.
 2. Scores `--texts` validation blocks (decoded GPT-2 text, 1024 tokens each) with a random GPT-2
-   judge of the given size through `scale.metrics.gen_ppl`, and reports judge tokens per second.
+   judge of the given size through `scale.evaluation.metrics.gen_ppl`, and reports judge tokens per second.
 """
 import argparse
 import json
@@ -20,7 +20,7 @@ import torch
 
 
 def build(data: str, tokenizer: str, length: int) -> list[dict]:
-    from scale.data import load_blocks
+    from scale.data.blocks import load_blocks
     rows = []
     for split in ("train", "validation"):
         tic = time.perf_counter()
@@ -40,10 +40,10 @@ def build(data: str, tokenizer: str, length: int) -> list[dict]:
 def judge_throughput(data: str, n_texts: int, layers: int, dim: int) -> dict:
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from scale.data import load_blocks
-    from scale.judge import load_judge
-    from scale.metrics import decode_samples, gen_ppl
-    from scale.tokenizers import load_tokenizer
+    from scale.data.blocks import load_blocks
+    from scale.evaluation.judge import load_judge
+    from scale.evaluation.metrics import decode_samples, gen_ppl
+    from scale.data.tokenizers import load_tokenizer
 
     blocks = load_blocks(data, "validation", tokenizer="gpt2", length=1024, progress=False)
     texts = decode_samples(blocks.get_batch(list(range(min(n_texts, len(blocks))))), load_tokenizer("gpt2"))

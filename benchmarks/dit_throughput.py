@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from imdm_lab.losses import elbo  # noqa: E402
 from imdm_lab.schedules import get_schedule  # noqa: E402
 from fresh_process import append_jsonl, fresh_process_result  # noqa: E402 (beside this script)
-from scale.model import SIZES, DiT, DiTConfig  # noqa: E402
-from scale.train import LOSSES  # noqa: E402
+from scale.model.dit import SIZES, DiT, DiTConfig  # noqa: E402
+from scale.training.trainer import LOSSES  # noqa: E402
 
 # Dense (no sparsity) peak TFLOP/s by device-name fragment: (bf16, fp32 / tf32-free).
 PEAK_TFLOPS = {"H200": (989.0, 67.0), "H100": (989.0, 67.0), "A100": (312.0, 19.5),

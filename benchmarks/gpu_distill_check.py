@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from scale.checkpoint import find_checkpoint  # noqa: E402
+from scale.checkpoints.checkpoint import find_checkpoint  # noqa: E402
 
 # size -> settings of every stage (--tiny: the CPU smoke run)
 SETTINGS = {
@@ -49,7 +49,7 @@ SETTINGS = {
 
 
 def export_corpus(path: Path) -> None:
-    from scale.corpora import wiki_articles
+    from scale.data.corpora import wiki_articles
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
         for text in wiki_articles():

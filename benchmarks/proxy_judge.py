@@ -15,10 +15,10 @@ import time
 import numpy as np
 import torch
 
-from scale.data import load_blocks
-from scale.judge import load_judge, train_judge
-from scale.metrics import decode_samples, gen_ppl, unigram_entropy
-from scale.tokenizers import load_tokenizer
+from scale.data.blocks import load_blocks
+from scale.evaluation.judge import load_judge, train_judge
+from scale.evaluation.metrics import decode_samples, gen_ppl, unigram_entropy
+from scale.data.tokenizers import load_tokenizer
 
 
 def main() -> None:

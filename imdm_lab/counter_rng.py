@@ -16,6 +16,7 @@ networks read in float32 (24-bit mantissa).
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 
 import torch
@@ -129,3 +130,10 @@ def normal_at(seeds: torch.Tensor, streams, index: torch.Tensor, bound: int | No
     u1 = 1.0 - uniform_at(seeds, salted, 2 * index, twice)
     u2 = uniform_at(seeds, salted, 2 * index + 1, twice)
     return torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)
+
+
+def derive_seed(*parts: int | str) -> int:
+    """A 63-bit seed that depends only on `parts` (names and counters), identical on every process, run
+    and machine, e.g. derive_seed(seed, "mask", step, micro_batch)."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1

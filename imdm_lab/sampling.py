@@ -232,7 +232,7 @@ def sample(denoiser: Callable, *, batch_size: int, steps: int, length: int | Non
     dtype: float64 (default) or float32 for the categorical draws; cache: default the process's rule
     (reuse the network output over steps that change nothing, unless the network reads t); dense=True:
     the sync-free mode (module docstring), which calls the network at every step (cache=True is refused
-    there); revalidate=False: the denoiser takes `validate=` (as scale.model.DiT does) and gets
+    there); revalidate=False: the denoiser takes `validate=` (as scale.model.dit.DiT does) and gets
     validate=False at every call after the first, whose ids the sampler checks (the states after it hold
     only the sampler's own draws); device: default that of `given`, else of the denoiser's parameters.
     Returns tokens Long[B, L], the number of network calls and the initial / final labels."""

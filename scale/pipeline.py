@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scale.checkpoint import find_checkpoint
+from scale.checkpoints.checkpoint import find_checkpoint
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Fault injection into checkpoint commits: the process ends abruptly (os._exit: no clean-up, no flush,
 what a SIGKILL or a power cut leaves of the files) at the n-th file-system step of the commit of one
 step. The steps are the calls of os.rename, os.replace, os.fsync, os.unlink and os.rmdir made while
-scale.checkpoint.RunFolder.commit runs; with `torn`, a file being fsynced is first cut to half its
+scale.checkpoints.checkpoint.RunFolder.commit runs; with `torn`, a file being fsynced is first cut to half its
 length (a write the kill interrupted).
 
     python tests/checkpoint_faults.py N STEP [torn] -- ARGV...   `python -m scale ARGV` with the fault
@@ -29,7 +29,7 @@ EVENTS = ("rename", "replace", "fsync", "unlink", "rmdir")
 
 def arm(n: int, step: int, torn: bool = False) -> None:
     """End this process at the n-th file-system call (1-based) of the commit of `step`."""
-    from scale.checkpoint import RunFolder
+    from scale.checkpoints.checkpoint import RunFolder
     count = [0, False]  # calls so far, inside the commit of `step`
 
     def hit(name, real):
@@ -60,7 +60,7 @@ def arm(n: int, step: int, torn: bool = False) -> None:
 
 def arm_log(step: int) -> None:
     """End this process half-way through appending the metrics.jsonl record of `step`."""
-    from scale.train import Trainer
+    from scale.training.trainer import Trainer
 
     def torn_log(self, record):
         if record.get("step") == step and "loss" in record:
@@ -81,9 +81,9 @@ def _train(out: Path, resume: bool) -> None:
     """A tiny DiT on random blocks: 4 steps of 2 accumulated micro-batches, a checkpoint every step."""
     import torch
 
-    from scale.checkpoint import find_checkpoint
-    from scale.config import load_config
-    from scale.train import elbo_trainer
+    from scale.checkpoints.checkpoint import find_checkpoint
+    from scale.checkpoints.config import load_config
+    from scale.training.trainer import elbo_trainer
     config = load_config("tiny-cpu", ["train.global_batch=8", "train.micro_batch=4", "train.checkpoint_every=1",
                                       "train.log_every=1", "eval.every=0", "data.length=16",
                                       "model.vocab_size=40", "model.mask_id=39"])
@@ -120,7 +120,7 @@ def _killed_run(out: Path, n: int, torn: bool) -> None:
 def _tensors(run: Path) -> dict:
     from safetensors.numpy import load_file
 
-    from scale.checkpoint import find_checkpoint
+    from scale.checkpoints.checkpoint import find_checkpoint
     folder = find_checkpoint(run)
     return {name: load_file(folder / name) for name in ("model.safetensors", "ema.safetensors")}
 
@@ -128,7 +128,7 @@ def _tensors(run: Path) -> dict:
 def _records(run: Path) -> list[dict]:
     """metrics.jsonl without the timings."""
     lines = (run / "metrics.jsonl").read_text().splitlines()
-    from scale.train import WALL_CLOCK_KEYS
+    from scale.training.trainer import WALL_CLOCK_KEYS
     return [{k: v for k, v in json.loads(ln).items() if k not in WALL_CLOCK_KEYS} for ln in lines]
 
 

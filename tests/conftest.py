@@ -36,9 +36,9 @@ def tiny_checkpoint(tmp_path_factory):
     std: every weight redrawn from N(0, std) (logits that depend on the input, a live label path)."""
     import torch
 
-    from scale.checkpoint import save_checkpoint
-    from scale.config import load_config
-    from scale.model import DiT
+    from scale.checkpoints.checkpoint import save_checkpoint
+    from scale.checkpoints.config import load_config
+    from scale.model.dit import DiT
 
     def make(step: int = 0, std: float | None = None, seed: int = 0) -> Path:
         folder = tmp_path_factory.mktemp(f"ckpt-step{step}") / "run"

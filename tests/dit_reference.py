@@ -1,5 +1,5 @@
 """A from-the-equations forward pass of the official MDLM / IMDM DiT over a state dict with its key names,
-written independently of scale/model.py (explicit rotation pairs, explicit attention, no nn modules),
+written independently of scale/model/dit.py (explicit rotation pairs, explicit attention, no nn modules),
 plus a builder of random official-layout state dicts. Used to check the DiT and the MDLM importer.
 
 The IMDM eps path under its official names: `vocab_embed.imdm_mlp.{0,2}` (Linear D -> 4d, exact GELU,

@@ -18,7 +18,7 @@ from imdm_lab.exact import Marginals, check_steps_cost, mdm_law
 from imdm_lab.process import Process
 from imdm_lab.sampling import sample, token_weights_
 from scale.cli import main as scale_main
-from scale.coupling import FORMAT, Coupling, clean_dead_writers
+from scale.training.coupling import FORMAT, Coupling, clean_dead_writers
 from toy_tasks.cli import main as toy_main
 
 pytestmark = pytest.mark.usefixtures("token_cache")

@@ -15,9 +15,9 @@ from imdm_lab.labels import MaskLabels
 from imdm_lab.process import Process
 from imdm_lab.masking import q_sample
 from imdm_lab.sampling import sample
-from scale.config import config_from_dict
-from scale.model import DiT, DiTConfig
-from scale.train import elbo_trainer, make_optimizer
+from scale.checkpoints.config import config_from_dict
+from scale.model.dit import DiT, DiTConfig
+from scale.training.trainer import elbo_trainer, make_optimizer
 
 READ_BACKS = ("item", "__bool__", "__int__", "__float__", "__index__", "tolist")
 
@@ -136,7 +136,7 @@ def test_dit_forward_with_the_chunked_elbo_has_no_graph_break(labels, head_rows)
 
 
 def test_rotary_tables_are_built_once_per_length_device_and_dtype():
-    from scale.model import rotary_cos_sin, rotary_tables
+    from scale.model.dit import rotary_cos_sin, rotary_tables
     model = DiT(DiTConfig(vocab_size=50, mask_id=50, labels="none", dropout=0.0))
     x = torch.randint(0, 50, (2, 24))
     model(x, None, torch.ones(2))

@@ -6,7 +6,7 @@ import torch
 
 from imdm_lab.head_nll import head_nll
 from imdm_lab.losses import IGNORE, elbo
-from scale.model import DiT, DiTConfig
+from scale.model.dit import DiT, DiTConfig
 
 
 def _head(d, C, seed):

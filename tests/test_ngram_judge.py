@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from scale.judge import load_judge
-from scale.metrics import gen_ppl, judge_features
-from scale.ngram_judge import KneserNey, NgramJudge, _stream, modified_discounts, separation
-from scale.tokenizers import load_tokenizer
+from scale.evaluation.judge import load_judge
+from scale.evaluation.metrics import gen_ppl, judge_features
+from scale.evaluation.ngram_judge import KneserNey, NgramJudge, _stream, modified_discounts, separation
+from scale.data.tokenizers import load_tokenizer
 
 FIXED = [(0.5, 1.0, 1.5)] * 2
 
@@ -118,7 +118,7 @@ def _tiny_corpus(tmp_path):
 
 
 def test_load_judge_reads_an_ngram_folder(tmp_path, token_cache):
-    from scale.ngram_judge import train_ngram_judge
+    from scale.evaluation.ngram_judge import train_ngram_judge
     corpus = _tiny_corpus(tmp_path)
     summary = train_ngram_judge(tmp_path / "judge", "gpt2", data=str(corpus), order=2, block=8)
     assert summary["separation"]["ratio"] > 1 and math.isfinite(summary["val_ppl"])
@@ -141,8 +141,8 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
 
 def test_a_bert_judge_ends_documents_as_the_models_blocks_do_and_counts(tmp_path, token_cache):
     """BERT has no eos: documents end with [CLS] (101), the id MDLM's wrapped blocks put after them."""
-    from scale.ngram_judge import document_end, train_ngram_judge
-    from scale.tokenizers import load_tokenizer
+    from scale.evaluation.ngram_judge import document_end, train_ngram_judge
+    from scale.data.tokenizers import load_tokenizer
     assert document_end(load_tokenizer("bert-base-uncased")) == 101  # wrap_specials: MDLM's BERT blocks
     corpus = _tiny_corpus(tmp_path)
     summary = train_ngram_judge(tmp_path / "judge", "bert-base-uncased", data=str(corpus), order=2, block=8)

@@ -14,12 +14,12 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from scale.checkpoint import (KEEP, RunFolder, checkpoint_folder, find_checkpoint, load_model,
+from scale.checkpoints.checkpoint import (KEEP, RunFolder, checkpoint_folder, find_checkpoint, load_model,
                               read_state, save_checkpoint)
 from scale.cli import main
-from scale.config import load_config
-from scale.model import DiT
-from scale.train import elbo_trainer
+from scale.checkpoints.config import load_config
+from scale.model.dit import DiT
+from scale.training.trainer import elbo_trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 DEAD_PID = 2 ** 22 + 12345  # above the largest pid Linux hands out (pid_max <= 2**22): never alive
@@ -123,7 +123,7 @@ def test_a_failed_rename_leaves_no_visible_checkpoint(tmp_path, monkeypatch):
     def fail(a, b):
         raise OSError("disk full")
     monkeypatch.setattr(os, "rename", fail)
-    from scale.checkpoint import copy_checkpoint
+    from scale.checkpoints.checkpoint import copy_checkpoint
     with pytest.raises(OSError):
         copy_checkpoint(src, tmp_path / "rounds" / "round-1-8-steps")
     assert find_checkpoint(tmp_path / "rounds" / "round-1-8-steps") is None

@@ -1,4 +1,4 @@
-"""The [model] section is scale.model.DiTConfig itself: a TOML file, the run's state.json and the DiT agree,
+"""The [model] section is scale.model.dit.DiTConfig itself: a TOML file, the run's state.json and the DiT agree,
 and a key that moved to [model] is refused with its new name."""
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import dataclasses
 import pytest
 import torch
 
-from scale.checkpoint import dit_config, load_model, read_state
+from scale.checkpoints.checkpoint import dit_config, load_model, read_state
 from scale.cli import main
-from scale.config import load_config
-from scale.model import DiT, DiTConfig
-from scale.train import elbo_trainer
+from scale.checkpoints.config import load_config
+from scale.model.dit import DiT, DiTConfig
+from scale.training.trainer import elbo_trainer
 
 TOML = """
 [model]
@@ -86,7 +86,7 @@ def test_unset_values_mean_the_size_and_the_data():
 
 
 def test_resume_checks_the_model_but_bf16_and_hands_on_the_checkpoints_vocabulary(tiny_checkpoint):
-    from scale.runs import resume_step
+    from scale.training.runs import resume_step
     out = tiny_checkpoint(5)  # the BERT vocabulary: 30 522 classes, mask id 103
     model = load_config("tiny-cpu").model  # the vocabulary left to the data
     assert (model.vocab_size, model.mask_id) == (None, None)

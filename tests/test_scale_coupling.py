@@ -14,10 +14,10 @@ import torch
 
 import imdm_lab.distill.redi as redi
 from imdm_lab.schedules import get_schedule
-from scale.checkpoint import load_model
+from scale.checkpoints.checkpoint import load_model
 from scale.cli import main
-from scale.coupling import Coupling, generate
-from scale.distributed import Runtime
+from scale.training.coupling import Coupling, generate
+from scale.training.distributed import Runtime
 
 CPU = Runtime(0, 1, 0, torch.device("cpu"))
 

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from scale import corpora, data
-from scale.corpora import Corpus, get_corpus, lm1b_detokenize, split_of
-from scale.data import (BatchStream, DataPosition, TokenBlocks, build_blocks, eval_indices, load_blocks,
+from scale.data import blocks as data
+from scale.data import corpora
+from scale.data.corpora import Corpus, get_corpus, lm1b_detokenize, split_of
+from scale.data.blocks import (BatchStream, DataPosition, TokenBlocks, build_blocks, eval_indices, load_blocks,
                         wrap_group)
-from scale.tokenizers import ASSETS, load_tokenizer, vocab_layout, wrap_specials
+from scale.data.tokenizers import ASSETS, load_tokenizer, vocab_layout, wrap_specials
 
 ASSET_SHA256 = {
     "gpt2/vocab.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",

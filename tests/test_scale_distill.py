@@ -10,17 +10,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from scale.checkpoint import find_checkpoint, load_model, read_state
+from scale.checkpoints.checkpoint import find_checkpoint, load_model, read_state
 from scale.cli import main
-from scale.coupling import Coupling
-from scale.distill import adapt_weights
-from scale.data import load_blocks
-from scale.evaluate import prompts
-from scale.judge import load_judge
-from scale.metrics import decode_samples
-from scale.model import DiT, DiTConfig
-from scale.samples import draw
-from scale.tokenizers import load_tokenizer
+from scale.training.coupling import Coupling
+from scale.training.distill import adapt_weights
+from scale.data.blocks import load_blocks
+from scale.evaluation.evaluate import prompts
+from scale.evaluation.judge import load_judge
+from scale.evaluation.metrics import decode_samples
+from scale.model.dit import DiT, DiTConfig
+from scale.evaluation.samples import draw
+from scale.data.tokenizers import load_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ def test_mauve_entries_recomputed_from_the_samples(chain, tmp_path, monkeypatch)
     """`evaluate --mauve`: the human side is featurised once per checkpoint (not once per step count), and
     each MAUVE equals mauve_score of the decoded texts computed from scratch."""
     pytest.importorskip("mauve")
-    import scale.metrics as metrics
+    import scale.evaluation.metrics as metrics
     calls = []
     featurise = metrics.judge_features
     monkeypatch.setattr(metrics, "judge_features", lambda texts, *a, **kw: calls.append(len(texts)) or

@@ -15,10 +15,10 @@ import torch
 from safetensors.torch import save_file
 
 from dit_reference import official_state_dict, reference_logits
-from scale.checkpoint import load_model
+from scale.checkpoints.checkpoint import load_model
 from scale.cli import main
-from scale.model import SIZES
-from scale.tokenizers import load_tokenizer
+from scale.model.dit import SIZES
+from scale.data.tokenizers import load_tokenizer
 
 V, MASK = 40, 39
 DIMS = SIZES["tiny-cpu"]
@@ -339,7 +339,7 @@ def test_payloads_in_hyper_parameters_are_skipped_and_the_weights_import(tmp_pat
 def test_torch_keeps_its_own_allow_list_for_tensors(tmp_path):
     """Stand-ins are offered for every global the file names, the tensor rebuilders included: torch
     looks its own allow-list up first, so the tensors are real ones, and os / posix stay blocked."""
-    from scale.torch_files import Inert, load_skipping_objects, pickle_globals
+    from scale.checkpoints.torch_files import Inert, load_skipping_objects, pickle_globals
     path = tmp_path / "w.pt"
     torch.save({"w": torch.arange(3.0), "cfg": Trap()}, path)
     names = pickle_globals(path) | {"torch._utils._rebuild_tensor_v2", "collections.OrderedDict"}

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from scale.judge import load_judge
+from scale.evaluation.judge import load_judge
 from scale.commands.train_judge import add_arguments, run
-from scale.metrics import (counted_tokens, decode_samples, gen_ppl, judge_features, sample_entropy,
+from scale.evaluation.metrics import (counted_tokens, decode_samples, gen_ppl, judge_features, sample_entropy,
                            unigram_entropy)
-from scale.tokenizers import load_tokenizer
+from scale.data.tokenizers import load_tokenizer
 
 EOS = 50256
 
@@ -132,7 +132,7 @@ def test_judge_features_are_last_token_hidden_states(judge):
 def test_mauve_on_judge_features(judge):
     mauve = pytest.importorskip("mauve")
     assert mauve is not None
-    from scale.metrics import mauve_score
+    from scale.evaluation.metrics import mauve_score
     human = [f"The city council met on day {i} to discuss the budget." for i in range(40)]
     same = mauve_score(human, human, judge, seeds=(1,), num_buckets=4)
     other = mauve_score(human, [f"zq {i} {i} {i} ## !!" for i in range(40)], judge, seeds=(1,), num_buckets=4)
@@ -173,6 +173,6 @@ def test_train_judge_cli_function_writes_a_loadable_judge(tmp_path):
     (dict(eval_batches=1.5), "eval_batches: expected an integer >= 1, got 1.5"),
 ])
 def test_train_judge_rejects_bad_settings_before_reading_data(tmp_path, kwargs, message):
-    from scale.judge import train_judge
+    from scale.evaluation.judge import train_judge
     with pytest.raises(ValueError, match=f"^{message}$"):
         train_judge(tmp_path / "judge", data=str(tmp_path / "no-such-corpus"), **kwargs)

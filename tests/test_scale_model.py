@@ -8,7 +8,7 @@ import torch
 
 from dit_reference import official_state_dict, reference_logits
 from imdm_lab.losses import elbo
-from scale.model import SIZES, DiT, DiTConfig, apply_rotary, rotary_cos_sin
+from scale.model.dit import SIZES, DiT, DiTConfig, apply_rotary, rotary_cos_sin
 
 V, MASK = 50, 49
 DIMS = SIZES["tiny-cpu"]
@@ -111,7 +111,7 @@ def test_explicit_dims_are_validated(kwargs, message):
 
 
 def test_explicit_dims_override_the_preset_from_a_config():
-    from scale.config import load_config
+    from scale.checkpoints.config import load_config
 
     config = load_config("tiny-cpu", ["model.hidden=48", "model.blocks=3", "model.heads=6", "model.cond=20"])
     model = DiT(config.model.with_vocabulary(V, MASK))

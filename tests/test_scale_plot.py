@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from scale.cli import main
-from scale.config import load_config
-from scale.plot import read_metrics, series
-from scale.train import elbo_trainer
+from scale.checkpoints.config import load_config
+from scale.evaluation.plot import read_metrics, series
+from scale.training.trainer import elbo_trainer
 
 V, MASK = 40, 39
 

@@ -1,19 +1,19 @@
-"""scale.samples.draw, the one seed recipe: `python -m scale sample`, the training-time samples
-(scale.validation.sample_texts) and `scale evaluate`'s draws give the same tokens at the same seed, and
+"""scale.evaluation.samples.draw, the one seed recipe: `python -m scale sample`, the training-time samples
+(scale.evaluation.validation.sample_texts) and `scale evaluate`'s draws give the same tokens at the same seed, and
 the tokens are those of the recipe its docstring states, rebuilt here from the shared sampler."""
 import json
 
 import pytest
 import torch
 
-import scale.evaluate
+import scale.evaluation.evaluate
 from imdm_lab.sampling import sample
-from scale.checkpoint import load_model
+from scale.checkpoints.checkpoint import load_model
 from scale.cli import main
-from scale.samples import COND, UNCOND, draw, prefix_tokens
-from scale.seeds import derive_seed
-from scale.tokenizers import load_tokenizer
-from scale.validation import sample_texts
+from scale.evaluation.samples import COND, UNCOND, draw, prefix_tokens
+from imdm_lab.counter_rng import derive_seed
+from scale.data.tokenizers import load_tokenizer
+from scale.evaluation.validation import sample_texts
 
 CPU = torch.device("cpu")
 L = 8  # positions drawn (the checkpoint's training length is 32)
@@ -35,7 +35,7 @@ def test_sample_command_training_samples_and_evaluate_give_the_same_tokens(ckpt,
     model, state = load_model(ckpt, "ema", CPU)
     tok = load_tokenizer(state["tokenizer"])
     training = sample_texts(model, L, [1, 3], 5, seed=7, device=CPU, decode=tok.decode)
-    assert scale.evaluate.draw is draw  # evaluate draws through the same function
+    assert scale.evaluation.evaluate.draw is draw  # evaluate draws through the same function
     evaluated = {str(k): [tok.decode(r) for r in draw(model, 5, k, seed=7, length=L, device=CPU)[0].tolist()]
                  for k in (1, 3)}
     assert command == training == evaluated

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from scale.checkpoint import find_checkpoint, read_state
+from scale.checkpoints.checkpoint import find_checkpoint, read_state
 from scale.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]

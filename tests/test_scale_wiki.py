@@ -10,14 +10,14 @@ import pytest
 import torch
 
 from scale import pipeline
-from scale.checkpoint import load_model, read_state
+from scale.checkpoints.checkpoint import load_model, read_state
 from scale.cli import main
-from scale.judge import load_judge
-from scale.metrics import decode_samples
-from scale.ngram_judge import NgramJudge
-from scale.report import bootstrap
-from scale.samples import draw
-from scale.tokenizers import load_tokenizer
+from scale.evaluation.judge import load_judge
+from scale.evaluation.metrics import decode_samples
+from scale.evaluation.ngram_judge import NgramJudge
+from scale.evaluation.report import bootstrap
+from scale.evaluation.samples import draw
+from scale.data.tokenizers import load_tokenizer
 
 CHECKPOINTS = ["mdlm", "sdtt", "imsdtt", "redi", "imredi-mdlm", "imredi"]
 
@@ -117,7 +117,7 @@ def test_the_plan_reads_each_stage_from_the_one_it_needs(monkeypatch):
 
 
 def test_tokenizer_training_is_deterministic_and_cached(tmp_path, monkeypatch):
-    from scale import bpe, corpora
+    from scale.data import bpe, corpora
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     for i in range(30):

@@ -192,7 +192,7 @@ def support_counts(samples: np.ndarray, support: np.ndarray) -> np.ndarray:
 
 
 def pooled_entropy(samples: np.ndarray, V: int) -> float:
-    """Entropy (nats) of the token frequencies of all samples pooled (scale.metrics.unigram_entropy is
+    """Entropy (nats) of the token frequencies of all samples pooled (scale.evaluation.metrics.unigram_entropy is
     another statistic: the mean over samples of each sample's own token entropy)."""
     f = np.bincount(samples.ravel(), minlength=V) / samples.size
     f = f[f > 0]

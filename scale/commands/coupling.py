@@ -1,10 +1,10 @@
 """`python -m scale coupling --teacher CKPT --n N --out DIR [--steps 1024] [--fix-eps] ...`: teacher
-completions of masked training blocks, written as resumable shards (scale.coupling.generate). Runs as one
+completions of masked training blocks, written as resumable shards (scale.training.coupling.generate). Runs as one
 process or under torchrun (rank r writes the shards s with s % world == r)."""
 from __future__ import annotations
 
-from scale import distributed as D
-from scale.coupling import generate
+from scale.training import distributed as D
+from scale.training.coupling import generate
 
 
 def add_arguments(p) -> None:

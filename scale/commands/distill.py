@@ -3,7 +3,7 @@
 [--max-steps N] [--resume]`.
 
 The run's config is the initial checkpoint's config (its [model] section, schedule included, and
-data), then the method's paper settings (scale.distill.METHODS), then --config (a TOML file: only the
+data), then the method's paper settings (scale.training.distill.METHODS), then --config (a TOML file: only the
 keys it sets), then --set. The student starts from --init (default: the teacher, or the coupling's teacher), EMA weights by default
 (the paper's load_ema). Runs as one process or under torchrun, like `python -m scale train`.
 """
@@ -12,18 +12,18 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from scale import distributed as D
-from scale.checkpoint import checkpoint_folder, read_state, read_tensors, weights_path
-from scale.coupling import Coupling
-from scale.data import open_data
-from scale.distill import METHODS, distill_trainer, get_method
-from scale.distill_config import build_config, check_coupling, coupling_folder, student_source
-from scale.runs import no_checkpoint_note, resume_step
+from scale.training import distributed as D
+from scale.checkpoints.checkpoint import checkpoint_folder, read_state, read_tensors, weights_path
+from scale.training.coupling import Coupling
+from scale.data.blocks import open_data
+from scale.training.distill import METHODS, distill_trainer, get_method
+from scale.training.distill_config import build_config, check_coupling, coupling_folder, student_source
+from scale.training.runs import no_checkpoint_note, resume_step
 
 
 def add_arguments(p) -> None:
     p.add_argument("--method", required=True, choices=sorted(METHODS),
-                   help="the distillation method (scale.distill.METHODS)")
+                   help="the distillation method (scale.training.distill.METHODS)")
     p.add_argument("--out", required=True, help="run folder: checkpoints, rounds/, metrics.jsonl")
     p.add_argument("--teacher", default=None,
                    help="teacher checkpoint folder or Hub id (sdtt, imdm-sdtt, imdm-eps-coupling)")

@@ -1,17 +1,17 @@
 """`python -m scale evaluate --ckpt DIR [DIR ...] --steps 1,2,4 --n 1024 [--judge NAME_OR_DIR] [--mauve]
-[--prefix-len 50] --out OUT.json`: the few-step evaluation protocol (scale.evaluate) as JSON, and a PNG of
+[--prefix-len 50] --out OUT.json`: the few-step evaluation protocol (scale.evaluation.evaluate) as JSON, and a PNG of
 gen PPL and entropy against steps, one line per checkpoint."""
 from __future__ import annotations
 
 import json
 
 from imdm_lab.checks import check_writable, parse_steps
-from scale.evaluate import EvalSettings, check_finite, evaluate, plot
-from scale.samples import BATCH
+from scale.evaluation.evaluate import EvalSettings, check_finite, evaluate, plot
+from scale.evaluation.samples import BATCH
 
 
 def add_arguments(p) -> None:
-    from scale.metrics import EOS_RULES
+    from scale.evaluation.metrics import EOS_RULES
     p.add_argument("--ckpt", required=True, nargs="+", help="checkpoint folder(s) or Hub ids to compare")
     p.add_argument("--steps", default="1,2,4,8,16,32,64,128,256,1024", help="comma-separated step counts")
     p.add_argument("--n", type=int, default=1024, help="unconditional samples per step count (default 1024)")

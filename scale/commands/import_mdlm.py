@@ -1,8 +1,8 @@
 """`python -m scale import-mdlm --from PATH_OR_HF_ID --out DIR`: MDLM, IMDM or SDTT weights -> a checkpoint
-(scale.mdlm_import.import_checkpoint: the accepted sources and how their dimensions are read)."""
+(scale.checkpoints.mdlm_import.import_checkpoint: the accepted sources and how their dimensions are read)."""
 from __future__ import annotations
 
-from scale.mdlm_import import import_checkpoint
+from scale.checkpoints.mdlm_import import import_checkpoint
 
 
 def add_arguments(p) -> None:

@@ -1,10 +1,10 @@
-"""`python -m scale plot RUN [--out PNG]`: the panels of a run's metrics.jsonl (scale.plot); default
+"""`python -m scale plot RUN [--out PNG]`: the panels of a run's metrics.jsonl (scale.evaluation.plot); default
 output RUN/metrics.png."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from scale.plot import plot, read_metrics
+from scale.evaluation.plot import plot, read_metrics
 
 
 def add_arguments(p) -> None:

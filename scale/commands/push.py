@@ -1,8 +1,8 @@
 """`python -m scale push --ckpt DIR --repo user/name [--private]`: upload a checkpoint to the Hugging Face
-Hub (scale.hub.push: config.json, safetensors, a model card; no pickles)."""
+Hub (scale.checkpoints.hub.push: config.json, safetensors, a model card; no pickles)."""
 from __future__ import annotations
 
-from scale.hub import push
+from scale.checkpoints.hub import push
 
 
 def add_arguments(p) -> None:

@@ -1,12 +1,12 @@
 """`python -m scale report --eval DIR/eval.json --judge DIR/judge --out DIR/report.json [--n-boot 1000]`:
-bootstrap intervals, real-text references and the PPL-entropy frontier of an evaluation (scale.report),
+bootstrap intervals, real-text references and the PPL-entropy frontier of an evaluation (scale.evaluation.report),
 written as OUT (JSON), OUT with .md (a table) and OUT with .png (the frontier)."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from scale.report import plot, report, table
+from scale.evaluation.report import plot, report, table
 
 
 def add_arguments(p) -> None:

@@ -1,6 +1,6 @@
 """`python -m scale sample --ckpt DIR --steps 1,2,4 --n 8 [--prefix TEXT] [--seed N]`: decoded samples
-(scale.samples) of a checkpoint's EMA weights, drawn with the seed recipe of `scale evaluate` and of the
-training-time samples (scale.samples.draw): at the same seed and batch size they are the same samples."""
+(scale.evaluation.samples) of a checkpoint's EMA weights, drawn with the seed recipe of `scale evaluate` and of the
+training-time samples (scale.evaluation.samples.draw): at the same seed and batch size they are the same samples."""
 from __future__ import annotations
 
 import json
@@ -9,10 +9,10 @@ from pathlib import Path
 import torch
 
 from imdm_lab.checks import check_int, check_seed, check_writable, parse_steps
-from scale.checkpoint import load_model
-from scale.hub import resolve_checkpoint
-from scale.samples import BATCH, decoded_samples
-from scale.tokenizers import load_tokenizer
+from scale.checkpoints.checkpoint import load_model
+from scale.checkpoints.hub import resolve_checkpoint
+from scale.evaluation.samples import BATCH, decoded_samples
+from scale.data.tokenizers import load_tokenizer
 
 
 def add_arguments(p) -> None:

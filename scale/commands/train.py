@@ -8,11 +8,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from scale import distributed as D
-from scale.config import load_config
-from scale.data import open_data
-from scale.runs import no_checkpoint_note, resume_step
-from scale.train import elbo_trainer
+from scale.training import distributed as D
+from scale.checkpoints.config import load_config
+from scale.data.blocks import open_data
+from scale.training.runs import no_checkpoint_note, resume_step
+from scale.training.trainer import elbo_trainer
 
 
 def add_arguments(p) -> None:

@@ -1,5 +1,5 @@
 """`python -m scale train-judge --out DIR [--data NAME_OR_PATH] [--split heldout] ...`: train a small
-GPT-2 judge on held-out text, for machines without gpt2-large (see scale.judge.train_judge).
+GPT-2 judge on held-out text, for machines without gpt2-large (see scale.evaluation.judge.train_judge).
 
 The folder it writes loads with `--judge DIR` in `python -m scale evaluate`; its judge.json records the
 data, the settings and the validation perplexity, and every evaluation names the judge it used.
@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from scale.corpora import DEFAULT_CORPUS
-from scale.judge import JUDGE_SIZES, train_judge
+from scale.data.corpora import DEFAULT_CORPUS
+from scale.evaluation.judge import JUDGE_SIZES, train_judge
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,11 +1,11 @@
 """`python -m scale train-ngram-judge --tokenizer DIR --out DIR [--data wiki] [--split heldout] [--order 3]`:
-count a Kneser-Ney n-gram judge on held-out text (scale.ngram_judge.train_ngram_judge); the folder loads
+count a Kneser-Ney n-gram judge on held-out text (scale.evaluation.ngram_judge.train_ngram_judge); the folder loads
 with `evaluate --judge DIR`."""
 from __future__ import annotations
 
 import json
 
-from scale.ngram_judge import train_ngram_judge
+from scale.evaluation.ngram_judge import train_ngram_judge
 
 
 def add_arguments(p) -> None:

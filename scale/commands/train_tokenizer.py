@@ -1,8 +1,8 @@
 """`python -m scale train-tokenizer --out DIR [--data wiki] [--split train] [--vocab-size 2048]`: a small
-byte-level BPE vocabulary on one split of a corpus, cached (scale.bpe.train_bpe)."""
+byte-level BPE vocabulary on one split of a corpus, cached (scale.data.bpe.train_bpe)."""
 from __future__ import annotations
 
-from scale.bpe import train_bpe
+from scale.data.bpe import train_bpe
 
 
 def add_arguments(p) -> None:

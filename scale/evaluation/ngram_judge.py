@@ -2,9 +2,9 @@
 
 `python -m scale train-ngram-judge --tokenizer DIR --out DIR [--data wiki] [--split heldout] [--order 3]`
 counts the n-grams of one corpus split (default: `heldout`, text neither the diffusion models nor their
-validation read) on a tokenizer's ids, and writes a folder that `scale.judge.load_judge` reads like a
+validation read) on a tokenizer's ids, and writes a folder that `scale.evaluation.judge.load_judge` reads like a
 GPT-2 judge: `evaluate --judge DIR` scores samples with it through the same generative-perplexity
-protocol (scale.metrics.gen_ppl calls `judge.token_nll`). Its judge.json records the data, the
+protocol (scale.evaluation.metrics.gen_ppl calls `judge.token_nll`). Its judge.json records the data, the
 settings, its own perplexity on the `validation` split and how far it separates real validation blocks
 from the same blocks with their tokens shuffled.
 
@@ -138,7 +138,7 @@ class KneserNey:
 
 
 class NgramJudge:
-    """A Kneser-Ney model with its tokenizer, in the place of a causal-LM judge (scale.judge.Judge):
+    """A Kneser-Ney model with its tokenizer, in the place of a causal-LM judge (scale.evaluation.judge.Judge):
     gen_ppl reads name, tokenizer, context, eos_id and token_nll. It has no hidden states, so it
     gives no MAUVE features."""
 
@@ -168,9 +168,9 @@ class NgramJudge:
 
 
 def document_end(tokenizer) -> int:
-    """The id that ends a document in the models' blocks (scale.tokenizers.wrap_specials, MDLM's rule):
+    """The id that ends a document in the models' blocks (scale.data.tokenizers.wrap_specials, MDLM's rule):
     eos for GPT-2 (50256), [CLS] for BERT (101, which LM1B blocks also put between sentences)."""
-    from scale.tokenizers import wrap_specials
+    from scale.data.tokenizers import wrap_specials
     try:
         return int(wrap_specials(tokenizer)[1])
     except ValueError:
@@ -180,7 +180,7 @@ def document_end(tokenizer) -> int:
 
 def _stream(data: str, split: str, tokenizer) -> list[int]:
     """Ids of every document of data/split, each followed by eos (how the models' blocks see them)."""
-    from scale.corpora import get_corpus
+    from scale.data.corpora import get_corpus
     docs = list(get_corpus(data, split).documents())
     eos = document_end(tokenizer)
     out: list[int] = []
@@ -192,7 +192,7 @@ def _stream(data: str, split: str, tokenizer) -> list[int]:
 
 def separation(judge, texts: list[str], seed: int = 0) -> dict:
     """Gen PPL of `texts` and of the same texts with their judge tokens shuffled within each text."""
-    from scale.metrics import gen_ppl
+    from scale.evaluation.metrics import gen_ppl
     rng = np.random.default_rng(seed)
     shuffled = []
     for ids in judge.tokenizer(texts, verbose=False)["input_ids"]:
@@ -207,7 +207,7 @@ def train_ngram_judge(out: str | Path, tokenizer: str, *, data: str = "wiki", sp
     """Count data/split on `tokenizer`, save the judge to `out` (atomically) and return its summary:
     perplexity of the eval_split stream, and the real / shuffled separation on its texts cut into
     `block`-token pieces (the first `max_pieces` of them; 0: all)."""
-    from scale.tokenizers import load_tokenizer
+    from scale.data.tokenizers import load_tokenizer
 
     check_int("--order", order, 1)
     check_int("--block", block, 2)
@@ -244,7 +244,7 @@ def train_ngram_judge(out: str | Path, tokenizer: str, *, data: str = "wiki", sp
 
 def load_ngram_judge(folder: str | Path) -> NgramJudge:
     """The judge of a folder written by train_ngram_judge."""
-    from scale.tokenizers import load_tokenizer
+    from scale.data.tokenizers import load_tokenizer
     folder = Path(folder)
     meta = json.loads((folder / "ngram.json").read_text())
     if meta.get("format") != FORMAT:

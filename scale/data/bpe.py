@@ -8,7 +8,7 @@ words stay single tokens. Byte-level BPE decodes and re-encodes losslessly, so g
 re-tokenizes a decoded sample into the same ids.
 
 Layout (GPT-2's): `<|endoftext|>` is the bos and eos of wrapped blocks and the judge's eos; there is no
-[MASK] token, so a diffusion model appends its mask id at C = len(tokenizer) (scale.tokenizers.vocab_layout).
+[MASK] token, so a diffusion model appends its mask id at C = len(tokenizer) (scale.data.tokenizers.vocab_layout).
 
 Determinism and caching: the documents are fed in the corpus's fixed order on one thread and the trainer
 breaks ties by its own fixed rules, so the same corpus and settings give the same files. The result is
@@ -53,8 +53,8 @@ def _train_into(folder: Path, docs, vocab_size: int, min_frequency: int) -> None
 def train_bpe(out: str | Path, *, data: str = "wiki", split: str = "train", vocab_size: int = 2048,
               min_frequency: int = 2) -> Path:
     """The BPE tokenizer of `data`/`split` in folder `out` (built once, then served from the cache)."""
-    from scale.corpora import get_corpus
-    from scale.data import cache_root
+    from scale.data.corpora import get_corpus
+    from scale.data.blocks import cache_root
 
     check_int("--vocab-size", vocab_size, 257)  # the 256 byte symbols and the eos token
     check_int("--min-frequency", min_frequency, 1)

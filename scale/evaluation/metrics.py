@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from imdm_lab.checks import check_int
-from scale.judge import Judge
+from scale.evaluation.judge import Judge
 
 
 def _official_mask(ids: torch.Tensor, eos_id: int) -> torch.Tensor:
@@ -88,8 +88,8 @@ def _padded(seqs: list[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.
 def gen_ppl(texts, judge, *, max_length: int | None = None, batch_size: int = 8,
             eos_rule: str = "official") -> GenPPL:
     """Generative perplexity of `texts` under `judge` (protocol in the module docstring): a
-    scale.judge.Judge or any object with its name, tokenizer, context, eos_id and token_nll
-    (scale.ngram_judge.NgramJudge).
+    scale.evaluation.judge.Judge or any object with its name, tokenizer, context, eos_id and token_nll
+    (scale.evaluation.ngram_judge.NgramJudge).
 
     texts: list[str] of decoded samples; max_length: judge tokens kept per sample (None: all);
     batch_size: chunks per forward pass (the result does not depend on it).

@@ -13,7 +13,7 @@ A checkpoint's Hub repository holds
     README.md           a short model card
 
 and no pickles (the optimizer state stays local). A downloaded repository is written back as a
-checkpoint folder (scale.checkpoint.save_checkpoint) under `$IMDM_CACHE/hub/<user>--<name>/<commit>`,
+checkpoint folder (scale.checkpoints.checkpoint.save_checkpoint) under `$IMDM_CACHE/hub/<user>--<name>/<commit>`,
 once per commit, and that folder is what the commands load.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from scale.checkpoint import FORMAT, load_model, read_state, read_tensors, save_checkpoint
+from scale.checkpoints.checkpoint import FORMAT, load_model, read_state, read_tensors, save_checkpoint
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 HUB_FILES = ["config.json", "model.safetensors", "ema.safetensors", "README.md"]
@@ -47,7 +47,7 @@ def _first_line(err: Exception) -> str:
 # ---- writing a Hub folder ------------------------------------------------------------------------
 def model_card(state: dict, repo: str) -> str:
     """A short README.md: what the model is, its dimensions and how to sample from it."""
-    from scale.checkpoint import dit_config
+    from scale.checkpoints.checkpoint import dit_config
 
     cfg = dit_config(state)
     d = cfg.dims
@@ -134,7 +134,7 @@ def resolve_checkpoint(ref: str | Path, option: str = "ckpt") -> Path:
         return path
     repo, _, revision = str(ref).partition("@")
     snapshot = download(repo, revision or None, option)
-    from scale.data import cache_root
+    from scale.data.blocks import cache_root
 
     dest = cache_root() / "hub" / repo.replace("/", "--") / snapshot.name  # snapshot folders are commits
     try:

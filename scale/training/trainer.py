@@ -1,6 +1,6 @@
 """The training loop of scale, single-process or under torchrun: a generic `Trainer` composed with a
 model, an objective and a data source (ELBO pre-training, `elbo_trainer`, is one objective; the
-distillation methods of scale.distill are others).
+distillation methods of scale.training.distill are others).
 
 Batching. A step consumes `global_batch` sequences, split over `world` processes and, inside each,
 into micro-batches of `micro_batch` sequences accumulated before one AdamW step; the accumulation count
@@ -9,7 +9,7 @@ whatever the number of processes) comes from seeds derived from (seed, step, g):
 eps and dropout; the times t are drawn antithetically over the whole global batch from (seed, step). A run on 2
 processes therefore computes the same losses as one process accumulating 2 micro-batches, and a run
 resumed from a checkpoint continues exactly as if it had not stopped. The data order is
-scale.data.BatchStream's (a permutation per epoch; its position is saved with each checkpoint).
+scale.data.blocks.BatchStream's (a permutation per epoch; its position is saved with each checkpoint).
 """
 from __future__ import annotations
 
@@ -29,15 +29,15 @@ from tqdm import tqdm
 
 from imdm_lab.losses import elbo
 from imdm_lab.schedules import sample_times
-from scale import distributed as D
-from scale.checkpoint import (RunFolder, check_weights, checkpoint_folder, read_optimizer, read_state,
+from scale.training import distributed as D
+from scale.checkpoints.checkpoint import (RunFolder, check_weights, checkpoint_folder, read_optimizer, read_state,
                               read_tensors, trim_metrics)
-from scale.config import Config
-from scale.data import BatchStream
-from scale.ema import EMA
-from scale.model import DiT, parameter_count
-from scale.seeds import derive_seed
-from scale.validation import sample_texts, validation_elbo
+from scale.checkpoints.config import Config
+from scale.data.blocks import BatchStream
+from scale.training.ema import EMA
+from scale.model.dit import DiT, parameter_count
+from imdm_lab.counter_rng import derive_seed
+from scale.evaluation.validation import sample_texts, validation_elbo
 
 
 # Fields of a metrics.jsonl record measured on the wall clock: the only ones in which a resumed run's
@@ -175,7 +175,7 @@ class Trainer:
     of one micro-batch (forward: the module to train through; idx: Int[b] rows of the data source; t:
     Float[b] the micro-batch's times; generator: seeded by (train.seed, seeds, step, micro-batch));
     num_rows: the data source's length (the batch order permutes it); hooks: components of the run
-    (e.g. scale.rounds.Rounds); max_steps: the default of run() (None: train.max_steps)."""
+    (e.g. scale.training.rounds.Rounds); max_steps: the default of run() (None: train.max_steps)."""
 
     def __init__(self, config: Config, out: str | Path, model: DiT, loss, num_rows: int, val_blocks, *,
                  seeds: str, hooks: tuple[Hooks, ...] = (), max_steps: int | None = None, decode=None,
@@ -201,7 +201,7 @@ class Trainer:
 
     # ---- checkpoints -------------------------------------------------------------------------
     def resume(self) -> None:
-        """Load the latest checkpoint of `out` (scale.runs.resume_step has checked that it holds this model)."""
+        """Load the latest checkpoint of `out` (scale.training.runs.resume_step has checked that it holds this model)."""
         folder = checkpoint_folder(self.out)
         state = read_state(folder)
         step = state["step"]

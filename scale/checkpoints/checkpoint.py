@@ -2,7 +2,7 @@
 
 A checkpoint folder holds
 
-    model.safetensors   weights (names of scale.model.DiT)
+    model.safetensors   weights (names of scale.model.dit.DiT)
     ema.safetensors     exponential moving average of the weights (absent in imported folders)
     optimizer.pt        AdamW state, tensors and numbers only (read back with weights_only=True)
     state.json          step, config (its [model] section with the vocabulary), RNG states, data position
@@ -41,8 +41,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from scale.config import config_from_dict
-from scale.model import DiT, DiTConfig
+from scale.checkpoints.config import config_from_dict
+from scale.model.dit import DiT, DiTConfig
 
 FORMAT = "imdm-lab-dit/1"
 KEEP = 2  # committed step folders kept in a run folder

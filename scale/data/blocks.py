@@ -5,7 +5,7 @@ Wrapping (MDLM's `wrap=True`, e.g. `lm1b-wrap`, `openwebtext-split`): within eac
 `docs_per_group` = 1000 consecutive documents (the batch of MDLM's `datasets.map`), every document
 is tokenized without special tokens and followed by an eos id; the group's stream is cut into pieces
 of L - 2 tokens (the remainder is dropped) and each piece becomes [bos] + piece + [eos]. The bos/eos
-ids are MDLM's (`scale.tokenizers.wrap_specials`): [CLS] = 101 for both with BERT, 50256 with GPT-2.
+ids are MDLM's (`scale.data.tokenizers.wrap_specials`): [CLS] = 101 for both with BERT, 50256 with GPT-2.
 
 Cache: `$IMDM_CACHE/blocks/<corpus>-<split>-<tokenizer>-L<length>-<hash>/` (default
 `~/.cache/imdm-lab`). A build writes `chunk-NNNNNN.npy` files of 10 groups each, every one through a
@@ -30,8 +30,8 @@ import numpy as np
 import torch
 
 from imdm_lab.checks import check_int
-from scale.corpora import CORPUS_ALIASES, DEFAULT_CORPUS, Corpus, get_corpus
-from scale.tokenizers import load_tokenizer, vocab_layout, wrap_specials
+from scale.data.corpora import CORPUS_ALIASES, DEFAULT_CORPUS, Corpus, get_corpus
+from scale.data.tokenizers import load_tokenizer, vocab_layout, wrap_specials
 
 FORMAT_VERSION = 1
 DOCS_PER_GROUP = 1000
@@ -209,7 +209,7 @@ class TokenBlocks:
     """Memory-mapped Int[N, L] blocks with their vocabulary layout.
 
     get_batch(indices) -> Long[B, L]; `num_classes`, `mask_id`, `eos_id` follow
-    `scale.tokenizers.vocab_layout` (GPT-2: C = 50258, mask 50257; BERT: C = 30522, mask 103).
+    `scale.data.tokenizers.vocab_layout` (GPT-2: C = 50258, mask 50257; BERT: C = 30522, mask 103).
     """
 
     def __init__(self, directory: str | Path):

@@ -1,5 +1,5 @@
 """The rounds of progressive distillation (SDTT / IM-SDTT), a component the distillation Trainer is
-composed with (scale.train.Hooks).
+composed with (scale.training.trainer.Hooks).
 
 Round r lasts `grow_every` optimizer steps, in which the frozen teacher takes steps of size
 dt_r = k^r / N_0. When a round ends its student is checkpointed, copied to `rounds/` and becomes the
@@ -13,10 +13,10 @@ from pathlib import Path
 import torch
 
 import imdm_lab.distill as distill_kernels
-from scale import distributed as D
-from scale.checkpoint import checkpoint_folder, copy_checkpoint, read_state, read_tensors
-from scale.config import DistillSection
-from scale.train import Hooks
+from scale.training import distributed as D
+from scale.checkpoints.checkpoint import checkpoint_folder, copy_checkpoint, read_state, read_tensors
+from scale.checkpoints.config import DistillSection
+from scale.training.trainer import Hooks
 
 
 def round_plan(start_steps: int, k: int, target_steps: int) -> list[float]:

@@ -1,7 +1,7 @@
 """The DiT denoiser of MDLM / IMDM: adaLN-zero transformer blocks over the IMDM mask embedding.
 
 Parameter names follow the official MDLM / IMDM backbone, so their state dicts load 1:1 once the
-`backbone.` prefix is stripped (see scale/mdlm_import.py):
+`backbone.` prefix is stripped (see scale/checkpoints/mdlm_import.py):
 
     vocab_embed.embedding, vocab_embed.imdm_mlp.{0,2}        token / mask embedding (imdm_lab.embedding)
     sigma_map.mlp.{0,2}                                      timestep embedder

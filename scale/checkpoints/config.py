@@ -1,6 +1,6 @@
 """Typed run configuration: TOML files under scale/configs/ plus `--set section.key=value` overrides.
 
-A config has five sections, [model] (scale.model.DiTConfig, which the DiT takes as it is), [data],
+A config has five sections, [model] (scale.model.dit.DiTConfig, which the DiT takes as it is), [data],
 [train], [eval] and [distill] (read only by `python -m scale distill`); every key is a typed dataclass
 field, and an unknown key or a value of the wrong type is a ValueError that lists what is accepted.
 """
@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Callable
 
 from imdm_lab.checks import SEED_LIMIT
-from scale.model import DiTConfig
+from scale.model.dit import DiTConfig
 
-CONFIG_DIR = Path(__file__).parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
 @dataclass

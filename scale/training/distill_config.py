@@ -8,9 +8,9 @@ import dataclasses
 import json
 from pathlib import Path
 
-from scale.config import config_from_dict, parse_override, read_toml, resolve_config_path, set_value
-from scale.distill import get_method
-from scale.hub import resolve_checkpoint
+from scale.checkpoints.config import config_from_dict, parse_override, read_toml, resolve_config_path, set_value
+from scale.training.distill import get_method
+from scale.checkpoints.hub import resolve_checkpoint
 
 
 def build_config(base: dict, method_name: str, config_path: str | None, overrides: list[str],

@@ -1,7 +1,7 @@
-"""Few-step distillation of a DiT on the training loop of scale.train (imdm-reference sec. 5).
+"""Few-step distillation of a DiT on the training loop of scale.training.trainer (imdm-reference sec. 5).
 
 `distill_trainer` composes a `Trainer` with the student (the initial checkpoint's weights), the method's
-objective (its METHODS entry) and, for the progressive methods, the rounds (scale.rounds.Rounds);
+objective (its METHODS entry) and, for the progressive methods, the rounds (scale.training.rounds.Rounds);
 batching, accumulation, DDP / FSDP, EMA, checkpoints, resumption and logging are the Trainer's.
 
 Methods (METHODS):
@@ -27,12 +27,12 @@ import torch
 
 import imdm_lab.distill as distill_kernels
 from imdm_lab.process import Process
-from scale import distributed as D
-from scale.checkpoint import load_weights
-from scale.config import Config
-from scale.model import EPS_PATH, DiT
-from scale.rounds import Rounds
-from scale.train import Trainer
+from scale.training import distributed as D
+from scale.checkpoints.checkpoint import load_weights
+from scale.checkpoints.config import Config
+from scale.model.dit import EPS_PATH, DiT
+from scale.training.rounds import Rounds
+from scale.training.trainer import Trainer
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ class Method:
     coupling: bool  # trains on a coupling folder
     rounds: bool  # progressive rounds with a growing step size
     defaults: dict  # paper settings, applied under the user's config and --set
-    # Parts -> loss(forward, idx, t, generator) of one micro-batch (scale.train.Trainer's objective)
+    # Parts -> loss(forward, idx, t, generator) of one micro-batch (scale.training.trainer.Trainer's objective)
     objective: Callable[[Parts], Callable]
 
 
@@ -149,7 +149,7 @@ def distill_trainer(config: Config, out, init: dict, train_data, val_blocks, *, 
     """The Trainer of `config.distill.method`: the student DiT of config.model with the weights `init`
     (adapt_weights; its own eps path drawn from train.seed, as a fresh model's), a frozen teacher
     replica of `init` when the method has one, the rounds when it has them, and the method's objective
-    on `train_data` (data blocks, or a scale.coupling.Coupling), seeded in the "distill" namespace."""
+    on `train_data` (data blocks, or a scale.training.coupling.Coupling), seeded in the "distill" namespace."""
     rt = runtime or D.init_runtime()
     method = get_method(config.distill.method)
     torch.manual_seed(config.train.seed)  # the student's own initial eps path, as a fresh model's

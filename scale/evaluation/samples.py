@@ -1,7 +1,7 @@
 """Samples of a checkpoint: `draw`, the one seed recipe of scale, and the decoded samples that
 `python -m scale sample` prints.
 
-`draw` is what `scale sample`, the training-time samples (scale.validation.sample_texts) and `scale
+`draw` is what `scale sample`, the training-time samples (scale.evaluation.validation.sample_texts) and `scale
 evaluate` call, so the same seed, tag, step count and batch size give the same tokens in all three.
 Draws go through the shared ancestral sampler (imdm_lab.sampling.sample, float64 categorical draws)
 with the model's own process. With a prefix, the block starts like the training blocks ([bos] + the
@@ -15,8 +15,8 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from imdm_lab.sampling import sample
-from scale.seeds import derive_seed
-from scale.tokenizers import wrap_specials
+from imdm_lab.counter_rng import derive_seed
+from scale.data.tokenizers import wrap_specials
 
 UNCOND, COND = "uncond", "cond"  # the tags of unconditional and prefix-conditioned samples
 BATCH = 32  # sequences per sampler call unless told: `scale sample` and `scale evaluate` default to it
@@ -62,7 +62,7 @@ def draw(model, n: int, steps: int, *, seed: int, length: int, batch_size: int =
 
 
 def prefix_tokens(tokenizer, prefix: str) -> list[int]:
-    """[bos] + the prefix's tokens, the start of a training block (scale.data wrapping)."""
+    """[bos] + the prefix's tokens, the start of a training block (scale.data.blocks wrapping)."""
     bos, _ = wrap_specials(tokenizer)
     return [bos] + tokenizer.encode(prefix, add_special_tokens=False)
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 
 from imdm_lab.checks import check_device, check_int, check_seed, check_writable
-from scale.corpora import DEFAULT_CORPUS
-from scale.data import BatchStream, eval_indices, load_blocks
-from scale.tokenizers import load_tokenizer
+from scale.data.corpora import DEFAULT_CORPUS
+from scale.data.blocks import BatchStream, eval_indices, load_blocks
+from scale.data.tokenizers import load_tokenizer
 
 DEFAULT_JUDGE = "gpt2-large"
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "tokenizer.model")
@@ -53,7 +53,7 @@ class Judge:
     @torch.no_grad()
     def token_nll(self, ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Float64[B, W - 1] on the CPU: -log p(ids[b, j + 1] | ids[b, :j + 1]) of a right-padded batch
-        (ids, attention_mask: Long[B, W]); what scale.metrics.gen_ppl scores."""
+        (ids, attention_mask: Long[B, W]); what scale.evaluation.metrics.gen_ppl scores."""
         logits = self.model(input_ids=ids.to(self.device), attention_mask=attention_mask.to(self.device)).logits
         return torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), ids[:, 1:].to(self.device),
                                                  reduction="none").double().cpu()
@@ -70,14 +70,14 @@ def _context_of(model, tokenizer) -> int:
 def load_judge(name_or_dir: str = DEFAULT_JUDGE, *, device: str | torch.device | None = None,
                dtype: torch.dtype = torch.float32) -> Judge:
     """Load a judge by hub name (default gpt2-large), from a local `save_pretrained` folder, or from a
-    folder of `python -m scale train-ngram-judge` (a scale.ngram_judge.NgramJudge, CPU only)."""
+    folder of `python -m scale train-ngram-judge` (a scale.evaluation.ngram_judge.NgramJudge, CPU only)."""
     from transformers import AutoModelForCausalLM
 
     if not isinstance(name_or_dir, str) or not name_or_dir:
         raise ValueError(f"judge: expected a model name or folder, got {name_or_dir!r}")
     path = Path(name_or_dir).expanduser()
     if (path / "ngram.json").is_file():  # a Kneser-Ney judge of `python -m scale train-ngram-judge`
-        from scale.ngram_judge import load_ngram_judge
+        from scale.evaluation.ngram_judge import load_ngram_judge
         return load_ngram_judge(path)
     if path.is_dir():
         if not (path / "config.json").exists():

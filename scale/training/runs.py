@@ -6,8 +6,8 @@ import dataclasses
 from pathlib import Path
 
 from imdm_lab.checks import check_writable
-from scale.checkpoint import dit_config, find_checkpoint, read_state
-from scale.model import DiTConfig
+from scale.checkpoints.checkpoint import dit_config, find_checkpoint, read_state
+from scale.model.dit import DiTConfig
 
 
 def check_run(out: Path, resume: bool, max_steps: int | None) -> None:

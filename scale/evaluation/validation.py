@@ -9,8 +9,8 @@ import torch
 
 from imdm_lab.losses import elbo
 from imdm_lab.schedules import sample_times
-from scale.samples import draw
-from scale.seeds import derive_seed
+from scale.evaluation.samples import draw
+from imdm_lab.counter_rng import derive_seed
 
 
 @torch.no_grad()
@@ -33,7 +33,7 @@ def validation_elbo(denoiser, blocks: torch.Tensor, batch_size: int, n_batches: 
 
 
 def sample_texts(denoiser, length: int, steps: list[int], n: int, seed: int, device, decode=None) -> dict:
-    """{str(k): n unconditional samples drawn with k steps}, by scale.samples.draw (the seed recipe of
+    """{str(k): n unconditional samples drawn with k steps}, by scale.evaluation.samples.draw (the seed recipe of
     `scale sample` and `scale evaluate`: the same seed gives the same tokens), decoded to text by
     `decode(list of ids)` when given, else lists of token ids."""
     out = {}

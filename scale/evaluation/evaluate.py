@@ -2,11 +2,11 @@
 
 For every checkpoint (EMA weights) and step count k:
 - n unconditional samples from the shared ancestral sampler (float64 draws, seeded labels, ancestral
-  last step, temperature 1), drawn in batches by scale.samples.draw (the seed recipe of `scale sample`
+  last step, temperature 1), drawn in batches by scale.evaluation.samples.draw (the seed recipe of `scale sample`
   and of the training-time samples: the same seed and batch size give the same tokens); `nfe` is the
   mean number of network calls a sample saw, `seconds_per_sample` the sampling wall time (no scoring)
   divided by n;
-- `gen_ppl`: generative perplexity under the judge (scale.metrics.gen_ppl: decode with the model's
+- `gen_ppl`: generative perplexity under the judge (scale.evaluation.metrics.gen_ppl: decode with the model's
   tokenizer, retokenise with the judge's, truncate to the model's length, score in chunks of the
   judge's context, corpus-level exp(mean NLL)); `entropy`: mean per-sample unigram entropy of the
   model-tokenizer ids (nats);
@@ -30,11 +30,11 @@ import numpy as np
 import torch
 
 from imdm_lab.checks import check_int, check_seed
-from scale.checkpoint import load_model
-from scale.hub import resolve_checkpoint
-from scale.samples import BATCH, COND, UNCOND, draw
-from scale.seeds import derive_seed
-from scale.validation import validation_elbo
+from scale.checkpoints.checkpoint import load_model
+from scale.checkpoints.hub import resolve_checkpoint
+from scale.evaluation.samples import BATCH, COND, UNCOND, draw
+from imdm_lab.counter_rng import derive_seed
+from scale.evaluation.validation import validation_elbo
 
 MAUVE_SEEDS = (42, 43, 44, 45, 46)
 
@@ -43,7 +43,7 @@ MAUVE_SEEDS = (42, 43, 44, 45, 46)
 class EvalSettings:
     """How `evaluate` measures (the options of `python -m scale evaluate`, the module docstring says what
     each number is): step counts, n unconditional samples per step count, the judge and its batch size,
-    the gen PPL token rule (scale.metrics.EOS_RULES), the weights of each checkpoint, the seed; with
+    the gen PPL token rule (scale.evaluation.metrics.EOS_RULES), the weights of each checkpoint, the seed; with
     mauve, `prompts` x `continuations` prefix-conditioned samples compared on `mauve_len` tokens;
     val_batches of the ELBO perplexities, zero_shot corpora, batch_size sequences per sampler / ELBO batch.
     Refused on construction unless every count is an integer >= 1 and the seed a valid seed."""
@@ -70,7 +70,7 @@ class EvalSettings:
 
 
 def _val_blocks(state: dict, dataset: str, split: str = "validation"):
-    from scale.data import load_blocks
+    from scale.data.blocks import load_blocks
     data = state["config"]["data"]
     return load_blocks(dataset, split, tokenizer=data["tokenizer"], length=data["length"],
                        hf_config=(data["hf_config"] or None) if dataset == data["dataset"] else None,
@@ -115,7 +115,7 @@ def prompts(val_blocks, n_prompts: int, continuations: int, prefix_len: int, mas
 def human_side(model, tok, val_blocks, judge, settings: EvalSettings) -> dict:
     """What MAUVE compares against, the same for every step count of a checkpoint: the prompts
     (prefix tokens held fixed), the true blocks cut to mauve_len and their judge features."""
-    from scale.metrics import decode_samples, judge_features
+    from scale.evaluation.metrics import decode_samples, judge_features
 
     cut = min(settings.mauve_len, val_blocks.length)
     if not 1 <= settings.prefix_len < cut:
@@ -129,7 +129,7 @@ def human_side(model, tok, val_blocks, judge, settings: EvalSettings) -> dict:
 
 def conditional(model, tok, human: dict, judge, settings: EvalSettings, k: int, device) -> dict:
     """MAUVE of prefix-conditioned samples against the true blocks, plus their gen PPL and entropy."""
-    from scale.metrics import decode_samples, gen_ppl, mauve_score, unigram_entropy
+    from scale.evaluation.metrics import decode_samples, gen_ppl, mauve_score, unigram_entropy
 
     cut = human["cut"]
     tokens, _, _ = draw(model, len(human["given"]), k, seed=settings.seed, length=human["given"].shape[1],
@@ -153,9 +153,9 @@ def _labels(paths: list[str]) -> list[str]:
 def evaluate(checkpoints: list[str], settings: EvalSettings) -> dict:
     """The JSON of an evaluation of `checkpoints` (folders or Hub ids): one entry per checkpoint and step
     count, and per checkpoint its ELBO perplexities (the module docstring)."""
-    from scale.judge import load_judge
-    from scale.metrics import decode_samples, gen_ppl, sample_entropy, unigram_entropy
-    from scale.tokenizers import load_tokenizer
+    from scale.evaluation.judge import load_judge
+    from scale.evaluation.metrics import decode_samples, gen_ppl, sample_entropy, unigram_entropy
+    from scale.data.tokenizers import load_tokenizer
 
     steps = settings.steps
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -183,7 +183,7 @@ def evaluate(checkpoints: list[str], settings: EvalSettings) -> dict:
             entry = {"checkpoint": str(path), "label": label, "steps": k, "gen_ppl": scored.gen_ppl,
                      "entropy": unigram_entropy(tokens), "nfe": nfe, "seconds_per_sample": seconds / settings.n,
                      "mauve": None, "judge": settings.judge, "val_ppl": ckpt["val_ppl"], "sample": texts[0],
-                     # per sample, for intervals over samples (scale.report)
+                     # per sample, for intervals over samples (scale.evaluation.report)
                      "per_sample_nll": scored.per_sample_nll, "per_sample_tokens": scored.per_sample_tokens,
                      "per_sample_entropy": sample_entropy(tokens).tolist()}
             if settings.mauve:

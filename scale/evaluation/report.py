@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from imdm_lab.checks import check_int
-from scale.seeds import derive_seed
+from imdm_lab.counter_rng import derive_seed
 
 # Checkpoint folders of the pipeline's stages -> method names in tables and plots.
 METHOD_NAMES = {
@@ -53,10 +53,10 @@ def references(checkpoint: str, judge, n: int, n_boot: int, seed: int) -> list[d
     """Real validation blocks and their token-shuffled copies, scored like samples."""
     import torch
 
-    from scale.checkpoint import read_state
-    from scale.data import load_blocks
-    from scale.metrics import decode_samples, gen_ppl, sample_entropy
-    from scale.tokenizers import load_tokenizer
+    from scale.checkpoints.checkpoint import read_state
+    from scale.data.blocks import load_blocks
+    from scale.evaluation.metrics import decode_samples, gen_ppl, sample_entropy
+    from scale.data.tokenizers import load_tokenizer
 
     state = read_state(checkpoint)
     data = state["config"]["data"]
@@ -83,7 +83,7 @@ def _judge_info(judge: str) -> dict | None:
 
 
 def report(eval_path: str | Path, judge_name: str, *, n_boot: int = 1000, seed: int = 0) -> dict:
-    from scale.judge import load_judge
+    from scale.evaluation.judge import load_judge
 
     check_int("--n-boot", n_boot, 10)
     result = json.loads(Path(eval_path).read_text())

@@ -13,7 +13,7 @@ embedding, cond width from the timestep embedder, blocks by counting, heads from
 `n_heads`, or the Hydra `model.n_heads` of SDTT / IMDM configs) or else from the rotary table (head
 dim = 2 len(inv_freq)), qk-norm from the presence of q_norm / k_norm, label dim D from the eps-MLP's
 input, K from the finite table. The softcap comes from the config (`model.softcap`, < 0 = off) or
---softcap. After the prefix is stripped the names are scale.model.DiT's, except the official finite
+--softcap. After the prefix is stripped the names are scale.model.dit.DiT's, except the official finite
 table `vocab_embed.imdm_mlp.weight` (here `vocab_embed.mask_table`) and the learnable labels' (1, 1, D)
 vectors (here D). An MDLM has no eps path: the IMDM built from it keeps the eps-MLP at its
 zero-initialised last layer, so it computes exactly the MDLM's logits.
@@ -26,10 +26,10 @@ from pathlib import Path
 import torch
 
 from imdm_lab.checks import check_writable
-from scale.checkpoint import save_checkpoint, weight_mismatches
-from scale.config import Config, DataSection
-from scale.model import EPS_PATH, SIZES, DiT, DiTConfig, DiTSize
-from scale.torch_files import load_skipping_objects, load_weights_only
+from scale.checkpoints.checkpoint import save_checkpoint, weight_mismatches
+from scale.checkpoints.config import Config, DataSection
+from scale.model.dit import EPS_PATH, SIZES, DiT, DiTConfig, DiTSize
+from scale.checkpoints.torch_files import load_skipping_objects, load_weights_only
 
 # vocabulary size -> (tokenizer, mask id, dataset) of the official models
 VOCABS = {50258: ("gpt2", 50257, "openwebtext"), 30522: ("bert-base-uncased", 103, "lm1b")}
@@ -51,7 +51,7 @@ OFFICIAL_TABLE = "vocab_embed.imdm_mlp.weight"  # the official K x d finite mask
 # ---- reading the source ---------------------------------------------------------------------------
 def read_lightning(path: Path) -> dict:
     """A Lightning .ckpt through torch's weights-only unpickler; the Python objects it also pickles
-    (hyper-parameters, a tokenizer) become inert placeholders (scale.torch_files)."""
+    (hyper-parameters, a tokenizer) become inert placeholders (scale.checkpoints.torch_files)."""
     blob = load_skipping_objects(path, "--from")
     if not isinstance(blob, dict) or not isinstance(blob.get("state_dict"), dict):
         raise ValueError(f"--from: {path} has no 'state_dict' (not a Lightning checkpoint)")
@@ -197,7 +197,7 @@ def source_labels(tensors: dict, hf: dict | None, requested: str | None, label_d
 
 
 def to_own_names(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Official eps-path names and shapes -> scale.model.DiT's (finite table, learnable label vectors)."""
+    """Official eps-path names and shapes -> scale.model.dit.DiT's (finite table, learnable label vectors)."""
     out = dict(tensors)
     if OFFICIAL_TABLE in out and out[OFFICIAL_TABLE].dim() == 2:
         out["vocab_embed.mask_table"] = out.pop(OFFICIAL_TABLE)

@@ -30,17 +30,17 @@ import torch
 
 from imdm_lab.checks import check_int, check_seed, check_writable
 from imdm_lab.distill import perturbed_coupling
-from scale import distributed as D
-from scale.checkpoint import load_model
-from scale.hub import resolve_checkpoint
-from scale.seeds import derive_seed
+from scale.training import distributed as D
+from scale.checkpoints.checkpoint import load_model
+from scale.checkpoints.hub import resolve_checkpoint
+from imdm_lab.counter_rng import derive_seed
 
 FORMAT = "imdm-lab-coupling/1"
 ARRAYS = ("x_t", "x_0", "t", "seed", "index")
 
 
 def sample_seeds(seed: int, indices: np.ndarray) -> np.ndarray:
-    """Int64[n]: the per-sample seed of each global sample index (63-bit, from scale.seeds)."""
+    """Int64[n]: the per-sample seed of each global sample index (63-bit, from imdm_lab.counter_rng)."""
     return np.array([derive_seed(seed, "redi-sample", int(i)) for i in indices], dtype=np.int64)
 
 
@@ -71,7 +71,7 @@ def generate(teacher: str | Path, out: str | Path, *, n: int, steps: int, fix_ep
     """Write the coupling of n samples of `teacher` into `out` (see the module docstring); returns out."""
     from tqdm.auto import tqdm
 
-    from scale.data import load_blocks, token_dtype
+    from scale.data.blocks import load_blocks, token_dtype
 
     for name, value in (("n", n), ("steps", steps), ("batch_size", batch_size), ("shard_size", shard_size)):
         check_int(f"--{name.replace('_', '-')}", value, 1)

@@ -1,0 +1,1 @@
+"""Checkpoints: the typed run config they carry, atomic run folders, torch files read safely, the Hub, and the import of official MDLM / IMDM checkpoints."""

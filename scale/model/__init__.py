@@ -1,0 +1,1 @@
+"""The DiT denoiser and its config, the [model] section of a run."""
