@@ -1,7 +1,8 @@
 """The IMDM input embedding: E[x] at visible positions, E[mask] + MLP(eps) at masked ones.
 
 The last MLP layer is zero-initialised and has no bias (E[mask] plays the bias), so a fresh IMDM embedding
-equals MDLM's and MDLM weights load unchanged (imdm-reference sec. 3.3). Parameter names match the
+equals MDLM's and MDLM weights load unchanged (Ugness/IMDM models/dit.py, the eps-MLP of
+`vocab_embed`). Parameter names match the
 official DiT's `vocab_embed` so checkpoints map 1:1:
 
     embedding                  C' x d bare Parameter, Kaiming-uniform (a = sqrt(5))

@@ -1,7 +1,7 @@
 """The law of the mask labels eps of the infinite-state mask, and the one vocabulary that names it.
 
 An IMDM gives every masked position a label eps drawn i.i.d. per position, independent of x_0
-(imdm-reference sec. 1, 3.3). Label kinds, `LABEL_NAMES`:
+(Ugness/IMDM models/dit.py: noise types rand, randn, learnable and num_mask). Label kinds, `LABEL_NAMES`:
 
     none        no labels: the MDM (a single deterministic mask state)
     rand        U(-1, 1)^D * scale

@@ -3,7 +3,7 @@
 SUBS (MDLM sec. 3.2.3) is applied here, once, to the raw output of any denoiser: the mask class gets
 probability zero and visible positions are carried over (their distribution is a point mass on the
 visible token). The continuous-time ELBO (MDLM eq. 10; unchanged for IMDM since keep/reset do not depend
-on x_0, imdm-reference sec. 3.1) is then
+on x_0, Ugness/IMDM algo.py, IMDM._compute_posterior) is then
 
     L(x_0) = E_t E_{x_t, eps} [ -alpha'_t / (1 - alpha_t) * sum_{i masked} -log p(x_0^i | x_t, eps) ].
 

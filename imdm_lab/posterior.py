@@ -4,7 +4,7 @@ Visible tokens are carried over unchanged; these functions describe a position t
 
 MDM (MDLM eq. 7), two-way:  unmask to v with (alpha_s - alpha_t)/(1 - alpha_t) * x0_hat(v),
                             stay masked with (1 - alpha_s)/(1 - alpha_t).
-IMDM (imdm-reference sec. 3.1), three-way: the stay-masked mass splits into
+IMDM (Ugness/IMDM algo.py, IMDM._compute_posterior), three-way: the stay-masked mass splits into
     keep the label eps   with (alpha_t/alpha_s - alpha_t)/(1 - alpha_t) = r * stay,
     reset to a fresh eps with (1 - alpha_t/alpha_s)(1 - alpha_s)/(1 - alpha_t) = (1 - r) * stay,
 where r = alpha_t/alpha_s is the probability that the forward chain kept the label from s to t.

@@ -139,7 +139,7 @@ PRESETS: dict[str, Preset] = {
         ngram_judge=["--order", "3", "--block", "32", "--max-pieces", "100"],
         evaluate=["--steps", "1,2,8", "--n", "8", "--batch-size", "8", "--val-batches", "1"],
         report=["--n-boot", "200"]),
-    # The paper's LM1B chain (imdm-reference sec. 5): MDLM 1M steps, IM-SDTT 7 x 10k, 100k pairs, 50k steps.
+    # The paper's LM1B chain (Ugness/IMDM scripts/lm1b/): MDLM 1M steps, IM-SDTT 7 x 10k, 100k pairs, 50k steps.
     "lm1b": _preset(
         (*_CHAIN, "evaluate"),
         mdlm=["--config", "lm1b-mdlm-small"],

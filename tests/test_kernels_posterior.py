@@ -25,7 +25,7 @@ def test_three_parts_sum_to_one_and_split_mdm_stay(name, a, b):
     assert torch.allclose(keep + reset, stay, atol=1e-12)
     assert torch.equal(unmask, u2)
     if (1 - at) > 1e-9 and as_ > 1e-9:
-        # the closed forms of imdm-reference sec. 3.1
+        # the closed forms of Ugness/IMDM algo.py, IMDM._compute_posterior
         assert torch.allclose(keep, (at / as_ - at) / (1 - at), atol=1e-9)
         assert torch.allclose(reset, (1 - at / as_) * (1 - as_) / (1 - at), atol=1e-9)
     _, k0, r0 = imdm_coefficients(at, as_, fix_eps=True)
@@ -33,7 +33,7 @@ def test_three_parts_sum_to_one_and_split_mdm_stay(name, a, b):
 
 
 def test_hand_values_of_the_split():
-    # loglinear, k = 2, first step t = 1 -> s = 0.5 (imdm-reference table 4.1: .001 / .499 / .5)
+    # loglinear, k = 2, first step t = 1 -> s = 0.5 (by hand, alpha = 1 - 0.999 t: .001 / .499 / .5)
     sched = get_schedule("loglinear")
     at, as_ = sched.alpha(torch.tensor([1.0], dtype=torch.float64)), sched.alpha(torch.tensor([0.5],
                                                                                             dtype=torch.float64))

@@ -91,7 +91,7 @@ PRESETS = {
         size="demo",
         budget=dataclasses.replace(DEMO_BUDGET, coupling_steps=18_000),
         min_samples=2048),
-    # The paper's task and model (imdm-reference sec. 7): align V = 50 000, L = 10, the `synthetic` model
+    # The paper's task and model (Ugness/IMDM dataloader.py, SyntheticAlign; configs/model/synthetic.yaml): align V = 50 000, L = 10, the `synthetic` model
     # (d = 128, 4 blocks). Its 50 000-way read-out costs ~0.56 s per training step of 32 rows on one CPU
     # thread, so this is a CPU run's budget, far below the paper's: the learned MDM, IM-ReDi in the paper's
     # regime (256 epochs over 64 pairs), the finite-mask eps-driven coupling of the learned MDM, and

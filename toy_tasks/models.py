@@ -34,7 +34,7 @@ class ModelSize:
     label_dim: int  # D, the width of a continuous mask label
 
 
-# `synthetic` is the paper's model for the align task (imdm-reference sec. 3.4, 7): d = 128, 4 blocks,
+# `synthetic` is the paper's model for the align task (Ugness/IMDM configs/model/synthetic.yaml): d = 128, 4 blocks,
 # 4 heads, label_dim 128, no dropout. `demo` fits the 5-minute CPU demo, `tiny` the unit tests.
 SIZES: dict[str, ModelSize] = {
     "tiny": ModelSize(dim=32, blocks=1, heads=2, label_dim=8),

@@ -1,7 +1,8 @@
 """Few-step distillation written against the Denoiser protocol (used by toy_tasks and scale).
 
-- sdtt: SDTT / IM-SDTT teacher targets and loss, round plan (imdm-reference sec. 5.1);
-- redi: ReDi / IM-ReDi perturbed coupling and its fine-tuning loss (sec. 5.2);
+- sdtt: SDTT / IM-SDTT teacher targets and loss, round plan (Ugness/IMDM algo.py, IMSDTT);
+- redi: ReDi / IM-ReDi perturbed coupling and its fine-tuning loss (Ugness/IMDM main.py, generate_reflow_dataset;
+  algo.py, IMReDi.nll);
 - eps_coupling: the eps-driven coupling, where the teacher's completion is a function of eps.
 """
 from imdm_lab.distill.eps_coupling import (READERS, eps_coupled_completion, eps_coupling_loss, inverse_cdf,

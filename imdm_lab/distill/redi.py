@@ -1,4 +1,5 @@
-"""ReDi / IM-ReDi: rectification on a perturbed coupling (imdm-reference sec. 5.2).
+"""ReDi / IM-ReDi: rectification on a perturbed coupling (Ugness/IMDM main.py,
+generate_reflow_dataset; trainer_base.py, test_step; algo.py, IMReDi.nll).
 
 Coupling: take data x0, draw t ~ U[t_min, 1], mask each position with probability 1 - alpha(t) of a
 masking schedule (`linear`, i.e. probability t, is the official code's; the teacher's own schedule is the

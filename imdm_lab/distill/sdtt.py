@@ -1,4 +1,5 @@
-"""SDTT / IM-SDTT: progressive self-distillation targets (Deschenaux & Gulcehre; imdm-reference sec. 5.1).
+"""SDTT / IM-SDTT: progressive self-distillation targets (Deschenaux & Gulcehre; Ugness/IMDM
+algo.py, IMSDTT).
 
 In round r a frozen teacher takes k ancestral steps of size dt from x_t; the student, given the same x_t
 (and, for an IMDM, the same labels eps, held fixed over the teacher's rollout: no reset), learns to match
@@ -6,7 +7,7 @@ in ONE step of size k * dt the teacher's predictions. Rounds multiply dt by k an
 teacher, so the student's step count goes N_0 -> N_0 / k -> ... -> 1.
 
 The teacher steps here are contiguous, t -> t - dt -> ... -> t - k dt (the official code leaves a gap
-between them, imdm-reference sec. 9.3); a step whose end time is <= 0 reveals every remaining mask.
+between them, Ugness/IMDM algo.py, IMSDTT); a step whose end time is <= 0 reveals every remaining mask.
 """
 from __future__ import annotations
 

@@ -66,7 +66,8 @@ class EvalSection:
 
 @dataclass
 class DistillSection:
-    """Few-step distillation; the defaults are the paper's IM-SDTT settings (imdm-reference sec. 5)."""
+    """Few-step distillation; the defaults are the paper's IM-SDTT settings (Ugness/IMDM configs/algo/im-sdtt.yaml and
+    scripts/owt/train_owt_imsdtt.sh)."""
     method: str = "imdm-sdtt"  # sdtt / imdm-sdtt / redi / imdm-redi / imdm-eps-coupling
     teacher_steps: int = 2  # k: teacher steps matched by one student step; dt grows k-fold per round
     start_steps: int = 1024  # N_0: the teacher's step count in round 0

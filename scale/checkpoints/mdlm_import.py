@@ -1,6 +1,7 @@
 """MDLM, IMDM or SDTT weights -> a checkpoint (`import_checkpoint`, behind `python -m scale import-mdlm`).
 
-Accepted sources (imdm-reference.md sec. 11):
+Accepted sources (the layouts of Hugging Face kuleshov-group/mdlm-owt and of the Lightning .ckpt files
+of kuleshov-group/mdlm and Ugness/IMDM, whose DiT is models/dit.py in both):
 - a Hugging Face model folder or id such as `kuleshov-group/mdlm-owt` (`--revision` picks a branch, as
   SDTT's students on `jdeschena/sdtt`): config.json and model.safetensors or pytorch_model.bin with keys
   `backbone.*` (SDTT students distilled from the Hub MDLM: `backbone.backbone.*`);

@@ -1,4 +1,5 @@
-"""The few-step evaluation protocol (imdm-reference sec. 6), behind `python -m scale evaluate`.
+"""The few-step evaluation protocol (Ugness/IMDM metrics.py, Metrics.record_generative_perplexity;
+eval_mauve.py), behind `python -m scale evaluate`.
 
 For every checkpoint (EMA weights) and step count k:
 - n unconditional samples from the shared ancestral sampler (float64 draws, seeded labels, ancestral

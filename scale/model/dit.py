@@ -40,7 +40,7 @@ class DiTSize:
     dropout: float
 
 
-# Named sizes; small / large / synthetic are the official model configs (imdm-reference.md sec. 3.4).
+# Named sizes; small / large / synthetic are the official model configs (Ugness/IMDM configs/model/*.yaml).
 SIZES: dict[str, DiTSize] = {
     "tiny-cpu": DiTSize(hidden=32, blocks=2, heads=2, cond=32, dropout=0.0),
     "synthetic": DiTSize(hidden=128, blocks=4, heads=4, cond=128, dropout=0.0),

@@ -1,6 +1,7 @@
 """The perturbed coupling of ReDi / IM-ReDi (`python -m scale coupling`), written as resumable shards.
 
-Sample i of a coupling of n (imdm-reference sec. 5.2):
+Sample i of a coupling of n (Ugness/IMDM main.py, generate_reflow_dataset; trainer_base.py,
+test_step):
 1. x_0^data = training block rows[i] (a fixed random subset of the teacher's training split, drawn
    without replacement while n fits, further passes otherwise);
 2. seed_i = a 63-bit integer derived from (seed, i); the masking uniforms u = U(seed_i, MASK_STREAM, .)

@@ -1,4 +1,5 @@
-"""Few-step distillation of a DiT on the training loop of scale.training.trainer (imdm-reference sec. 5).
+"""Few-step distillation of a DiT on the training loop of scale.training.trainer (Ugness/IMDM algo.py,
+IMSDTT and IMReDi).
 
 `distill_trainer` composes a `Trainer` with the student (the initial checkpoint's weights), the method's
 objective (its METHODS entry) and, for the progressive methods, the rounds (scale.training.rounds.Rounds);
@@ -129,7 +130,7 @@ def adapt_weights(tensors: dict, model: torch.nn.Module, source: str) -> dict:
     """Weights of a checkpoint for `model` across eps-path changes (MDLM <-> IMDM, another label_dim).
 
     When the checkpoint's eps path does not fit the model's, it must be inert (last layer zero: the
-    network ignores eps, imdm-reference sec. 3.3); the model then keeps its own freshly initialised,
+    network ignores eps, Ugness/IMDM models/dit.py); the model then keeps its own freshly initialised,
     equally inert eps path, so the student computes exactly the checkpoint's logits."""
     own = model.state_dict()
     src = {k for k in tensors if k.startswith(EPS_PATH)}
