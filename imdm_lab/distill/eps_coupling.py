@@ -1,7 +1,8 @@
 """The eps-driven coupling: a teacher whose random choices are functions of the mask labels eps.
 
 ELBO training cannot make eps useful, because under the forward process eps is independent of x_0: the
-ELBO's optimum is p(x_0^i | visible tokens), which does not read eps (measured in docs/toy-demo.md). Here the teacher's completion is a deterministic function x_0 = F(x_t, eps):
+ELBO's optimum is p(x_0^i | visible tokens), which does not read eps (measured in docs/toy-demo.md).
+Here the teacher's completion is a deterministic function x_0 = F(x_t, eps):
 every random choice of its rollout (which position next, which token) is read from eps, and a student
 learns F online, on fresh eps every batch, by cross-entropy on the masked positions. An exact teacher
 makes F push the label law forward to the data law, so a perfectly learned one-step student reproduces
