@@ -132,8 +132,10 @@ def config_from_dict(raw: dict) -> Config:
     classes = _section_classes()
     sections = {}
     for name, values in raw.items():
-        if name not in classes or not isinstance(values, dict):
+        if name not in classes:
             raise ValueError(f"config: unknown section {name!r}; expected sections {sorted(classes)}")
+        if not isinstance(values, dict):
+            raise ValueError(f"{name}: expected a section of keys ([{name}] in TOML), got {values!r}")
         hints = typing.get_type_hints(classes[name])
         unknown = sorted(set(values) - set(hints))
         moved = [k for k in unknown if f"{name}.{k}" in MOVED]
@@ -187,6 +189,10 @@ VALUE_RULES: dict[str, tuple[Callable, str | Callable]] = {
     "eval.batch_size": (lambda v: v >= 1, "an integer >= 1"),
     "eval.samples": (lambda v: v >= 1, "an integer >= 1"),
     "eval.sample_steps": (_distinct_steps, "a list of distinct integers >= 1"),
+    "distill.teacher_steps": (lambda v: v >= 2, "an integer >= 2"),
+    "distill.start_steps": (lambda v: v >= 1, "an integer >= 1"),
+    "distill.target_steps": (lambda v: v >= 1, "an integer >= 1"),
+    "distill.grow_every": (lambda v: v >= 1, "an integer >= 1"),
     "distill.divergence": (lambda v: v in _divergences(), lambda: f"one of {sorted(_divergences())}"),
     "distill.reader": (lambda v: v in _readers(), lambda: f"one of {sorted(_readers())}"),
 }
@@ -250,3 +256,6 @@ def read_toml(path: Path) -> dict:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"--config: {path} is not valid TOML ({err})") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"--config: {path} is not UTF-8 text, as TOML must be ({err.reason} at byte "
+                         f"{err.start})") from None

@@ -22,6 +22,7 @@ zero-initialised last layer, so it computes exactly the MDLM's logits.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -258,6 +259,11 @@ def import_checkpoint(source: str, out: str | Path, *, labels: str | None = None
     returns a one-line description of the DiT it holds. labels: the label law (None: rand, or what the
     source's eps path implies); label_dim: D (None: the hidden size); softcap, heads, mask_id, tokenizer:
     None takes the source's config, else the defaults of its vocabulary; weights: ema | model (the raw weights) of a .ckpt."""
+    if softcap is not None and not (math.isfinite(softcap) and softcap >= 0):
+        raise ValueError(f"--softcap: expected a finite number >= 0 (0 = off), got {softcap!r}")
+    for name, value in (("--label-dim", label_dim), ("--heads", heads), ("--mask-id", mask_id)):
+        if value is not None and value < (0 if name == "--mask-id" else 1):
+            raise ValueError(f"{name}: expected an integer >= {0 if name == '--mask-id' else 1}, got {value!r}")
     folder = check_writable("--out", out, folder=True)
     if folder.is_dir() and any(folder.iterdir()):
         raise ValueError(f"--out: {str(folder)!r} is not empty; expected a new checkpoint folder")

@@ -17,6 +17,7 @@ from scale.checkpoints.checkpoint import checkpoint_folder, read_state, read_ten
 from scale.training.coupling import Coupling
 from scale.data.blocks import open_data
 from scale.training.distill import METHODS, distill_trainer, get_method
+from scale.model.dit import check_fits, device_memory
 from scale.training.distill_config import build_config, check_coupling, coupling_folder, student_source
 from scale.training.runs import no_checkpoint_note, resume_step
 
@@ -46,6 +47,7 @@ def run(args) -> int:
     init = read_tensors(weights_path(folder, args.weights), state["step"])
     config = build_config(state["config"], args.method, args.config, args.set, args.coupling)
     out = Path(args.out)
+    check_fits(config.model, device_memory("cpu"))  # before any data is read or tensor allocated
     start, config.model = resume_step(out, args.resume, args.max_steps, config.model)
     runtime = D.init_runtime()
     if args.resume and start is None and runtime.main:

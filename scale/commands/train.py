@@ -11,6 +11,7 @@ from pathlib import Path
 from scale.training import distributed as D
 from scale.checkpoints.config import load_config
 from scale.data.blocks import open_data
+from scale.model.dit import check_fits, device_memory
 from scale.training.runs import no_checkpoint_note, resume_step
 from scale.training.trainer import elbo_trainer
 
@@ -33,6 +34,7 @@ def run(args) -> int:
         config.data.revision = args.data_revision
     max_steps = config.train.max_steps if args.max_steps is None else args.max_steps
     out = Path(args.out)
+    check_fits(config.model, device_memory("cpu"))  # before any data is read or tensor allocated
     start, config.model = resume_step(out, args.resume, max_steps, config.model)
     runtime = D.init_runtime()
     if args.resume and start is None and runtime.main:
