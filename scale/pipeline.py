@@ -35,6 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from imdm_lab import durable
 from scale.checkpoints.checkpoint import find_checkpoint
 
 
@@ -257,4 +258,4 @@ def run_stages(stages: list[tuple[str, list[str]]], out: str | Path, preset_name
         _run_stage(name, _resumable(argv), launcher, call)
         done.append(name)
         seconds[name] = round(time.perf_counter() - tic, 3)  # wall time of the call that finished it
-        record.write_text(json.dumps({"preset": preset_name, "done": done, "seconds": seconds}, indent=1))
+        durable.write_text(record, json.dumps({"preset": preset_name, "done": done, "seconds": seconds}, indent=1))

@@ -18,7 +18,7 @@ from imdm_lab.exact import Marginals, check_steps_cost, mdm_law
 from imdm_lab.process import Process
 from imdm_lab.sampling import sample, token_weights_
 from scale.cli import main as scale_main
-from scale.training.coupling import FORMAT, Coupling, clean_dead_writers
+from scale.training.coupling import FORMAT, Coupling
 from toy_tasks.cli import main as toy_main
 
 pytestmark = pytest.mark.usefixtures("token_cache")
@@ -296,17 +296,6 @@ def test_a_bad_coupling_shard_is_named_with_its_field(tmp_path, case):
     with pytest.raises(ValueError) as err:
         Coupling(folder)
     assert str(err.value).startswith("coupling: shard-000001") and field in str(err.value), str(err.value)
-
-
-def test_temporary_shards_of_dead_writers_are_cleaned(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True, check=True).stdout.strip()
-    for name in (f".shard-000000.tmp-{dead}", f".shard-000000.tmp-{os.getpid()}", f".shard-000001.tmp-{dead}"):
-        (tmp_path / name).mkdir()
-    clean_dead_writers(tmp_path, [0])
-    # the live writer's folder stays, and so does the one of a shard this process does not write
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f".shard-000000.tmp-{os.getpid()}",
-                                                                 f".shard-000001.tmp-{dead}"])
 
 
 # ---- scale -------------------------------------------------------------------------------------------
