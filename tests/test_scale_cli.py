@@ -106,7 +106,7 @@ def test_train_and_distill_refuse_a_used_folder_and_a_step_limit_below_1(capsys,
 
 @pytest.mark.parametrize("argv,prefix", [(["sample", "--ckpt", "/no/such/run"], "ckpt:"),
                                          (["sample", "--ckpt", "{ckpt}", "--steps", "1,x"], "--steps:"),
-                                         (["frobnicate"], "command:")])
+                                         (["frobnicate"], "python -m scale: error: argument command: invalid choice")])
 def test_sample_and_command_errors(capsys, ckpt, argv, prefix):
     _fails(capsys, [a.replace("{ckpt}", str(ckpt)) for a in argv], prefix)
 
