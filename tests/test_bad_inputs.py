@@ -4,14 +4,13 @@ kernels behind them refuse or handle the extremes (tiny temperatures, huge step 
 import json
 import math
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from imdm_lab.checks import check_writable, parse_steps
 from imdm_lab.exact import Marginals, check_steps_cost, mdm_law
@@ -311,7 +310,8 @@ def _train(out, *sets):
 
 
 @pytest.mark.parametrize("override,name", [("train.lr=-1e-4", "train.lr:"), ("train.lr=nan", "train.lr:"),
-                                           ("train.lr=inf", "train.lr:"), ("eval.sample_steps=[0]", "eval.sample_steps:"),
+                                           ("train.lr=inf", "train.lr:"),
+                                           ("eval.sample_steps=[0]", "eval.sample_steps:"),
                                            ("eval.sample_steps=[2,2]", "eval.sample_steps:"),
                                            ("train.betas=[0.9]", "train.betas:"), ("train.seed=-1", "train.seed:"),
                                            ("train.grad_clip=0", "train.grad_clip:")])
