@@ -16,7 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                     "convert official MDLM weights (HF folder / id or .ckpt) to a checkpoint"),
     "sample": ("scale.commands.sample", "decode samples of a checkpoint at several step counts"),
     "distill": ("scale.commands.distill",
-                "few-step distillation of a teacher checkpoint (--method: see `distill --help`)"),
+                "few-step distillation of a checkpoint by a method of scale.training.distill.METHODS"),
     "coupling": ("scale.commands.coupling",
                  "teacher completions of masked training blocks, the (IM-)ReDi coupling"),
     "evaluate": ("scale.commands.evaluate",
