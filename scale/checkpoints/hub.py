@@ -136,11 +136,11 @@ def resolve_checkpoint(ref: str | Path, option: str = "ckpt") -> Path:
     repo, _, revision = str(ref).partition("@")
     snapshot = download(repo, revision or None, option)
     dest = cache_root() / "hub" / repo.replace("/", "--") / snapshot.name  # snapshot folders are commits
-    try:
-        read_state(dest)
-        return dest
-    except ValueError:
-        if dest.exists():  # a copy of ours that no longer reads: made again
+    if dest.exists():  # complete when it exists: it is committed whole
+        try:
+            read_state(dest)
+            return dest
+        except ValueError:  # a copy of ours damaged since: made again
             durable.remove(dest)
     return checkpoint_from_hub_folder(snapshot, dest)
 
