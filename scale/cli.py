@@ -1,14 +1,13 @@
-"""`python -m scale COMMAND ...`: a registry of subcommands, each a module of scale.commands with
-`add_arguments(parser)` and `run(args) -> int`. Modules are imported only when their command runs.
+"""`python -m scale COMMAND ...`: the registry of subcommands, each a module of scale.commands with
+`add_arguments(parser)` and `run(args) -> int`, run by imdm_lab.dispatch (modules are imported only when
+their command runs).
 
 A ValueError raised by a command (bad input: a missing data path, an unknown config key, a checkpoint
 of another size, a corrupted file) becomes its one-line message on stderr and exit status 2.
 """
 from __future__ import annotations
 
-import argparse
-import importlib
-import sys
+from imdm_lab import dispatch
 
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -17,7 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                     "convert official MDLM weights (HF folder / id or .ckpt) to a checkpoint"),
     "sample": ("scale.commands.sample", "decode samples of a checkpoint at several step counts"),
     "distill": ("scale.commands.distill",
-                "few-step distillation: sdtt, imdm-sdtt, redi, imdm-redi, imdm-eps-coupling"),
+                "few-step distillation of a checkpoint by a method of scale.training.distill.METHODS"),
     "coupling": ("scale.commands.coupling",
                  "teacher completions of masked training blocks, the (IM-)ReDi coupling"),
     "evaluate": ("scale.commands.evaluate",
@@ -39,34 +38,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-class Parser(argparse.ArgumentParser):
-    """argparse whose usage errors are ValueErrors: one line on stderr and exit 2, like any bad input."""
-
-    def error(self, message):
-        raise ValueError(f"{self.prog}: error: {message}")
-
-
-def _usage() -> str:
-    width = max(map(len, COMMANDS))
-    lines = [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
-    return "usage: python -m scale COMMAND [options]\n\ncommands:\n" + "\n".join(lines)
+DESCRIPTION = "Masked diffusion language models at scale: training, distillation, couplings, evaluation."
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
-        print(_usage())
-        return 0 if argv else 2
-    name, rest = argv[0], argv[1:]
-    if name not in COMMANDS:
-        print(f"command: expected one of {sorted(COMMANDS)}, got {name!r}", file=sys.stderr)
-        return 2
-    module = importlib.import_module(COMMANDS[name][0])
-    parser = Parser(prog=f"python -m scale {name}", description=COMMANDS[name][1])
-    module.add_arguments(parser)
-    try:
-        args = parser.parse_args(rest)
-        return int(module.run(args) or 0)
-    except ValueError as err:
-        print(str(err).splitlines()[0] if str(err) else type(err).__name__, file=sys.stderr)
-        return 2
+    return dispatch.main("python -m scale", DESCRIPTION, COMMANDS, argv)

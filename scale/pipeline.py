@@ -35,6 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from imdm_lab import durable
 from scale.checkpoints.checkpoint import find_checkpoint
 
 
@@ -241,8 +242,9 @@ def run_stages(stages: list[tuple[str, list[str]]], out: str | Path, preset_name
                call: Callable[[list[str]], int]) -> None:
     """Run the planned stages in order, each recorded in OUT/pipeline.json when it finishes and skipped
     when recorded. call(argv) runs one `python -m scale` command in this process and returns its exit
-    status: the command registry's scale.cli.main, handed in by the command, so that this module imports
-    no command; with a launcher the training and coupling stages run as `LAUNCHER -m scale ...`."""
+    status: the command registry's entry point, handed in by the command (imdm_lab.dispatch), so that
+    this module imports no command; with a launcher the training and coupling stages run as
+    `LAUNCHER -m scale ...`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     record = out / "pipeline.json"
@@ -257,4 +259,4 @@ def run_stages(stages: list[tuple[str, list[str]]], out: str | Path, preset_name
         _run_stage(name, _resumable(argv), launcher, call)
         done.append(name)
         seconds[name] = round(time.perf_counter() - tic, 3)  # wall time of the call that finished it
-        record.write_text(json.dumps({"preset": preset_name, "done": done, "seconds": seconds}, indent=1))
+        durable.write_text(record, json.dumps({"preset": preset_name, "done": done, "seconds": seconds}, indent=1))

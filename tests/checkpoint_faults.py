@@ -1,8 +1,6 @@
-"""Fault injection into checkpoint commits: the process ends abruptly (os._exit: no clean-up, no flush,
-what a SIGKILL or a power cut leaves of the files) at the n-th file-system step of the commit of one
-step. The steps are the calls of os.rename, os.replace, os.fsync, os.unlink and os.rmdir made while
-scale.checkpoints.checkpoint.RunFolder.commit runs; with `torn`, a file being fsynced is first cut to half its
-length (a write the kill interrupted).
+"""Fault injection (tests/fault_injection.py) into checkpoint commits: the process ends abruptly at the
+n-th file-system step of scale.checkpoints.checkpoint.RunFolder.commit for one step; with `torn`, a file
+being fsynced is first cut to half its length.
 
     python tests/checkpoint_faults.py N STEP [torn] -- ARGV...   `python -m scale ARGV` with the fault
         armed in rank 0 (torchrun launches this file for the DDP test)
@@ -15,46 +13,28 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import stat
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-KILLED = 86  # exit status of a process the fault ended
-NOT_A_WRITE = 87  # exit status when a torn fault lands on a call that is no file's fsync
-EVENTS = ("rename", "replace", "fsync", "unlink", "rmdir")
+from fault_injection import KILLED, NOT_A_WRITE, Faults  # noqa: E402  (this folder: the script's own)
+
+from imdm_lab.durable import writer_of  # noqa: E402
 
 
 def arm(n: int, step: int, torn: bool = False) -> None:
     """End this process at the n-th file-system call (1-based) of the commit of `step`."""
     from scale.checkpoints.checkpoint import RunFolder
-    count = [0, False]  # calls so far, inside the commit of `step`
-
-    def hit(name, real):
-        def call(*args, **kwargs):
-            if count[1]:
-                count[0] += 1
-                if count[0] == n:
-                    if torn:
-                        if name != "fsync" or not stat.S_ISREG(os.fstat(args[0]).st_mode):
-                            os._exit(NOT_A_WRITE)
-                        os.truncate(f"/proc/self/fd/{args[0]}", os.fstat(args[0]).st_size // 2)
-                    os._exit(KILLED)
-            return real(*args, **kwargs)
-        return call
-
-    for name in EVENTS:
-        setattr(os, name, hit(name, getattr(os, name)))
+    faults = Faults(n, torn).install()
     commit = RunFolder.commit
 
     def armed_commit(self, model_state, ema_state, optimizer_state, state):
-        count[1] = state["step"] == step
-        try:
+        if state["step"] != step:
             return commit(self, model_state, ema_state, optimizer_state, state)
-        finally:
-            count[1] = False
+        with faults.armed():
+            return commit(self, model_state, ema_state, optimizer_state, state)
     RunFolder.commit = armed_commit
 
 
@@ -133,7 +113,7 @@ def _records(run: Path) -> list[dict]:
 
 
 def _leftovers(run: Path) -> list[str]:
-    return sorted(str(p.relative_to(run)) for p in run.rglob("*") if ".tmp-" in p.name)
+    return sorted(str(p.relative_to(run)) for p in run.rglob("*") if writer_of(p) is not None)
 
 
 def sweep(folder: Path) -> None:

@@ -106,7 +106,7 @@ def test_train_and_distill_refuse_a_used_folder_and_a_step_limit_below_1(capsys,
 
 @pytest.mark.parametrize("argv,prefix", [(["sample", "--ckpt", "/no/such/run"], "ckpt:"),
                                          (["sample", "--ckpt", "{ckpt}", "--steps", "1,x"], "--steps:"),
-                                         (["frobnicate"], "command:")])
+                                         (["frobnicate"], "python -m scale: error: argument command: invalid choice")])
 def test_sample_and_command_errors(capsys, ckpt, argv, prefix):
     _fails(capsys, [a.replace("{ckpt}", str(ckpt)) for a in argv], prefix)
 
@@ -115,3 +115,33 @@ def test_the_module_entry_point_exits_2_without_traceback(tmp_path):
     done = subprocess.run([sys.executable, "-m", "scale", "sample", "--ckpt", str(tmp_path / "none")],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 2 and done.stderr.startswith("ckpt:") and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("command,option,what", [
+    (["train-tokenizer"], "--out", "a tokenizer"),
+    (["train-ngram-judge", "--tokenizer", "gpt2"], "--out", "an n-gram judge"),
+    (["train-judge"], "out", "a judge")])
+def test_an_out_folder_the_command_did_not_write_is_refused_and_kept(capsys, tmp_path, command, option, what):
+    """Checked before any data is read (the corpus does not exist): the user's folder is never replaced."""
+    out = tmp_path / "D"
+    out.mkdir()
+    (out / "thesis.tex").write_text("mine")
+    err = _fails(capsys, [*command, "--data", str(tmp_path / "no-such-corpus"), "--out", str(out)], f"{option}:")
+    assert f"{out} is a non-empty folder that is not {what} written by this command" in err
+    assert [p.name for p in out.iterdir()] == ["thesis.tex"] and (out / "thesis.tex").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["D"]
+
+
+def test_a_command_replaces_its_own_earlier_folder(tmp_path):
+    """train-ngram-judge into the folder of its earlier run: the new judge replaces the old one whole."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(20):
+        (corpus / f"{i:02d}.txt").write_text(f"document {i} says the cat sat on the mat and the dog ran. " * 3)
+    out = tmp_path / "judge"
+    argv = ["train-ngram-judge", "--tokenizer", "gpt2", "--data", str(corpus), "--block", "8", "--out", str(out)]
+    assert main([*argv, "--order", "2"]) == 0
+    (out / "counts.npz").rename(out / "stale-counts.npz")  # a file the new judge does not write
+    assert main([*argv, "--order", "3"]) == 0
+    assert json.loads((out / "ngram.json").read_text())["order"] == 3 and not (out / "stale-counts.npz").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus", "judge"]

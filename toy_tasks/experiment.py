@@ -1,30 +1,28 @@
-"""`python -m toy_tasks experiment`: train every method on the preset's tasks, measure its sample law
-against the exact one at several step counts, print the table, write JSON and a figure.
+"""The experiments of `python -m toy_tasks experiment` (toy_tasks/commands/experiment.py): train every
+method on the preset's tasks, measure its sample law against the exact one at several step counts
+(run_preset), and the table and the sentence that report it.
 
     python -m toy_tasks experiment --preset demo --json results/demo.json --plot results/demo.png
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import math
 import multiprocessing
-import os
 import time
 import zlib
 from concurrent.futures import ProcessPoolExecutor
-from queue import Empty
 from dataclasses import dataclass
+from queue import Empty
 
 import torch
 from tqdm import tqdm
 
-from imdm_lab.checks import check_int, check_seed, check_writable
 from imdm_lab.exact import align_success
-from toy_tasks.evaluate import evaluate, left_to_right_kl
 from toy_tasks import redi_epochs
+from toy_tasks.evaluate import evaluate, left_to_right_kl
 from toy_tasks.methods import DEMO_BUDGET, METHODS, Budget, Run
+from toy_tasks.studies import STUDIES
 from toy_tasks.task_views import JointView, task_view
 
 ALL_METHODS = tuple(METHODS)
@@ -111,24 +109,10 @@ PRESETS = {
 }
 
 
-# Presets that are not a methods-by-steps table (toy_tasks.redi_epochs.Study: run, table, plot, summary).
-STUDIES = {"redi-epochs": redi_epochs.STUDY}
-
-
-def _names(text: str | None, valid, what: str) -> list[str] | None:
-    if text is None:
-        return None
-    names = [n for n in text.split(",") if n]
-    bad = [n for n in names if n not in valid]
-    if bad or not names:
-        raise ValueError(f"{what}: expected names from {', '.join(valid)}; got {text!r}")
-    return names
-
-
 def _run_task(preset_name: str, plan: TaskPlan, names: list[str], seed: int, done) -> dict:
     """Train and evaluate `names` on one task; done(name) is called after each model."""
     preset = PRESETS[preset_name]
-    torch.set_num_threads(1)  # see run_experiment
+    torch.set_num_threads(1)  # one thread per process: see toy_tasks/commands/experiment.py
     cpu, wall = time.process_time(), time.perf_counter()
     view = task_view(plan.name, **plan.params)
     run = Run(view, preset.size, preset.budget, seed)
@@ -219,7 +203,7 @@ def run_preset(preset_name: str, seed: int = 0, methods: list[str] | None = None
                     done(queue.get(timeout=0.5))
                 except Empty:
                     pass
-            entries = [_merge(plan, [f.result() for (p, _), f in zip(units, futures) if p is plan])
+            entries = [_merge(plan, [f.result() for (p, _), f in zip(units, futures, strict=False) if p is plan])
                        for plan, _ in work]
     bar.close()
     return {"preset": preset_name, "seed": seed, "tasks": entries}
@@ -306,43 +290,3 @@ def summary_sentence(result: dict) -> str:
         parts.append(text)
     return ("The figure plots KL(p || model law) against sampling steps with the exact MDM curve and the stepwise "
             "bound (a path KL; final-sample KLs lie below it): " + "; ".join(parts) + ".")
-
-
-def add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", required=True, help=f"one of {', '.join([*PRESETS, *STUDIES])}")
-    parser.add_argument("--json", metavar="OUT.json", help="write the results here")
-    parser.add_argument("--plot", metavar="OUT.png", help="write the figure here")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every initialisation and draw (default 0)")
-    parser.add_argument("--methods", help=f"comma-separated subset of {', '.join(ALL_METHODS)}")
-    parser.add_argument("--tasks", help="comma-separated subset of the preset's tasks")
-    parser.add_argument("--workers", type=int, default=2, help="tasks trained in parallel processes (default 2)")
-
-
-def run_experiment(args: argparse.Namespace) -> None:
-    """Train the toy methods, measure their sample laws against p, print the table (JSON / PNG on request)."""
-    methods = _names(args.methods, ALL_METHODS, "method")
-    workers = check_int("workers", args.workers, 1)
-    task_names = sorted({p.name for preset in PRESETS.values() for p in preset.tasks})
-    tasks = _names(args.tasks, task_names, "task")
-    check_seed("seed", args.seed)
-    # outputs are checked before the training, and their folders made only once it is done
-    outputs = [check_writable(name, path) for name, path in (("json", args.json), ("plot", args.plot)) if path]
-    # The toy networks are far too small for intra-op parallelism to pay off, and on a busy machine
-    # several threads per process oversubscribe the cores (measured 7x slower): one thread per process,
-    # and the cores are used by running the tasks in parallel processes instead.
-    torch.set_num_threads(1)
-    start = time.perf_counter()
-    result = run_preset(args.preset, args.seed, methods, tasks, workers=workers)
-    result["seconds"] = round(time.perf_counter() - start, 1)
-    print(format_table(result))
-    print(f"\ntotal time {result['seconds']:.0f} s")
-    for path in outputs:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    if args.json:
-        with open(args.json + ".tmp", "w") as f:
-            json.dump(result, f, indent=1)
-        os.replace(args.json + ".tmp", args.json)
-    if args.plot:
-        from toy_tasks.plot import plot_results
-        plot_results(result, args.plot)
-        print(summary_sentence(result))

@@ -22,9 +22,10 @@ import torch
 
 from imdm_lab.distill.eps_coupling import Reading, eps_coupled_completion, inverse_cdf
 from imdm_lab.exact import Marginals, conditional_marginals, partition_and_map
-from imdm_lab.losses import NEG_INF
 from imdm_lab.labels import BELOW_ONE, MaskLabels
+from imdm_lab.losses import NEG_INF
 from imdm_lab.process import Process
+from imdm_lab.sampling import sample
 
 
 def _log(probs: np.ndarray) -> np.ndarray:
@@ -150,6 +151,8 @@ class AlignOracle:
 
 
 ORACLES = {"oracle-mdm": OracleMDM, "oracle-imdm": OracleIMDM}
+# the label law oracle-imdm reads its uniform from (one coordinate is all partition-and-map needs)
+ORACLE_LABELS = {"oracle-mdm": None, "oracle-imdm": MaskLabels("rand", dim=1)}
 
 
 def make_oracle(model: str, p, labels: MaskLabels | None = None, schedule: str = "linear"):
@@ -158,3 +161,21 @@ def make_oracle(model: str, p, labels: MaskLabels | None = None, schedule: str =
     if model not in ORACLES:
         raise ValueError(f"model: expected one of {sorted(ORACLES)}, got {model!r}")
     return ORACLES[model](p, labels, schedule)
+
+
+def sample_oracle(model: str, p, *, steps: int, n: int, seed: int, schedule: str = "linear", fix_eps: bool = False,
+                  batch_size: int = 65536) -> tuple[np.ndarray, float]:
+    """n sequences Int64[n, L] of the oracle `model` (a name of ORACLES, labels ORACLE_LABELS) of the joint
+    p, drawn by the ancestral sampler (imdm_lab.sampling.sample) in `steps` steps and batches of
+    `batch_size`, and the mean number of network calls per batch. The sampler's generator is seeded with
+    `seed`; sample i's initial labels are hashed from seed * 2^32 + i, so they do not depend on batch_size."""
+    denoiser = make_oracle(model, p, ORACLE_LABELS[model], schedule)
+    generator = torch.Generator().manual_seed(seed)
+    chunks, calls = [], []
+    for start in range(0, n, batch_size):
+        size = min(batch_size, n - start)
+        seeds = seed * 2**32 + torch.arange(start, start + size)
+        res = sample(denoiser, batch_size=size, steps=steps, seeds=seeds, generator=generator, fix_eps=fix_eps)
+        chunks.append(res.tokens.numpy())
+        calls.append(res.nfe)
+    return np.concatenate(chunks).astype(np.int64), float(np.mean(calls))

@@ -6,6 +6,8 @@ from __future__ import annotations
 # notebook that imports this module keeps its inline backend.
 import matplotlib.pyplot as plt
 
+from toy_tasks.studies import STUDIES
+
 FLOOR = 1e-3  # KL values below this are drawn at the floor of the log axis
 
 
@@ -16,8 +18,6 @@ def _colors(task: dict) -> dict:
 
 
 def plot_results(result: dict, path: str) -> None:
-    from toy_tasks.experiment import STUDIES  # here: experiment imports this module lazily
-
     if result.get("preset") in STUDIES:
         return STUDIES[result["preset"]].plot(result, path)
     tasks = result["tasks"]
@@ -25,13 +25,13 @@ def plot_results(result: dict, path: str) -> None:
     fig, axes = plt.subplots(1, len(tasks) + len(aligned), figsize=(5.2 * (len(tasks) + len(aligned)), 4.4),
                              squeeze=False)
     axes = list(axes[0])
-    for ax, task in zip(axes, tasks):
+    for ax, task in zip(axes, tasks, strict=False):
         steps = sorted(int(k) for k in task["mdm_exact_kl"])
         ax.plot(steps, [max(task["mdm_exact_kl"][str(k)], FLOOR) for k in steps], "k-", lw=2.5, alpha=0.6,
                 label="exact MDM")
         bound = [(k, task["stepwise_bound"][str(k)]) for k in steps if task["stepwise_bound"].get(str(k)) is not None]
         if bound:
-            ax.plot(*zip(*[(k, max(b, FLOOR)) for k, b in bound]), "k--", lw=1.5, label="stepwise bound")
+            ax.plot(*zip(*[(k, max(b, FLOOR)) for k, b in bound], strict=False), "k--", lw=1.5, label="stepwise bound")
         ax.axhline(task["total_correlation"], color="grey", ls=":", label="TC(p)")
         for method, color in _colors(task).items():
             rows = [r for r in task["results"] if r["method"] == method and r["kl"] is not None]
@@ -41,7 +41,7 @@ def plot_results(result: dict, path: str) -> None:
         ax.set(xscale="log", yscale="log", xlabel="sampling steps", ylabel="KL(p || model) [nats]",
                title=f"{task['task']} V={task['V']} L={task['L']}")
         ax.set_xticks(steps, [str(k) for k in steps])
-    for ax, task in zip(axes[len(tasks):], aligned):
+    for ax, task in zip(axes[len(tasks):], aligned, strict=False):
         exact = task.get("mdm_exact_success", {})
         if exact:
             ks = sorted(int(k) for k in exact)

@@ -14,12 +14,12 @@ A run folder (`train` / `distill --out`) keeps its checkpoints as
     .writer.lock                 flock of the process writing the run (released when it dies)
 
 Commit (RunFolder.commit): the files are written into a staging folder `checkpoints/.step-N.tmp-PID`,
-each fsynced, the folder fsynced and renamed to `step-N`; then `latest` is written to
-`.latest.tmp-PID`, fsynced and os.replace'd into place, and the directory fsynced. The pointer is the
+each fsynced, the folder fsynced and renamed to `step-N`; then `latest` is written through
+`.latest.tmp-PID` and os.replace'd into place (both with imdm_lab.durable). The pointer is the
 commit: a folder it does not name is invisible, so a process killed at any instant leaves the previous
 checkpoint or the new one, never a mixture. Older step folders are removed only after the pointer has
 moved. The writer of a run takes its lock, then deletes what a dead writer left behind (staging
-folders and files `*.tmp-PID`, a step folder renamed but never committed).
+folders and files `.NAME.tmp-PID`, a step folder renamed but never committed).
 
 A single checkpoint folder (`import-mdlm --out`, distillation rounds) is staged the same way as the
 sibling `.NAME.tmp-PID` and renamed into place: it exists complete or not at all.
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import re
 import shutil
 from pathlib import Path
@@ -41,120 +40,52 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from imdm_lab import durable
 from scale.checkpoints.config import config_from_dict
 from scale.model.dit import DiT, DiTConfig
 
 FORMAT = "imdm-lab-dit/1"
 KEEP = 2  # committed step folders kept in a run folder
-TMP = ".tmp-"  # staging names: .NAME.tmp-PID
 STEP = re.compile(r"step-\d{8}")
 
 
-# ---- durable file-system steps ---------------------------------------------------------------------
-def _fsync(path: Path) -> None:
-    """Flush a file's or a directory's contents (a directory: the names it holds) to the disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _staging(final: Path) -> Path:
-    return final.with_name(f".{final.name}{TMP}{os.getpid()}")
-
-
-def _delete(path: Path) -> None:
-    """Remove a file or folder; a folder is first renamed to a staging name, so a kill in the middle
-    of the removal leaves something the next writer recognises as stale, not a half-empty checkpoint."""
-    if path.is_dir() and TMP not in path.name:
-        trash = _staging(path)
-        os.rename(path, trash)
-        path = trash
-    if path.is_dir():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _stale(path: Path) -> bool:
-    """A staging name whose writer is dead."""
-    pid = path.name.rpartition(TMP)[2]
-    return not (pid.isdigit() and _alive(int(pid)))
-
-
-def _write_folder(folder: Path, model_state: dict, ema_state: dict | None, optimizer_state: dict | None,
-                  state: dict) -> None:
-    """The files of one checkpoint in a new folder, each fsynced, then the folder itself."""
-    if folder.exists():  # left by an earlier failed attempt of this very process
-        _delete(folder)
-    folder.mkdir(parents=True)
+# ---- single checkpoint folders ---------------------------------------------------------------------
+def write_checkpoint_files(folder: Path, model_state: dict, ema_state: dict | None, optimizer_state: dict | None,
+                           state: dict) -> None:
+    """The files of one checkpoint in `folder` (a staging folder of imdm_lab.durable.folder, which
+    fsyncs them and commits the folder)."""
     step = str(state["step"])
     for name, tensors in (("model.safetensors", model_state), ("ema.safetensors", ema_state)):
         if tensors is not None:
             save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, folder / name,
                       metadata={"step": step, "format": FORMAT})
-            _fsync(folder / name)
     if optimizer_state is not None:
         torch.save({"step": state["step"], "optimizer": optimizer_state}, folder / "optimizer.pt")
-        _fsync(folder / "optimizer.pt")
     (folder / "state.json").write_text(json.dumps({"format": FORMAT, **state}, indent=1))
-    _fsync(folder / "state.json")
-    _fsync(folder)
-
-
-def _publish(staged: Path, final: Path) -> None:
-    """Rename a complete staged folder into place and make the rename durable."""
-    os.rename(staged, final)
-    _fsync(final.parent)
 
 
 def _claim(final: Path) -> None:
-    """`final` may be created: refuse a non-empty one, drop staging siblings of dead writers."""
+    """`final` may be created: refuse a non-empty one."""
     if final.exists() and (not final.is_dir() or any(final.iterdir())):
         raise ValueError(f"--out: {final} already exists; expected a new or empty folder")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    for path in final.parent.glob(f".{final.name}{TMP}*"):
-        if _stale(path):
-            _delete(path)
-    if final.is_dir():
-        final.rmdir()  # empty: the rename below needs the name free
 
 
-# ---- single checkpoint folders ---------------------------------------------------------------------
 def save_checkpoint(folder: str | Path, model_state: dict, ema_state: dict | None, optimizer_state: dict | None,
                     state: dict) -> Path:
     """Write a new checkpoint folder atomically (state must hold 'step'); returns it."""
     final = Path(folder)
     _claim(final)
-    staged = _staging(final)
-    _write_folder(staged, model_state, ema_state, optimizer_state, state)
-    _publish(staged, final)
+    with durable.folder(final) as staged:
+        write_checkpoint_files(staged, model_state, ema_state, optimizer_state, state)
     return final
 
 
 def copy_checkpoint(source: Path, final: Path, names=("model.safetensors", "ema.safetensors", "state.json")) -> Path:
     """A new checkpoint folder `final` holding copies of `source`'s files `names`, atomically."""
     _claim(final)
-    staged = _staging(final)
-    if staged.exists():
-        _delete(staged)
-    staged.mkdir()
-    for name in names:
-        shutil.copyfile(source / name, staged / name)
-        _fsync(staged / name)
-    _fsync(staged)
-    _publish(staged, final)
+    with durable.folder(final) as staged:
+        for name in names:
+            shutil.copyfile(source / name, staged / name)
     return final
 
 
@@ -196,8 +127,8 @@ class RunFolder:
             for path in list(place.iterdir()) if place.is_dir() else []:
                 uncommitted = (place == self.dir and STEP.fullmatch(path.name) is not None
                                and (latest is None or path.name > latest.name))
-                if TMP in path.name or uncommitted:
-                    _delete(path)
+                if durable.writer_of(path) is not None or uncommitted:
+                    durable.remove(path)
         self._prune()
 
     def release(self) -> None:
@@ -214,16 +145,11 @@ class RunFolder:
         latest = self.latest()
         if latest == final:
             return final  # a step is committed once
-        if final.exists():
-            _delete(final)
-        staged = _staging(final)
-        _write_folder(staged, model_state, ema_state, optimizer_state, state)
-        _publish(staged, final)
-        pointer = _staging(self.dir / "latest")
-        pointer.write_text(final.name + "\n")
-        _fsync(pointer)
-        os.replace(pointer, self.dir / "latest")
-        _fsync(self.dir)
+        if final.exists():  # renamed into place by a writer that died before moving the pointer
+            durable.remove(final)
+        with durable.folder(final) as staged:
+            write_checkpoint_files(staged, model_state, ema_state, optimizer_state, state)
+        durable.write_text(self.dir / "latest", final.name + "\n")
         self._prune()
         return final
 
@@ -233,7 +159,7 @@ class RunFolder:
             return
         committed = sorted(p for p in self.dir.iterdir() if STEP.fullmatch(p.name) and p.name <= latest.name)
         for path in committed[:-KEEP]:
-            _delete(path)
+            durable.remove(path)
 
 
 def trim_metrics(path: Path, step: int | None) -> None:
@@ -255,9 +181,7 @@ def trim_metrics(path: Path, step: int | None) -> None:
             raise ValueError(f"--resume: {path} line {number} is not a JSON record (a {type(record).__name__})")
         if line and step is not None and record.get("step", 0) <= step:
             keep.append(line)
-    tmp = _staging(path)
-    tmp.write_text("".join(ln + "\n" for ln in keep))
-    os.replace(tmp, path)
+    durable.write_text(path, "".join(ln + "\n" for ln in keep))
 
 
 def find_checkpoint(path: str | Path) -> Path | None:

@@ -11,11 +11,13 @@ import math
 import tomllib
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from imdm_lab.checks import SEED_LIMIT
+from imdm_lab.distill import READERS
+from imdm_lab.losses import DIVERGENCES
 from scale.model.dit import DiTConfig
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -66,14 +68,14 @@ class EvalSection:
 
 @dataclass
 class DistillSection:
-    """Few-step distillation; the defaults are the paper's IM-SDTT settings (Ugness/IMDM configs/algo/im-sdtt.yaml and
-    scripts/owt/train_owt_imsdtt.sh)."""
-    method: str = "imdm-sdtt"  # sdtt / imdm-sdtt / redi / imdm-redi / imdm-eps-coupling
+    """Few-step distillation; the defaults are the paper's IM-SDTT settings (Ugness/IMDM
+    configs/algo/im-sdtt.yaml and scripts/owt/train_owt_imsdtt.sh)."""
+    method: str = "imdm-sdtt"  # a name of scale.training.distill.METHODS
     teacher_steps: int = 2  # k: teacher steps matched by one student step; dt grows k-fold per round
     start_steps: int = 1024  # N_0: the teacher's step count in round 0
     target_steps: int = 8  # the student's step count after the last round
     grow_every: int = 10_000  # optimizer steps per round
-    divergence: str = "kl-bwd"  # kl-bwd / kl-fwd / tvd / mse
+    divergence: str = "kl-bwd"  # a name of imdm_lab.losses.DIVERGENCES
     coupling: str = ""  # folder written by `python -m scale coupling` (redi / imdm-redi)
     ignore_seed: bool = False  # imdm-redi: fresh eps instead of eps(seed)
     reader: str = "kr"  # imdm-eps-coupling: how the teacher reads its randomness from eps
@@ -158,19 +160,9 @@ def _distinct_steps(v: list[int]) -> bool:
     return all(k >= 1 for k in v) and len(set(v)) == len(v)
 
 
-def _divergences() -> dict:
-    from imdm_lab.losses import DIVERGENCES
-    return DIVERGENCES
-
-
-def _readers() -> dict:
-    from imdm_lab.distill import READERS
-    return READERS
-
-
-# key -> (test, what is expected, or a function saying it): the ranges a value must lie in, checked when the config is built, so
-# that a bad value is refused before any data is read or any model is built (types are checked by _coerce)
-VALUE_RULES: dict[str, tuple[Callable, str | Callable]] = {
+# key -> (test, what is expected): the ranges a value must lie in, checked when the config is built, so that a
+# bad value is refused before any data is read or any model is built (types are checked by _coerce)
+VALUE_RULES: dict[str, tuple[Callable, str]] = {
     "data.length": (lambda v: v >= 2, "an integer >= 2"),
     "train.seed": (lambda v: 0 <= v < SEED_LIMIT, "an integer in [0, 2^31)"),
     "train.max_steps": (lambda v: v >= 1, "an integer >= 1"),
@@ -193,8 +185,8 @@ VALUE_RULES: dict[str, tuple[Callable, str | Callable]] = {
     "distill.start_steps": (lambda v: v >= 1, "an integer >= 1"),
     "distill.target_steps": (lambda v: v >= 1, "an integer >= 1"),
     "distill.grow_every": (lambda v: v >= 1, "an integer >= 1"),
-    "distill.divergence": (lambda v: v in _divergences(), lambda: f"one of {sorted(_divergences())}"),
-    "distill.reader": (lambda v: v in _readers(), lambda: f"one of {sorted(_readers())}"),
+    "distill.divergence": (lambda v: v in DIVERGENCES, f"one of {sorted(DIVERGENCES)}"),
+    "distill.reader": (lambda v: v in READERS, f"one of {sorted(READERS)}"),
 }
 
 
@@ -204,7 +196,7 @@ def check_values(config: Config) -> Config:
         section, name = key.split(".")
         value = getattr(getattr(config, section), name)
         if not test(value):
-            raise ValueError(f"{key}: expected {expected() if callable(expected) else expected}, got {value!r}")
+            raise ValueError(f"{key}: expected {expected}, got {value!r}")
     return config
 
 

@@ -13,7 +13,7 @@ A checkpoint's Hub repository holds
     README.md           a short model card
 
 and no pickles (the optimizer state stays local). A downloaded repository is written back as a
-checkpoint folder (scale.checkpoints.checkpoint.save_checkpoint) under `$IMDM_CACHE/hub/<user>--<name>/<commit>`,
+checkpoint folder (scale.checkpoints.checkpoint.write_checkpoint_files) under `$IMDM_CACHE/hub/<user>--<name>/<commit>`,
 once per commit, and that folder is what the commands load.
 """
 from __future__ import annotations
@@ -21,14 +21,22 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
-from scale.checkpoints.checkpoint import FORMAT, load_model, read_state, read_tensors, save_checkpoint
+from imdm_lab import durable
+from scale.checkpoints.checkpoint import (
+    FORMAT,
+    dit_config,
+    load_model,
+    read_state,
+    read_tensors,
+    write_checkpoint_files,
+)
+from scale.data.blocks import cache_root
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 HUB_FILES = ["config.json", "model.safetensors", "ema.safetensors", "README.md"]
@@ -47,8 +55,6 @@ def _first_line(err: Exception) -> str:
 # ---- writing a Hub folder ------------------------------------------------------------------------
 def model_card(state: dict, repo: str) -> str:
     """A short README.md: what the model is, its dimensions and how to sample from it."""
-    from scale.checkpoints.checkpoint import dit_config
-
     cfg = dit_config(state)
     d = cfg.dims
     kind = "MDLM" if cfg.labels == "none" else f"IMDM ({cfg.labels} mask labels)"
@@ -94,16 +100,11 @@ def checkpoint_from_hub_folder(folder: str | Path, dest: str | Path) -> Path:
                          f"{state.get('format') if isinstance(state, dict) else None!r})")
     raw = read_tensors(folder / "model.safetensors", state["step"])
     ema = read_tensors(folder / "ema.safetensors", state["step"]) if (folder / "ema.safetensors").is_file() else raw
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
-        save_checkpoint(tmp, raw, ema, None, {k: v for k, v in state.items() if k != "format"})
-        try:
-            os.replace(tmp, dest)
-        except OSError:  # another process (a torchrun rank) finished the same copy first
-            read_state(dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with durable.folder(dest) as staged:
+            write_checkpoint_files(staged, raw, ema, None, {k: v for k, v in state.items() if k != "format"})
+    except FileExistsError:  # another process (a torchrun rank) finished the same copy first
+        read_state(dest)
     return dest
 
 
@@ -134,14 +135,13 @@ def resolve_checkpoint(ref: str | Path, option: str = "ckpt") -> Path:
         return path
     repo, _, revision = str(ref).partition("@")
     snapshot = download(repo, revision or None, option)
-    from scale.data.blocks import cache_root
-
     dest = cache_root() / "hub" / repo.replace("/", "--") / snapshot.name  # snapshot folders are commits
-    try:
-        read_state(dest)
-        return dest
-    except ValueError:
-        shutil.rmtree(dest, ignore_errors=True)
+    if dest.exists():  # complete when it exists: it is committed whole
+        try:
+            read_state(dest)
+            return dest
+        except ValueError:  # a copy of ours damaged since: made again
+            durable.remove(dest)
     return checkpoint_from_hub_folder(snapshot, dest)
 
 

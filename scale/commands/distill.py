@@ -1,21 +1,22 @@
-"""`python -m scale distill --method sdtt|imdm-sdtt|redi|imdm-redi|imdm-eps-coupling --out DIR
-[--teacher CKPT] [--coupling DIR] [--init CKPT] [--config FILE] [--set section.key=value ...]
-[--max-steps N] [--resume]`.
+"""`python -m scale distill --method METHOD --out DIR [--teacher CKPT] [--coupling DIR] [--init CKPT]
+[--config FILE] [--set section.key=value ...] [--max-steps N] [--resume]`; METHOD is a name of
+scale.training.distill.METHODS.
 
 The run's config is the initial checkpoint's config (its [model] section, schedule included, and
-data), then the method's paper settings (scale.training.distill.METHODS), then --config (a TOML file: only the
-keys it sets), then --set. The student starts from --init (default: the teacher, or the coupling's teacher), EMA weights by default
-(the paper's load_ema). Runs as one process or under torchrun, like `python -m scale train`.
+data), then the method's paper settings (its METHODS entry), then --config (a TOML file: only the keys
+it sets), then --set. The student starts from --init (default: the teacher, or the coupling's teacher),
+EMA weights by default (the paper's load_ema). Runs as one process or under torchrun, like
+`python -m scale train`.
 """
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-from scale.training import distributed as D
 from scale.checkpoints.checkpoint import checkpoint_folder, read_state, read_tensors, weights_path
-from scale.training.coupling import Coupling
 from scale.data.blocks import open_data
+from scale.training import distributed as D
+from scale.training.coupling import Coupling
 from scale.training.distill import METHODS, distill_trainer, get_method
 from scale.model.dit import check_fits, device_memory
 from scale.training.distill_config import build_config, check_coupling, coupling_folder, student_source
@@ -26,9 +27,10 @@ def add_arguments(p) -> None:
     p.add_argument("--method", required=True, choices=sorted(METHODS),
                    help="the distillation method (scale.training.distill.METHODS)")
     p.add_argument("--out", required=True, help="run folder: checkpoints, rounds/, metrics.jsonl")
-    p.add_argument("--teacher", default=None,
-                   help="teacher checkpoint folder or Hub id (sdtt, imdm-sdtt, imdm-eps-coupling)")
-    p.add_argument("--coupling", default=None, help="a folder of `python -m scale coupling` (redi, imdm-redi)")
+    p.add_argument("--teacher", default=None, help="teacher checkpoint folder or Hub id "
+                   f"({', '.join(name for name, m in METHODS.items() if m.teacher)})")
+    p.add_argument("--coupling", default=None, help="a folder of `python -m scale coupling` "
+                   f"({', '.join(name for name, m in METHODS.items() if m.coupling)})")
     p.add_argument("--init", default=None, help="student's initial checkpoint or Hub id (default: the teacher)")
     p.add_argument("--weights", choices=("ema", "model"), default="ema", help="weights of --init (default ema)")
     p.add_argument("--config", default=None, help="TOML file or name of scale/configs with the keys to change")

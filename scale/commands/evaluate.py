@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 
+from imdm_lab import durable
 from imdm_lab.checks import check_writable, parse_steps
 from scale.evaluation.evaluate import EvalSettings, check_finite, evaluate, plot
+from scale.evaluation.metrics import EOS_RULES
 from scale.evaluation.samples import BATCH
 
 
 def add_arguments(p) -> None:
-    from scale.evaluation.metrics import EOS_RULES
     p.add_argument("--ckpt", required=True, nargs="+", help="checkpoint folder(s) or Hub ids to compare")
     p.add_argument("--steps", default="1,2,4,8,16,32,64,128,256,1024", help="comma-separated step counts")
     p.add_argument("--n", type=int, default=1024, help="unconditional samples per step count (default 1024)")
@@ -50,7 +51,7 @@ def run(args) -> int:
     plot_path = None if args.no_plot else check_writable("--plot", args.plot or out.with_suffix(".png"))
     result = check_finite(evaluate(args.ckpt, _settings(args)))
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1, allow_nan=False))
+    durable.write_text(out, json.dumps(result, indent=1, allow_nan=False))
     if plot_path is not None:
         plot_path.parent.mkdir(parents=True, exist_ok=True)
         plot(result, plot_path)

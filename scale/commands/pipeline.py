@@ -1,10 +1,10 @@
-"""`python -m scale pipeline --preset tiny-cpu|wiki-cpu|wiki-cpu-tiny|lm1b|owt --out DIR [--mdlm CKPT]
-[--judge NAME_OR_DIR] [--launcher "torchrun --nproc_per_node 8"] [--args STAGE="..."] [--dry-run]`: the
-paper's chains stage by stage (scale.pipeline: the stages, the presets, resumption). --dry-run prints the
-commands.
+"""`python -m scale pipeline --preset NAME --out DIR [--mdlm CKPT] [--judge NAME_OR_DIR]
+[--launcher "torchrun --nproc_per_node 8"] [--args STAGE="..."] [--dry-run]`: the paper's chains stage by
+stage (scale.pipeline: the stages, the presets PRESETS, resumption). --dry-run prints the commands.
 
-The stages are other commands of `python -m scale`; this module runs them through the command registry
-(scale.cli.main) and imports none of the command modules.
+The stages are other commands of `python -m scale`; this module runs them through `args.run_command`, the
+registry's entry point that imdm_lab.dispatch hands every command, and imports neither the registry nor
+another command module.
 """
 from __future__ import annotations
 
@@ -26,12 +26,10 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from scale.cli import main  # the registry (scale.cli imports this module when its command runs)
-
     stages = plan(args.preset, args.out, mdlm=args.mdlm, judge=args.judge, extra=args.args)
     launcher = shlex.split(args.launcher)
     if args.dry_run:
         print("\n".join(shell_lines(stages, launcher)))
         return 0
-    run_stages(stages, args.out, args.preset, launcher, call=main)
+    run_stages(stages, args.out, args.preset, launcher, call=args.run_command)
     return 0

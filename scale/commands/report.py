@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from imdm_lab import durable
 from scale.evaluation.report import plot, report, table
 
 
@@ -25,8 +26,8 @@ def run(args) -> int:
         raise ValueError(f"--out: expected a .json path, got {args.out!r}")
     rep = report(args.eval, args.judge, n_boot=args.n_boot, seed=args.seed)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(rep, indent=1))
-    out.with_suffix(".md").write_text(table(rep))
+    durable.write_text(out, json.dumps(rep, indent=1))
+    durable.write_text(out.with_suffix(".md"), table(rep))
     plot(rep, out.with_suffix(".png"))
     print(table(rep), end="")
     print(f"wrote {out}, {out.with_suffix('.png')}, {out.with_suffix('.md')}")

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import torch
 
+from imdm_lab import durable
 from imdm_lab.checks import check_int, check_seed, check_writable, parse_steps
 from scale.checkpoints.checkpoint import load_model
 from scale.checkpoints.hub import resolve_checkpoint
-from scale.evaluation.samples import BATCH, decoded_samples
 from scale.data.tokenizers import load_tokenizer
+from scale.evaluation.samples import BATCH, decoded_samples
 
 
 def add_arguments(p) -> None:
@@ -50,5 +51,5 @@ def run(args) -> int:
             print(f"[{i}] {text}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=1))
+        durable.write_text(args.out, json.dumps(results, indent=1))
     return 0

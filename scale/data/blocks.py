@@ -8,8 +8,8 @@ of L - 2 tokens (the remainder is dropped) and each piece becomes [bos] + piece 
 ids are MDLM's (`scale.data.tokenizers.wrap_specials`): [CLS] = 101 for both with BERT, 50256 with GPT-2.
 
 Cache: `$IMDM_CACHE/blocks/<corpus>-<split>-<tokenizer>-L<length>-<hash>/` (default
-`~/.cache/imdm-lab`). A build writes `chunk-NNNNNN.npy` files of 10 groups each, every one through a
-temporary name and an atomic rename, and records its progress; a killed build resumes at the next
+`~/.cache/imdm-lab`). A build writes `chunk-NNNNNN.npy` files of 10 groups each, every one durably (imdm_lab.durable:
+a temporary name and an atomic rename), and records its progress; a killed build resumes at the next
 chunk. When done it assembles `blocks.npy` (uint16 when ids fit) and finally `meta.json`, whose
 presence marks a complete cache. Under torchrun the local rank 0 builds; other ranks wait for
 `meta.json`, then all meet at a barrier when torch.distributed is initialised. Builders of the same
@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from imdm_lab import durable
 from imdm_lab.checks import check_int
 from scale.data.corpora import CORPUS_ALIASES, DEFAULT_CORPUS, Corpus, get_corpus
 from scale.data.tokenizers import load_tokenizer, vocab_layout, wrap_specials
@@ -68,17 +69,8 @@ def wrap_group(token_lists, length: int, bos: int, eos: int) -> np.ndarray:
     return blocks
 
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _write_json(path: Path, obj) -> None:
-    _atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1, sort_keys=True).encode()))
+    durable.write_text(path, json.dumps(obj, indent=1, sort_keys=True))
 
 
 def token_dtype(num_classes: int) -> np.dtype:
@@ -106,7 +98,7 @@ def build_blocks(corpus: Corpus, tokenizer, length: int, out_dir: Path, meta: di
             ids = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
             chunk = np.concatenate([wrap_group(ids[g:g + docs_per_group], length, bos, eos)
                                     for g in range(0, len(ids), docs_per_group)]).astype(dtype)
-            _atomic_write(out_dir / f"chunk-{state['chunks']:06d}.npy", lambda f: np.save(f, chunk))
+            durable.write_file(out_dir / f"chunk-{state['chunks']:06d}.npy", lambda f, chunk=chunk: np.save(f, chunk))
             state = {"docs": state["docs"] + len(texts), "chunks": state["chunks"] + 1,
                      "doc_tokens": state["doc_tokens"] + sum(len(t) + 1 for t in ids)}
             _write_json(progress_file, state)
@@ -118,20 +110,21 @@ def build_blocks(corpus: Corpus, tokenizer, length: int, out_dir: Path, meta: di
     if total == 0:
         raise ValueError(f"data: split {corpus.split!r} of {corpus.name!r} holds {state['doc_tokens']} "
                          f"tokens, not enough for one block of length {length}")
-    tmp = out_dir / f"blocks.npy.{os.getpid()}.tmp"
-    blocks = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(total, length))
+    staged = durable.staging(out_dir / "blocks.npy")
+    blocks = np.lib.format.open_memmap(staged, mode="w+", dtype=dtype, shape=(total, length))
     row = 0
     for c in chunks:
         blocks[row:row + len(c)] = c
         row += len(c)
     blocks.flush()
     del blocks, chunks
-    os.replace(tmp, out_dir / "blocks.npy")
+    durable.publish_file(staged, out_dir / "blocks.npy")
     _write_json(out_dir / "meta.json", {**meta, "num_blocks": total, "num_docs": state["docs"],
                                         "doc_tokens": state["doc_tokens"], "dtype": dtype.name,
                                         "bos_id": int(bos), "wrap_eos_id": int(eos)})
-    for p in [*chunk_files, progress_file, *out_dir.glob("*.tmp")]:
+    for p in [*chunk_files, progress_file]:
         p.unlink(missing_ok=True)
+    durable.clean_stale(out_dir)  # what killed builders left
 
 
 def _dist():
@@ -154,7 +147,7 @@ def _wait_for(path: Path, poll_s: float = 1.0) -> None:
 def load_blocks(data: str = DEFAULT_CORPUS, split: str = "train", *, tokenizer: str | None = None,
                 length: int | None = None, hf_config: str | None = None, text_column: str = "text",
                 docs_per_group: int = DOCS_PER_GROUP, progress: bool = True,
-                revision: str = "") -> "TokenBlocks":
+                revision: str = "") -> TokenBlocks:
     """Blocks of `data`/`split`, built once into the cache and memory-mapped.
 
     data: "lm1b", "openwebtext", "wikipedia" (default, offline), a local file/folder or a hub dataset id.

@@ -13,7 +13,9 @@ Layout (GPT-2's): `<|endoftext|>` is the bos and eos of wrapped blocks and the j
 Determinism and caching: the documents are fed in the corpus's fixed order on one thread and the trainer
 breaks ties by its own fixed rules, so the same corpus and settings give the same files. The result is
 cached in `$IMDM_CACHE/tokenizers/<key>/` (key = corpus fingerprint, split and settings) and copied to
---out; a second call with the same settings reads the cache and never reads the documents.
+--out; a second call with the same settings reads the cache and never reads the documents. Both folders
+are written durably (imdm_lab.durable); an --out that holds anything but a tokenizer of this command
+(its bpe.json) is refused, never replaced.
 """
 from __future__ import annotations
 
@@ -23,7 +25,10 @@ import os
 import shutil
 from pathlib import Path
 
+from imdm_lab import durable
 from imdm_lab.checks import check_int
+from scale.data.blocks import cache_root
+from scale.data.corpora import get_corpus
 
 EOS = "<|endoftext|>"
 FORMAT = "imdm-lab-bpe/1"
@@ -50,36 +55,30 @@ def _train_into(folder: Path, docs, vocab_size: int, min_frequency: int) -> None
     fast.save_pretrained(str(folder))
 
 
+TOKENIZER = durable.Owner("--out", "bpe.json", "a tokenizer")  # what train_bpe may replace in --out
+
+
 def train_bpe(out: str | Path, *, data: str = "wiki", split: str = "train", vocab_size: int = 2048,
               min_frequency: int = 2) -> Path:
-    """The BPE tokenizer of `data`/`split` in folder `out` (built once, then served from the cache)."""
-    from scale.data.corpora import get_corpus
-    from scale.data.blocks import cache_root
-
+    """The BPE tokenizer of `data`/`split` in folder `out` (built once, then served from the cache);
+    `out` must be new, empty or a tokenizer of this function (TOKENIZER), which is replaced."""
     check_int("--vocab-size", vocab_size, 257)  # the 256 byte symbols and the eos token
     check_int("--min-frequency", min_frequency, 1)
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out: expected a folder, got the file {str(out)!r}")
+    out = durable.check_owner(out, TOKENIZER)
     corpus = get_corpus(data, split)
     key = _key(corpus.fingerprint, split, vocab_size, min_frequency)
     cached = cache_root() / "tokenizers" / f"{corpus.name}-{split}-bpe{vocab_size}-{key}"
     if not (cached / "tokenizer.json").is_file():
-        tmp = cached.with_name(f"{cached.name}.{os.getpid()}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        _train_into(tmp, corpus.documents(), vocab_size, min_frequency)
-        (tmp / "bpe.json").write_text(json.dumps({"format": FORMAT, "corpus": corpus.name, "split": split,
-                                                  "fingerprint": corpus.fingerprint, "vocab_size": vocab_size,
-                                                  "min_frequency": min_frequency}, indent=1))
-        os.replace(tmp, cached) if not cached.exists() else shutil.rmtree(tmp)
+        try:
+            with durable.folder(cached) as staged:
+                _train_into(staged, corpus.documents(), vocab_size, min_frequency)
+                (staged / "bpe.json").write_text(json.dumps({
+                    "format": FORMAT, "corpus": corpus.name, "split": split, "fingerprint": corpus.fingerprint,
+                    "vocab_size": vocab_size, "min_frequency": min_frequency}, indent=1))
+        except FileExistsError:  # another process built the same cache first
+            pass
     if not (out / "bpe.json").is_file() or (out / "bpe.json").read_text() != (cached / "bpe.json").read_text():
-        tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(cached, tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        with durable.folder(out, TOKENIZER) as staged:
+            shutil.copytree(cached, staged, dirs_exist_ok=True)
     return out
-

@@ -31,10 +31,21 @@ import numpy as np
 import torch
 
 from imdm_lab.checks import check_int, check_seed
+from imdm_lab.counter_rng import derive_seed
 from scale.checkpoints.checkpoint import load_model
 from scale.checkpoints.hub import resolve_checkpoint
+from scale.data.blocks import load_blocks
+from scale.data.tokenizers import load_tokenizer
+from scale.evaluation.judge import load_judge
+from scale.evaluation.metrics import (
+    decode_samples,
+    gen_ppl,
+    judge_features,
+    mauve_score,
+    sample_entropy,
+    unigram_entropy,
+)
 from scale.evaluation.samples import BATCH, COND, UNCOND, draw
-from imdm_lab.counter_rng import derive_seed
 from scale.evaluation.validation import validation_elbo
 
 MAUVE_SEEDS = (42, 43, 44, 45, 46)
@@ -71,7 +82,6 @@ class EvalSettings:
 
 
 def _val_blocks(state: dict, dataset: str, split: str = "validation"):
-    from scale.data.blocks import load_blocks
     data = state["config"]["data"]
     return load_blocks(dataset, split, tokenizer=data["tokenizer"], length=data["length"],
                        hf_config=(data["hf_config"] or None) if dataset == data["dataset"] else None,
@@ -116,8 +126,6 @@ def prompts(val_blocks, n_prompts: int, continuations: int, prefix_len: int, mas
 def human_side(model, tok, val_blocks, judge, settings: EvalSettings) -> dict:
     """What MAUVE compares against, the same for every step count of a checkpoint: the prompts
     (prefix tokens held fixed), the true blocks cut to mauve_len and their judge features."""
-    from scale.evaluation.metrics import decode_samples, judge_features
-
     cut = min(settings.mauve_len, val_blocks.length)
     if not 1 <= settings.prefix_len < cut:
         raise ValueError(f"--prefix-len: expected an integer in [1, {cut}), got {settings.prefix_len}")
@@ -130,8 +138,6 @@ def human_side(model, tok, val_blocks, judge, settings: EvalSettings) -> dict:
 
 def conditional(model, tok, human: dict, judge, settings: EvalSettings, k: int, device) -> dict:
     """MAUVE of prefix-conditioned samples against the true blocks, plus their gen PPL and entropy."""
-    from scale.evaluation.metrics import decode_samples, gen_ppl, mauve_score, unigram_entropy
-
     cut = human["cut"]
     tokens, _, _ = draw(model, len(human["given"]), k, seed=settings.seed, length=human["given"].shape[1],
                         batch_size=settings.batch_size, device=device, given=human["given"],
@@ -148,23 +154,20 @@ def conditional(model, tok, human: dict, judge, settings: EvalSettings, k: int, 
 
 def _labels(paths: list[str]) -> list[str]:
     names = [Path(p).resolve().name for p in paths]
-    return [n if names.count(n) == 1 else f"{Path(p).resolve().parent.name}/{n}" for n, p in zip(names, paths)]
+    return [n if names.count(n) == 1 else f"{Path(p).resolve().parent.name}/{n}"
+            for n, p in zip(names, paths, strict=True)]
 
 
 def evaluate(checkpoints: list[str], settings: EvalSettings) -> dict:
     """The JSON of an evaluation of `checkpoints` (folders or Hub ids): one entry per checkpoint and step
     count, and per checkpoint its ELBO perplexities (the module docstring)."""
-    from scale.evaluation.judge import load_judge
-    from scale.evaluation.metrics import decode_samples, gen_ppl, sample_entropy, unigram_entropy
-    from scale.data.tokenizers import load_tokenizer
-
     steps = settings.steps
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     judge = load_judge(settings.judge, device=device)
     names = settings.zero_shot
     result = {"judge": settings.judge, "eos_rule": settings.eos_rule, "n": settings.n, "seed": settings.seed,
               "weights": settings.weights, "device": str(device), "checkpoints": [], "entries": []}
-    for path, label in zip(checkpoints, _labels(checkpoints)):
+    for path, label in zip(checkpoints, _labels(checkpoints), strict=False):
         model, state = load_model(resolve_checkpoint(path), settings.weights, device)
         tok = load_tokenizer(state["tokenizer"])
         length = state["config"]["data"]["length"]

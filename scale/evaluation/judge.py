@@ -11,52 +11,28 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from imdm_lab import durable
 from imdm_lab.checks import check_device, check_int, check_seed, check_writable
-from scale.data.corpora import DEFAULT_CORPUS
 from scale.data.blocks import BatchStream, eval_indices, load_blocks
+from scale.data.corpora import DEFAULT_CORPUS
 from scale.data.tokenizers import load_tokenizer
+from scale.evaluation.metrics import Judge
+from scale.evaluation.ngram_judge import load_ngram_judge
 
 DEFAULT_JUDGE = "gpt2-large"
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "tokenizer.model")
 # Small GPT-2 shapes for a proxy judge (all share GPT-2's 50 257-token vocabulary).
+JUDGE = durable.Owner("out", "judge.json", "a judge")  # what train_judge may replace in `out`
 JUDGE_SIZES = {
     "tiny": dict(n_layer=2, n_embd=64, n_head=2),
     "small": dict(n_layer=4, n_embd=256, n_head=4),
     "base": dict(n_layer=6, n_embd=384, n_head=6),
 }
-
-
-@dataclass
-class Judge:
-    """A causal LM with its tokenizer. context: the longest sequence one forward pass scores."""
-    name: str
-    model: torch.nn.Module
-    tokenizer: object
-    context: int
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def eos_id(self) -> int:
-        return int(self.tokenizer.eos_token_id)
-
-    @torch.no_grad()
-    def token_nll(self, ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Float64[B, W - 1] on the CPU: -log p(ids[b, j + 1] | ids[b, :j + 1]) of a right-padded batch
-        (ids, attention_mask: Long[B, W]); what scale.evaluation.metrics.gen_ppl scores."""
-        logits = self.model(input_ids=ids.to(self.device), attention_mask=attention_mask.to(self.device)).logits
-        return torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), ids[:, 1:].to(self.device),
-                                                 reduction="none").double().cpu()
 
 
 def _context_of(model, tokenizer) -> int:
@@ -77,7 +53,6 @@ def load_judge(name_or_dir: str = DEFAULT_JUDGE, *, device: str | torch.device |
         raise ValueError(f"judge: expected a model name or folder, got {name_or_dir!r}")
     path = Path(name_or_dir).expanduser()
     if (path / "ngram.json").is_file():  # a Kneser-Ney judge of `python -m scale train-ngram-judge`
-        from scale.evaluation.ngram_judge import load_ngram_judge
         return load_ngram_judge(path)
     if path.is_dir():
         if not (path / "config.json").exists():
@@ -130,7 +105,8 @@ def train_judge(out: str | Path, *, data: str = DEFAULT_CORPUS, split: str = "he
                 progress: bool = True) -> dict:
     """Train a small GPT-2 on `data`/`split` (text the diffusion model never trains on) and save it
     to `out` with save_pretrained + the GPT-2 tokenizer, so `load_judge(out)` reads it back. Its
-    context is `length`: longer samples are scored in chunks of that size.
+    context is `length`: longer samples are scored in chunks of that size. `out` must be new, empty or
+    a judge of this function (JUDGE), which is replaced.
 
     AdamW (weight decay 0.01), linear warm-up then cosine decay to 10% of lr; a fixed seed fixes
     the initialisation and the data order. Returns (and writes to out/judge.json) a summary with the
@@ -146,7 +122,7 @@ def train_judge(out: str | Path, *, data: str = DEFAULT_CORPUS, split: str = "he
         raise ValueError(f"lr: expected a finite number > 0, got {lr!r}")
     seed = check_seed("seed", seed)
     device = check_device("device", device)
-    out = check_writable("out", out, folder=True)
+    out = durable.check_owner(check_writable("out", out, folder=True), JUDGE)
     from tqdm.auto import tqdm  # the heavy imports once the arguments are known to be good
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -189,13 +165,8 @@ def train_judge(out: str | Path, *, data: str = DEFAULT_CORPUS, split: str = "he
                "parameters": sum(p.numel() for p in model.parameters()),
                "train_tokens_seen": steps * batch_size * length, "final_train_loss": float(loss),
                "val_nll": val_nll, "val_ppl": math.exp(val_nll), "seconds": time.time() - start}
-    # Write next to the target and rename: a killed run never leaves a half-written judge.
-    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "judge.json").write_text(json.dumps(summary, indent=1))
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    with durable.folder(out, JUDGE) as staged:  # a killed run never leaves a half-written judge
+        model.save_pretrained(staged)
+        tokenizer.save_pretrained(staged)
+        (staged / "judge.json").write_text(json.dumps(summary, indent=1))
     return summary

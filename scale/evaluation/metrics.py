@@ -26,7 +26,32 @@ import torch
 from tqdm.auto import tqdm
 
 from imdm_lab.checks import check_int
-from scale.evaluation.judge import Judge
+
+
+@dataclass
+class Judge:
+    """A causal LM with its tokenizer (scale.evaluation.judge.load_judge). context: the longest sequence
+    one forward pass scores."""
+    name: str
+    model: torch.nn.Module
+    tokenizer: object
+    context: int
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def eos_id(self) -> int:
+        return int(self.tokenizer.eos_token_id)
+
+    @torch.no_grad()
+    def token_nll(self, ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Float64[B, W - 1] on the CPU: -log p(ids[b, j + 1] | ids[b, :j + 1]) of a right-padded batch
+        (ids, attention_mask: Long[B, W]); what gen_ppl scores."""
+        logits = self.model(input_ids=ids.to(self.device), attention_mask=attention_mask.to(self.device)).logits
+        return torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), ids[:, 1:].to(self.device),
+                                                 reduction="none").double().cpu()
 
 
 def _official_mask(ids: torch.Tensor, eos_id: int) -> torch.Tensor:
@@ -88,7 +113,7 @@ def _padded(seqs: list[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.
 def gen_ppl(texts, judge, *, max_length: int | None = None, batch_size: int = 8,
             eos_rule: str = "official") -> GenPPL:
     """Generative perplexity of `texts` under `judge` (protocol in the module docstring): a
-    scale.evaluation.judge.Judge or any object with its name, tokenizer, context, eos_id and token_nll
+    Judge or any object with its name, tokenizer, context, eos_id and token_nll
     (scale.evaluation.ngram_judge.NgramJudge).
 
     texts: list[str] of decoded samples; max_length: judge tokens kept per sample (None: all);

@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -41,10 +39,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from imdm_lab import durable
 from imdm_lab.checks import check_int
+from scale.data.corpora import get_corpus
+from scale.data.tokenizers import load_tokenizer, wrap_specials
+from scale.evaluation.metrics import gen_ppl
 
 FORMAT = "imdm-lab-ngram/1"
 FALLBACK_DISCOUNTS = (0.5, 1.0, 1.5)
+NGRAM_JUDGE = durable.Owner("--out", "ngram.json", "an n-gram judge")  # what train_ngram_judge may replace
 
 
 def modified_discounts(count_of_counts: Counter) -> tuple[float, float, float]:
@@ -54,7 +57,7 @@ def modified_discounts(count_of_counts: Counter) -> tuple[float, float, float]:
         return FALLBACK_DISCOUNTS
     y = n1 / (n1 + 2 * n2)
     raw = (1 - 2 * y * n2 / n1, 2 - 3 * y * n3 / n2, 3 - 4 * y * n4 / n3)
-    return tuple(min(max(d, 0.0), float(r)) for r, d in zip((1, 2, 3), raw))
+    return tuple(min(max(d, 0.0), float(r)) for r, d in zip((1, 2, 3), raw, strict=False))
 
 
 class KneserNey:
@@ -80,7 +83,7 @@ class KneserNey:
             self.context.append(stats)
 
     @classmethod
-    def fit(cls, stream, order: int, vocab_size: int, discounts=None) -> "KneserNey":
+    def fit(cls, stream, order: int, vocab_size: int, discounts=None) -> KneserNey:
         """Counts of one id stream (list of ints): raw n-grams at the top order, N1+(. h w) below."""
         check_int("order", order, 1)
         stream = [int(i) for i in stream]
@@ -128,7 +131,7 @@ class KneserNey:
         np.savez(folder / "counts.npz", **arrays)
 
     @classmethod
-    def load(cls, folder: Path, vocab_size: int) -> "KneserNey":
+    def load(cls, folder: Path, vocab_size: int) -> KneserNey:
         with np.load(folder / "counts.npz", allow_pickle=False) as z:
             order = len([k for k in z.files if k.startswith("order")])
             counts = [{tuple(int(v) for v in row[:-1]): int(row[-1]) for row in z[f"order{k + 1}"]}
@@ -138,7 +141,7 @@ class KneserNey:
 
 
 class NgramJudge:
-    """A Kneser-Ney model with its tokenizer, in the place of a causal-LM judge (scale.evaluation.judge.Judge):
+    """A Kneser-Ney model with its tokenizer, in the place of a causal-LM judge (scale.evaluation.metrics.Judge):
     gen_ppl reads name, tokenizer, context, eos_id and token_nll. It has no hidden states, so it
     gives no MAUVE features."""
 
@@ -160,7 +163,7 @@ class NgramJudge:
         """Float64[B, W - 1]: -log P(ids[b, j + 1] | ids[b, :j + 1]) on the unpadded part of each row
         (ids, attention_mask: Long[B, W], right padding); padded targets are 0."""
         out = torch.zeros(ids.shape[0], max(ids.shape[1] - 1, 0), dtype=torch.float64)
-        for b, (row, mask) in enumerate(zip(ids.tolist(), attention_mask.tolist())):
+        for b, (row, mask) in enumerate(zip(ids.tolist(), attention_mask.tolist(), strict=False)):
             n = int(sum(mask))
             if n > 1:
                 out[b, :n - 1] = torch.from_numpy(self.lm.nll(row[:n]))
@@ -170,7 +173,6 @@ class NgramJudge:
 def document_end(tokenizer) -> int:
     """The id that ends a document in the models' blocks (scale.data.tokenizers.wrap_specials, MDLM's rule):
     eos for GPT-2 (50256), [CLS] for BERT (101, which LM1B blocks also put between sentences)."""
-    from scale.data.tokenizers import wrap_specials
     try:
         return int(wrap_specials(tokenizer)[1])
     except ValueError:
@@ -180,7 +182,6 @@ def document_end(tokenizer) -> int:
 
 def _stream(data: str, split: str, tokenizer) -> list[int]:
     """Ids of every document of data/split, each followed by eos (how the models' blocks see them)."""
-    from scale.data.corpora import get_corpus
     docs = list(get_corpus(data, split).documents())
     eos = document_end(tokenizer)
     out: list[int] = []
@@ -192,7 +193,6 @@ def _stream(data: str, split: str, tokenizer) -> list[int]:
 
 def separation(judge, texts: list[str], seed: int = 0) -> dict:
     """Gen PPL of `texts` and of the same texts with their judge tokens shuffled within each text."""
-    from scale.evaluation.metrics import gen_ppl
     rng = np.random.default_rng(seed)
     shuffled = []
     for ids in judge.tokenizer(texts, verbose=False)["input_ids"]:
@@ -206,15 +206,12 @@ def train_ngram_judge(out: str | Path, tokenizer: str, *, data: str = "wiki", sp
                       seed: int = 0) -> dict:
     """Count data/split on `tokenizer`, save the judge to `out` (atomically) and return its summary:
     perplexity of the eval_split stream, and the real / shuffled separation on its texts cut into
-    `block`-token pieces (the first `max_pieces` of them; 0: all)."""
-    from scale.data.tokenizers import load_tokenizer
-
+    `block`-token pieces (the first `max_pieces` of them; 0: all). `out` must be new, empty or a judge of
+    this function (NGRAM_JUDGE), which is replaced."""
     check_int("--order", order, 1)
     check_int("--block", block, 2)
     check_int("--max-pieces", max_pieces, 0)
-    start, out = time.time(), Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out: expected a folder, got the file {str(out)!r}")
+    start, out = time.time(), durable.check_owner(out, NGRAM_JUDGE)
     tok = load_tokenizer(tokenizer)
     vocab = len(tok)
     lm = KneserNey.fit(_stream(data, split, tok), order, vocab)
@@ -230,21 +227,15 @@ def train_ngram_judge(out: str | Path, tokenizer: str, *, data: str = "wiki", sp
                "val_tokens": len(val) - 1, "val_nll": val_nll, "val_ppl": math.exp(val_nll),
                "separation": {"block": block, **separation(judge, pieces, seed)}, "seed": seed}
     summary["seconds"] = time.time() - start
-    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    lm.save(tmp)
-    tok.save_pretrained(str(tmp))
-    (tmp / "ngram.json").write_text(json.dumps(summary, indent=1))
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    with durable.folder(out, NGRAM_JUDGE) as staged:
+        lm.save(staged)
+        tok.save_pretrained(str(staged))
+        (staged / "ngram.json").write_text(json.dumps(summary, indent=1))
     return summary
 
 
 def load_ngram_judge(folder: str | Path) -> NgramJudge:
     """The judge of a folder written by train_ngram_judge."""
-    from scale.data.tokenizers import load_tokenizer
     folder = Path(folder)
     meta = json.loads((folder / "ngram.json").read_text())
     if meta.get("format") != FORMAT:

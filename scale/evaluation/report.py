@@ -18,9 +18,15 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from imdm_lab.checks import check_int
 from imdm_lab.counter_rng import derive_seed
+from scale.checkpoints.checkpoint import read_state
+from scale.data.blocks import load_blocks
+from scale.data.tokenizers import load_tokenizer
+from scale.evaluation.judge import load_judge
+from scale.evaluation.metrics import decode_samples, gen_ppl, sample_entropy
 
 # Checkpoint folders of the pipeline's stages -> method names in tables and plots.
 METHOD_NAMES = {
@@ -51,13 +57,6 @@ def bootstrap(nll, tokens, entropy, n_boot: int, seed: int) -> dict:
 
 def references(checkpoint: str, judge, n: int, n_boot: int, seed: int) -> list[dict]:
     """Real validation blocks and their token-shuffled copies, scored like samples."""
-    import torch
-
-    from scale.checkpoints.checkpoint import read_state
-    from scale.data.blocks import load_blocks
-    from scale.evaluation.metrics import decode_samples, gen_ppl, sample_entropy
-    from scale.data.tokenizers import load_tokenizer
-
     state = read_state(checkpoint)
     data = state["config"]["data"]
     blocks = load_blocks(data["dataset"], "validation", tokenizer=data["tokenizer"], length=data["length"],
@@ -83,8 +82,6 @@ def _judge_info(judge: str) -> dict | None:
 
 
 def report(eval_path: str | Path, judge_name: str, *, n_boot: int = 1000, seed: int = 0) -> dict:
-    from scale.evaluation.judge import load_judge
-
     check_int("--n-boot", n_boot, 10)
     result = json.loads(Path(eval_path).read_text())
     entries = result["entries"]
@@ -131,10 +128,10 @@ def plot(rep: dict, path: str | Path) -> None:
         xerr = [[r["entropy"][0] - r["entropy"][1] for r in rows], [r["entropy"][2] - r["entropy"][0] for r in rows]]
         yerr = [[r["gen_ppl"][0] - r["gen_ppl"][1] for r in rows], [r["gen_ppl"][2] - r["gen_ppl"][0] for r in rows]]
         line = ax.errorbar(x, y, xerr=xerr, yerr=yerr, marker="o", ms=4, capsize=2, label=rows[0]["method"])
-        for r, xi, yi in zip(rows, x, y):
+        for r, xi, yi in zip(rows, x, y, strict=False):
             ax.annotate(str(r["steps"]), (xi, yi), textcoords="offset points", xytext=(4, 3), fontsize=7,
                         color=line[0].get_color())
-    for r, marker in zip(rep["references"], ("*", "X")):
+    for r, marker in zip(rep["references"], ("*", "X"), strict=False):
         ax.plot(r["entropy"][0], r["gen_ppl"][0], marker, ms=12, color="k", label=r["label"], linestyle="none")
     ax.set_yscale("log")
     ax.set_xlabel("unigram entropy of a sample (nats)")

@@ -14,27 +14,28 @@ test_step):
 4. stored: x_t (with mask ids), x_0 (the teacher's completion), t, seed, index i.
 
 Storage: DIR/meta.json (the settings), then shard s = samples [s S, (s+1) S) in DIR/shard-NNNNNN/
-(x_t.npy, x_0.npy, t.npy, seed.npy, index.npy). A shard is written in a temporary folder and renamed
-into place, so after a kill every shard is either complete or absent; a rerun with the same settings
-skips the complete ones. Under torchrun, rank r generates the shards s with s % world == r.
+(x_t.npy, x_0.npy, t.npy, seed.npy, index.npy). A shard is written as one durable folder
+(imdm_lab.durable), so after a kill every shard is either complete or absent; a rerun with the same
+settings skips the complete ones and removes the temporary folders its killed writers left. Under
+torchrun, rank r generates the shards s with s % world == r.
 Everything a shard holds is a function of (seed, s): no duplicates, no gaps, on any number of ranks.
 """
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from imdm_lab import durable
 from imdm_lab.checks import check_int, check_seed, check_writable
+from imdm_lab.counter_rng import derive_seed
 from imdm_lab.distill import perturbed_coupling
-from scale.training import distributed as D
 from scale.checkpoints.checkpoint import load_model
 from scale.checkpoints.hub import resolve_checkpoint
-from imdm_lab.counter_rng import derive_seed
+from scale.data.blocks import load_blocks, token_dtype
+from scale.training import distributed as D
 
 FORMAT = "imdm-lab-coupling/1"
 ARRAYS = ("x_t", "x_0", "t", "seed", "index")
@@ -72,8 +73,6 @@ def generate(teacher: str | Path, out: str | Path, *, n: int, steps: int, fix_ep
     """Write the coupling of n samples of `teacher` into `out` (see the module docstring); returns out."""
     from tqdm.auto import tqdm
 
-    from scale.data.blocks import load_blocks, token_dtype
-
     for name, value in (("n", n), ("steps", steps), ("batch_size", batch_size), ("shard_size", shard_size)):
         check_int(f"--{name.replace('_', '-')}", value, 1)
     if not 0.0 < t_min < 1.0:
@@ -96,14 +95,11 @@ def generate(teacher: str | Path, out: str | Path, *, n: int, steps: int, fix_ep
     _check_meta(out, meta)
     out.mkdir(parents=True, exist_ok=True)
     if rt.main:  # atomically: the other ranks may be reading it in _check_meta right now
-        tmp = out / f".meta.json.tmp-{os.getpid()}"
-        tmp.write_text(json.dumps(meta, indent=1))
-        os.replace(tmp, out / "meta.json")
+        durable.write_text(out / "meta.json", json.dumps(meta, indent=1))
     D.barrier()
     rows = training_rows(len(blocks), n, seed)
     num_shards = -(-n // shard_size)
     todo = [s for s in range(rt.rank, num_shards, rt.world) if not (out / f"shard-{s:06d}").is_dir()]
-    clean_dead_writers(out, todo)
     dtype = token_dtype(cfg.vocab_size)
     # counts this process's samples (not shards: one shard of teacher rollouts can take hours)
     bar = tqdm(total=sum(min(shard_size, n - s * shard_size) for s in todo), desc="coupling samples",
@@ -130,38 +126,14 @@ def generate(teacher: str | Path, out: str | Path, *, n: int, steps: int, fix_ep
 
 
 def _write_shard(out: Path, s: int, arrays: dict, token_dtype: np.dtype) -> None:
-    """Write the arrays of shard s into a temporary folder, fsync, and rename it into place."""
-    tmp = out / f".shard-{s:06d}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    for key, value in arrays.items():
-        if key in ("x_t", "x_0"):
-            value = value.astype(token_dtype)
-        with open(tmp / f"{key}.npy", "wb") as f:
-            np.save(f, value)
-            f.flush()
-            os.fsync(f.fileno())
-    os.rename(tmp, out / f"shard-{s:06d}")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
-
-
-def clean_dead_writers(out: Path, shards: list[int]) -> None:
-    """Remove the temporary folders of `shards` (those this process writes) left by a killed writer: a
-    writer's folder names its pid, and only a process that no longer exists leaves one behind."""
-    for s in shards:
-        for tmp in out.glob(f".shard-{s:06d}.tmp-*"):
-            pid = tmp.name.rsplit("-", 1)[1]
-            if pid.isdigit() and not _alive(int(pid)):
-                shutil.rmtree(tmp, ignore_errors=True)
+    """Write the arrays of shard s as one durable folder (imdm_lab.durable.folder: staged as
+    `.shard-NNNNNN.tmp-PID`, whose leftovers of a killed writer of the same shard go first)."""
+    with durable.folder(out / f"shard-{s:06d}") as staged:
+        for key, value in arrays.items():
+            if key in ("x_t", "x_0"):
+                value = value.astype(token_dtype)
+            with open(staged / f"{key}.npy", "wb") as f:
+                np.save(f, value)
 
 
 # field -> (numpy kinds it may have, number of dimensions)
@@ -172,7 +144,8 @@ def _load_field(shard: Path, key: str, rows: int, length: int) -> np.ndarray:
     """One array of a shard, refused unless it is a plain .npy (no pickles) of the field's kind and shape."""
     path = shard / f"{key}.npy"
     if not path.is_file():
-        raise ValueError(f"coupling: {shard.name} lacks {key}.npy; rerun `python -m scale coupling` after removing {shard}")
+        raise ValueError(f"coupling: {shard.name} lacks {key}.npy; rerun `python -m scale coupling` after "
+                         f"removing {shard}")
     try:
         value = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as err:
@@ -189,7 +162,8 @@ def _check_shard(shard: Path, a: dict, meta: dict) -> None:
     """The values of one shard: times in (0, 1], tokens in the vocabulary, the kept tokens unchanged."""
     vocab, mask_id = meta["num_classes"], meta["mask_id"]
     if not np.all((a["t"] > 0) & (a["t"] <= 1)):  # NaN fails both
-        raise ValueError(f"coupling: {shard.name}/t.npy: expected times in (0, 1], got {a['t'][~((a['t'] > 0) & (a['t'] <= 1))][0]!r}")
+        bad = a["t"][~((a["t"] > 0) & (a["t"] <= 1))][0]
+        raise ValueError(f"coupling: {shard.name}/t.npy: expected times in (0, 1], got {bad!r}")
     if a["x_0"].size and not (0 <= a["x_0"].min() and a["x_0"].max() < vocab):
         raise ValueError(f"coupling: {shard.name}/x_0.npy: expected token ids in [0, {vocab}), got "
                          f"[{a['x_0'].min()}, {a['x_0'].max()}]")

@@ -1,0 +1,64 @@
+"""The dispatcher every command line shares: `python -m scale COMMAND ...` (scale.cli) and
+`python -m toy_tasks COMMAND ...` (toy_tasks.cli).
+
+A registry maps each command name to (module, one-line help). The module holds `add_arguments(parser)`
+and `run(args) -> int | None` and is imported only when its command runs. The parsed arguments carry
+`run_command(argv) -> exit status`, this entry point with the same registry, for a command that runs
+other commands in its own process (the scale pipeline) without importing the registry above it.
+
+Bad input ends the program with exit status 2 and one line on stderr: a ValueError of a command (the
+library's "NAME: expected ..., got ..."), a usage error of its parser, or an unknown command.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib
+import sys
+from collections.abc import Mapping, Sequence
+
+Registry = Mapping[str, tuple[str, str]]  # command -> (module, one-line help)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are ValueErrors: one line on stderr and exit 2, like any bad input."""
+
+    def error(self, message):
+        raise ValueError(f"{self.prog}: error: {message}")
+
+
+def usage(prog: str, description: str, commands: Registry) -> str:
+    """The help of the command line: its description and every command with its help line."""
+    width = max(map(len, commands))
+    lines = [f"  {name:<{width}}  {help_}" for name, (_, help_) in commands.items()]
+    return f"usage: {prog} COMMAND [options]\n\n{description}\n\ncommands:\n" + "\n".join(lines)
+
+
+def one_line(err: Exception) -> str:
+    """An error's message on one line (whitespace runs, newlines included, become one space)."""
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def main(prog: str, description: str, commands: Registry, argv: Sequence[str] | None = None) -> int:
+    """Run the command argv[0] of `commands` with the options argv[1:]; its exit status (2: bad input)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] in (["-h"], ["--help"]):
+        print(usage(prog, description, commands))
+        return 0
+    try:
+        if not argv:
+            raise ValueError(f"{prog}: error: the following arguments are required: command")
+        name, rest = argv[0], argv[1:]
+        if name not in commands:
+            raise ValueError(f"{prog}: error: argument command: invalid choice: {name!r} "
+                             f"(choose from {', '.join(map(repr, commands))})")
+        module_name, help_ = commands[name]
+        module = importlib.import_module(module_name)
+        parser = Parser(prog=f"{prog} {name}", description=help_)
+        module.add_arguments(parser)
+        parser.set_defaults(run_command=functools.partial(main, prog, description, commands))
+        args = parser.parse_args(rest)
+        return int(module.run(args) or 0)
+    except ValueError as err:
+        print(one_line(err), file=sys.stderr)
+        return 2

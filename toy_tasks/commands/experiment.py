@@ -1,0 +1,62 @@
+"""`python -m toy_tasks experiment --preset NAME [--json OUT.json] [--plot OUT.png] [--seed N] [--methods A,B]
+[--tasks T] [--workers 2]`: train the toy methods of a preset (toy_tasks.experiment.PRESETS, or a study
+of toy_tasks.studies.STUDIES), measure their sample laws against p, print the table; the JSON (written
+atomically) and the figure (toy_tasks.plot) on request."""
+from __future__ import annotations
+
+import json
+import time
+
+import torch
+
+from imdm_lab import durable
+from imdm_lab.checks import check_int, check_seed, check_writable
+from toy_tasks.experiment import ALL_METHODS, PRESETS, format_table, run_preset, summary_sentence
+from toy_tasks.plot import plot_results
+from toy_tasks.studies import STUDIES
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--preset", required=True, help=f"one of {', '.join([*PRESETS, *STUDIES])}")
+    parser.add_argument("--json", metavar="OUT.json", help="write the results here")
+    parser.add_argument("--plot", metavar="OUT.png", help="write the figure here")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every initialisation and draw (default 0)")
+    parser.add_argument("--methods", help=f"comma-separated subset of {', '.join(ALL_METHODS)}")
+    parser.add_argument("--tasks", help="comma-separated subset of the preset's tasks")
+    parser.add_argument("--workers", type=int, default=2, help="tasks trained in parallel processes (default 2)")
+
+
+def _names(text: str | None, valid, what: str) -> list[str] | None:
+    if text is None:
+        return None
+    names = [n for n in text.split(",") if n]
+    bad = [n for n in names if n not in valid]
+    if bad or not names:
+        raise ValueError(f"{what}: expected names from {', '.join(valid)}; got {text!r}")
+    return names
+
+
+def run(args) -> None:
+    methods = _names(args.methods, ALL_METHODS, "method")
+    workers = check_int("workers", args.workers, 1)
+    task_names = sorted({p.name for preset in PRESETS.values() for p in preset.tasks})
+    tasks = _names(args.tasks, task_names, "task")
+    check_seed("seed", args.seed)
+    # outputs are checked before the training, and their folders made only once it is done
+    outputs = [check_writable(name, path) for name, path in (("json", args.json), ("plot", args.plot)) if path]
+    # The toy networks are far too small for intra-op parallelism to pay off, and on a busy machine
+    # several threads per process oversubscribe the cores (measured 7x slower): one thread per process,
+    # and the cores are used by running the tasks in parallel processes instead.
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    result = run_preset(args.preset, args.seed, methods, tasks, workers=workers)
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    print(format_table(result))
+    print(f"\ntotal time {result['seconds']:.0f} s")
+    for path in outputs:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    if args.json:
+        durable.write_text(args.json, json.dumps(result, indent=1))
+    if args.plot:
+        plot_results(result, args.plot)
+        print(summary_sentence(result))
