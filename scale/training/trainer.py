@@ -28,6 +28,7 @@ import torch
 from tqdm import tqdm
 
 from imdm_lab.losses import elbo
+from imdm_lab.lr_schedule import learning_rate
 from imdm_lab.schedules import sample_times
 from scale.training import distributed as D
 from scale.checkpoints.checkpoint import (RunFolder, check_weights, checkpoint_folder, read_optimizer, read_state,
@@ -72,11 +73,6 @@ class BatchPlan:
     def micro_batches(self, rank: int) -> range:
         """Global indices g of the micro-batches that process `rank` computes at every step."""
         return range(rank * self.accumulation, (rank + 1) * self.accumulation)
-
-
-def learning_rate(step: int, lr: float, warmup: int) -> float:
-    """Linear warm-up over `warmup` steps, then constant."""
-    return lr * min(1.0, (step + 1) / warmup) if warmup > 0 else lr
 
 
 def _duration(seconds: float) -> str:
@@ -252,12 +248,13 @@ class Trainer:
         gen = torch.Generator(self.rt.device).manual_seed(derive_seed(tc.seed, self.seeds, self.step, g))
         return self.loss(self.train_forward, rows[g * mb:(g + 1) * mb], t_all[g * mb:(g + 1) * mb], gen)
 
-    def update(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(self) -> tuple[torch.Tensor, torch.Tensor, float]:
         """Forward, ELBO, backward and the optimizer / EMA step of one global batch, queued without any
-        read-back from the device: (this process's loss, gradient norm) as device scalars."""
+        read-back from the device: (this process's loss, gradient norm) as device scalars, and the
+        learning rate of the step (train.lr warmed up linearly over train.warmup steps, then constant)."""
         tc, plan = self.cfg.train, self.plan
         self.model.train()
-        lr = learning_rate(self.step, tc.lr, tc.warmup)
+        lr = learning_rate(self.step, tc.lr, tc.warmup, kind="constant")
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         gen = torch.Generator().manual_seed(derive_seed(tc.seed, "time", self.step))
@@ -278,11 +275,10 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.ema.update(self.model)
         self.step += 1
-        return total, grad_norm
+        return total, grad_norm, lr
 
     def train_step(self) -> dict:
-        lr = learning_rate(self.step, self.cfg.train.lr, self.cfg.train.warmup)
-        total, grad_norm = self.update()
+        total, grad_norm, lr = self.update()
         loss = float(D.all_mean(total))
         if not math.isfinite(loss):
             raise ValueError(f"train: the loss became {loss} at step {self.step}; lower train.lr")
