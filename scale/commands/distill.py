@@ -43,8 +43,8 @@ def run(args) -> int:
     source = student_source(args.method, args.init, args.teacher, args.coupling)
     folder = checkpoint_folder(source)  # a run folder means its latest commit
     state = read_state(folder)
-    init = read_tensors(weights_path(folder, args.weights), state["step"])
-    config = build_config(state["config"], args.method, args.config, args.set, args.coupling)
+    init = read_tensors(weights_path(folder, args.weights), state.step)
+    config = build_config(state.config, args.method, args.config, args.set, args.coupling)
     out = Path(args.out)
     start, config.model = resume_step(out, args.resume, args.max_steps, config.model)
     runtime = D.init_runtime()

@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from imdm_lab.checks import check_writable
-from scale.checkpoints.checkpoint import dit_config, find_checkpoint, read_state
+from scale.checkpoints.checkpoint import find_checkpoint, read_state
 from scale.model.dit import DiTConfig
 
 
@@ -52,10 +52,10 @@ def resume_step(out: Path, resume: bool, max_steps: int | None,
     if folder is None:
         return None, model
     state = read_state(folder)
-    saved = dit_config(state)
+    saved = state.config.model
     model = dataclasses.replace(model, **{k: getattr(saved, k) for k in ("vocab_size", "mask_id")
                                           if getattr(model, k) is None})
     check_same_model(saved, model, out)
     if max_steps is not None:
-        check_resume_step(state["step"], max_steps, out)
-    return state["step"], model
+        check_resume_step(state.step, max_steps, out)
+    return state.step, model

@@ -34,6 +34,7 @@ from scale.training import distributed as D
 from scale.checkpoints.checkpoint import (RunFolder, check_weights, checkpoint_folder, read_optimizer, read_state,
                               read_tensors, trim_metrics)
 from scale.checkpoints.config import Config
+from scale.checkpoints.state import CheckpointState
 from scale.data.blocks import BatchStream
 from scale.training.ema import EMA
 from scale.model.dit import DiT, parameter_count
@@ -200,13 +201,16 @@ class Trainer:
         """Load the latest checkpoint of `out` (scale.training.runs.resume_step has checked that it holds this model)."""
         folder = checkpoint_folder(self.out)
         state = read_state(folder)
-        step = state["step"]
+        step = state.step
         weights = read_tensors(folder / "model.safetensors", step)
         check_weights(self.model, weights, f"ckpt: {folder / 'model.safetensors'}")
         D.load_full_state(self.model, self.optimizer, weights, read_optimizer(folder, step), self.sharded)
-        self.ema.load_state_dict(read_tensors(folder / "ema.safetensors", step), state["ema_updates"])
-        self.stream.load_state_dict(state["data"])
-        _set_rng_states(state["rng"])
+        if None in (state.ema_updates, state.rng, state.position):
+            raise ValueError(f"ckpt: {folder / 'state.json'} holds no training state (ema_updates, rng, data); "
+                             f"expected a checkpoint written by `python -m scale train` or `distill`")
+        self.ema.load_state_dict(read_tensors(folder / "ema.safetensors", step), state.ema_updates)
+        self.stream.load_state_dict(state.position)
+        _set_rng_states(state.rng)
         self.step = self.saved_step = step
         self.resumed = True
 
@@ -219,10 +223,10 @@ class Trainer:
         ema_state = self.ema.state_dict()
         if not self.rt.main:
             return
-        state = {"step": self.step, "config": self.cfg.to_dict(), "tokenizer": self.cfg.data.tokenizer,
-                 "world_size": self.rt.world, "ema_updates": self.ema.updates, "rng": _rng_states(),
-                 "data": self.stream.state_dict()}
-        self.run_folder.commit(model_state, ema_state, optim_state, state)
+        state = CheckpointState(step=self.step, config=self.cfg, tokenizer=self.cfg.data.tokenizer,
+                                world_size=self.rt.world, ema_updates=self.ema.updates, rng=_rng_states(),
+                                position=self.stream.state_dict())
+        self.run_folder.commit(model_state, ema_state, optim_state, state.to_dict())
 
     # ---- logging -----------------------------------------------------------------------------
     def _log(self, record: dict) -> None:
