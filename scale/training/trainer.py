@@ -61,7 +61,7 @@ class BatchPlan:
     world: int
 
     @classmethod
-    def make(cls, global_batch: int, micro_batch: int, world: int) -> "BatchPlan":
+    def make(cls, global_batch: int, micro_batch: int, world: int) -> BatchPlan:
         """micro_batch caps the sequences per forward (0: no cap); the plan uses the largest divisor of
         the per-process batch global_batch / world that fits under the cap."""
         if global_batch < 1 or global_batch % world:
@@ -135,14 +135,14 @@ def check_block_ids(blocks: torch.Tensor, num_classes: int) -> torch.Tensor:
 class Hooks:
     """What a component composed into a run adds to the Trainer's loop (the default: nothing)."""
 
-    def on_open(self, trainer: "Trainer") -> None:
+    def on_open(self, trainer: Trainer) -> None:
         """The trainer has become the run folder's writer, at its first or its resumed step."""
 
     def due(self, step: int) -> bool:
         """A checkpoint due at this step beyond train.checkpoint_every."""
         return False
 
-    def after_save(self, trainer: "Trainer") -> None:
+    def after_save(self, trainer: Trainer) -> None:
         """Work that needs the checkpoint of this step committed."""
 
     def record(self, step: int) -> dict:
@@ -217,7 +217,8 @@ class Trainer:
 
     # ---- checkpoints -------------------------------------------------------------------------
     def resume(self) -> None:
-        """Load the latest checkpoint of `out` (scale.training.runs.resume_step has checked that it holds this model)."""
+        """Load the latest checkpoint of `out` (scale.training.runs.resume_step has checked that it holds
+        this model)."""
         folder = checkpoint_folder(self.out)
         state = read_state(folder)
         step = state.step
