@@ -69,7 +69,7 @@ def test_a_training_step_reads_nothing_back(tmp_path, kind):
     trainer.update()  # the first step creates the optimizer state
     before = [p.detach().clone() for p in trainer.model.parameters()]
     with counting_read_backs() as seen:
-        loss, grad_norm = trainer.update()
+        loss, grad_norm, _ = trainer.update()
     assert {k: seen[k] for k in READ_BACKS} == dict.fromkeys(READ_BACKS, 0), seen
     # "chunked" selects the masked rows for the head, once forward and once backward per micro-batch
     # (2 micro-batches here); "chunked-all" runs it on every row and selects nothing

@@ -75,9 +75,9 @@ def test_run_folder_commits_resolve_and_prune(tmp_path):
         run.commit(_weights(step), _weights(step), None, _state(step))
     assert (run.dir / "latest").read_text() == "step-00000003\n"
     assert sorted(p.name for p in run.dir.iterdir()) == ["latest", "step-00000002", "step-00000003"][:KEEP + 1]
-    assert checkpoint_folder(run.root) == run.dir / "step-00000003" and read_state(run.root)["step"] == 3
+    assert checkpoint_folder(run.root) == run.dir / "step-00000003" and read_state(run.root).step == 3
     model, state = load_model(run.root)  # a run folder means its latest commit
-    assert state["step"] == 3 and torch.equal(model.state_dict()["vocab_embed.embedding"],
+    assert state.step == 3 and torch.equal(model.state_dict()["vocab_embed.embedding"],
                                               _weights(3)["vocab_embed.embedding"])
     with pytest.raises(ValueError, match="being written by another running process"):
         RunFolder(run.root).acquire()
@@ -98,7 +98,7 @@ def test_a_dead_writers_leftovers_are_cleaned_and_uncommitted_folders_ignored(tm
     for path in leftovers:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.mkdir() if "step" in path.name or "round" in path.name else path.write_text("partial")
-    assert read_state(run.root)["step"] == 1  # invisible before any clean-up
+    assert read_state(run.root).step == 1  # invisible before any clean-up
     run.acquire()
     assert not any(p.exists() for p in leftovers) and not (run.dir / "step-00000002").exists()
     assert sorted(p.name for p in run.dir.iterdir()) == ["latest", "step-00000001"]
@@ -110,7 +110,7 @@ def test_single_checkpoint_folders_are_atomic_and_never_overwritten(tmp_path):
     stale.mkdir()
     save_checkpoint(final, _weights(), None, None, _state(0))
     assert not stale.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["imported"]
-    assert find_checkpoint(final) == final and load_model(final)[1]["step"] == 0
+    assert find_checkpoint(final) == final and load_model(final)[1].step == 0
     with pytest.raises(ValueError, match="already exists; expected a new or empty folder"):
         save_checkpoint(final, _weights(), None, None, _state(0))
 
@@ -129,7 +129,7 @@ def test_a_failed_rename_leaves_no_visible_checkpoint(tmp_path, monkeypatch):
     assert find_checkpoint(tmp_path / "rounds" / "round-1-8-steps") is None
     monkeypatch.setattr(os, "rename", rename)
     final = copy_checkpoint(src, tmp_path / "rounds" / "round-1-8-steps")
-    assert read_state(final)["step"] == 4 and [p.name for p in final.parent.iterdir()] == ["round-1-8-steps"]
+    assert read_state(final).step == 4 and [p.name for p in final.parent.iterdir()] == ["round-1-8-steps"]
 
 
 # ---- metrics.jsonl ---------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from scale.checkpoints.checkpoint import dit_config, load_model, read_state
+from scale.checkpoints.checkpoint import load_model, read_state
 from scale.cli import main
 from scale.checkpoints.config import load_config
 from scale.model.dit import DiT, DiTConfig
@@ -46,8 +46,8 @@ def test_the_model_section_round_trips_through_a_checkpoint(tmp_path):
     elbo_trainer(config, tmp_path / "run", blocks, blocks).run(1)
 
     state = read_state(tmp_path / "run")
-    saved = dit_config(state)
-    assert saved == config.model and state["config"]["model"]["vocab_size"] == 40
+    saved = state.config.model
+    assert saved == config.model and saved.vocab_size == 40
     # the TOML's values, the size's for the rest
     assert (saved.dims.hidden, saved.dims.blocks, saved.dims.heads, saved.dims.dropout) == (48, 2, 4, 0.05)
     torch.manual_seed(3)

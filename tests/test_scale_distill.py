@@ -36,9 +36,9 @@ def test_the_chain_runs_every_stage(chain):
     rounds = sorted(p.name for p in (chain / "imsdtt" / "rounds").iterdir())
     assert rounds == ["round-1-8-steps", "round-2-4-steps"]  # 16 -> 8 -> 4 steps
     for name in ("mdlm", "imsdtt", "imredi"):
-        assert read_state(chain / name)["step"] == (12 if name == "mdlm" else 6)
-    sdtt = read_state(chain / "imsdtt")["config"]
-    assert sdtt["model"]["labels"] == "rand" and sdtt["distill"]["method"] == "imdm-sdtt"
+        assert read_state(chain / name).step == (12 if name == "mdlm" else 6)
+    sdtt = read_state(chain / "imsdtt").config
+    assert sdtt.model.labels == "rand" and sdtt.distill.method == "imdm-sdtt"
     # The MDLM became an IMDM with an inert eps path: a zero last layer gives the MDLM's logits.
     mdlm, _ = load_model(chain / "mdlm")
     assert mdlm.process.labels is None
@@ -74,7 +74,7 @@ def test_gen_ppl_and_entropy_of_the_evaluation_by_hand(chain):
         entropies.append(-sum(c / 32 * math.log(c / 32) for c in counts.values()))
     assert entry["entropy"] == pytest.approx(sum(entropies) / 8, rel=1e-12)
     judge = load_judge(str(chain / "judge"), device="cpu")
-    texts = decode_samples(tokens, load_tokenizer(state["tokenizer"]))
+    texts = decode_samples(tokens, load_tokenizer(state.tokenizer))
     assert texts[0] == entry["sample"]
     nll, count = 0.0, 0
     for text in texts:
@@ -148,7 +148,7 @@ def test_other_methods_train(chain, tmp_path, method, source, labels):
     assert main(["distill", "--method", method, source, str(src), *init, "--config", "tiny-cpu-distill",
                  "--max-steps", "1", "--out", str(tmp_path / "run")]) == 0
     state = read_state(tmp_path / "run")
-    assert state["step"] == 1 and state["config"]["model"]["labels"] == labels
+    assert state.step == 1 and state.config.model.labels == labels
     losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
               if "loss" in line]
     assert len(losses) == 1 and all(math.isfinite(v) and v > -1e-4 for v in losses)

@@ -28,7 +28,8 @@ def ckpt(tmp_path):
     ema = {k: v + 0.01 * torch.randn(v.shape, generator=torch.Generator().manual_seed(1)) for k, v in raw.items()}
     folder = tmp_path / "run"
     save_checkpoint(folder, raw, ema, {"state": {}, "param_groups": []}, {
-        "step": 7, "config": config.to_dict(), "tokenizer": "bert-base-uncased", "rng": {"torch": "AAAA"}, "data": {"epoch": 0, "offset": 3}})
+        "step": 7, "config": config.to_dict(), "tokenizer": "bert-base-uncased", "rng": {"torch": "AAAA"},
+        "data": {"epoch": 0, "offset": 3, "seed": 0, "global_batch": 8, "num_blocks": 64}})
     return folder
 
 
@@ -77,8 +78,8 @@ def test_push_then_load_by_id_is_bit_for_bit(ckpt, hub, capsys):
         want = load_file(str(ckpt / name))
         assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
     state, original = read_state(local), read_state(ckpt)
-    assert {k: state[k] for k in ("step", "config", "tokenizer")} == \
-        {k: original[k] for k in ("step", "config", "tokenizer")}
+    assert (state.step, state.config, state.tokenizer) == (original.step, original.config, original.tokenizer)
+    assert (state.rng, state.position) == (None, None) and original.position["offset"] == 3
     assert resolve_checkpoint("someone/tiny") == local  # rebuilt once per commit
 
 

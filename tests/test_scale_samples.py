@@ -33,7 +33,7 @@ def test_sample_command_training_samples_and_evaluate_give_the_same_tokens(ckpt,
     printed = capsys.readouterr().out
     command = json.loads(out.read_text())
     model, state = load_model(ckpt, "ema", CPU)
-    tok = load_tokenizer(state["tokenizer"])
+    tok = load_tokenizer(state.tokenizer)
     training = sample_texts(model, L, [1, 3], 5, seed=7, device=CPU, decode=tok.decode)
     assert scale.evaluation.evaluate.draw is draw  # evaluate draws through the same function
     evaluated = {str(k): [tok.decode(r) for r in draw(model, 5, k, seed=7, length=L, device=CPU)[0].tolist()]
@@ -72,7 +72,7 @@ def test_prefix_samples_keep_the_prefix_and_use_the_conditional_tag(ckpt, tmp_pa
     texts = json.loads(out.read_text())["2"]
     assert all(t.startswith("[CLS] the river") for t in texts)
     model, state = load_model(ckpt, "ema", CPU)
-    tok = load_tokenizer(state["tokenizer"])
+    tok = load_tokenizer(state.tokenizer)
     ids = prefix_tokens(tok, "the river")
     given = torch.full((3, L), model.process.mask_id)
     given[:, :len(ids)] = torch.tensor(ids)

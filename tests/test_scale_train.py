@@ -46,7 +46,7 @@ def test_tiny_cpu_30_steps_lowers_the_validation_elbo_and_samples(token_cache, t
     assert folder == run / "checkpoints" / "step-00000030"
     assert {p.name for p in folder.iterdir()} == {"model.safetensors", "ema.safetensors", "optimizer.pt", "state.json"}
     state = read_state(run)
-    assert state["step"] == 30 and state["data"]["offset"] > 0
+    assert state.step == 30 and state.position["offset"] > 0
     # `scale sample` at the run's seed draws the training-time samples of the same (EMA) weights again
     assert main(["sample", "--ckpt", str(run), "--steps", "1,2,4,8", "--n", "2", "--seed", "0", "--out",
                  str(tmp_path / "samples.json")]) == 0

@@ -36,8 +36,8 @@ def test_every_stage_runs_and_records_its_wall_time(wiki):
     assert set(record["seconds"]) == set(record["done"]) and all(s > 0 for s in record["seconds"].values())
     for name in CHECKPOINTS:
         state = read_state(wiki / name)  # the run folder's latest checkpoint
-        assert state["config"]["data"]["tokenizer"] == str((wiki / "tokenizer").resolve())
-        labels = state["config"]["model"]["labels"]
+        assert state.config.data.tokenizer == str((wiki / "tokenizer").resolve())
+        labels = state.config.model.labels
         assert labels == ("rand" if name.startswith("im") else "none"), name
     coupling = json.loads((wiki / "coupling-mdlm" / "meta.json").read_text())
     assert coupling["teacher"] == str((wiki / "mdlm").resolve())
@@ -71,7 +71,7 @@ def test_gen_ppl_of_an_entry_by_hand_under_the_ngram_judge(wiki):
     tokens, _, _ = draw(model, 8, 2, seed=0, length=32, batch_size=8, device=torch.device("cpu"))
     judge = load_judge(str(wiki / "judge"))
     assert isinstance(judge, NgramJudge)
-    texts = decode_samples(tokens, load_tokenizer(state["tokenizer"]))
+    texts = decode_samples(tokens, load_tokenizer(state.tokenizer))
     assert texts[0] == entry["sample"]
     nll, count = 0.0, 0
     for text in texts:

@@ -6,11 +6,12 @@ a run is a pure function of (initial weights, seed).
 from __future__ import annotations
 
 import copy
-import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
+
+from imdm_lab.lr_schedule import learning_rate
 
 
 @dataclass(frozen=True)
@@ -25,23 +26,23 @@ def train(model: torch.nn.Module, loss_fn: Callable[[int, torch.Generator], torc
           seed: int) -> list[float]:
     """Run config.steps optimizer steps on model in place; returns the loss of every step.
 
-    The learning rate warms up linearly over the first 10% of the steps, then follows a cosine to 0: a
-    deterministic coupling is only learned sharply if the step size goes down at the end."""
+    The learning rate warms up linearly over the first 10% of the steps, then follows a cosine to 0
+    (imdm_lab.lr_schedule, kind "cosine"): a deterministic coupling is only learned sharply if the step
+    size goes down at the end."""
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     warm = max(1, config.steps // 10)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, 0.5 * (1 + math.cos(
-        math.pi * min(max(s + 1 - warm, 0) / max(config.steps - warm, 1), 1.0)))))
     gen = torch.Generator().manual_seed(seed)
     model.train()
     losses = []
     for step in range(config.steps):
+        for group in opt.param_groups:
+            group["lr"] = learning_rate(step, config.lr, warm, config.steps, kind="cosine")
         loss = loss_fn(step, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, config.clip)
         opt.step()
-        sched.step()
         losses.append(loss.detach().item())
     model.eval()
     return losses

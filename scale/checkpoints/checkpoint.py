@@ -41,10 +41,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from imdm_lab import durable
-from scale.checkpoints.config import config_from_dict
-from scale.model.dit import DiT, DiTConfig
+from scale.checkpoints.state import FORMAT, CheckpointState
+from scale.model.dit import DiT
 
-FORMAT = "imdm-lab-dit/1"
 KEEP = 2  # committed step folders kept in a run folder
 STEP = re.compile(r"step-\d{8}")
 
@@ -206,16 +205,15 @@ def checkpoint_folder(path: str | Path) -> Path:
     return folder
 
 
-def read_state(path: str | Path) -> dict:
-    """state.json of a checkpoint (or of a run folder's latest), checked for format; ValueError otherwise."""
+def read_state(path: str | Path) -> CheckpointState:
+    """state.json of a checkpoint (or of a run folder's latest), every entry checked
+    (scale.checkpoints.state); ValueError naming the file and the entry otherwise."""
     path = checkpoint_folder(path) / "state.json"
     try:
-        state = json.loads(path.read_text())
+        raw = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"ckpt: {path} is corrupted (not JSON: {err})") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ValueError(f"ckpt: {path} is not an {FORMAT} checkpoint")
-    return state
+    return CheckpointState.from_dict(raw, path)
 
 
 def _check_finite(tensors: dict, path: Path) -> None:
@@ -258,11 +256,6 @@ def read_optimizer(folder: Path, step: int) -> dict:
     return blob["optimizer"]
 
 
-def dit_config(state: dict) -> DiTConfig:
-    """The DiTConfig a checkpoint's state.json records: the [model] section of its config."""
-    return config_from_dict(state["config"]).model
-
-
 def weight_mismatches(own: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor],
                       may_miss: str | None = None) -> str:
     """Missing / unexpected keys and shape mismatches of `tensors` against the state dict `own`, as one
@@ -299,12 +292,12 @@ def weights_path(folder: str | Path, weights: str = "ema") -> Path:
     return path
 
 
-def load_model(folder: str | Path, weights: str = "ema", device="cpu") -> tuple[DiT, dict]:
+def load_model(folder: str | Path, weights: str = "ema", device="cpu") -> tuple[DiT, CheckpointState]:
     """A DiT in eval mode with the checkpoint's EMA (default) or raw weights, and its state.json;
     `folder` is a checkpoint folder or a run folder (its latest commit)."""
     folder = checkpoint_folder(folder)
     path = weights_path(folder, weights)
     state = read_state(folder)
-    model = DiT(dit_config(state))
-    load_weights(model, read_tensors(path, state["step"]), f"ckpt: {path}")
+    model = DiT(state.config.model)
+    load_weights(model, read_tensors(path, state.step), f"ckpt: {path}")
     return model.to(device).eval(), state

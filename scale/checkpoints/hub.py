@@ -28,14 +28,8 @@ import torch
 from safetensors.torch import save_file
 
 from imdm_lab import durable
-from scale.checkpoints.checkpoint import (
-    FORMAT,
-    dit_config,
-    load_model,
-    read_state,
-    read_tensors,
-    write_checkpoint_files,
-)
+from scale.checkpoints.checkpoint import load_model, read_state, read_tensors, write_checkpoint_files
+from scale.checkpoints.state import FORMAT, CheckpointState
 from scale.data.blocks import cache_root
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
@@ -53,15 +47,15 @@ def _first_line(err: Exception) -> str:
 
 
 # ---- writing a Hub folder ------------------------------------------------------------------------
-def model_card(state: dict, repo: str) -> str:
+def model_card(state: CheckpointState, repo: str) -> str:
     """A short README.md: what the model is, its dimensions and how to sample from it."""
-    cfg = dit_config(state)
+    cfg = state.config.model
     d = cfg.dims
     kind = "MDLM" if cfg.labels == "none" else f"IMDM ({cfg.labels} mask labels)"
     return (f"---\nlibrary_name: imdm-lab\ntags:\n- masked-diffusion\n- imdm-lab\n---\n\n# {repo}\n\n"
             f"A {kind} DiT denoiser written by imdm-lab: hidden {d.hidden}, {d.blocks} blocks, {d.heads} heads, "
             f"cond {d.cond}; vocabulary {cfg.vocab_size} (mask id {cfg.mask_id}, tokenizer "
-            f"`{state['tokenizer']}`); sequence length {state['config']['data']['length']}; step {state['step']}.\n\n"
+            f"`{state.tokenizer}`); sequence length {state.config.data.length}; step {state.step}.\n\n"
             f"```bash\npython -m scale sample --ckpt {repo} --steps 1,2,4,8 --n 4\n```\n\n"
             "Files: `config.json` (the run's settings), `model.safetensors` (weights), `ema.safetensors` "
             "(EMA weights, when present).\n")
@@ -76,11 +70,11 @@ def export_hub_folder(ckpt: str | Path, dest: str | Path, repo: str = "user/name
     state = read_state(ckpt)
     raw = load_model(ckpt, "model")[0].state_dict()
     ema = load_model(ckpt, "ema")[0].state_dict()
-    meta = {"step": str(state["step"]), "format": FORMAT}
+    meta = {"step": str(state.step), "format": FORMAT}
     save_file({k: v.contiguous() for k, v in raw.items()}, dest / "model.safetensors", metadata=meta)
     if any(not torch.equal(ema[k], raw[k]) for k in raw):  # an EMA of its own (imports have none)
         save_file({k: v.contiguous() for k, v in ema.items()}, dest / "ema.safetensors", metadata=meta)
-    config = {"format": FORMAT, **{k: v for k, v in state.items() if k not in LOCAL_ONLY}}
+    config = {"format": FORMAT, **{k: v for k, v in state.to_dict().items() if k not in LOCAL_ONLY}}
     (dest / "config.json").write_text(json.dumps(config, indent=1))
     (dest / "README.md").write_text(model_card(state, repo))
     return dest
@@ -92,17 +86,18 @@ def checkpoint_from_hub_folder(folder: str | Path, dest: str | Path) -> Path:
     folder, dest = Path(folder), Path(dest)
     path = folder / "config.json"
     try:
-        state = json.loads(path.read_text())
+        entries = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"ckpt: {path} is not a readable config.json ({_first_line(err)})") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    if not isinstance(entries, dict) or entries.get("format") != FORMAT:
         raise ValueError(f"ckpt: {folder} is not an {FORMAT} Hub repository (config.json format "
-                         f"{state.get('format') if isinstance(state, dict) else None!r})")
-    raw = read_tensors(folder / "model.safetensors", state["step"])
-    ema = read_tensors(folder / "ema.safetensors", state["step"]) if (folder / "ema.safetensors").is_file() else raw
+                         f"{entries.get('format') if isinstance(entries, dict) else None!r})")
+    state = CheckpointState.from_dict(entries, path)
+    raw = read_tensors(folder / "model.safetensors", state.step)
+    ema = read_tensors(folder / "ema.safetensors", state.step) if (folder / "ema.safetensors").is_file() else raw
     try:
         with durable.folder(dest) as staged:
-            write_checkpoint_files(staged, raw, ema, None, {k: v for k, v in state.items() if k != "format"})
+            write_checkpoint_files(staged, raw, ema, None, state.to_dict())
     except FileExistsError:  # another process (a torchrun rank) finished the same copy first
         read_state(dest)
     return dest
@@ -160,7 +155,7 @@ def push(ckpt: str | Path, repo: str, private: bool = False, message: str | None
         try:
             huggingface_hub.create_repo(repo, private=private, exist_ok=True)
             huggingface_hub.upload_folder(repo_id=repo, folder_path=tmp,
-                                          commit_message=message or f"imdm-lab checkpoint, step {state['step']}")
+                                          commit_message=message or f"imdm-lab checkpoint, step {state.step}")
         except Exception as err:  # authentication, permissions, network
             raise ValueError(f"--repo: could not upload to {repo!r} ({_first_line(err)})") from None
     return repo

@@ -10,17 +10,13 @@ EMA weights by default (the paper's load_ema). Runs as one process or under torc
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from scale.checkpoints.checkpoint import checkpoint_folder, read_state, read_tensors, weights_path
-from scale.data.blocks import open_data
-from scale.training import distributed as D
 from scale.training.coupling import Coupling
 from scale.training.distill import METHODS, distill_trainer, get_method
-from scale.model.dit import check_fits, device_memory
 from scale.training.distill_config import build_config, check_coupling, coupling_folder, student_source
-from scale.training.runs import no_checkpoint_note, resume_step
+from scale.training.runs import launch
 
 
 def add_arguments(p) -> None:
@@ -46,28 +42,20 @@ def run(args) -> int:
     source = student_source(args.method, args.init, args.teacher, args.coupling)
     folder = checkpoint_folder(source)  # a run folder means its latest commit
     state = read_state(folder)
-    init = read_tensors(weights_path(folder, args.weights), state["step"])
-    config = build_config(state["config"], args.method, args.config, args.set, args.coupling)
+    init = read_tensors(weights_path(folder, args.weights), state.step)
+    config = build_config(state.config, args.method, args.config, args.set, args.coupling)
     out = Path(args.out)
-    check_fits(config.model, device_memory("cpu"))  # before any data is read or tensor allocated
-    start, config.model = resume_step(out, args.resume, args.max_steps, config.model)
-    runtime = D.init_runtime()
-    if args.resume and start is None and runtime.main:
-        print(no_checkpoint_note(out), file=sys.stderr)
-    try:
-        blocks, val, tok = open_data(config.data, progress=runtime.main)
-        train = blocks
+
+    def build(config, data, runtime):
+        train, val, tok = data
         if method.coupling:
             train = Coupling(coupling_folder(args.method, args.coupling or config.distill.coupling))
             check_coupling(train.meta, config.data.length, config.model.mask_id)
-        trainer = distill_trainer(config, out, init, train, val, source=f"--init: {source}", decode=tok.decode,
-                                  runtime=runtime)
-        if start is not None:
-            trainer.resume()
-        result = trainer.run(args.max_steps)
-        if runtime.main and "loss" in result:
-            print(f"step {result['step']}: {args.method} loss {result['loss']:.4f}"
-                  + (f", validation ELBO perplexity {result['val_ppl']:.2f}" if "val_ppl" in result else ""))
-    finally:
-        D.shutdown()
+        return distill_trainer(config, out, init, train, val, source=f"--init: {source}", decode=tok.decode,
+                               runtime=runtime)
+
+    result = launch(config, out, args.resume, args.max_steps, build)
+    if result is not None and "loss" in result:
+        print(f"step {result['step']}: {args.method} loss {result['loss']:.4f}"
+              + (f", validation ELBO perplexity {result['val_ppl']:.2f}" if "val_ppl" in result else ""))
     return 0

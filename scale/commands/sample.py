@@ -40,8 +40,8 @@ def run(args) -> int:
         check_writable("--out", args.out)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, state = load_model(resolve_checkpoint(args.ckpt), args.weights, device)
-    tok = load_tokenizer(state["tokenizer"])
-    length = state["config"]["data"]["length"] if args.length is None else args.length
+    tok = load_tokenizer(state.tokenizer)
+    length = state.config.data.length if args.length is None else args.length
     results = {}
     for k, texts, nfe in decoded_samples(model, tok, steps, args.n, seed=args.seed, length=length,
                                          prefix=args.prefix, batch_size=args.batch_size, device=device):

@@ -5,14 +5,10 @@ train.strategy = "fsdp"); the data cache is built by local rank 0 while the othe
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-from scale.training import distributed as D
 from scale.checkpoints.config import load_config
-from scale.data.blocks import open_data
-from scale.model.dit import check_fits, device_memory
-from scale.training.runs import no_checkpoint_note, resume_step
+from scale.training.runs import launch
 from scale.training.trainer import elbo_trainer
 
 
@@ -34,21 +30,14 @@ def run(args) -> int:
         config.data.revision = args.data_revision
     max_steps = config.train.max_steps if args.max_steps is None else args.max_steps
     out = Path(args.out)
-    check_fits(config.model, device_memory("cpu"))  # before any data is read or tensor allocated
-    start, config.model = resume_step(out, args.resume, max_steps, config.model)
-    runtime = D.init_runtime()
-    if args.resume and start is None and runtime.main:
-        print(no_checkpoint_note(out), file=sys.stderr)
-    try:
-        train, val, tok = open_data(config.data, progress=runtime.main)
+
+    def build(config, data, runtime):
+        train, val, tok = data
         config.model = config.model.with_vocabulary(train.num_classes, train.mask_id)
-        trainer = elbo_trainer(config, out, train, val, decode=tok.decode, runtime=runtime)
-        if start is not None:
-            trainer.resume()
-        result = trainer.run(max_steps)
-        if runtime.main and "val_ppl" in result:
-            print(f"step {result['step']}: loss {result['loss']:.4f}, validation ELBO perplexity "
-                  f"{result['val_ppl']:.2f}")
-    finally:
-        D.shutdown()
+        return elbo_trainer(config, out, train, val, decode=tok.decode, runtime=runtime)
+
+    result = launch(config, out, args.resume, max_steps, build)
+    if result is not None and "val_ppl" in result:
+        print(f"step {result['step']}: loss {result['loss']:.4f}, validation ELBO perplexity "
+              f"{result['val_ppl']:.2f}")
     return 0

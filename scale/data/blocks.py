@@ -189,12 +189,21 @@ def load_blocks(data: str = DEFAULT_CORPUS, split: str = "train", *, tokenizer: 
     return TokenBlocks(out_dir)
 
 
+def open_blocks(data, split: str, *, progress: bool = False, dataset: str | None = None) -> TokenBlocks:
+    """The blocks of `split` that a config's [data] section `data` names (scale.checkpoints.config.DataSection:
+    dataset, tokenizer, length, hf_config, text_column, revision). dataset: another corpus cut the same
+    way (same tokenizer, length and text column), e.g. a zero-shot evaluation's; the section's hub
+    configuration and revision belong to its own dataset and are not passed to another."""
+    own = dataset is None or dataset == data.dataset
+    return load_blocks(data.dataset if dataset is None else dataset, split, tokenizer=data.tokenizer,
+                       length=data.length, hf_config=(data.hf_config or None) if own else None,
+                       text_column=data.text_column, progress=progress, revision=data.revision if own else "")
+
+
 def open_data(data, progress: bool):
-    """(train blocks, validation blocks, tokenizer) of a config's [data] section."""
-    kwargs = dict(tokenizer=data.tokenizer, length=data.length, hf_config=data.hf_config or None,
-                  text_column=data.text_column, progress=progress, revision=data.revision)
-    train = load_blocks(data.dataset, "train", **kwargs)
-    val = load_blocks(data.dataset, "validation", **kwargs)
+    """(train blocks, validation blocks, tokenizer) of a config's [data] section (open_blocks)."""
+    train = open_blocks(data, "train", progress=progress)
+    val = open_blocks(data, "validation", progress=progress)
     return train, val, load_tokenizer(data.tokenizer)
 
 

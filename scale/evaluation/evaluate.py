@@ -33,8 +33,9 @@ import torch
 from imdm_lab.checks import check_int, check_seed
 from imdm_lab.counter_rng import derive_seed
 from scale.checkpoints.checkpoint import load_model
+from scale.checkpoints.config import DataSection
 from scale.checkpoints.hub import resolve_checkpoint
-from scale.data.blocks import load_blocks
+from scale.data.blocks import open_blocks
 from scale.data.tokenizers import load_tokenizer
 from scale.evaluation.judge import load_judge
 from scale.evaluation.metrics import (
@@ -81,26 +82,19 @@ class EvalSettings:
             check_int(f"--{name.replace('_', '-')}", getattr(self, name), 1)
 
 
-def _val_blocks(state: dict, dataset: str, split: str = "validation"):
-    data = state["config"]["data"]
-    return load_blocks(dataset, split, tokenizer=data["tokenizer"], length=data["length"],
-                       hf_config=(data["hf_config"] or None) if dataset == data["dataset"] else None,
-                       text_column=data["text_column"], progress=False,
-                       revision=data.get("revision", "") if dataset == data["dataset"] else "")
-
-
 def elbo_ppl(model, blocks, settings: EvalSettings, device) -> float:
     nll = validation_elbo(model, blocks, min(settings.batch_size, len(blocks)), settings.val_batches, 1e-3,
                           seed=settings.seed, device=device)
     return math.exp(nll)
 
 
-def zero_shot(model, state, names: tuple[str, ...], settings: EvalSettings, device) -> dict:
-    """{corpus: ELBO perplexity or None}; a corpus that cannot be loaded is reported, not fatal."""
+def zero_shot(model, data: DataSection, names: tuple[str, ...], settings: EvalSettings, device) -> dict:
+    """{corpus: ELBO perplexity or None}: the validation split of each corpus cut like the checkpoint's
+    own data `data`; a corpus that cannot be loaded is reported, not fatal."""
     out = {}
     for name in names:
         try:
-            blocks = _val_blocks(state, name)
+            blocks = open_blocks(data, "validation", dataset=name)
         except ValueError as err:
             print(f"zero-shot {name}: not available ({err})", file=sys.stderr)
             out[name] = None
@@ -169,12 +163,13 @@ def evaluate(checkpoints: list[str], settings: EvalSettings) -> dict:
               "weights": settings.weights, "device": str(device), "checkpoints": [], "entries": []}
     for path, label in zip(checkpoints, _labels(checkpoints), strict=False):
         model, state = load_model(resolve_checkpoint(path), settings.weights, device)
-        tok = load_tokenizer(state["tokenizer"])
-        length = state["config"]["data"]["length"]
-        val_blocks = _val_blocks(state, state["config"]["data"]["dataset"])
-        ckpt = {"checkpoint": str(path), "label": label, "step": state["step"],
+        tok = load_tokenizer(state.tokenizer)
+        data = state.config.data
+        length = data.length
+        val_blocks = open_blocks(data, "validation")
+        ckpt = {"checkpoint": str(path), "label": label, "step": state.step,
                 "val_ppl": elbo_ppl(model, val_blocks, settings, device),
-                "zero_shot": zero_shot(model, state, names, settings, device)}
+                "zero_shot": zero_shot(model, data, names, settings, device)}
         check_finite(ckpt)  # before any sampling: a NaN perplexity here is not worth the rest
         result["checkpoints"].append(ckpt)
         human = human_side(model, tok, val_blocks, judge, settings) if settings.mauve else None

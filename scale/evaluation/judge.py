@@ -18,6 +18,7 @@ import torch
 
 from imdm_lab import durable
 from imdm_lab.checks import check_device, check_int, check_seed, check_writable
+from imdm_lab.lr_schedule import learning_rate
 from scale.data.blocks import BatchStream, eval_indices, load_blocks
 from scale.data.corpora import DEFAULT_CORPUS
 from scale.data.tokenizers import load_tokenizer
@@ -108,10 +109,10 @@ def train_judge(out: str | Path, *, data: str = DEFAULT_CORPUS, split: str = "he
     context is `length`: longer samples are scored in chunks of that size. `out` must be new, empty or
     a judge of this function (JUDGE), which is replaced.
 
-    AdamW (weight decay 0.01), linear warm-up then cosine decay to 10% of lr; a fixed seed fixes
-    the initialisation and the data order. Returns (and writes to out/judge.json) a summary with the
-    final training loss and the validation perplexity on the first `eval_batches` batches of
-    `eval_split`.
+    AdamW (weight decay 0.01), linear warm-up then cosine decay to 10% of lr (imdm_lab.lr_schedule,
+    kind "cosine-floor"); a fixed seed fixes the initialisation and the data order. Returns (and writes
+    to out/judge.json) a summary with the final training loss and the validation perplexity on the
+    first `eval_batches` batches of `eval_split`.
     """
     if size not in JUDGE_SIZES:
         raise ValueError(f"size: expected one of {sorted(JUDGE_SIZES)}, got {size!r}")
@@ -138,18 +139,12 @@ def train_judge(out: str | Path, *, data: str = DEFAULT_CORPUS, split: str = "he
     model = GPT2LMHeadModel(config).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
 
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return lr * (step + 1) / warmup
-        frac = (step - warmup) / max(1, steps - warmup)
-        return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
-
     stream = BatchStream(len(train_blocks), batch_size, seed=seed)
     model.train()
     start, loss = time.time(), float("nan")
     for step in tqdm(range(steps), desc=f"judge {size}", disable=not progress):
         for group in opt.param_groups:
-            group["lr"] = lr_at(step)
+            group["lr"] = learning_rate(step, lr, warmup, steps, kind="cosine-floor")
         x = train_blocks.get_batch(stream.next_indices()).to(device)
         out_ = model(x, labels=x)
         opt.zero_grad(set_to_none=True)

@@ -23,7 +23,7 @@ import torch
 from imdm_lab.checks import check_int
 from imdm_lab.counter_rng import derive_seed
 from scale.checkpoints.checkpoint import read_state
-from scale.data.blocks import load_blocks
+from scale.data.blocks import open_blocks
 from scale.data.tokenizers import load_tokenizer
 from scale.evaluation.judge import load_judge
 from scale.evaluation.metrics import decode_samples, gen_ppl, sample_entropy
@@ -58,16 +58,14 @@ def bootstrap(nll, tokens, entropy, n_boot: int, seed: int) -> dict:
 def references(checkpoint: str, judge, n: int, n_boot: int, seed: int) -> list[dict]:
     """Real validation blocks and their token-shuffled copies, scored like samples."""
     state = read_state(checkpoint)
-    data = state["config"]["data"]
-    blocks = load_blocks(data["dataset"], "validation", tokenizer=data["tokenizer"], length=data["length"],
-                         hf_config=data["hf_config"] or None, text_column=data["text_column"], progress=False)
+    blocks = open_blocks(state.config.data, "validation")
     rng = np.random.default_rng(derive_seed(seed, "report-reference"))
     real = blocks.get_batch(np.sort(rng.permutation(len(blocks))[:min(n, len(blocks))]))
     shuffled = torch.stack([row[torch.from_numpy(rng.permutation(len(row)))] for row in real])
-    tok = load_tokenizer(state["tokenizer"])
+    tok = load_tokenizer(state.tokenizer)
     out = []
     for name, tokens in (("real validation text", real), ("shuffled validation text", shuffled)):
-        scored = gen_ppl(decode_samples(tokens, tok), judge, max_length=data["length"])
+        scored = gen_ppl(decode_samples(tokens, tok), judge, max_length=state.config.data.length)
         out.append({"label": name, "n": len(tokens), **bootstrap(scored.per_sample_nll, scored.per_sample_tokens,
                                                                  sample_entropy(tokens), n_boot, seed)})
     return out

@@ -34,7 +34,7 @@ from imdm_lab.counter_rng import derive_seed
 from imdm_lab.distill import perturbed_coupling
 from scale.checkpoints.checkpoint import load_model
 from scale.checkpoints.hub import resolve_checkpoint
-from scale.data.blocks import load_blocks, token_dtype
+from scale.data.blocks import open_blocks, token_dtype
 from scale.training import distributed as D
 
 FORMAT = "imdm-lab-coupling/1"
@@ -82,15 +82,13 @@ def generate(teacher: str | Path, out: str | Path, *, n: int, steps: int, fix_ep
     out = check_writable("--out", out, folder=True)
     teacher = resolve_checkpoint(teacher, "--teacher")
     model, state = load_model(teacher, weights, rt.device)
-    cfg, data = model.config, state["config"]["data"]
-    blocks = load_blocks(data["dataset"], "train", tokenizer=data["tokenizer"], length=data["length"],
-                         hf_config=data["hf_config"] or None, text_column=data["text_column"],
-                         progress=rt.main and progress, revision=data.get("revision", ""))
-    meta = {"format": FORMAT, "teacher": str(Path(teacher).resolve()), "teacher_step": state["step"],
+    cfg, data = model.config, state.config.data
+    blocks = open_blocks(data, "train", progress=rt.main and progress)
+    meta = {"format": FORMAT, "teacher": str(Path(teacher).resolve()), "teacher_step": state.step,
             "weights": weights, "n": n, "steps": steps, "fix_eps": fix_eps, "seed": seed,
             "shard_size": shard_size, "t_min": t_min, "length": blocks.length,
             "num_classes": cfg.vocab_size, "mask_id": cfg.mask_id, "schedule": cfg.schedule,
-            "labels": cfg.labels, "tokenizer": state["tokenizer"], "dataset": data["dataset"],
+            "labels": cfg.labels, "tokenizer": state.tokenizer, "dataset": data.dataset,
             "num_blocks": len(blocks)}
     _check_meta(out, meta)
     out.mkdir(parents=True, exist_ok=True)

@@ -28,12 +28,12 @@ import torch
 
 import imdm_lab.distill as distill_kernels
 from imdm_lab.process import Process
-from scale.training import distributed as D
 from scale.checkpoints.checkpoint import load_weights
 from scale.checkpoints.config import Config
 from scale.model.dit import EPS_PATH, DiT
+from scale.training import distributed as D
 from scale.training.rounds import Rounds
-from scale.training.trainer import Trainer
+from scale.training.trainer import Trainer, Validation
 
 
 @dataclass(frozen=True)
@@ -165,6 +165,6 @@ def distill_trainer(config: Config, out, init: dict, train_data, val_blocks, *, 
     if method.rounds:
         rounds = Rounds(teacher, config.distill)
     loss = method.objective(Parts(config, train_data, student.process, rt.device, teacher, rounds))
-    return Trainer(config, out, student, loss, len(train_data), val_blocks, seeds="distill",
-                   hooks=(rounds,) if rounds else (), max_steps=rounds.max_steps if rounds else None,
-                   decode=decode, runtime=rt)
+    return Trainer(out, student, loss, len(train_data), train=config.train, length=config.data.length,
+                   validation=Validation(config.eval, val_blocks, decode), record=config, seeds="distill",
+                   hooks=(rounds,) if rounds else (), max_steps=rounds.max_steps if rounds else None, runtime=rt)

@@ -3,21 +3,21 @@ method's paper settings < a config file < overrides), the student's initial chec
 coupling folder of the ReDi methods."""
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 from pathlib import Path
 
-from scale.checkpoints.config import config_from_dict, parse_override, read_toml, resolve_config_path, set_value
-from scale.training.distill import get_method
+from scale.checkpoints.config import Config, config_from_dict, parse_override, read_toml, resolve_config_path, set_value
 from scale.checkpoints.hub import resolve_checkpoint
+from scale.training.distill import get_method
 
 
-def build_config(base: dict, method_name: str, config_path: str | None, overrides: list[str],
-                 coupling: str | None):
-    """The distillation config: base < method defaults < config file < overrides (key by key)."""
+def build_config(base: Config, method_name: str, config_path: str | None, overrides: list[str],
+                 coupling: str | None) -> Config:
+    """The distillation config: base (the initial checkpoint's) < method defaults < config file <
+    overrides (key by key)."""
     method = get_method(method_name)
-    raw = copy.deepcopy(base)
+    raw = base.to_dict()
     for key, value in method.defaults.items():
         set_value(raw, *key.split("."), value)
     if config_path:
@@ -32,7 +32,7 @@ def build_config(base: dict, method_name: str, config_path: str | None, override
     if coupling:
         set_value(raw, "distill", "coupling", str(coupling))
     config = config_from_dict(raw)
-    schedule = base.get("model", {}).get("schedule", config.model.schedule)
+    schedule = base.model.schedule
     if config.model.schedule != schedule:
         raise ValueError(f"model.schedule: expected the checkpoint's {schedule!r} (the student keeps its "
                          f"process), got {config.model.schedule!r}")

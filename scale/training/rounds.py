@@ -81,4 +81,4 @@ class Rounds(Hooks):
 
     def _load_teacher(self, out: Path) -> None:
         folder = self.folder(out, self.round)
-        self.teacher.load_state_dict(read_tensors(folder / "model.safetensors", read_state(folder)["step"]))
+        self.teacher.load_state_dict(read_tensors(folder / "model.safetensors", read_state(folder).step))

@@ -1,13 +1,19 @@
-"""Run folders of `python -m scale train` and `distill`: the checks made before a run starts or resumes,
-so that a bad step limit or an occupied folder is refused before any data is read."""
+"""Runs of `python -m scale train` and `distill`: the checks made before a run starts or resumes, so
+that a bad step limit or an occupied folder is refused before any data is read, and `launch`, which
+starts or resumes a run the same way for both."""
 from __future__ import annotations
 
 import dataclasses
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from imdm_lab.checks import check_writable
-from scale.checkpoints.checkpoint import dit_config, find_checkpoint, read_state
-from scale.model.dit import DiTConfig
+from scale.checkpoints.checkpoint import find_checkpoint, read_state
+from scale.checkpoints.config import Config
+from scale.data.blocks import open_data
+from scale.model.dit import DiTConfig, check_fits, device_memory
+from scale.training import distributed as D
 
 
 def check_run(out: Path, resume: bool, max_steps: int | None) -> None:
@@ -52,10 +58,36 @@ def resume_step(out: Path, resume: bool, max_steps: int | None,
     if folder is None:
         return None, model
     state = read_state(folder)
-    saved = dit_config(state)
+    saved = state.config.model
     model = dataclasses.replace(model, **{k: getattr(saved, k) for k in ("vocab_size", "mask_id")
                                           if getattr(model, k) is None})
     check_same_model(saved, model, out)
     if max_steps is not None:
-        check_resume_step(state["step"], max_steps, out)
-    return state["step"], model
+        check_resume_step(state.step, max_steps, out)
+    return state.step, model
+
+
+def launch(config: Config, out: Path, resume: bool, max_steps: int | None, build: Callable) -> dict | None:
+    """Start a run in `out`, or with `resume` continue its latest checkpoint, and train to `max_steps`
+    (None: the trainer's own limit).
+
+    The checks of resume_step come first (config.model gets the checkpoint's vocabulary where it leaves
+    it open); then the process joins torchrun's group, says on stderr when --resume finds nothing to
+    continue, opens config.data (scale.data.blocks.open_data: train blocks, validation blocks, tokenizer)
+    and calls build(config, data, runtime) -> scale.training.trainer.Trainer, which is resumed when there
+    is a checkpoint. Returns the last log record on the main process (None on the others); the process
+    group is shut down on return or error. A model whose training state cannot fit in this machine's
+    memory is refused first, before any data is read or tensor allocated."""
+    check_fits(config.model, device_memory("cpu"))
+    start, config.model = resume_step(out, resume, max_steps, config.model)
+    runtime = D.init_runtime()
+    if resume and start is None and runtime.main:
+        print(no_checkpoint_note(out), file=sys.stderr)
+    try:
+        trainer = build(config, open_data(config.data, progress=runtime.main), runtime)
+        if start is not None:
+            trainer.resume()
+        result = trainer.run(max_steps)
+    finally:
+        D.shutdown()
+    return result if runtime.main else None

@@ -21,24 +21,33 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from imdm_lab.losses import elbo
-from imdm_lab.schedules import sample_times
-from scale.training import distributed as D
-from scale.checkpoints.checkpoint import (RunFolder, check_weights, checkpoint_folder, read_optimizer, read_state,
-                              read_tensors, trim_metrics)
-from scale.checkpoints.config import Config
-from scale.data.blocks import BatchStream
-from scale.training.ema import EMA
-from scale.model.dit import DiT, parameter_count
 from imdm_lab.counter_rng import derive_seed
+from imdm_lab.losses import elbo
+from imdm_lab.lr_schedule import learning_rate
+from imdm_lab.schedules import sample_times
+from scale.checkpoints.checkpoint import (
+    RunFolder,
+    check_weights,
+    checkpoint_folder,
+    read_optimizer,
+    read_state,
+    read_tensors,
+    trim_metrics,
+)
+from scale.checkpoints.config import Config, EvalSection, TrainSection
+from scale.checkpoints.state import CheckpointState
+from scale.data.blocks import BatchStream
 from scale.evaluation.validation import sample_texts, validation_elbo
-
+from scale.model.dit import DiT, parameter_count
+from scale.training import distributed as D
+from scale.training.ema import EMA
 
 # Fields of a metrics.jsonl record measured on the wall clock: the only ones in which a resumed run's
 # log may differ from an uninterrupted one.
@@ -52,7 +61,7 @@ class BatchPlan:
     world: int
 
     @classmethod
-    def make(cls, global_batch: int, micro_batch: int, world: int) -> "BatchPlan":
+    def make(cls, global_batch: int, micro_batch: int, world: int) -> BatchPlan:
         """micro_batch caps the sequences per forward (0: no cap); the plan uses the largest divisor of
         the per-process batch global_batch / world that fits under the cap."""
         if global_batch < 1 or global_batch % world:
@@ -72,11 +81,6 @@ class BatchPlan:
     def micro_batches(self, rank: int) -> range:
         """Global indices g of the micro-batches that process `rank` computes at every step."""
         return range(rank * self.accumulation, (rank + 1) * self.accumulation)
-
-
-def learning_rate(step: int, lr: float, warmup: int) -> float:
-    """Linear warm-up over `warmup` steps, then constant."""
-    return lr * min(1.0, (step + 1) / warmup) if warmup > 0 else lr
 
 
 def _duration(seconds: float) -> str:
@@ -131,14 +135,14 @@ def check_block_ids(blocks: torch.Tensor, num_classes: int) -> torch.Tensor:
 class Hooks:
     """What a component composed into a run adds to the Trainer's loop (the default: nothing)."""
 
-    def on_open(self, trainer: "Trainer") -> None:
+    def on_open(self, trainer: Trainer) -> None:
         """The trainer has become the run folder's writer, at its first or its resumed step."""
 
     def due(self, step: int) -> bool:
         """A checkpoint due at this step beyond train.checkpoint_every."""
         return False
 
-    def after_save(self, trainer: "Trainer") -> None:
+    def after_save(self, trainer: Trainer) -> None:
         """Work that needs the checkpoint of this step committed."""
 
     def record(self, step: int) -> dict:
@@ -167,24 +171,36 @@ class ELBO:
                     efficient=self.rows is not None, validate=False).mean
 
 
+@dataclasses.dataclass(frozen=True)
+class Validation:
+    """What the trainer's evaluation reads: the [eval] settings, the validation blocks (Long[N, L] by row
+    indices) and decode(ids) -> text for the samples (None: the samples stay token ids)."""
+    settings: EvalSection
+    blocks: object
+    decode: Callable | None = None
+
+
 class Trainer:
     """Trains `model` on `loss` to `max_steps`: the batching, accumulation, DDP / FSDP, optimizer, EMA, data
     order, checkpoints, resumption, evaluation and log of one run.
 
-    model: the network with its initial weights; loss(forward, idx, t, generator) -> scalar: the objective
-    of one micro-batch (forward: the module to train through; idx: Int[b] rows of the data source; t:
-    Float[b] the micro-batch's times; generator: seeded by (train.seed, seeds, step, micro-batch));
-    num_rows: the data source's length (the batch order permutes it); hooks: components of the run
-    (e.g. scale.training.rounds.Rounds); max_steps: the default of run() (None: train.max_steps)."""
+    out: the run folder; model: the network with its initial weights; loss(forward, idx, t, generator) ->
+    scalar: the objective of one micro-batch (forward: the module to train through; idx: Int[b] rows of the
+    data source; t: Float[b] the micro-batch's times; generator: seeded by (train.seed, seeds, step,
+    micro-batch)); num_rows: the data source's length (the batch order permutes it); train: the [train]
+    settings; length: tokens per sequence (the log's throughput, the samples' length); validation: what
+    the evaluation every eval.every steps reads; record: the run's config, written into every checkpoint
+    (scale.checkpoints.state.CheckpointState) and not read by the loop; hooks: components of the run (e.g.
+    scale.training.rounds.Rounds); max_steps: the default of run() (None: train.max_steps)."""
 
-    def __init__(self, config: Config, out: str | Path, model: DiT, loss, num_rows: int, val_blocks, *,
-                 seeds: str, hooks: tuple[Hooks, ...] = (), max_steps: int | None = None, decode=None,
-                 runtime: D.Runtime | None = None):
-        self.cfg, self.out = config, Path(out)
+    def __init__(self, out: str | Path, model: DiT, loss, num_rows: int, *, train: TrainSection, length: int,
+                 validation: Validation, record: Config, seeds: str, hooks: tuple[Hooks, ...] = (),
+                 max_steps: int | None = None, runtime: D.Runtime | None = None):
+        self.out, self.settings, self.length, self.validation = Path(out), train, length, validation
+        self.record, self.loss, self.seeds, self.hooks = record, loss, seeds, hooks
         self.rt = runtime or D.init_runtime()
-        self.loss, self.seeds, self.hooks, self.val_blocks, self.decode = loss, seeds, hooks, val_blocks, decode
-        self.max_steps = config.train.max_steps if max_steps is None else max_steps
-        tc = config.train
+        self.max_steps = train.max_steps if max_steps is None else max_steps
+        tc = train
         self.plan = BatchPlan.make(tc.global_batch, tc.micro_batch, self.rt.world)
         self.model = model.to(self.rt.device)
         self.wrapped = D.wrap(self.model, self.rt, tc.strategy)
@@ -201,16 +217,20 @@ class Trainer:
 
     # ---- checkpoints -------------------------------------------------------------------------
     def resume(self) -> None:
-        """Load the latest checkpoint of `out` (scale.training.runs.resume_step has checked that it holds this model)."""
+        """Load the latest checkpoint of `out` (scale.training.runs.resume_step has checked that it holds
+        this model)."""
         folder = checkpoint_folder(self.out)
         state = read_state(folder)
-        step = state["step"]
+        step = state.step
         weights = read_tensors(folder / "model.safetensors", step)
         check_weights(self.model, weights, f"ckpt: {folder / 'model.safetensors'}")
         D.load_full_state(self.model, self.optimizer, weights, read_optimizer(folder, step), self.sharded)
-        self.ema.load_state_dict(read_tensors(folder / "ema.safetensors", step), state["ema_updates"])
-        self.stream.load_state_dict(state["data"])
-        _set_rng_states(state["rng"])
+        if None in (state.ema_updates, state.rng, state.position):
+            raise ValueError(f"ckpt: {folder / 'state.json'} holds no training state (ema_updates, rng, data); "
+                             f"expected a checkpoint written by `python -m scale train` or `distill`")
+        self.ema.load_state_dict(read_tensors(folder / "ema.safetensors", step), state.ema_updates)
+        self.stream.load_state_dict(state.position)
+        _set_rng_states(state.rng)
         self.step = self.saved_step = step
         self.resumed = True
 
@@ -223,10 +243,10 @@ class Trainer:
         ema_state = self.ema.state_dict()
         if not self.rt.main:
             return
-        state = {"step": self.step, "config": self.cfg.to_dict(), "tokenizer": self.cfg.data.tokenizer,
-                 "world_size": self.rt.world, "ema_updates": self.ema.updates, "rng": _rng_states(),
-                 "data": self.stream.state_dict()}
-        self.run_folder.commit(model_state, ema_state, optim_state, state)
+        state = CheckpointState(step=self.step, config=self.record, tokenizer=self.record.data.tokenizer,
+                                world_size=self.rt.world, ema_updates=self.ema.updates, rng=_rng_states(),
+                                position=self.stream.state_dict())
+        self.run_folder.commit(model_state, ema_state, optim_state, state.to_dict())
 
     # ---- logging -----------------------------------------------------------------------------
     def _log(self, record: dict) -> None:
@@ -247,17 +267,18 @@ class Trainer:
     # ---- one optimizer step ------------------------------------------------------------------
     def _micro_batch_loss(self, g: int, rows: np.ndarray, t_all: torch.Tensor) -> torch.Tensor:
         """Loss of global micro-batch g: its rows and times, dropout and generator seeded by (step, g)."""
-        tc, mb = self.cfg.train, self.plan.micro_batch
+        tc, mb = self.settings, self.plan.micro_batch
         torch.manual_seed(derive_seed(tc.seed, "dropout", self.step, g))
         gen = torch.Generator(self.rt.device).manual_seed(derive_seed(tc.seed, self.seeds, self.step, g))
         return self.loss(self.train_forward, rows[g * mb:(g + 1) * mb], t_all[g * mb:(g + 1) * mb], gen)
 
-    def update(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(self) -> tuple[torch.Tensor, torch.Tensor, float]:
         """Forward, ELBO, backward and the optimizer / EMA step of one global batch, queued without any
-        read-back from the device: (this process's loss, gradient norm) as device scalars."""
-        tc, plan = self.cfg.train, self.plan
+        read-back from the device: (this process's loss, gradient norm) as device scalars, and the
+        learning rate of the step (train.lr warmed up linearly over train.warmup steps, then constant)."""
+        tc, plan = self.settings, self.plan
         self.model.train()
-        lr = learning_rate(self.step, tc.lr, tc.warmup)
+        lr = learning_rate(self.step, tc.lr, tc.warmup, kind="constant")
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         gen = torch.Generator().manual_seed(derive_seed(tc.seed, "time", self.step))
@@ -278,11 +299,10 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.ema.update(self.model)
         self.step += 1
-        return total, grad_norm
+        return total, grad_norm, lr
 
     def train_step(self) -> dict:
-        lr = learning_rate(self.step, self.cfg.train.lr, self.cfg.train.warmup)
-        total, grad_norm = self.update()
+        total, grad_norm, lr = self.update()
         loss = float(D.all_mean(total))
         if not math.isfinite(loss):
             raise ValueError(f"train: the loss became {loss} at step {self.step}; lower train.lr")
@@ -293,13 +313,13 @@ class Trainer:
 
     # ---- evaluation --------------------------------------------------------------------------
     def evaluate(self) -> dict:
-        ec, tc = self.cfg.eval, self.cfg.train
+        v, ec, tc = self.validation, self.validation.settings, self.settings
         with self.ema.applied(self.model):
             self.model.eval()
-            nll = validation_elbo(self.wrapped, self.val_blocks, ec.batch_size, ec.val_batches, tc.t_min,
+            nll = validation_elbo(self.wrapped, v.blocks, ec.batch_size, ec.val_batches, tc.t_min,
                                   seed=tc.seed, device=self.rt.device)
-            samples = sample_texts(self.wrapped, self.cfg.data.length, ec.sample_steps, ec.samples,
-                                   seed=tc.seed, device=self.rt.device, decode=self.decode)
+            samples = sample_texts(self.wrapped, self.length, ec.sample_steps, ec.samples,
+                                   seed=tc.seed, device=self.rt.device, decode=v.decode)
         return {"step": self.step, "val_nll": nll, "val_ppl": math.exp(nll), "samples": samples}
 
     # ---- the loop ----------------------------------------------------------------------------
@@ -313,7 +333,7 @@ class Trainer:
             self.run_folder.release()
 
     def _loop(self, max_steps: int) -> dict:
-        tc, ec = self.cfg.train, self.cfg.eval
+        tc, ec = self.settings, self.validation.settings
         if self.rt.main and self.step == 0:
             self._log({"step": 0, "parameters": parameter_count(self.model), "world_size": self.rt.world,
                        "accumulation": self.plan.accumulation, "device": str(self.rt.device)})
@@ -327,7 +347,7 @@ class Trainer:
             bar.set_postfix(loss=f"{last['loss']:.3f}")
             if self.step % tc.log_every == 0 or self.step == max_steps:
                 now = time.perf_counter()
-                tokens = since * self.plan.global_batch * self.cfg.data.length
+                tokens = since * self.plan.global_batch * self.length
                 last["tokens_per_s"] = tokens / (now - tic)
                 # ETA from the mean step time since this process started (evaluation and saving included)
                 last["eta_s"] = (max_steps - self.step) * (now - started) / (self.step - start)
@@ -357,5 +377,5 @@ def elbo_trainer(config: Config, out: str | Path, train_blocks, val_blocks, *, d
     torch.manual_seed(config.train.seed)
     model = DiT(config.model)
     loss = ELBO(train_blocks, model, config.train.loss, rt.device)
-    return Trainer(config, out, model, loss, len(train_blocks), val_blocks, seeds="mask", decode=decode,
-                   runtime=rt)
+    return Trainer(out, model, loss, len(train_blocks), train=config.train, length=config.data.length,
+                   validation=Validation(config.eval, val_blocks, decode), record=config, seeds="mask", runtime=rt)
