@@ -19,7 +19,7 @@ import torch
 
 from imdm_lab.checks import check_int, check_seed, check_writable, parse_steps
 from imdm_lab.labels import MaskLabels
-from imdm_lab.sampling import sample
+from imdm_lab.sampling import SamplerOptions, sample
 from imdm_lab.schedules import get_schedule
 from toy_tasks.oracle import ORACLES, make_oracle
 from toy_tasks.task_arguments import add_task_arguments, task_from_args
@@ -58,6 +58,7 @@ def run_sample(args: argparse.Namespace) -> None:
     seed = check_seed("seed", args.seed)
     schedule = get_schedule(args.schedule).name
     out = check_writable("out", args.out)
+    options = SamplerOptions(fix_eps=args.fix_eps)
     task = task_from_args(args)
     denoiser = make_oracle(args.model, task.probs, ORACLE_LABELS[args.model], schedule)
     generator = torch.Generator().manual_seed(seed)
@@ -65,7 +66,7 @@ def run_sample(args: argparse.Namespace) -> None:
     for start in range(0, n, batch):
         size = min(batch, n - start)
         seeds = seed * 2**32 + torch.arange(start, start + size)
-        res = sample(denoiser, batch_size=size, steps=steps, seeds=seeds, generator=generator, fix_eps=args.fix_eps)
+        res = sample(denoiser, batch_size=size, steps=steps, seeds=seeds, generator=generator, options=options)
         chunks.append(res.tokens.numpy())
         calls.append(res.nfe)
     tokens = np.concatenate(chunks).astype(np.int64)

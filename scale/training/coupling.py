@@ -31,6 +31,7 @@ import torch
 
 from imdm_lab.checks import check_int, check_seed, check_writable
 from imdm_lab.distill import perturbed_coupling
+from imdm_lab.sampling import SamplerOptions
 from scale.training import distributed as D
 from scale.checkpoints.checkpoint import load_model
 from scale.checkpoints.hub import resolve_checkpoint
@@ -117,8 +118,9 @@ def generate(teacher: str | Path, out: str | Path, *, n: int, steps: int, fix_ep
             seeds = torch.from_numpy(sample_seeds(seed, idx))
             x0 = blocks.get_batch(rows[idx]).to(rt.device)
             # masked under the teacher's own schedule (the official code masks with probability t)
-            pairs = perturbed_coupling(model, x0, steps=steps, mask_schedule=cfg.schedule, fix_eps=fix_eps,
-                                       t_min=t_min, seeds=seeds.to(rt.device), hashed=True, generator=gen)
+            pairs = perturbed_coupling(model, x0, steps=steps, mask_schedule=cfg.schedule, t_min=t_min,
+                                       seeds=seeds.to(rt.device), hashed=True, generator=gen,
+                                       rollout=SamplerOptions(fix_eps=fix_eps))
             for key, value in (("x_t", pairs.x_t), ("x_0", pairs.x_0), ("t", pairs.t), ("seed", seeds),
                                ("index", torch.from_numpy(idx))):
                 arrays[key].append(value.cpu().numpy())
