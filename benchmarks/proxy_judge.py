@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from scale.data.blocks import load_blocks
-from scale.evaluation.judge import load_judge, train_judge
-from scale.evaluation.metrics import decode_samples, gen_ppl, unigram_entropy
 from scale.data.tokenizers import load_tokenizer
+from scale.evaluation.judge import JudgeTraining, load_judge, train_judge
+from scale.evaluation.metrics import decode_samples, gen_ppl, unigram_entropy
 
 
 def main() -> None:
@@ -36,8 +36,9 @@ def main() -> None:
     report = {}
     if args.judge is None:
         tic = time.perf_counter()
-        report["training"] = train_judge(args.out, data=args.data, size=args.size, length=args.length,
-                                         steps=args.steps, batch_size=args.batch_size, seed=args.seed)
+        training = JudgeTraining(size=args.size, length=args.length, steps=args.steps, batch_size=args.batch_size,
+                                 seed=args.seed)
+        report["training"] = train_judge(args.out, data=args.data, training=training)
         report["training"]["wall_s"] = round(time.perf_counter() - tic, 1)
     judge = load_judge(args.judge or args.out)
     tok = load_tokenizer("gpt2")

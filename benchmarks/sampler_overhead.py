@@ -21,7 +21,7 @@ from torch import nn
 from imdm_lab.embedding import MaskEmbedding
 from imdm_lab.labels import MaskLabels
 from imdm_lab.process import Process
-from imdm_lab.sampling import sample
+from imdm_lab.sampling import SamplerOptions, sample
 
 MASK_ID = 103
 
@@ -101,12 +101,12 @@ def main() -> None:
             for dtype in (torch.float64, torch.float32):
                 seeds = torch.arange(B, device=device) if nz is not None else None
                 process = Process(mask_id=MASK_ID, schedule="loglinear", labels=nz)
-                result = {}
+                options, result = SamplerOptions(dtype=dtype), {}
 
-                def run():
+                def run(k=k, process=process, seeds=seeds, options=options, result=result):
                     g = torch.Generator(device=device).manual_seed(0)
                     result["out"] = sample(replay, batch_size=B, length=L, steps=k, process=process,
-                                           seeds=seeds, generator=g, dtype=dtype, device=device)
+                                           seeds=seeds, generator=g, device=device, options=options)
                 total = _median_time(run, device, args.repeats)
                 per_step = total / k
                 print(f"| {model} | {str(dtype).replace('torch.', '')} | {k} | {result['out'].nfe} | "

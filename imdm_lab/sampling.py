@@ -20,22 +20,25 @@ process says whether the denoiser reads t (then nothing is reused).
 Two modes with the same law:
 - default: the masked positions are found with nonzero each step and only they draw (their count
   sets how much of the generator a step consumes, and host syncs size the buffers);
-- dense=True: every one of the B x L positions draws a branch uniform and a token uniform each step,
-  the results are kept where the position is masked by torch.where; no nonzero, boolean indexing or
-  `if` on a tensor inside the loop, so a step reads nothing back (the first network call checks the
-  ids of `given` once). The network is called at every step (skipping it would need a host decision)
-  and the draws cost B * L * C per step instead of (unmasking rows) * C.
+- dense (`SamplerOptions(dense=True)`): every one of the B x L positions draws a branch uniform and a
+  token uniform each step, the results are kept where the position is masked by torch.where; no
+  nonzero, boolean indexing or `if` on a tensor inside the loop, so a step reads nothing back (the first
+  network call checks the ids of `given` once). The network is called at every step (skipping it would
+  need a host decision) and the draws cost B * L * C per step instead of (unmasking rows) * C.
 """
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
 from imdm_lab.checks import check_int
-from imdm_lab.losses import NEG_INF
 from imdm_lab.counter_rng import generator_draw
+from imdm_lab.labels import MaskLabels
+from imdm_lab.losses import NEG_INF
 from imdm_lab.masking import check_times, check_tokens
 from imdm_lab.posterior import imdm_coefficients
 from imdm_lab.process import Process, process_of
@@ -131,23 +134,51 @@ def _argmax(probs, generator):
 LAST_STEPS = {"ancestral": _draw, "greedy": _argmax}
 
 
-def _check_options(steps, temperature, top_p, last_step, batch_size, length, dtype):
-    check_steps(steps)
-    check_int("batch_size", batch_size, 1)
-    check_int("length", length, 1)
-    # finite: at T = inf every logit, the mask's NEG_INF included, would become 0 and the mask drawable
-    if not isinstance(temperature, (int, float)) or not 0 < temperature < math.inf:
-        raise ValueError(f"temperature: expected a finite number > 0, got {temperature!r}")
-    if not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
-        raise ValueError(f"top_p: expected a number in (0, 1], got {top_p!r}")
-    if last_step not in LAST_STEPS:
-        raise ValueError(f"last_step: expected one of {sorted(LAST_STEPS)}, got {last_step!r}")
-    if dtype not in (torch.float64, torch.float32):
-        raise ValueError(f"dtype: expected torch.float64 or torch.float32, got {dtype!r}")
-    # below the smallest normal number of the draw dtype T is subnormal there, or 0 (0 / 0 at the argmax)
-    if temperature < torch.finfo(dtype).tiny:
-        raise ValueError(f"temperature: expected a number >= {torch.finfo(dtype).tiny:.4g} (the smallest "
-                         f"normal {dtype}), got {temperature!r}")
+@dataclass(frozen=True)
+class SamplerOptions:
+    """How `sample` draws; what a call is about (the model, batch size, steps, given tokens, seeds,
+    generator, device) are its arguments.
+
+    temperature and top_p act on x0_hat, not on the keep/reset masses; last_step: how the final step
+    (alpha_s = 1) picks the tokens it reveals (LAST_STEPS); fix_eps: no label is ever reset; cache: reuse
+    the network output over steps that change nothing, default the process's rule (refused where the
+    network reads t, and in the dense mode, which calls the network at every step); dtype: float64 or
+    float32 for the categorical draws; dense: the sync-free mode (module docstring); revalidate=False: the
+    denoiser takes `validate=` (as scale.model.dit.DiT does) and gets validate=False at every call after
+    the first, whose ids the sampler checks (the states after it hold only the sampler's own draws).
+    Refused on construction, with the option's name, unless every value is of its kind and range."""
+    temperature: float = 1.0
+    top_p: float = 1.0
+    last_step: str = "ancestral"
+    fix_eps: bool = False
+    cache: bool | None = None
+    dtype: torch.dtype = torch.float64
+    dense: bool = False
+    revalidate: bool = True
+
+    def __post_init__(self):
+        temperature, top_p, dtype = self.temperature, self.top_p, self.dtype
+        # finite: at T = inf every logit, the mask's NEG_INF included, would become 0 and the mask drawable
+        if not isinstance(temperature, (int, float)) or not 0 < temperature < math.inf:
+            raise ValueError(f"temperature: expected a finite number > 0, got {temperature!r}")
+        if not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
+            raise ValueError(f"top_p: expected a number in (0, 1], got {top_p!r}")
+        if self.last_step not in LAST_STEPS:
+            raise ValueError(f"last_step: expected one of {sorted(LAST_STEPS)}, got {self.last_step!r}")
+        if dtype not in (torch.float64, torch.float32):
+            raise ValueError(f"dtype: expected torch.float64 or torch.float32, got {dtype!r}")
+        # below the smallest normal number of the draw dtype T is subnormal there, or 0 (0 / 0 at the argmax)
+        if temperature < torch.finfo(dtype).tiny:
+            raise ValueError(f"temperature: expected a number >= {torch.finfo(dtype).tiny:.4g} (the smallest "
+                             f"normal {dtype}), got {temperature!r}")
+        for name in ("fix_eps", "dense", "revalidate"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}: expected a bool, got {getattr(self, name)!r}")
+        if self.cache is not None and not isinstance(self.cache, bool):
+            raise ValueError(f"cache: expected a bool or None, got {self.cache!r}")
+        if self.dense and self.cache:
+            raise ValueError("cache: expected False or None with dense=True (the dense mode calls the network "
+                             "at every step: skipping a call needs a host decision)")
 
 
 def _initial_state(batch_size, length, mask_id, given, given_mask, device):
@@ -214,107 +245,125 @@ def _call(denoiser, x, eps, t, mask_id, check_ids, revalidate=True):
     return logits
 
 
+class _Plan(NamedTuple):
+    """What the steps read and never change. times Float64[B, k+1]: t_start times the schedule's grid;
+    unmask, keep Float64[B, k]: the branch probabilities of every step (imdm_lab.posterior); resets: the
+    law fresh labels are drawn from, None when no label is reset (an MDM, or fix_eps); cache: whether the
+    default mode reuses the network output over a step that changes nothing."""
+    times: torch.Tensor
+    unmask: torch.Tensor
+    keep: torch.Tensor
+    mask_id: int
+    resets: MaskLabels | None
+    cache: bool
+
+
+def _plan(proc: Process, t0: torch.Tensor, steps: int, options: SamplerOptions) -> _Plan:
+    """The grid t_j = t0 * (1 - j/k) of every row (the last step has alpha_s = 1) and, since they depend
+    on the grid only, the branch probabilities of every step at once."""
+    sched = get_schedule(proc.schedule)
+    times = t0[:, None] * sched.grid(steps).to(t0.device)[None, :]  # Float64[B, k+1], grid[0] = 1
+    alphas = sched.alpha(times)
+    alphas[:, -1] = 1.0
+    resets = proc.labels is not None and not options.fix_eps
+    unmask, keep, _ = imdm_coefficients(alphas[:, :-1], alphas[:, 1:], fix_eps=not resets)
+    cache = proc.cache and not options.dense if options.cache is None else options.cache
+    return _Plan(times, unmask, keep, proc.mask_id, proc.labels if resets else None, cache)
+
+
 @torch.no_grad()
 def sample(denoiser: Callable, *, batch_size: int, steps: int, length: int | None = None,
            process: Process | None = None, given: torch.Tensor | None = None,
            given_mask: torch.Tensor | None = None, t_start: float | torch.Tensor = 1.0,
-           seeds: torch.Tensor | None = None, generator: torch.Generator | None = None,
-           temperature: float = 1.0, top_p: float = 1.0, last_step: str = "ancestral", fix_eps: bool = False,
-           cache: bool | None = None, dtype: torch.dtype = torch.float64, device=None, dense: bool = False,
-           revalidate: bool = True) -> SampleOutput:
+           seeds: torch.Tensor | None = None, generator: torch.Generator | None = None, device=None,
+           options: SamplerOptions = SamplerOptions()) -> SampleOutput:
     """k-step ancestral sampling from a denoiser (MDLM eq. 7; IMDM keep/reset, imdm-reference sec. 4).
 
     denoiser(x_t Long[B, L], eps, t Float[B]) -> logits Float[B, L, C]; process: the denoiser's own
     (`denoiser.process`) unless it carries none; length: default that of `given`, else `denoiser.length`;
     given/given_mask: Long/Bool[B, L] tokens held fixed (prefix, suffix, infilling; positions equal to the
     mask id are generated); t_start: float or Float[B], the time of the (partially) masked input; seeds:
-    Long[B] for reproducible labels; temperature and top_p act on x0_hat, not on the keep/reset masses;
-    dtype: float64 (default) or float32 for the categorical draws; cache: default the process's rule
-    (reuse the network output over steps that change nothing, unless the network reads t); dense=True:
-    the sync-free mode (module docstring), which calls the network at every step (cache=True is refused
-    there); revalidate=False: the denoiser takes `validate=` (as scale.model.dit.DiT does) and gets
-    validate=False at every call after the first, whose ids the sampler checks (the states after it hold
-    only the sampler's own draws); device: default that of `given`, else of the denoiser's parameters.
+    Long[B] for reproducible labels; device: default that of `given`, else of the denoiser's parameters;
+    options: how to draw (SamplerOptions: temperature, top_p, last step, fixed labels, cache, draw dtype,
+    dense mode, revalidation).
     Returns tokens Long[B, L], the number of network calls and the initial / final labels."""
     proc = process_of(denoiser, process)
     length = _length(denoiser, length, given)
-    _check_options(steps, temperature, top_p, last_step, batch_size, length, dtype)
-    for name, value in (("dense", dense), ("revalidate", revalidate)):
-        if not isinstance(value, bool):
-            raise ValueError(f"{name}: expected a bool, got {value!r}")
-    if cache is not None and not isinstance(cache, bool):
-        raise ValueError(f"cache: expected a bool or None, got {cache!r}")
-    if dense and cache:
-        raise ValueError("cache: expected False or None with dense=True (the dense mode calls the network "
-                         "at every step: skipping a call needs a host decision)")
-    if cache and not proc.cache:
+    check_steps(steps)
+    check_int("batch_size", batch_size, 1)
+    if not isinstance(options, SamplerOptions):
+        raise ValueError(f"options: expected a SamplerOptions, got {type(options).__name__}")
+    if options.cache and not proc.cache:
         raise ValueError("cache: expected False or None for a denoiser that reads t (process.time_conditioning)")
-    cache = proc.cache and not dense if cache is None else cache
-    mask_id, labels = proc.mask_id, proc.labels
-    sched = get_schedule(proc.schedule)
     device = _device(denoiser, given, device)
-    B, L = batch_size, length
-    x = _initial_state(B, L, mask_id, given, given_mask, device)
-    t0 = check_times(t_start, B, "t_start").to(device=device, dtype=torch.float64)
-    times = t0[:, None] * sched.grid(steps).to(device)[None, :]  # Float64[B, k+1], grid[0] = 1
-    alphas = sched.alpha(times)
-    alphas[:, -1] = 1.0
-    eps = _initial_eps(proc, seeds, B, L, generator, device)
+    x = _initial_state(batch_size, length, proc.mask_id, given, given_mask, device)
+    t0 = check_times(t_start, batch_size, "t_start").to(device=device, dtype=torch.float64)
+    plan = _plan(proc, t0, steps, options)
+    eps = _initial_eps(proc, seeds, batch_size, length, generator, device)
     eps_init = None if eps is None else eps.clone()
-    resets = labels is not None and not fix_eps
-    # branch probabilities of every step at once (Float64[B, k]): they depend on the grid only
-    unmask_all, keep_all, _ = imdm_coefficients(alphas[:, :-1], alphas[:, 1:], fix_eps=not resets)
-    if dense:
-        x, eps = _dense_steps(denoiser, x, eps, times, unmask_all, keep_all, mask_id, labels if resets else None,
-                              seeds, generator, temperature, top_p, last_step, dtype, revalidate)
-        return SampleOutput(x, steps, eps_init, eps)
+    run = _dense_steps if options.dense else _steps
+    x, eps, nfe = run(denoiser, x, eps, plan, seeds, generator, options)
+    return SampleOutput(x, nfe, eps_init, eps)
+
+
+def _steps(denoiser, x, eps, plan: _Plan, seeds, generator, options: SamplerOptions):
+    """The k steps of the default mode: (x Long[B, L], eps) -> (x, eps, network calls) after the last step.
+
+    Per step j only the masked positions (b, i) draw: r ~ U(0, 1) in float64 picks the branch, unmask if
+    r < unmask_bj, keep if r < unmask_bj + keep_bj, else reset; a token is drawn from x0_hat (in
+    `options.dtype`) for the unmasking rows only, and a fresh label for the resetting ones. The network
+    output is reused over a step that reveals and resets nothing when plan.cache says so."""
+    B, L = x.shape
+    device, mask_id, steps = x.device, plan.mask_id, plan.times.shape[1] - 1
     logits, nfe, rows = None, 0, _Rows()
     for j in range(steps):
         b, pos = (x == mask_id).nonzero(as_tuple=True)
         if b.numel() == 0:
             break
-        if logits is None or not cache:
-            logits, nfe = _call(denoiser, x, eps, times[:, j], mask_id, nfe == 0, revalidate), nfe + 1
-        unmask, keep = unmask_all[:, j], keep_all[:, j]
+        if logits is None or not plan.cache:
+            logits, nfe = _call(denoiser, x, eps, plan.times[:, j], mask_id, nfe == 0, options.revalidate), nfe + 1
+        unmask, keep = plan.unmask[:, j], plan.keep[:, j]
         r = generator_draw(torch.rand, (B, L), generator=generator, device=device, dtype=torch.float64)[b, pos]
         reveal = r < unmask[b]
         ub, upos = b[reveal], pos[reveal]
         if ub.numel():
-            weights = token_weights_(rows.take(logits, ub * L + upos, dtype), mask_id, temperature, top_p)
-            pick = LAST_STEPS[last_step] if j == steps - 1 else _draw
+            weights = token_weights_(rows.take(logits, ub * L + upos, options.dtype), mask_id, options.temperature,
+                                     options.top_p)
+            pick = LAST_STEPS[options.last_step] if j == steps - 1 else _draw
             x[ub, upos] = pick(weights, generator)
-        reset = r >= (unmask + keep)[b] if resets else torch.zeros_like(reveal)
+        reset = r >= (unmask + keep)[b] if plan.resets is not None else torch.zeros_like(reveal)
         rb, rpos = b[reset], pos[reset]
         if rb.numel():
-            fresh = (labels.at(seeds.to(device)[rb], j + 1, rpos, dtype=eps.dtype, length=L) if seeds is not None
-                     else labels.draw_rows(rb.numel(), generator=generator, device=device, dtype=eps.dtype))
+            fresh = (plan.resets.at(seeds.to(device)[rb], j + 1, rpos, dtype=eps.dtype, length=L)
+                     if seeds is not None
+                     else plan.resets.draw_rows(rb.numel(), generator=generator, device=device, dtype=eps.dtype))
             eps[rb, rpos] = fresh
         if ub.numel() or rb.numel():
             logits = None
-    return SampleOutput(x, nfe, eps_init, eps)
+    return x, eps, nfe
 
 
-def _dense_steps(denoiser, x, eps, times, unmask_all, keep_all, mask_id, labels, seeds, generator,
-                 temperature, top_p, last_step, dtype, revalidate):
-    """The k steps of the dense mode: (x Long[B, L], eps) -> (x, eps) after the last step.
+def _dense_steps(denoiser, x, eps, plan: _Plan, seeds, generator, options: SamplerOptions):
+    """The k steps of the dense mode: (x Long[B, L], eps) -> (x, eps, network calls = k) after the last step.
 
     Per step j and position (b, i): r ~ U(0, 1) in float64 picks the branch of a masked position,
-    unmask if r < unmask_bj, keep if r < unmask_bj + keep_bj, else reset (only with labels given: resets
-    on); a token is drawn for every position from x0_hat (one uniform each, in `dtype`) and kept where
-    the position unmasks; fresh labels are drawn for every position and kept where it resets."""
+    unmask if r < unmask_bj, keep if r < unmask_bj + keep_bj, else reset (only where plan.resets is a
+    law); a token is drawn for every position from x0_hat (one uniform each, in `options.dtype`) and kept
+    where the position unmasks; fresh labels are drawn for every position and kept where it resets."""
     B, L = x.shape
-    device = x.device
-    for j in range(times.shape[1] - 1):
+    device, mask_id, steps, labels = x.device, plan.mask_id, plan.times.shape[1] - 1, plan.resets
+    for j in range(steps):
         masked = x == mask_id
-        logits = _call(denoiser, x, eps, times[:, j], mask_id, j == 0, revalidate)
-        unmask, keep = unmask_all[:, j, None], keep_all[:, j, None]
+        logits = _call(denoiser, x, eps, plan.times[:, j], mask_id, j == 0, options.revalidate)
+        unmask, keep = plan.unmask[:, j, None], plan.keep[:, j, None]
         r = generator_draw(torch.rand, (B, L), generator=generator, device=device, dtype=torch.float64)
-        weights = token_weights_(logits.reshape(B * L, -1).to(dtype, copy=True), mask_id, temperature, top_p)
-        pick = LAST_STEPS[last_step] if j == times.shape[1] - 2 else _draw
+        weights = token_weights_(logits.reshape(B * L, -1).to(options.dtype, copy=True), mask_id,
+                                 options.temperature, options.top_p)
+        pick = LAST_STEPS[options.last_step] if j == steps - 1 else _draw
         x = torch.where(masked & (r < unmask), pick(weights, generator).view(B, L), x)
         if labels is not None:
             reset = masked & (r >= unmask + keep)
             fresh = (labels.from_seeds(seeds.to(device), L, stream=j + 1, dtype=eps.dtype) if seeds is not None
                      else labels.draw(B, L, generator=generator, device=device, dtype=eps.dtype))
             eps = torch.where(reset[..., None] if eps.dim() == 3 else reset, fresh, eps)
-    return x, eps
+    return x, eps, steps

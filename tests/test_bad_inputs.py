@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from imdm_lab.checks import check_writable, parse_steps
 from imdm_lab.exact import Marginals, check_steps_cost, mdm_law
 from imdm_lab.process import Process
-from imdm_lab.sampling import sample, token_weights_
+from imdm_lab.sampling import SamplerOptions, sample, token_weights_
 from scale.cli import main as scale_main
 from scale.training.coupling import FORMAT, Coupling
 from toy_tasks.cli import main as toy_main
@@ -211,8 +211,8 @@ class _FixedLogits:
 
 @pytest.mark.parametrize("dtype,T", [(torch.float64, 1e-300), (torch.float32, 2e-38)])
 def test_sampler_at_a_tiny_temperature_draws_the_argmax(dtype, T):
-    out = sample(_FixedLogits(), batch_size=5, length=3, steps=2, process=Process(3), temperature=T, dtype=dtype,
-                 generator=torch.Generator().manual_seed(0))
+    out = sample(_FixedLogits(), batch_size=5, length=3, steps=2, process=Process(3),
+                 generator=torch.Generator().manual_seed(0), options=SamplerOptions(temperature=T, dtype=dtype))
     expected = 2 if dtype == torch.float64 else 1  # 1 + 1e-12 rounds to 1 in float32: a tie, both drawable
     assert set(out.tokens.flatten().tolist()) <= ({2} if dtype == torch.float64 else {1, 2})
     assert expected in out.tokens.flatten().tolist()
@@ -221,7 +221,8 @@ def test_sampler_at_a_tiny_temperature_draws_the_argmax(dtype, T):
 @pytest.mark.parametrize("dtype,T", [(torch.float64, 1e-308), (torch.float32, 1e-38), (torch.float32, 1e-50)])
 def test_temperatures_below_the_smallest_normal_number_are_refused(dtype, T):
     with pytest.raises(ValueError, match="^temperature: expected a number >="):
-        sample(_FixedLogits(), batch_size=1, length=2, steps=1, process=Process(3), temperature=T, dtype=dtype)
+        sample(_FixedLogits(), batch_size=1, length=2, steps=1, process=Process(3),
+               options=SamplerOptions(temperature=T, dtype=dtype))
 
 
 # ---- coupling folders ----------------------------------------------------------------------------------

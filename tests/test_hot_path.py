@@ -10,11 +10,11 @@ from collections import Counter
 import pytest
 import torch
 
-from imdm_lab.losses import IGNORE, elbo, weighted_nll
 from imdm_lab.labels import MaskLabels
-from imdm_lab.process import Process
+from imdm_lab.losses import IGNORE, elbo, weighted_nll
 from imdm_lab.masking import q_sample
-from imdm_lab.sampling import sample
+from imdm_lab.process import Process
+from imdm_lab.sampling import SamplerOptions, sample
 from scale.checkpoints.config import config_from_dict
 from scale.model.dit import DiT, DiTConfig
 from scale.training.trainer import elbo_trainer, make_optimizer
@@ -107,7 +107,8 @@ def test_a_sampler_step_reads_nothing_back(seeds, dense):
     given[:, 0] = 5
     with stack:
         out = sample(denoiser, batch_size=4, length=L, steps=6, process=process, given=given,
-                     seeds=seeds, generator=torch.Generator().manual_seed(1), cache=False, dense=dense)
+                     seeds=seeds, generator=torch.Generator().manual_seed(1),
+                     options=SamplerOptions(cache=False, dense=dense))
     assert len(calls) >= 3 and out.nfe == len(calls) and (out.tokens != mask).all()
     assert not torch.equal(out.eps_init, out.eps_final)  # labels were reset on the way
     (seen,) = counters
@@ -168,14 +169,15 @@ def test_a_dense_dit_sampler_step_reads_nothing_back_once_told_the_ids_are_check
     given[:, :2] = 7
     with stack:
         out = sample(denoiser, batch_size=3, length=12, steps=4, process=model.process, given=given,
-                     seeds=torch.arange(3), dense=True, revalidate=revalidate)
+                     seeds=torch.arange(3), options=SamplerOptions(dense=True, revalidate=revalidate))
     assert out.nfe == len(calls) == 4 and (out.tokens < 20).all() and calls[0] == {}
     (seen,) = counters
     assert seen["nonzero"] == 0 and seen["__bool__"] == seen["item"] == seen["tolist"] == 0
     assert seen["__int__"] == (2 * 3 if revalidate else 0)  # calls 2-4
     assert all(kw == ({} if revalidate else {"validate": False}) for kw in calls[1:])
     with pytest.raises(ValueError, match="^revalidate:"):
-        sample(denoiser, batch_size=3, length=12, steps=4, process=model.process, revalidate=None)
+        sample(denoiser, batch_size=3, length=12, steps=4, process=model.process,
+               options=SamplerOptions(revalidate=None))
 
 
 @pytest.mark.parametrize("efficient", [False, True])

@@ -3,14 +3,14 @@
 Skipped where no CUDA device is present (the CPU tests cover the same kernels)."""
 import pytest
 import torch
+from test_kernels_oracle import ALPHA, N, chi_square_pvalue
 
 from imdm_lab import exact
 from imdm_lab.embedding import MaskEmbedding
 from imdm_lab.labels import MaskLabels
 from imdm_lab.masking import q_sample
 from imdm_lab.process import Process
-from imdm_lab.sampling import sample
-from test_kernels_oracle import ALPHA, N, chi_square_pvalue
+from imdm_lab.sampling import SamplerOptions, sample
 from toy_tasks.distributions import make_task
 from toy_tasks.oracle import make_oracle
 
@@ -53,7 +53,7 @@ def test_imdm_sampling_with_seeds_and_resets_on_cuda():
     kw = dict(batch_size=B, length=L, steps=64, process=Process(V, "loglinear", labels), seeds=seeds,
               device="cuda")
     a = sample(den, generator=torch.Generator(device="cuda").manual_seed(0), **kw)
-    b = sample(den, generator=torch.Generator(device="cuda").manual_seed(0), cache=False, **kw)
+    b = sample(den, generator=torch.Generator(device="cuda").manual_seed(0), options=SamplerOptions(cache=False), **kw)
     assert torch.equal(a.tokens, b.tokens) and a.nfe < b.nfe
     assert torch.equal(a.eps_init.cpu(), labels.from_seeds(seeds.cpu(), L))
     x0 = a.tokens

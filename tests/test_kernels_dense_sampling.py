@@ -6,23 +6,23 @@ import numpy as np
 import pytest
 import torch
 from scipy import stats
+from test_kernels_oracle import ALPHA, TASKS, chi_square_pvalue
 
 from imdm_lab import exact
 from imdm_lab.labels import MaskLabels
 from imdm_lab.process import Process
-from imdm_lab.sampling import sample
+from imdm_lab.sampling import SamplerOptions, sample
 from toy_tasks.distributions import make_task
 from toy_tasks.oracle import make_oracle
-
-from test_kernels_oracle import ALPHA, TASKS, chi_square_pvalue
 
 N = 100_000
 
 
-def _draw(task, model, steps, schedule, seed, labels=None, dense=True, **kw):
+def _draw(task, model, steps, schedule, seed, labels=None, seeds=None, dense=True, **options):
     p = make_task(task, **TASKS[task]).probs
     out = sample(make_oracle(model, p, labels, schedule=schedule), batch_size=N, length=p.ndim, steps=steps,
-                 generator=torch.Generator().manual_seed(seed), dense=dense, **kw)
+                 seeds=seeds, generator=torch.Generator().manual_seed(seed),
+                 options=SamplerOptions(dense=dense, **options))
     return p, out
 
 
@@ -89,7 +89,7 @@ def test_dense_seeded_resets_are_hashed_from_seed_step_and_position():
     V, labels, seeds = 5, MaskLabels("rand", dim=3), torch.tensor([10, 20, 30, 40])
     rec = _Recorder(V)
     out = sample(rec, batch_size=4, length=7, steps=8, process=Process(V, "loglinear", labels), seeds=seeds,
-                 dense=True, generator=torch.Generator().manual_seed(8))
+                 generator=torch.Generator().manual_seed(8), options=SamplerOptions(dense=True))
     assert torch.equal(out.eps_init, labels.from_seeds(seeds, 7))
     n_reset = 0
     for j in range(1, len(rec.eps)):
@@ -110,7 +110,7 @@ def test_dense_given_tokens_and_per_sample_start_times():
     rec = _Recorder(V)
     t0 = torch.tensor([1.0, 0.5, 0.2, 1.0, 0.7, 0.05], dtype=torch.float64)
     out = sample(rec, batch_size=6, length=8, steps=5, process=Process(V), given=given, given_mask=given_mask,
-                 t_start=t0, dense=True, generator=torch.Generator().manual_seed(3))
+                 t_start=t0, generator=torch.Generator().manual_seed(3), options=SamplerOptions(dense=True))
     assert torch.equal(out.tokens[:, :3], given[:, :3]) and (out.tokens < V).all()
     assert len(rec.x) == 5 and torch.equal(rec.x[0], given)
 
@@ -120,12 +120,13 @@ def test_dense_greedy_last_step_temperature_and_top_p():
 
     def den(x, eps, t):
         return logits.expand(*x.shape, 3)
-    out = sample(den, batch_size=5, length=4, steps=1, process=Process(3), last_step="greedy", dense=True)
+    out = sample(den, batch_size=5, length=4, steps=1, process=Process(3),
+                 options=SamplerOptions(last_step="greedy", dense=True))
     assert (out.tokens == 1).all()
     # temperature 0.5 squares x0_hat: q = (0.01, 0.25, 0.16) / 0.42; top_p = 0.7 keeps classes 1 and 2
     q = torch.tensor([0.01, 0.25, 0.16], dtype=torch.float64) / 0.42
-    out = sample(den, batch_size=200, length=100, steps=1, process=Process(3), temperature=0.5, top_p=0.7,
-                 dense=True, generator=torch.Generator().manual_seed(4))
+    out = sample(den, batch_size=200, length=100, steps=1, process=Process(3), generator=torch.Generator().manual_seed(4),
+                 options=SamplerOptions(temperature=0.5, top_p=0.7, dense=True))
     kept = torch.stack([q[0] * 0, q[1], q[2]]) / (q[1] + q[2])  # mass before class 2 is q[1] = 0.595 < 0.7
     counts = torch.bincount(out.tokens.flatten(), minlength=3).double()
     assert counts[0] == 0
@@ -136,13 +137,13 @@ def test_dense_refuses_a_cache_and_checks_its_switch():
     args = dict(batch_size=2, length=3, steps=2, process=Process(3))
     den = lambda x, eps, t: torch.zeros(*x.shape, 3)  # noqa: E731
     with pytest.raises(ValueError, match="^cache:"):
-        sample(den, dense=True, cache=True, **args)
+        sample(den, options=SamplerOptions(dense=True, cache=True), **args)
     with pytest.raises(ValueError, match="^dense:"):
-        sample(den, dense="yes", **args)
+        sample(den, options=SamplerOptions(dense="yes"), **args)
     with pytest.raises(ValueError, match="^given:"):
-        sample(den, dense=True, given=torch.tensor([[7, 3, 3], [0, 1, 3]]), **args)
-    assert sample(den, dense=True, cache=False, **args).nfe == 2
+        sample(den, given=torch.tensor([[7, 3, 3], [0, 1, 3]]), options=SamplerOptions(dense=True), **args)
+    assert sample(den, options=SamplerOptions(dense=True, cache=False), **args).nfe == 2
     # revalidate=False trusts the ids only after the first call, which still checks `given`
     with pytest.raises(ValueError, match="^given:"):
-        sample(lambda x, eps, t, validate=True: den(x, eps, t), dense=True, revalidate=False,
-               given=torch.tensor([[7, 3, 3], [0, 1, 3]]), **args)
+        sample(lambda x, eps, t, validate=True: den(x, eps, t), given=torch.tensor([[7, 3, 3], [0, 1, 3]]),
+               options=SamplerOptions(dense=True, revalidate=False), **args)

@@ -189,6 +189,14 @@ def test_eps_coupling_loss_at_given_times_is_the_loss_whose_generator_drew_them(
     assert torch.equal(t, kept)  # the fully masked rows (t = 1) are set on a copy, not on the caller's times
 
 
+@pytest.mark.parametrize("fraction", [-0.5, 1.5, float("nan"), True, "half"])
+def test_eps_coupling_loss_refuses_a_full_mask_fraction_outside_the_unit_interval(fraction):
+    process = Process(5, "loglinear", MaskLabels("rand", dim=2))
+    with pytest.raises(ValueError, match=r"^full_mask_fraction: expected a number in \[0, 1\]"):
+        eps_coupling_loss(_time_denoiser(5, 5), _time_denoiser(5, 6), torch.zeros(2, 3, dtype=torch.long),
+                          reader="kr", process=process, full_mask_fraction=fraction)
+
+
 def test_sdtt_loss_takes_one_time_for_the_whole_batch_as_a_number():
     C, B, L = 5, 4, 6
     kw = dict(k=2, process=Process(C, "linear"))

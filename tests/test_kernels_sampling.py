@@ -6,7 +6,7 @@ import torch
 
 from imdm_lab.labels import MaskLabels
 from imdm_lab.process import Process, process_of
-from imdm_lab.sampling import categorical, nucleus, sample
+from imdm_lab.sampling import SamplerOptions, categorical, nucleus, sample
 from imdm_lab.schedules import get_schedule
 from toy_tasks.distributions import make_task
 from toy_tasks.oracle import make_oracle
@@ -46,8 +46,8 @@ class Recorder:
 def test_masks_left_before_each_step_follow_the_schedule(name):
     B, L, k = 400, 16, 4
     rec = Recorder(_random_denoiser())
-    sample(rec, batch_size=B, length=L, steps=k, process=_process(schedule=name), cache=False,
-           generator=torch.Generator().manual_seed(3))
+    sample(rec, batch_size=B, length=L, steps=k, process=_process(schedule=name),
+           generator=torch.Generator().manual_seed(3), options=SamplerOptions(cache=False))
     sched = get_schedule(name)
     a = sched.alpha(sched.grid(k)).numpy()
     survive = (1 - a[:-1]) / (1 - a[0])
@@ -84,7 +84,8 @@ def test_per_sample_t_start_completes_from_its_own_time():
         return torch.zeros(*x.shape, V)
     t0 = torch.tensor([1.0, 0.3], dtype=torch.float64)
     out = sample(den, batch_size=B, length=L, steps=k, process=_process(schedule="cosine"),
-                 given=torch.full((B, L), V), t_start=t0, cache=False, generator=torch.Generator().manual_seed(6))
+                 given=torch.full((B, L), V), t_start=t0, generator=torch.Generator().manual_seed(6),
+                 options=SamplerOptions(cache=False))
     assert (out.tokens != V).all() and len(seen) == k
     assert torch.allclose(seen[0][1].double(), t0) and torch.allclose(seen[1][1].double(), 0.75 * t0)
     # after the first step a position is still masked with probability (1 - alpha_s) / (1 - alpha_t),
@@ -101,8 +102,10 @@ def test_per_sample_t_start_completes_from_its_own_time():
 def test_cache_gives_identical_samples_with_fewer_calls(labels):
     kw = dict(batch_size=3, length=5, steps=64, process=_process(labels, "loglinear"),
               seeds=torch.tensor([1, 2, 3]))
-    a = sample(_random_denoiser(), cache=True, generator=torch.Generator().manual_seed(7), **kw)
-    b = sample(_random_denoiser(), cache=False, generator=torch.Generator().manual_seed(7), **kw)
+    a = sample(_random_denoiser(), generator=torch.Generator().manual_seed(7), options=SamplerOptions(cache=True),
+               **kw)
+    b = sample(_random_denoiser(), generator=torch.Generator().manual_seed(7), options=SamplerOptions(cache=False),
+               **kw)
     assert torch.equal(a.tokens, b.tokens)
     assert a.nfe < b.nfe <= 64
     if labels is not None:
@@ -114,7 +117,7 @@ def test_seeded_eps_and_resets_are_reproducible_from_the_seed():
     seeds = torch.tensor([10, 20, 30, 40])
     rec = Recorder(_random_denoiser())
     out = sample(rec, batch_size=4, length=7, steps=8, process=_process(labels, "loglinear"), seeds=seeds,
-                 cache=False, generator=torch.Generator().manual_seed(8))
+                 generator=torch.Generator().manual_seed(8), options=SamplerOptions(cache=False))
     assert torch.equal(out.eps_init, labels.from_seeds(seeds, 7))
     # every label the denoiser saw is the initial one or a hashed fresh one of (seed, step + 1, position)
     candidates = torch.stack([labels.from_seeds(seeds, 7, stream=s) for s in range(9)])  # [9, B, L, D]
@@ -134,7 +137,7 @@ def test_seeded_eps_and_resets_are_reproducible_from_the_seed():
 def test_fix_eps_keeps_the_initial_labels():
     process = _process(MaskLabels("randn", dim=2), "loglinear")
     out = sample(_random_denoiser(), batch_size=4, length=9, steps=16, process=process,
-                 fix_eps=True, generator=torch.Generator().manual_seed(9))
+                 generator=torch.Generator().manual_seed(9), options=SamplerOptions(fix_eps=True))
     assert torch.equal(out.eps_init, out.eps_final)
     out = sample(_random_denoiser(), batch_size=4, length=9, steps=16, process=process,
                  generator=torch.Generator().manual_seed(9))
@@ -146,7 +149,8 @@ def test_greedy_last_step_takes_the_argmax():
 
     def den(x, eps, t):
         return logits.expand(*x.shape, 3)
-    out = sample(den, batch_size=5, length=4, steps=1, process=_process(mask_id=3), last_step="greedy")
+    out = sample(den, batch_size=5, length=4, steps=1, process=_process(mask_id=3),
+                 options=SamplerOptions(last_step="greedy"))
     assert (out.tokens == 1).all()
 
 
@@ -156,8 +160,8 @@ def test_float32_and_float64_draws_agree_in_law():
     def den(x, eps, t):
         return p.log().expand(*x.shape, 4)
     for dtype in (torch.float64, torch.float32):
-        out = sample(den, batch_size=100, length=200, steps=1, process=_process(mask_id=4), dtype=dtype,
-                     generator=torch.Generator().manual_seed(10))
+        out = sample(den, batch_size=100, length=200, steps=1, process=_process(mask_id=4),
+                     generator=torch.Generator().manual_seed(10), options=SamplerOptions(dtype=dtype))
         freq = torch.bincount(out.tokens.flatten(), minlength=4).double() / 20000
         assert ((freq - p.double()).abs() <= 5 * torch.sqrt(p.double() * (1 - p.double()) / 20000)).all()
 
@@ -177,8 +181,8 @@ def test_temperature_sharpens_x0_hat():
 
     def den(x, eps, t):
         return p.log().expand(*x.shape, 2)
-    out = sample(den, batch_size=100, length=100, steps=1, process=_process(mask_id=2), temperature=0.5,
-                 generator=torch.Generator().manual_seed(12))
+    out = sample(den, batch_size=100, length=100, steps=1, process=_process(mask_id=2),
+                 generator=torch.Generator().manual_seed(12), options=SamplerOptions(temperature=0.5))
     q1 = 0.8 ** 2 / (0.8 ** 2 + 0.2 ** 2)
     assert abs(out.tokens.double().mean() - q1) < 5 * (q1 * (1 - q1) / 1e4) ** 0.5
 
@@ -192,14 +196,19 @@ def test_temperature_sharpens_x0_hat():
     (dict(given_mask=torch.ones(2, 3, dtype=torch.bool)), "given_mask"),
     (dict(labels=MaskLabels("rand", dim=2), seeds=torch.tensor([1])), "seeds"),
     (dict(dtype=torch.float16), "dtype"), (dict(mask_id=-1), "mask_id"), (dict(cache=1), "cache"),
-    (dict(process="linear"), "process")])
+    (dict(fix_eps=None), "fix_eps"), (dict(process="linear"), "process"), (dict(options={}), "options")])
 def test_bad_sampler_arguments(kwargs, word):
-    # mask id, schedule and labels are the process's: a bad one is refused where the process is built
-    proc_keys = ("mask_id", "schedule", "labels")
+    # mask id, schedule and labels are the process's: a bad one is refused where the process is built; how to
+    # sample is SamplerOptions', refused where the options are built
+    proc_keys, option_keys = ("mask_id", "schedule", "labels"), ("temperature", "top_p", "last_step", "dtype",
+                                                                  "cache", "fix_eps")
     proc_kw = {k: v for k, v in kwargs.items() if k in proc_keys}
-    args = dict(batch_size=2, length=3, steps=2) | {k: v for k, v in kwargs.items() if k not in proc_keys}
+    option_kw = {k: v for k, v in kwargs.items() if k in option_keys}
+    args = dict(batch_size=2, length=3, steps=2) | {k: v for k, v in kwargs.items()
+                                                    if k not in proc_keys + option_keys}
     with pytest.raises(ValueError, match=f"^{word}:"):
         args.setdefault("process", _process(**proc_kw))
+        args.setdefault("options", SamplerOptions(**option_kw))
         sample(lambda x, eps, t: torch.zeros(*x.shape, V), **args)
 
 
@@ -248,17 +257,19 @@ def test_a_time_conditioned_process_refuses_the_cache_and_calls_the_network_ever
     kw = dict(batch_size=3, length=5, steps=64, seeds=torch.tensor([1, 2, 3]))
     timed = _process(MaskLabels("rand", dim=2), "loglinear", time_conditioning=True)
     with pytest.raises(ValueError, match="^cache:"):
-        sample(_random_denoiser(), process=timed, cache=True, **kw)
+        sample(_random_denoiser(), process=timed, options=SamplerOptions(cache=True), **kw)
     with pytest.raises(ValueError, match="^cache:"):
-        sample(_Carrier(timed), cache=True, **kw)
+        sample(_Carrier(timed), options=SamplerOptions(cache=True), **kw)
     # the default follows the process: no reuse when the network reads t, reuse otherwise
     rec = Recorder(_random_denoiser())
     a = sample(rec, process=timed, generator=torch.Generator().manual_seed(7), **kw)
-    b = sample(_random_denoiser(), process=timed, cache=False, generator=torch.Generator().manual_seed(7), **kw)
+    b = sample(_random_denoiser(), process=timed, generator=torch.Generator().manual_seed(7),
+               options=SamplerOptions(cache=False), **kw)
     assert torch.equal(a.tokens, b.tokens) and a.nfe == b.nfe == len(rec.masked)
     untimed = _process(MaskLabels("rand", dim=2), "loglinear")
     c = sample(_random_denoiser(), process=untimed, generator=torch.Generator().manual_seed(7), **kw)
-    d = sample(_random_denoiser(), process=untimed, cache=True, generator=torch.Generator().manual_seed(7), **kw)
+    d = sample(_random_denoiser(), process=untimed, generator=torch.Generator().manual_seed(7),
+               options=SamplerOptions(cache=True), **kw)
     assert torch.equal(c.tokens, a.tokens) and torch.equal(c.tokens, d.tokens) and c.nfe == d.nfe < a.nfe
 
 

@@ -16,7 +16,7 @@ import imdm_lab.distill.redi as redi
 from imdm_lab.schedules import get_schedule
 from scale.checkpoints.checkpoint import load_model
 from scale.cli import main
-from scale.training.coupling import Coupling, generate
+from scale.training.coupling import Coupling, CouplingSettings, generate
 from scale.training.distributed import Runtime
 
 CPU = Runtime(0, 1, 0, torch.device("cpu"))
@@ -50,7 +50,7 @@ def test_eps_from_the_stored_seed_is_the_eps_the_teacher_started_from(teacher, t
 
     calls, real_sample = [0], redi.sample
     monkeypatch.setattr(redi, "sample", spying_sample)
-    out = generate(teacher, tmp_path / "c", n=6, steps=4, batch_size=3, shard_size=6, runtime=CPU,
+    out = generate(teacher, tmp_path / "c", CouplingSettings(n=6, steps=4, batch_size=3, shard_size=6), runtime=CPU,
                    progress=False)
     data = Coupling(out)
     model, _ = load_model(teacher)
@@ -78,7 +78,7 @@ def test_fix_eps_keeps_the_initial_eps_over_the_whole_path(teacher, tmp_path, mo
 
     real_sample = redi.sample
     monkeypatch.setattr(redi, "sample", spying_sample)
-    out = generate(teacher, tmp_path / "c", n=4, steps=6, batch_size=4, shard_size=4, fix_eps=True,
+    out = generate(teacher, tmp_path / "c", CouplingSettings(n=4, steps=6, batch_size=4, shard_size=4, fix_eps=True),
                    runtime=CPU, progress=False)
     first = calls[0][0]
     assert len(calls) > 1 and all(torch.equal(eps, first) for eps, _ in calls)
@@ -88,10 +88,11 @@ def test_fix_eps_keeps_the_initial_eps_over_the_whole_path(teacher, tmp_path, mo
 
 
 def test_ranks_split_the_shards_and_add_up_to_one_process(teacher, tmp_path):
-    kw = dict(n=10, steps=3, batch_size=2, shard_size=3, progress=False)
-    one = generate(teacher, tmp_path / "one", runtime=CPU, **kw)
+    settings = CouplingSettings(n=10, steps=3, batch_size=2, shard_size=3)
+    one = generate(teacher, tmp_path / "one", settings, runtime=CPU, progress=False)
     for rank in (1, 0):  # rank 1 first: a rank never needs the others' shards
-        generate(teacher, tmp_path / "two", runtime=Runtime(rank, 2, rank, torch.device("cpu")), **kw)
+        generate(teacher, tmp_path / "two", settings, runtime=Runtime(rank, 2, rank, torch.device("cpu")),
+                 progress=False)
         if rank == 1:
             assert sorted(p.name for p in (tmp_path / "two").glob("shard-*")) == ["shard-000001", "shard-000003"]
     a, b = _arrays(one), _arrays(tmp_path / "two")
@@ -102,15 +103,33 @@ def test_ranks_split_the_shards_and_add_up_to_one_process(teacher, tmp_path):
 
 
 def test_two_torchrun_processes_make_the_one_process_coupling(teacher, subprocess_env, tmp_path):
-    kw = dict(n=6, steps=3, batch_size=2, shard_size=2)
+    settings = CouplingSettings(n=6, steps=3, batch_size=2, shard_size=2)
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                           "-m", "scale", "coupling", "--teacher", str(teacher), "--num-samples", "6", "--steps", "3",
                           "--batch-size", "2", "--shard-size", "2", "--out", str(tmp_path / "two")],
                          env=subprocess_env, capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-2000:]
-    one = generate(teacher, tmp_path / "one", runtime=CPU, progress=False, **kw)
+    one = generate(teacher, tmp_path / "one", settings, runtime=CPU, progress=False)
     a, b = _arrays(one), _arrays(tmp_path / "two")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(n=0), "--n: expected an integer >= 1, got 0"),
+    (dict(shard_size=1.5), "--shard-size: expected an integer >= 1, got 1.5"),
+    (dict(t_min=1.0), r"--t-min: expected a number in \(0, 1\), got 1.0"),
+    (dict(t_min="0.1"), r"--t-min: expected a number in \(0, 1\), got '0.1'"),
+    (dict(fix_eps=1), "--fix-eps: expected a bool, got 1"),
+    (dict(seed=-1), r"--seed: expected an integer in \[0, 2\^31\), got -1")])
+def test_coupling_settings_are_refused_when_built(kwargs, message):
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        CouplingSettings(**(dict(n=4, steps=2) | kwargs))
+
+
+def test_coupling_settings_hold_plain_integers_for_meta_json():
+    settings = CouplingSettings(n=np.int64(4), steps=np.int32(2), seed=np.int64(3))
+    assert json.loads(json.dumps([settings.n, settings.steps, settings.seed])) == [4, 2, 3]
+    assert settings.rollout.fix_eps is False and CouplingSettings(n=1, steps=1, fix_eps=True).rollout.fix_eps
 
 
 def test_other_settings_in_the_same_folder_are_refused(teacher, tmp_path, capsys):
@@ -142,12 +161,13 @@ def test_sigkill_then_rerun_has_no_duplicates_or_gaps(teacher, subprocess_env, t
     with pytest.raises(ValueError, match="incomplete"):
         Coupling(killed)
 
-    resumed = subprocess.run([*args, "--out", str(killed)], env=subprocess_env, capture_output=True, text=True, timeout=120)
+    resumed = subprocess.run([*args, "--out", str(killed)], env=subprocess_env, capture_output=True, text=True,
+                             timeout=120)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     data = Coupling(killed)  # checks that samples 0..n-1 are present exactly once
     assert len(data) == n and len(list(killed.glob("shard-*"))) == n // size
-    reference = generate(teacher, tmp_path / "reference", n=n, steps=32, batch_size=2, shard_size=size,
-                         runtime=CPU, progress=False)
+    reference = generate(teacher, tmp_path / "reference",
+                         CouplingSettings(n=n, steps=32, batch_size=2, shard_size=size), runtime=CPU, progress=False)
     a, b = _arrays(killed), _arrays(reference)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert np.unique(a["seed"].numpy()).size == n

@@ -171,8 +171,20 @@ def test_train_judge_cli_function_writes_a_loadable_judge(tmp_path):
     (dict(warmup=-1), "warmup: expected an integer >= 0, got -1"),
     (dict(warmup=True), "warmup: expected an integer >= 0, got True"),
     (dict(eval_batches=1.5), "eval_batches: expected an integer >= 1, got 1.5"),
+    (dict(size="huge"), r"size: expected one of \['base', 'small', 'tiny'\], got 'huge'"),
+    (dict(lr=float("nan")), "lr: expected a finite number > 0, got nan"),
+    (dict(seed=-1), r"seed: expected an integer in \[0, 2\^31\), got -1"),
 ])
 def test_train_judge_rejects_bad_settings_before_reading_data(tmp_path, kwargs, message):
-    from scale.evaluation.judge import train_judge
+    from scale.evaluation.judge import JudgeTraining, train_judge
     with pytest.raises(ValueError, match=f"^{message}$"):
-        train_judge(tmp_path / "judge", data=str(tmp_path / "no-such-corpus"), **kwargs)
+        train_judge(tmp_path / "judge", data=str(tmp_path / "no-such-corpus"), training=JudgeTraining(**kwargs))
+
+
+def test_judge_learning_rate_warms_up_linearly_then_decays_by_a_cosine_to_a_tenth():
+    from scale.evaluation.judge import JudgeTraining
+    training = JudgeTraining(lr=0.5, warmup=4, steps=104)
+    assert [training.lr_at(s) for s in range(4)] == [0.125, 0.25, 0.375, 0.5]
+    assert training.lr_at(4) == 0.5  # the decay starts at lr
+    assert abs(training.lr_at(54) - 0.5 * (0.1 + 0.9 * 0.5)) < 1e-15  # halfway: cos = 0
+    assert abs(training.lr_at(104) - 0.05) < 1e-15  # the end: a tenth of lr

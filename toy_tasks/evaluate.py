@@ -32,7 +32,7 @@ import torch
 
 from imdm_lab.losses import subs_log_probs
 from imdm_lab.posterior import imdm_coefficients
-from imdm_lab.sampling import sample
+from imdm_lab.sampling import SamplerOptions, sample
 from imdm_lab.schedules import get_schedule
 from toy_tasks.label_slices import support_index
 from toy_tasks.models import ToyDenoiser
@@ -238,7 +238,8 @@ def evaluate(model: ToyDenoiser, view, steps: int, n: int, seed: int, last_step:
     once), nfe (and the estimator used)."""
     gen = torch.Generator().manual_seed(seed)
     rows = max(1, min(CHUNK, SAMPLE_NUMBERS // (model.L * model.V)))
-    chunks = [sample(model, batch_size=min(rows, n - start), steps=steps, generator=gen, last_step=last_step)
+    options = SamplerOptions(last_step=last_step)
+    chunks = [sample(model, batch_size=min(rows, n - start), steps=steps, generator=gen, options=options)
               for start in range(0, n, rows)]
     samples = torch.cat([c.tokens for c in chunks]).numpy()
     nfe = float(np.mean([c.nfe for c in chunks]))

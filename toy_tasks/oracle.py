@@ -25,7 +25,7 @@ from imdm_lab.exact import Marginals, conditional_marginals, partition_and_map
 from imdm_lab.labels import BELOW_ONE, MaskLabels
 from imdm_lab.losses import NEG_INF
 from imdm_lab.process import Process
-from imdm_lab.sampling import sample
+from imdm_lab.sampling import SamplerOptions, sample
 
 
 def _log(probs: np.ndarray) -> np.ndarray:
@@ -171,11 +171,12 @@ def sample_oracle(model: str, p, *, steps: int, n: int, seed: int, schedule: str
     `seed`; sample i's initial labels are hashed from seed * 2^32 + i, so they do not depend on batch_size."""
     denoiser = make_oracle(model, p, ORACLE_LABELS[model], schedule)
     generator = torch.Generator().manual_seed(seed)
+    options = SamplerOptions(fix_eps=fix_eps)
     chunks, calls = [], []
     for start in range(0, n, batch_size):
         size = min(batch_size, n - start)
         seeds = seed * 2**32 + torch.arange(start, start + size)
-        res = sample(denoiser, batch_size=size, steps=steps, seeds=seeds, generator=generator, fix_eps=fix_eps)
+        res = sample(denoiser, batch_size=size, steps=steps, seeds=seeds, generator=generator, options=options)
         chunks.append(res.tokens.numpy())
         calls.append(res.nfe)
     return np.concatenate(chunks).astype(np.int64), float(np.mean(calls))

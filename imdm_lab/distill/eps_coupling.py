@@ -185,6 +185,9 @@ def eps_coupling_loss(student: Callable, teacher: Callable, x0: torch.Tensor, *,
     proc = process_of(student, process)
     if proc.labels is None:
         raise ValueError("process: expected a student with mask labels (an IMDM) for the eps-driven coupling")
+    if isinstance(full_mask_fraction, bool) or not isinstance(full_mask_fraction, (int, float)) \
+            or not 0.0 <= full_mask_fraction <= 1.0:
+        raise ValueError(f"full_mask_fraction: expected a number in [0, 1], got {full_mask_fraction!r}")
     mask_id = proc.mask_id
     B, L = x0.shape
     dev = x0.device

@@ -12,7 +12,8 @@ masked positions of x_t, with eps regenerated from the seed and no reset.
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
@@ -20,7 +21,7 @@ from imdm_lab.counter_rng import generator_draw, hash_uniform
 from imdm_lab.losses import elbo_terms, subs_log_probs
 from imdm_lab.masking import q_sample
 from imdm_lab.process import Process, process_of
-from imdm_lab.sampling import sample
+from imdm_lab.sampling import SamplerOptions, sample
 from imdm_lab.schedules import Schedule, sample_times
 
 # Seeds are drawn below 2^62 so that they fit an int64 with room to spare.
@@ -45,9 +46,10 @@ def hashed_perturbation(seeds: torch.Tensor, length: int, t_min: float) -> tuple
 
 
 def perturbed_coupling(teacher: Callable, x0: torch.Tensor, *, steps: int, process: Process | None = None,
-                       mask_schedule: str | Schedule = "linear", fix_eps: bool = False, t_min: float | None = None,
-                       seeds: torch.Tensor | None = None, hashed: bool = False, cache: bool | None = None,
-                       generator: torch.Generator | None = None) -> Coupling:
+                       mask_schedule: str | Schedule = "linear", t_min: float | None = None,
+                       seeds: torch.Tensor | None = None, hashed: bool = False,
+                       generator: torch.Generator | None = None,
+                       rollout: SamplerOptions = SamplerOptions()) -> Coupling:
     """Pairs (x_t, x_0 = teacher completion) for data x0 Long[N, L].
 
     x_t^i = mask with probability 1 - alpha(t) of `mask_schedule` (default `linear`: probability t, as the
@@ -55,7 +57,8 @@ def perturbed_coupling(teacher: Callable, x0: torch.Tensor, *, steps: int, proce
     t_min); the completion runs `steps` steps of the teacher's schedule from t_start = t. seeds: Long[N]
     per-sample label seeds (default: drawn from `generator`); hashed=True: t and the mask coins come from
     the seeds too (hashed_perturbation), the generator then drives only the teacher's rollout.
-    process: the teacher's own unless it carries none; cache: default the process's rule."""
+    process: the teacher's own unless it carries none; rollout: how the teacher samples (e.g.
+    SamplerOptions(fix_eps=True): no label reset along the completion)."""
     proc = process_of(teacher, process)
     N, L = x0.shape
     t_min = proc.t_min if t_min is None else t_min
@@ -76,7 +79,7 @@ def perturbed_coupling(teacher: Callable, x0: torch.Tensor, *, steps: int, proce
     if seeds is None:
         seeds = generator_draw(torch.randint, 0, SEED_BOUND, (N,), generator=generator, device=x0.device)
     out = sample(teacher, batch_size=N, length=L, steps=steps, process=proc, given=x_t, given_mask=~masked,
-                 t_start=t, seeds=seeds, generator=generator, fix_eps=fix_eps, cache=cache, device=x0.device)
+                 t_start=t, seeds=seeds, generator=generator, device=x0.device, options=rollout)
     return Coupling(x_t, out.tokens, t, seeds)
 
 

@@ -4,7 +4,7 @@ process or under torchrun (rank r writes the shards s with s % world == r)."""
 from __future__ import annotations
 
 from scale.training import distributed as D
-from scale.training.coupling import generate
+from scale.training.coupling import CouplingSettings, generate
 
 
 def add_arguments(p) -> None:
@@ -23,11 +23,12 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    settings = CouplingSettings(n=args.n, steps=args.steps, fix_eps=args.fix_eps, seed=args.seed,
+                                batch_size=args.batch_size, shard_size=args.shard_size, weights=args.weights,
+                                t_min=args.t_min)
     runtime = D.init_runtime()
     try:
-        out = generate(args.teacher, args.out, n=args.n, steps=args.steps, fix_eps=args.fix_eps,
-                       seed=args.seed, batch_size=args.batch_size, shard_size=args.shard_size,
-                       weights=args.weights, t_min=args.t_min, runtime=runtime)
+        out = generate(args.teacher, args.out, settings, runtime=runtime)
         if runtime.main:
             print(f"coupling of {args.n} samples in {out}")
     finally:

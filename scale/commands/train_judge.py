@@ -10,7 +10,7 @@ import argparse
 import json
 
 from scale.data.corpora import DEFAULT_CORPUS
-from scale.evaluation.judge import JUDGE_SIZES, train_judge
+from scale.evaluation.judge import JUDGE_SIZES, JudgeTraining, train_judge
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,23 +19,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="heldout", help="split to train on (default heldout)")
     parser.add_argument("--eval-split", default="validation", help="split of the final perplexity")
     parser.add_argument("--out", required=True, help="folder to write the judge to")
-    parser.add_argument("--size", default="small", choices=sorted(JUDGE_SIZES))
-    parser.add_argument("--length", type=int, default=128, help="training sequence length")
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--warmup", type=int, default=30)
-    parser.add_argument("--eval-batches", type=int, default=64,
+    # the defaults are JudgeTraining's
+    parser.add_argument("--size", default=JudgeTraining.size, choices=sorted(JUDGE_SIZES))
+    parser.add_argument("--length", type=int, default=JudgeTraining.length, help="training sequence length")
+    parser.add_argument("--steps", type=int, default=JudgeTraining.steps)
+    parser.add_argument("--batch-size", type=int, default=JudgeTraining.batch_size)
+    parser.add_argument("--lr", type=float, default=JudgeTraining.lr)
+    parser.add_argument("--warmup", type=int, default=JudgeTraining.warmup)
+    parser.add_argument("--eval-batches", type=int, default=JudgeTraining.eval_batches,
                         help="validation batches scored at the end")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=JudgeTraining.seed)
     parser.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Train, write the folder, print the JSON summary."""
+    training = JudgeTraining(size=args.size, length=args.length, steps=args.steps, batch_size=args.batch_size,
+                             lr=args.lr, warmup=args.warmup, eval_batches=args.eval_batches, seed=args.seed)
     summary = train_judge(args.out, data=args.data, split=args.split, eval_split=args.eval_split,
-                          size=args.size, length=args.length, steps=args.steps,
-                          batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
-                          eval_batches=args.eval_batches, seed=args.seed, device=args.device)
+                          training=training, device=args.device)
     print(json.dumps(summary, indent=1))
     return 0

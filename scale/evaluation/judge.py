@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -99,52 +100,75 @@ def mean_nll(model, blocks, batch_size: int, max_batches: int) -> float:
     return total / count
 
 
-def train_judge(out: str | Path, *, data: str = DEFAULT_CORPUS, split: str = "heldout",
-                eval_split: str = "validation", size: str = "small", length: int = 128,
-                steps: int = 300, batch_size: int = 16, lr: float = 1e-3, warmup: int = 30,
-                eval_batches: int = 64, seed: int = 0, device: str | None = None,
-                progress: bool = True) -> dict:
-    """Train a small GPT-2 on `data`/`split` (text the diffusion model never trains on) and save it
-    to `out` with save_pretrained + the GPT-2 tokenizer, so `load_judge(out)` reads it back. Its
-    context is `length`: longer samples are scored in chunks of that size. `out` must be new, empty or
-    a judge of this function (JUDGE), which is replaced.
+@dataclass(frozen=True)
+class JudgeTraining:
+    """How `train_judge` trains (the options of `python -m scale train-judge`): a GPT-2 of `size`
+    (JUDGE_SIZES) on blocks of `length` tokens, its context; `steps` AdamW steps of `batch_size` blocks at
+    the learning rate `lr_at`; the validation perplexity on the first `eval_batches` batches; `seed` fixes
+    the initialisation and the data order. Refused on construction, naming the setting, unless size is a
+    known size, lr a finite number > 0, the seed a valid seed and every count an integer (length >= 3,
+    warmup >= 0, the others >= 1)."""
+    size: str = "small"
+    length: int = 128
+    steps: int = 300
+    batch_size: int = 16
+    lr: float = 1e-3
+    warmup: int = 30
+    eval_batches: int = 64
+    seed: int = 0
 
-    AdamW (weight decay 0.01), linear warm-up then cosine decay to 10% of lr (imdm_lab.lr_schedule,
-    kind "cosine-floor"); a fixed seed fixes the initialisation and the data order. Returns (and writes
-    to out/judge.json) a summary with the final training loss and the validation perplexity on the
-    first `eval_batches` batches of `eval_split`.
+    def __post_init__(self):
+        if self.size not in JUDGE_SIZES:
+            raise ValueError(f"size: expected one of {sorted(JUDGE_SIZES)}, got {self.size!r}")
+        # stored as plain ints: judge.json records them
+        for name, low in (("steps", 1), ("batch_size", 1), ("length", 3), ("eval_batches", 1), ("warmup", 0)):
+            object.__setattr__(self, name, check_int(name, getattr(self, name), low))
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr: expected a finite number > 0, got {self.lr!r}")
+        object.__setattr__(self, "seed", check_seed("seed", self.seed))
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of step `step` (from 0): linear warm-up over `warmup` steps, then cosine decay
+        to 10 % of lr (imdm_lab.lr_schedule.learning_rate, kind "cosine-floor")."""
+        return learning_rate(step, self.lr, self.warmup, self.steps, kind="cosine-floor")
+
+
+def train_judge(out: str | Path, *, data: str = DEFAULT_CORPUS, split: str = "heldout",
+                eval_split: str = "validation", training: JudgeTraining = JudgeTraining(),
+                device: str | None = None, progress: bool = True) -> dict:
+    """Train a small GPT-2 on `data`/`split` (text the diffusion model never trains on) as `training`
+    says and save it to `out` with save_pretrained + the GPT-2 tokenizer, so `load_judge(out)` reads it
+    back. Its context is `training.length`: longer samples are scored in chunks of that size.
+
+    AdamW (weight decay 0.01, gradients clipped to norm 1) at the learning rate `training.lr_at(step)`.
+    Returns (and writes to out/judge.json) a summary with the settings, the final training loss and the
+    validation perplexity on the first `training.eval_batches` batches of `eval_split`.
     """
-    if size not in JUDGE_SIZES:
-        raise ValueError(f"size: expected one of {sorted(JUDGE_SIZES)}, got {size!r}")
-    for name, value, low in (("steps", steps, 1), ("batch_size", batch_size, 1), ("length", length, 3),
-                             ("eval_batches", eval_batches, 1), ("warmup", warmup, 0)):
-        check_int(name, value, low)
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr: expected a finite number > 0, got {lr!r}")
-    seed = check_seed("seed", seed)
+    if not isinstance(training, JudgeTraining):
+        raise ValueError(f"training: expected a JudgeTraining, got {type(training).__name__}")
     device = check_device("device", device)
     out = durable.check_owner(check_writable("out", out, folder=True), JUDGE)
     from tqdm.auto import tqdm  # the heavy imports once the arguments are known to be good
     from transformers import GPT2Config, GPT2LMHeadModel
 
+    length, batch_size = training.length, training.batch_size
     train_blocks = load_blocks(data, split, tokenizer="gpt2", length=length, progress=progress)
     val_blocks = load_blocks(data, eval_split, tokenizer="gpt2", length=length, progress=progress)
     if len(train_blocks) < batch_size:
         raise ValueError(f"batch_size: expected at most the {len(train_blocks)} training blocks of "
                          f"{data}/{split} at length {length}, got {batch_size}")
     tokenizer = load_tokenizer("gpt2")
-    torch.manual_seed(seed)
+    torch.manual_seed(training.seed)
     config = GPT2Config(vocab_size=len(tokenizer), n_positions=length, bos_token_id=tokenizer.eos_token_id,
-                        eos_token_id=tokenizer.eos_token_id, **JUDGE_SIZES[size])
+                        eos_token_id=tokenizer.eos_token_id, **JUDGE_SIZES[training.size])
     model = GPT2LMHeadModel(config).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-
-    stream = BatchStream(len(train_blocks), batch_size, seed=seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=training.lr, weight_decay=0.01)
+    stream = BatchStream(len(train_blocks), batch_size, seed=training.seed)
     model.train()
     start, loss = time.time(), float("nan")
-    for step in tqdm(range(steps), desc=f"judge {size}", disable=not progress):
+    for step in tqdm(range(training.steps), desc=f"judge {training.size}", disable=not progress):
         for group in opt.param_groups:
-            group["lr"] = learning_rate(step, lr, warmup, steps, kind="cosine-floor")
+            group["lr"] = training.lr_at(step)
         x = train_blocks.get_batch(stream.next_indices()).to(device)
         out_ = model(x, labels=x)
         opt.zero_grad(set_to_none=True)
@@ -153,12 +177,10 @@ def train_judge(out: str | Path, *, data: str = DEFAULT_CORPUS, split: str = "he
         opt.step()
         loss = out_.loss.detach()  # read once at the end: no device sync per step
     model.eval()
-    val_nll = mean_nll(model, val_blocks, batch_size, max_batches=eval_batches)
-    summary = {"judge": str(out), "data": data, "split": split, "eval_split": eval_split,
-               "size": size, "length": length, "steps": steps, "batch_size": batch_size, "lr": lr,
-               "eval_batches": eval_batches, "seed": seed,
+    val_nll = mean_nll(model, val_blocks, batch_size, max_batches=training.eval_batches)
+    summary = {"judge": str(out), "data": data, "split": split, "eval_split": eval_split, **asdict(training),
                "parameters": sum(p.numel() for p in model.parameters()),
-               "train_tokens_seen": steps * batch_size * length, "final_train_loss": float(loss),
+               "train_tokens_seen": training.steps * batch_size * length, "final_train_loss": float(loss),
                "val_nll": val_nll, "val_ppl": math.exp(val_nll), "seconds": time.time() - start}
     with durable.folder(out, JUDGE) as staged:  # a killed run never leaves a half-written judge
         model.save_pretrained(staged)

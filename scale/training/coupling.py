@@ -23,6 +23,7 @@ Everything a shard holds is a function of (seed, s): no duplicates, no gaps, on 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ from imdm_lab import durable
 from imdm_lab.checks import check_int, check_seed, check_writable
 from imdm_lab.counter_rng import derive_seed
 from imdm_lab.distill import perturbed_coupling
+from imdm_lab.sampling import SamplerOptions
 from scale.checkpoints.checkpoint import load_model
 from scale.checkpoints.hub import resolve_checkpoint
 from scale.data.blocks import open_blocks, token_dtype
@@ -66,27 +68,55 @@ def _check_meta(out: Path, meta: dict) -> None:
                          f"use another folder")
 
 
+@dataclass(frozen=True)
+class CouplingSettings:
+    """How a coupling is made (the options of `python -m scale coupling`; all but batch_size are recorded in
+    meta.json): n samples, each completed by the teacher's `weights` with `steps` ancestral steps from
+    t ~ U[t_min, 1] (fix_eps: no label reset along the completion), every draw derived from `seed`;
+    `shard_size` samples per shard, `batch_size` per sampler call. Refused on construction unless every
+    count is an integer >= 1, t_min a number in (0, 1), fix_eps a bool and the seed a valid seed."""
+    n: int
+    steps: int
+    fix_eps: bool = False
+    seed: int = 0
+    batch_size: int = 32
+    shard_size: int = 1024
+    weights: str = "ema"
+    t_min: float = 1e-3
+
+    def __post_init__(self):
+        # stored as plain ints: meta.json records them
+        for name in ("n", "steps", "batch_size", "shard_size"):
+            object.__setattr__(self, name, check_int(f"--{name.replace('_', '-')}", getattr(self, name), 1))
+        if isinstance(self.t_min, bool) or not isinstance(self.t_min, (int, float)) or not 0.0 < self.t_min < 1.0:
+            raise ValueError(f"--t-min: expected a number in (0, 1), got {self.t_min!r}")
+        if not isinstance(self.fix_eps, bool):
+            raise ValueError(f"--fix-eps: expected a bool, got {self.fix_eps!r}")
+        object.__setattr__(self, "seed", check_seed("--seed", self.seed))
+
+    @property
+    def rollout(self) -> SamplerOptions:
+        """How the teacher samples each completion."""
+        return SamplerOptions(fix_eps=self.fix_eps)
+
+
 @torch.no_grad()
-def generate(teacher: str | Path, out: str | Path, *, n: int, steps: int, fix_eps: bool = False,
-             seed: int = 0, batch_size: int = 32, shard_size: int = 1024, weights: str = "ema",
-             t_min: float = 1e-3, runtime: D.Runtime | None = None, progress: bool = True) -> Path:
-    """Write the coupling of n samples of `teacher` into `out` (see the module docstring); returns out."""
+def generate(teacher: str | Path, out: str | Path, settings: CouplingSettings, *,
+             runtime: D.Runtime | None = None, progress: bool = True) -> Path:
+    """Write the coupling of `settings.n` samples of `teacher` into `out` (see the module docstring); returns out."""
     from tqdm.auto import tqdm
 
-    for name, value in (("n", n), ("steps", steps), ("batch_size", batch_size), ("shard_size", shard_size)):
-        check_int(f"--{name.replace('_', '-')}", value, 1)
-    if not 0.0 < t_min < 1.0:
-        raise ValueError(f"--t-min: expected a number in (0, 1), got {t_min!r}")
-    seed = check_seed("--seed", seed)
+    if not isinstance(settings, CouplingSettings):
+        raise ValueError(f"settings: expected a CouplingSettings, got {type(settings).__name__}")
     rt = runtime or D.init_runtime()
     out = check_writable("--out", out, folder=True)
     teacher = resolve_checkpoint(teacher, "--teacher")
-    model, state = load_model(teacher, weights, rt.device)
+    model, state = load_model(teacher, settings.weights, rt.device)
     cfg, data = model.config, state.config.data
     blocks = open_blocks(data, "train", progress=rt.main and progress)
     meta = {"format": FORMAT, "teacher": str(Path(teacher).resolve()), "teacher_step": state.step,
-            "weights": weights, "n": n, "steps": steps, "fix_eps": fix_eps, "seed": seed,
-            "shard_size": shard_size, "t_min": t_min, "length": blocks.length,
+            "weights": settings.weights, "n": settings.n, "steps": settings.steps, "fix_eps": settings.fix_eps,
+            "seed": settings.seed, "shard_size": settings.shard_size, "t_min": settings.t_min, "length": blocks.length,
             "num_classes": cfg.vocab_size, "mask_id": cfg.mask_id, "schedule": cfg.schedule,
             "labels": cfg.labels, "tokenizer": state.tokenizer, "dataset": data.dataset,
             "num_blocks": len(blocks)}
@@ -95,6 +125,7 @@ def generate(teacher: str | Path, out: str | Path, *, n: int, steps: int, fix_ep
     if rt.main:  # atomically: the other ranks may be reading it in _check_meta right now
         durable.write_text(out / "meta.json", json.dumps(meta, indent=1))
     D.barrier()
+    n, seed, shard_size, batch_size = settings.n, settings.seed, settings.shard_size, settings.batch_size
     rows = training_rows(len(blocks), n, seed)
     num_shards = -(-n // shard_size)
     todo = [s for s in range(rt.rank, num_shards, rt.world) if not (out / f"shard-{s:06d}").is_dir()]
@@ -111,8 +142,9 @@ def generate(teacher: str | Path, out: str | Path, *, n: int, steps: int, fix_ep
             seeds = torch.from_numpy(sample_seeds(seed, idx))
             x0 = blocks.get_batch(rows[idx]).to(rt.device)
             # masked under the teacher's own schedule (the official code masks with probability t)
-            pairs = perturbed_coupling(model, x0, steps=steps, mask_schedule=cfg.schedule, fix_eps=fix_eps,
-                                       t_min=t_min, seeds=seeds.to(rt.device), hashed=True, generator=gen)
+            pairs = perturbed_coupling(model, x0, steps=settings.steps, mask_schedule=cfg.schedule,
+                                       t_min=settings.t_min, seeds=seeds.to(rt.device), hashed=True, generator=gen,
+                                       rollout=settings.rollout)
             for key, value in (("x_t", pairs.x_t), ("x_0", pairs.x_0), ("t", pairs.t), ("seed", seeds),
                                ("index", torch.from_numpy(idx))):
                 arrays[key].append(value.cpu().numpy())
