@@ -94,6 +94,19 @@ def flag(value) -> bool:
     return isinstance(value, bool)
 
 
+def check_numbers(value, where: str, key: str = "") -> None:
+    """Every number in `value`, at any depth, finite (a NaN or an infinity read from a file would be copied
+    into the next file as a measurement); ValueError('WHERE: KEY.PATH: expected a finite number, got ...')."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            check_numbers(v, where, f"{key}.{k}" if key else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            check_numbers(v, where, f"{key}[{i}]")
+    elif isinstance(value, (int, float)) and not isinstance(value, bool) and not is_number(value):
+        raise ValueError(f"{where}: {key}: expected a finite number, got {shown(value)}")
+
+
 @dataclass(frozen=True)
 class Field:
     """One key of a file: its test, what the error says was expected, and whether it must be there."""

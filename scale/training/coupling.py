@@ -98,10 +98,10 @@ def training_rows(num_blocks: int, n: int, seed: int) -> np.ndarray:
     return np.concatenate(perms)[:n].astype(np.int64)
 
 
-def _check_meta(out: Path, meta: dict) -> None:
-    if not (out / "meta.json").is_file():
+def _check_meta(out: Path, old: dict | None, meta: dict) -> None:
+    """The settings `meta` of this run against those `old` of the folder being resumed (None: a new one)."""
+    if old is None:
         return
-    old = read_meta(out, "--out")
     diff = sorted(k for k in meta if old.get(k) != meta[k])
     if diff:
         raise ValueError(f"--out: {out} holds a coupling made with other settings "
@@ -151,6 +151,7 @@ def generate(teacher: str | Path, out: str | Path, settings: CouplingSettings, *
         raise ValueError(f"settings: expected a CouplingSettings, got {type(settings).__name__}")
     rt = runtime or D.init_runtime()
     out = check_writable("--out", out, folder=True)
+    old = read_meta(out, "--out") if (out / "meta.json").is_file() else None  # before the teacher and data
     teacher = resolve_checkpoint(teacher, "--teacher")
     model, state = load_model(teacher, settings.weights, rt.device)
     cfg, data = model.config, state.config.data
@@ -161,9 +162,9 @@ def generate(teacher: str | Path, out: str | Path, settings: CouplingSettings, *
             "num_classes": cfg.vocab_size, "mask_id": cfg.mask_id, "schedule": cfg.schedule,
             "labels": cfg.labels, "tokenizer": state.tokenizer, "dataset": data.dataset,
             "num_blocks": len(blocks)}
-    _check_meta(out, meta)
+    _check_meta(out, old, meta)
     out.mkdir(parents=True, exist_ok=True)
-    if rt.main:  # atomically: the other ranks may be reading it in _check_meta right now
+    if rt.main:  # atomically: the other ranks may be reading it (read_meta) right now
         durable.write_text(out / "meta.json", json.dumps(meta, indent=1))
     D.barrier()
     n, seed, shard_size, batch_size = settings.n, settings.seed, settings.shard_size, settings.batch_size
