@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from imdm_lab import durable
-from scale.data.json_fields import Field, check_fields, integer, is_number, number, shown
+from scale.data.json_fields import Field, check_fields, check_numbers, integer, number
 
 NUMBER = Field(number(), "a finite number", required=False)
 COUNT = Field(integer(1), "an integer >= 1", required=False)
@@ -37,9 +37,7 @@ def check_record(record, where: str) -> dict:
     if not isinstance(record, dict):
         raise ValueError(f"{where}: expected a JSON object (one record), got a {type(record).__name__}")
     check_fields(record, FIELDS, where)
-    for key, value in record.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and not is_number(value):
-            raise ValueError(f"{where}: {key}: expected a finite number, got {shown(value)}")
+    check_numbers(record, where)
     return record
 
 
