@@ -20,13 +20,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imdm_lab.checks import check_int
+from imdm_lab.checks import check_cost, check_int
 from imdm_lab.counter_rng import derive_seed
 from scale.checkpoints.checkpoint import read_state
 from scale.data.blocks import open_blocks
 from scale.data.tokenizers import load_tokenizer
 from scale.evaluation.judge import load_judge
 from scale.evaluation.metrics import decode_samples, gen_ppl, sample_entropy
+from scale.model.dit import device_memory
 
 # Checkpoint folders of the pipeline's stages -> method names in tables and plots.
 METHOD_NAMES = {
@@ -37,6 +38,18 @@ METHOD_NAMES = {
     "imredi-mdlm": "IM-ReDi (MDLM coupling)",
     "imredi": "IM-SDTT -> IM-ReDi",
 }
+
+
+def bootstrap_bytes(n_boot: int, n: int) -> int:
+    """Peak memory of `bootstrap` on n samples: the resample indices and one resampled per-sample array
+    (int64 / float64 [n_boot, n]), and the statistics of every resample with their sorted copies."""
+    return 8 * n_boot * (2 * n + 4)
+
+
+def check_boot_memory(n_boot: int, n: int, memory: int) -> int:
+    """n_boot, refused (naming the largest that fits) when bootstrapping n samples exceeds `memory` bytes."""
+    return check_cost("--n-boot", n_boot, lambda b: bootstrap_bytes(b, n), memory,
+                      f"the bootstrap of {n} samples")
 
 
 def bootstrap(nll, tokens, entropy, n_boot: int, seed: int) -> dict:
@@ -86,6 +99,7 @@ def report(eval_path: str | Path, judge_name: str, *, n_boot: int = 1000, seed: 
     if not entries or "per_sample_nll" not in entries[0]:
         raise ValueError(f"--eval: {eval_path} has no per-sample entries (expected a file of `python -m scale "
                          f"evaluate`)")
+    check_boot_memory(n_boot, max([result["n"]] + [len(e["per_sample_nll"]) for e in entries]), device_memory("cpu"))
     rows = []
     for e in entries:
         stats = bootstrap(e["per_sample_nll"], e["per_sample_tokens"], e["per_sample_entropy"], n_boot,
