@@ -87,10 +87,10 @@ def _torch_save(obj, path: Path) -> None:
         kept = _KeptErrors(f)
         try:
             torch.save(obj, kept)
-        except RuntimeError:
+        except (OSError, RuntimeError):
             if kept.error is None:
                 raise
-            kept.error.filename = kept.error.filename or str(path)
+            durable.name_path(kept.error, path)
             raise kept.error from None
 
 
