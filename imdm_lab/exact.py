@@ -438,6 +438,6 @@ def conditional_marginals(p, x, visible) -> np.ndarray:
     order = np.argsort(patterns, kind="stable")
     masks, starts = np.unique(patterns[order], return_index=True)
     out = np.empty((x.shape[0], m.L, m.V))
-    for mask, rows in zip(masks, np.split(order, starts[1:])):
+    for mask, rows in zip(masks, np.split(order, starts[1:]), strict=True):
         out[rows] = m.conditional_rows(int(mask), x[rows])
     return out

@@ -7,8 +7,8 @@ data), then the method's paper settings (its METHODS entry), then --config (a TO
 it sets), then --set. The student starts from --init (default: the teacher, or the coupling's teacher),
 EMA weights by default (the paper's load_ema). A method's frozen teacher network is a copy of the
 student's initial weights (self-distillation), so --teacher and --init are never given together, and
-a source option the method does not read is refused (scale.training.distill_config.check_sources). Runs as one process or under torchrun, like
-`python -m scale train`.
+a source option the method does not read is refused (scale.training.distill_config.check_sources). Runs
+as one process or under torchrun, like `python -m scale train`.
 """
 from __future__ import annotations
 

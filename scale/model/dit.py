@@ -106,7 +106,7 @@ class DiTConfig:
             raise ValueError(f"model.schedule: expected one of {sorted(SCHEDULES)}, got {self.schedule!r}")
         self.mask_labels()  # validates label_dim / label_scale / num_mask
 
-    def with_vocabulary(self, vocab_size: int, mask_id: int) -> "DiTConfig":
+    def with_vocabulary(self, vocab_size: int, mask_id: int) -> DiTConfig:
         """This config for the data's C classes and mask id; a value the config already names must agree."""
         for key, have, data in (("vocab_size", self.vocab_size, vocab_size), ("mask_id", self.mask_id, mask_id)):
             if have is not None and have != data:

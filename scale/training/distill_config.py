@@ -90,7 +90,8 @@ def check_sources(method_name: str, init: str | None, teacher: str | None, coupl
         raise ValueError(f"--teacher: the teacher of --method {method_name} is the student's own initial weights "
                          f"(self-distillation), so --teacher and --init name the same checkpoint; give one of them")
     if coupling and not method.coupling:
-        raise ValueError(f"--coupling: --method {method_name} trains on data blocks, not on a coupling; drop --coupling")
+        raise ValueError(f"--coupling: --method {method_name} trains on data blocks, not on a coupling; "
+                         f"drop --coupling")
 
 
 def student_source(method_name: str, init: str | None, teacher: str | None, coupling: str | None) -> str:
