@@ -142,7 +142,11 @@ def generate(teacher: str | Path, out: str | Path, settings: CouplingSettings, *
         if rt.main:  # atomically: the other ranks may be reading it in _check_meta right now
             durable.write_text(out / "meta.json", json.dumps(meta, indent=1))
         D.barrier()
-        _write_shards(model, blocks, out, settings, rt, progress)
+        try:
+            _write_shards(model, blocks, out, settings, rt, progress)
+        except OSError as err:  # a full disk: what survives (imdm_lab.dispatch prints it on the line)
+            err.add_note(f"the complete shards in {out} stay; the same command finishes the rest")
+            raise
         D.barrier()
     return out
 
@@ -160,24 +164,26 @@ def _write_shards(model, blocks, out: Path, settings: CouplingSettings, rt: D.Ru
     # counts this process's samples (not shards: one shard of teacher rollouts can take hours)
     bar = tqdm(total=sum(min(shard_size, n - s * shard_size) for s in todo), desc="coupling samples",
                unit="sample", disable=not (rt.main and progress))
-    for s in todo:
-        index = np.arange(s * shard_size, min((s + 1) * shard_size, n), dtype=np.int64)
-        arrays = {k: [] for k in ARRAYS}
-        gen = torch.Generator(rt.device).manual_seed(derive_seed(seed, "redi-draw", s))
-        for lo in range(0, len(index), batch_size):
-            idx = index[lo:lo + batch_size]
-            seeds = torch.from_numpy(sample_seeds(seed, idx))
-            x0 = blocks.get_batch(rows[idx]).to(rt.device)
-            # masked under the teacher's own schedule (the official code masks with probability t)
-            pairs = perturbed_coupling(model, x0, steps=settings.steps, mask_schedule=cfg.schedule,
-                                       t_min=settings.t_min, seeds=seeds.to(rt.device), hashed=True, generator=gen,
-                                       rollout=settings.rollout)
-            for key, value in (("x_t", pairs.x_t), ("x_0", pairs.x_0), ("t", pairs.t), ("seed", seeds),
-                               ("index", torch.from_numpy(idx))):
-                arrays[key].append(value.cpu().numpy())
-            bar.update(len(idx))
-        _write_shard(out, s, {k: np.concatenate(v) for k, v in arrays.items()}, dtype)
-    bar.close()
+    try:
+        for s in todo:
+            index = np.arange(s * shard_size, min((s + 1) * shard_size, n), dtype=np.int64)
+            arrays = {k: [] for k in ARRAYS}
+            gen = torch.Generator(rt.device).manual_seed(derive_seed(seed, "redi-draw", s))
+            for lo in range(0, len(index), batch_size):
+                idx = index[lo:lo + batch_size]
+                seeds = torch.from_numpy(sample_seeds(seed, idx))
+                x0 = blocks.get_batch(rows[idx]).to(rt.device)
+                # masked under the teacher's own schedule (the official code masks with probability t)
+                pairs = perturbed_coupling(model, x0, steps=settings.steps, mask_schedule=cfg.schedule,
+                                           t_min=settings.t_min, seeds=seeds.to(rt.device), hashed=True, generator=gen,
+                                           rollout=settings.rollout)
+                for key, value in (("x_t", pairs.x_t), ("x_0", pairs.x_0), ("t", pairs.t), ("seed", seeds),
+                                   ("index", torch.from_numpy(idx))):
+                    arrays[key].append(value.cpu().numpy())
+                bar.update(len(idx))
+            _write_shard(out, s, {k: np.concatenate(v) for k, v in arrays.items()}, dtype)
+    finally:  # the bar's line ends before any message that follows it
+        bar.close()
 
 
 def _write_shard(out: Path, s: int, arrays: dict, token_dtype: np.dtype) -> None:
