@@ -125,7 +125,8 @@ def test_dense_greedy_last_step_temperature_and_top_p():
     assert (out.tokens == 1).all()
     # temperature 0.5 squares x0_hat: q = (0.01, 0.25, 0.16) / 0.42; top_p = 0.7 keeps classes 1 and 2
     q = torch.tensor([0.01, 0.25, 0.16], dtype=torch.float64) / 0.42
-    out = sample(den, batch_size=200, length=100, steps=1, process=Process(3), generator=torch.Generator().manual_seed(4),
+    out = sample(den, batch_size=200, length=100, steps=1, process=Process(3),
+                 generator=torch.Generator().manual_seed(4),
                  options=SamplerOptions(temperature=0.5, top_p=0.7, dense=True))
     kept = torch.stack([q[0] * 0, q[1], q[2]]) / (q[1] + q[2])  # mass before class 2 is q[1] = 0.595 < 0.7
     counts = torch.bincount(out.tokens.flatten(), minlength=3).double()

@@ -12,15 +12,15 @@ from safetensors.torch import load_file
 
 from scale.checkpoints.checkpoint import find_checkpoint, load_model, read_state
 from scale.cli import main
-from scale.training.coupling import Coupling
-from scale.training.distill import adapt_weights
 from scale.data.blocks import load_blocks
+from scale.data.tokenizers import load_tokenizer
 from scale.evaluation.evaluate import prompts
 from scale.evaluation.judge import load_judge
 from scale.evaluation.metrics import decode_samples
-from scale.model.dit import DiT, DiTConfig
 from scale.evaluation.samples import draw
-from scale.data.tokenizers import load_tokenizer
+from scale.model.dit import DiT, DiTConfig
+from scale.training.coupling import Coupling
+from scale.training.distill import adapt_weights
 
 
 @pytest.fixture(scope="module")
@@ -106,11 +106,16 @@ def test_mauve_entries_recomputed_from_the_samples(chain, tmp_path, monkeypatch)
     """`evaluate --mauve`: the human side is featurised once per checkpoint (not once per step count), and
     each MAUVE equals mauve_score of the decoded texts computed from scratch."""
     pytest.importorskip("mauve")
+    import scale.evaluation.evaluate as evaluation
     import scale.evaluation.metrics as metrics
     calls = []
     featurise = metrics.judge_features
-    monkeypatch.setattr(metrics, "judge_features", lambda texts, *a, **kw: calls.append(len(texts)) or
-                        featurise(texts, *a, **kw))
+
+    def counted(texts, *a, **kw):
+        calls.append(len(texts))
+        return featurise(texts, *a, **kw)
+    for module in (metrics, evaluation):  # the human side (evaluation) and mauve_score (metrics)
+        monkeypatch.setattr(module, "judge_features", counted)
     out = tmp_path / "eval.json"
     assert main(["evaluate", "--ckpt", str(chain / "imredi"), "--steps", "1,2", "--n", "4", "--judge",
                  str(chain / "judge"), "--mauve", "--prompts", "8", "--continuations", "2", "--prefix-len", "8",
@@ -135,7 +140,8 @@ def test_resumed_distillation_restores_the_round_teacher(chain, tmp_path):
     assert main([*args, "--max-steps", "4"]) == 0  # one step into round 2 (grow_every = 3)
     assert main([*args, "--resume"]) == 0
     for name in ("model.safetensors", "ema.safetensors"):
-        mine, ref = load_file(find_checkpoint(tmp_path / "run") / name), load_file(find_checkpoint(chain / "imsdtt") / name)
+        mine = load_file(find_checkpoint(tmp_path / "run") / name)
+        ref = load_file(find_checkpoint(chain / "imsdtt") / name)
         assert all(torch.equal(mine[k], ref[k]) for k in ref)
 
 
@@ -169,7 +175,8 @@ def test_eps_path_adaptation():
 
 
 @pytest.mark.parametrize("argv,word", [
-    (["distill", "--method", "nope", "--out", "x"], "python -m scale distill: error: argument --method: invalid choice"),
+    (["distill", "--method", "nope", "--out", "x"],
+     "python -m scale distill: error: argument --method: invalid choice"),
     (["distill", "--method", "imdm-redi", "--out", "x"], "--coupling: expected a coupling folder"),
     (["distill", "--method", "imdm-sdtt", "--out", "x"], "--teacher: expected a checkpoint folder"),
     (["pipeline", "--preset", "nope", "--out", "x"], "--preset: expected one of"),

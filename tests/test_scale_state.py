@@ -112,11 +112,11 @@ def test_the_report_opens_the_checkpoints_data_with_its_revision(tmp_path, opene
 def test_the_coupling_the_evaluation_and_training_open_it_the_same_way(tmp_path, opened):
     from scale.data.blocks import open_blocks, open_data
     from scale.evaluation.evaluate import EvalSettings, zero_shot
-    from scale.training.coupling import generate
+    from scale.training.coupling import CouplingSettings, generate
 
     folder = _checkpoint(tmp_path / "ckpt")
     with pytest.raises(Opened):
-        generate(folder, tmp_path / "coupling", n=4, steps=2, progress=False)
+        generate(folder, tmp_path / "coupling", CouplingSettings(n=4, steps=2), progress=False)
     assert opened.pop() == ("someone/corpus", "train", {**OWN, "progress": False})
     data = read_state(folder).config.data
     with pytest.raises(Opened):
