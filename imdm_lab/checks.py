@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,18 @@ def check_writable(name: str, path, folder: bool = False) -> Path:
     return p
 
 
+def check_text(name: str, value: str) -> str:
+    """value as text that encodes to UTF-8: a command-line argument holding bytes that are not UTF-8
+    arrives with lone surrogates in it (Python's surrogateescape), which no tokenizer takes."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        bad = os.fsencode(value[err.start:err.end])
+        raise ValueError(f"{name}: expected UTF-8 text, got bytes that are not UTF-8 ({bad!r} at character "
+                         f"{err.start})") from None
+    return value
+
+
 def parse_steps(name: str, text: str) -> list[int]:
     """'1,2,4' -> [1, 2, 4]: a comma-separated list of distinct integers >= 1 (no empty item), the one rule
     of every command line that takes step counts."""
@@ -85,8 +98,55 @@ def check_device(name: str, value):
         raise ValueError(f"{name}: expected cpu, cuda, cuda:N or mps, got {value!r}") from None
     available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
     if not available.get(device.type, False):
-        raise ValueError(f"{name}: expected a device this machine has ({', '.join(k for k, v in available.items() if v)}), "
-                         f"got {value!r}")
+        have = ", ".join(k for k, v in available.items() if v)
+        raise ValueError(f"{name}: expected a device this machine has ({have}), got {value!r}")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise ValueError(f"{name}: expected a CUDA index below {torch.cuda.device_count()}, got {value!r}")
     return device
+
+
+def host_memory() -> int:
+    """Bytes of this machine's physical memory, the budget of what a command holds in host memory."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def largest_fitting(cost: Callable[[int], int], budget: int, low: int = 1) -> int:
+    """The largest integer v >= low - 1 with cost(v) <= budget, for a cost that grows with v (binary
+    search; low - 1 when even `low` does not fit)."""
+    lo, hi = low - 1, low
+    while cost(hi) <= budget:  # doubling finds a value that does not fit
+        lo, hi = hi, 2 * hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if cost(mid) <= budget else (lo, mid)
+    return lo
+
+
+def check_cost(name: str, value: int, cost: Callable[[int], int], budget: int, what: str) -> int:
+    """value, refused when cost(value) bytes exceed `budget` bytes, with a ValueError naming the largest
+    value that fits: "NAME: expected at most M (WHAT: X GiB of B GiB), got V". cost grows with value."""
+    need = cost(value)
+    if need > budget:
+        most = largest_fitting(cost, budget)
+        raise ValueError(f"{name}: expected at most {most} ({what}: {value} would need {need / 2**30:.3g} GiB "
+                         f"of the {budget / 2**30:.3g} GiB budget), got {value}")
+    return value
+
+
+def check_figure(name: str, path, formats, render: Callable[[str], object]) -> Path:
+    """path as a writable file path (check_writable) whose suffix is a figure format of `formats` that
+    render(format) can write (the caller's plotting library draws a small figure in it to memory; a
+    format may need more than its name, e.g. a LaTeX installation), so that a figure written at the end
+    of a long run cannot fail on its name."""
+    p = check_writable(name, path)
+    suffix = p.suffix.lower().lstrip(".")
+    if suffix not in formats:
+        raise ValueError(f"{name}: expected a file name ending in a figure format ({', '.join(sorted(formats))}), "
+                         f"got {str(path)!r}")
+    try:
+        render(suffix)
+    except Exception as err:  # whatever the library raises for a format it cannot write here
+        reason = " ".join(str(err).split())
+        raise ValueError(f"{name}: expected a figure format this machine can write, got {suffix} in {str(path)!r} "
+                         f"({reason})") from None
+    return p

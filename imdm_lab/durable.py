@@ -14,6 +14,10 @@ folders are swapped in one step (Linux renameat2 RENAME_EXCHANGE, macOS renamex_
 old one, now under the staging name, is removed. Any other non-empty folder is refused (`check_owner`,
 which the commands call before their work starts): a user's folder is never deleted.
 
+One writer (`take_lock`, `writer`): a folder written over time (a run, a coupling, a pipeline) is held
+by an exclusive flock on its `.writer.lock` for as long as its writer runs; a second writer is refused
+before it writes anything, and a dead writer's lock goes with its process.
+
 Stale temporaries: a staging name whose writer is no longer alive (`alive`: signal 0 to its PID) is
 removed by the next writer of the same name (`clean_stale`); a live writer's is left alone. PIDs are
 those of this machine, so writers on several machines keep to names of their own.
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import os
 import re
 import shutil
@@ -29,7 +34,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 TMP = ".tmp-"
 _STAGING = re.compile(r"\.(?P<name>.+)\.tmp-(?P<pid>\d+)")
@@ -92,6 +97,13 @@ def clean_stale(folder: str | os.PathLike, name: str | None = None) -> None:
             remove(path)
 
 
+def name_path(err: BaseException, path: str | os.PathLike) -> None:
+    """Give an OSError that names no file (a write to an open file: a full disk) the path being written,
+    so that its message says where."""
+    if isinstance(err, OSError) and err.filename is None:
+        err.filename = str(path)
+
+
 # ---- durable steps ---------------------------------------------------------------------------------
 def fsync(path: str | os.PathLike) -> None:
     """Flush a file's contents, or a folder's names, to the disk."""
@@ -119,8 +131,9 @@ def write_file(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> 
         with open(staged, "wb") as f:
             write(f)
         publish_file(staged, path)
-    except BaseException:
+    except BaseException as err:
         staged.unlink(missing_ok=True)
+        name_path(err, path)
         raise
     return path
 
@@ -151,6 +164,37 @@ def _exchange(a: Path, b: Path) -> None:
     if rc != 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code), str(b))
+
+
+# ---- one writer -------------------------------------------------------------------------------------
+LOCK = ".writer.lock"
+
+
+def take_lock(folder: str | os.PathLike, option: str) -> IO:
+    """Become the one writer of `folder` (which must exist): an exclusive flock on folder/.writer.lock,
+    held while the returned file stays open and released by the system when the process dies (so a
+    killed writer never blocks the next). A folder another live process holds is a ValueError naming
+    `option`, before anything is written."""
+    lock = open(Path(folder) / LOCK, "a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise ValueError(f"{option}: {folder} is being written by another running process") from None
+    return lock
+
+
+@contextmanager
+def writer(folder: str | os.PathLike, option: str) -> Iterator[Path]:
+    """with writer(folder, option): ... -- the block runs as the one writer of `folder` (take_lock),
+    made when missing."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = take_lock(folder, option)
+    try:
+        yield folder
+    finally:
+        lock.close()
 
 
 # ---- folders ---------------------------------------------------------------------------------------
@@ -223,7 +267,8 @@ def folder(final: str | os.PathLike, owner: Owner | None = None) -> Iterator[Pat
         yield staged
         sync_tree(staged)
         publish_folder(staged, final, owner)
-    except BaseException:
+    except BaseException as err:
         if staged.exists():
             remove(staged)
+        name_path(err, final)
         raise

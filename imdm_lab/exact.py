@@ -15,13 +15,15 @@ of p, so KL(p || p_k) and every probability of an x in the support do not depend
 """
 from __future__ import annotations
 
+import math
+import sys
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import entr, rel_entr
 from scipy.stats import binom
 
-from imdm_lab.checks import check_int
+from imdm_lab.checks import check_int, largest_fitting
 from imdm_lab.schedules import check_steps, get_schedule
 
 DEFAULT_BUDGET_BYTES = 4 * 2**30
@@ -44,14 +46,19 @@ def engine_bytes(V: int, L: int) -> int:
 
 def check_size(V: int, L: int, budget_bytes: int | None = None, name: str = "V, L") -> None:
     """Refuse a joint whose exact-engine work memory exceeds the budget (default 4 GiB), before anything
-    of size V^L is allocated."""
+    of size V^L is allocated, naming the largest L that fits at this V. Sizes far beyond any budget
+    (V^L above 2^100) are refused from their logarithm, without forming V^L."""
     budget = DEFAULT_BUDGET_BYTES if budget_bytes is None else budget_bytes
-    need = engine_bytes(V, L)
-    if need > budget:
+    need = engine_bytes(V, L) if L * math.log2(V + 1) < 100 else None
+    if need is None or need > budget:
+        log10_states = L * math.log10(V)
+        states = f"{10 ** log10_states:.3g}" if log10_states < 300 else f"10^{log10_states:.4g}"
+        needs = f"about {need / 2**30:.3g} GiB" if need is not None else "far more"
+        most = largest_fitting(lambda n: engine_bytes(V, n), budget)
+        fits = f"the largest L that fits at V={V} is {most}" if most else f"no L fits at V={V}"
         raise ValueError(
             f"{name}: expected a joint whose exact-engine work memory fits the budget of "
-            f"{budget / 2**30:.3g} GiB, got V={V}, L={L} (V**L = {float(V) ** L:.3g} states) needing about "
-            f"{need / 2**30:.3g} GiB")
+            f"{budget / 2**30:.3g} GiB, got V={V}, L={L} (V**L = {states} states) needing {needs}; {fits}")
 
 
 def steps_cost(V: int, L: int, steps: int, law: bool) -> tuple[int, int]:
@@ -74,6 +81,11 @@ def check_steps_cost(V: int, L: int, steps: int, law: bool, budget_bytes: int | 
     if need > budget or work > WORK_BUDGET:
         per_byte, per_op = steps_cost(V, L, 1, law)
         most = min(budget // per_byte, WORK_BUDGET // per_op) if law else budget // per_byte
+        if most < 1:  # not the step count: the task itself is too large for one step
+            raise ValueError(f"V, L: expected a task whose single step fits the budgets ({budget / 2**30:.3g} GiB"
+                             + (f", {WORK_BUDGET:.0e} operations" if law else "") + f"), got V={V}, L={L} "
+                             f"(one step needs about {per_byte} bytes" + (f" and {per_op:.3g} operations" if law
+                                                                          else "") + ")")
         raise ValueError(
             f"steps: expected at most {most} for V={V}, L={L} (k steps need about k x {per_byte} bytes"
             + (f" and k x {per_op:.3g} operations" if law else "")
@@ -357,6 +369,9 @@ def align_success(V: int, L: int, steps: int, schedule="linear") -> float:
         P = sum_j (1 - c_{j-1})^L sum_{n>=1} Binom(n; L, h_j) V^(1-n)."""
     V = check_int("V", V, 2)
     L = check_int("L", L, 1)
+    if V > sys.float_info.max:  # the closed form takes V^(1-n) in float64; below that any V is exact
+        raise ValueError(f"V: expected an integer in [2, {sys.float_info.max:.4g}] (V^(1-n) is computed in "
+                         f"float64), got a number of {len(str(V))} digits")
     h = reveal_hazards(check_steps_cost(V, L, steps, law=False), schedule)
     _, c_prev = _reveal_law(steps, schedule)
     none_before = np.clip(1.0 - c_prev, 0.0, 1.0) ** L
@@ -423,6 +438,6 @@ def conditional_marginals(p, x, visible) -> np.ndarray:
     order = np.argsort(patterns, kind="stable")
     masks, starts = np.unique(patterns[order], return_index=True)
     out = np.empty((x.shape[0], m.L, m.V))
-    for mask, rows in zip(masks, np.split(order, starts[1:])):
+    for mask, rows in zip(masks, np.split(order, starts[1:]), strict=True):
         out[rows] = m.conditional_rows(int(mask), x[rows])
     return out

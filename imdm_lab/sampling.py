@@ -35,7 +35,7 @@ from typing import NamedTuple
 
 import torch
 
-from imdm_lab.checks import check_int
+from imdm_lab.checks import check_cost, check_int
 from imdm_lab.counter_rng import generator_draw
 from imdm_lab.labels import MaskLabels
 from imdm_lab.losses import NEG_INF
@@ -256,6 +256,24 @@ class _Plan(NamedTuple):
     mask_id: int
     resets: MaskLabels | None
     cache: bool
+
+
+# Float64 numbers per (row, step) of a plan at its peak: times, alphas, the branch probabilities and
+# their temporaries (measured: 6.2 [B, k+1] arrays for an MDM, 7.2 with label resets)
+PLAN_ARRAYS = 8
+
+
+def plan_bytes(batch_size: int, steps: int) -> int:
+    """Bytes of the plan of one `sample` call of batch_size rows and `steps` steps (its [B, k+1] float64
+    arrays): the memory the step count costs, allocated before the first step."""
+    return PLAN_ARRAYS * 8 * batch_size * (steps + 1)
+
+
+def check_steps_memory(name: str, steps: int, batch_size: int, budget: int) -> int:
+    """steps, refused (naming the largest step count that fits) when the plan of a batch of batch_size
+    rows exceeds `budget` bytes."""
+    return check_cost(name, check_int(name, steps, 1), lambda k: plan_bytes(batch_size, k), budget,
+                      f"the sampler's time grid of {batch_size} sequences")
 
 
 def _plan(proc: Process, t0: torch.Tensor, steps: int, options: SamplerOptions) -> _Plan:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -37,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imdm_lab import durable
+from imdm_lab.checks import check_writable
 from scale.checkpoints.checkpoint import find_checkpoint
 from scale.data.json_fields import Field, check_fields, is_list, is_number, one_of, read_object
 
@@ -166,8 +168,24 @@ def _extra(items: Sequence[str]) -> dict[str, list[str]]:
         stage, _, text = item.partition("=")
         if stage not in STAGES or not _:
             raise ValueError(f"--args: expected STAGE=ARGS with STAGE one of {list(STAGES)}, got {item!r}")
-        out.setdefault(stage, []).extend(shlex.split(text))
+        out.setdefault(stage, []).extend(split_words("--args", text))
     return out
+
+
+def split_words(name: str, text: str) -> list[str]:
+    """text split as a shell splits it (shlex), refused with a ValueError naming `name` when it does not
+    parse (an unbalanced quote, a trailing backslash)."""
+    try:
+        return shlex.split(text)
+    except ValueError as err:
+        raise ValueError(f"{name}: expected words in shell syntax, got {text!r} ({err})") from None
+
+
+def check_launcher(launcher: list[str], stages: list[tuple[str, list[str]]]) -> None:
+    """A launcher that some planned stage runs through must be an executable on PATH (or a path to one)."""
+    if launcher and any(not STAGES[name].in_process for name, _ in stages) and shutil.which(launcher[0]) is None:
+        raise ValueError(f"--launcher: expected an executable as its first word, got {launcher[0]!r} (not found "
+                         f"or not executable)")
 
 
 def _stage_names(name: str, preset: Preset, mdlm: str | None, judge: str | None) -> list[str]:
@@ -262,25 +280,43 @@ def read_record(out: str | Path, preset_name: str) -> dict:
     return state
 
 
+def check_stages(stages: list[tuple[str, list[str]]], done: list[str], check: Callable[[list[str]], None]) -> None:
+    """Every stage still to run, parsed by its command's parser and checked by its command's cheap checks
+    (check(argv): the registry's, handed in like `call`), before the first stage starts: a bad argument of
+    the last stage is refused now, not after hours of the others. An error names the stage."""
+    for name, argv in stages:
+        if name not in done:
+            try:
+                check(_resumable(argv))
+            except ValueError as err:
+                raise ValueError(f"pipeline: stage {name!r}: {err}") from None
+
+
 def run_stages(stages: list[tuple[str, list[str]]], out: str | Path, preset_name: str, launcher: list[str],
-               call: Callable[[list[str]], int]) -> None:
+               call: Callable[[list[str]], int], check: Callable[[list[str]], None] | None = None) -> None:
     """Run the planned stages in order, each recorded in OUT/pipeline.json when it finishes and skipped
     when recorded. call(argv) runs one `python -m scale` command in this process and returns its exit
     status: the command registry's entry point, handed in by the command (imdm_lab.dispatch), so that
     this module imports no command; with a launcher the training and coupling stages run as
-    `LAUNCHER -m scale ...`."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    `LAUNCHER -m scale ...`. With `check`, every stage still to run is checked first (check_stages).
+    The process is OUT's one writer while it runs (imdm_lab.durable.writer): a second pipeline into OUT
+    is refused before it starts a stage."""
+    out = check_writable("--out", out, folder=True)
     record = out / "pipeline.json"
     state = read_record(out, preset_name) if record.is_file() else {"done": [], "seconds": {}}
     done, seconds = state["done"], state["seconds"]
-    for name, argv in stages:
-        if name in done:
-            print(f"pipeline: {name} already done")
-            continue
-        print(f"pipeline: {name}")
-        tic = time.perf_counter()
-        _run_stage(name, _resumable(argv), launcher, call)
-        done.append(name)
-        seconds[name] = round(time.perf_counter() - tic, 3)  # wall time of the call that finished it
-        durable.write_text(record, json.dumps({"preset": preset_name, "done": done, "seconds": seconds}, indent=1))
+    if check is not None:
+        check_stages(stages, done, check)
+    check_launcher(launcher, [(n, a) for n, a in stages if n not in done])
+    with durable.writer(out, "--out"):
+        for name, argv in stages:
+            if name in done:
+                print(f"pipeline: {name} already done")
+                continue
+            print(f"pipeline: {name}")
+            tic = time.perf_counter()
+            _run_stage(name, _resumable(argv), launcher, call)
+            done.append(name)
+            seconds[name] = round(time.perf_counter() - tic, 3)  # wall time of the call that finished it
+            durable.write_text(record, json.dumps({"preset": preset_name, "done": done, "seconds": seconds},
+                                                  indent=1))

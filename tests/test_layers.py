@@ -1,9 +1,9 @@
 """The layering of the project, read from the source (ast): imdm_lab imports no other part of the project,
 toy_tasks only imdm_lab, the scale library only imdm_lab (docs/architecture.md). scale/commands/ and
 toy_tasks/commands/ hold one module per command of their registry (scale.cli.COMMANDS,
-toy_tasks.cli.COMMANDS), each defining only add_arguments, run and private helpers; no command module
-imports another; no library module imports a command module or a registry; no function below the command
-layer takes the parsed arguments (a parameter named `args` or annotated as an argparse Namespace).
+toy_tasks.cli.COMMANDS), each defining only add_arguments, run, optionally check, and private helpers; no
+command module imports another; no library module imports a command module or a registry; no function below
+the command layer takes the parsed arguments (a parameter named `args` or annotated as an argparse Namespace).
 
 The modules of the project import each other without a cycle (function-level imports and the registries'
 imports by name included), no function imports a project module (the imports are at the top, where they
@@ -88,10 +88,11 @@ def test_the_registry_lists_exactly_the_command_modules(part):
 
 @pytest.mark.parametrize("path", ALL_COMMAND_FILES, ids=lambda p: f"{_part(p)}.{p.stem}")
 def test_a_command_module_holds_add_arguments_run_and_private_helpers(path):
+    """add_arguments and run, optionally check (the cheap checks, imdm_lab.dispatch), and private helpers."""
     tree = ast.parse(path.read_text())
     defined = [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
     assert {"add_arguments", "run"} <= set(defined)
-    assert [n for n in defined if n not in ("add_arguments", "run") and not n.startswith("_")] == []
+    assert [n for n in defined if n not in ("add_arguments", "check", "run") and not n.startswith("_")] == []
     assert not any(isinstance(n, ast.ClassDef) for n in tree.body)
 
 

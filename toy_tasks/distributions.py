@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -104,6 +104,7 @@ def _file(path: str) -> np.ndarray:
             check_size(shape[0], len(shape), name="path")
             f.seek(0)
             p = np.load(f, allow_pickle=False)
+        check_joint(p, name="path")  # its values too (finite, >= 0, summing to 1), named as the file
     except (OSError, ValueError) as e:
         reason = str(e).removeprefix("path: ")
         raise ValueError(f"path: expected a readable .npy file holding a joint, got {path!r} ({reason})") from None

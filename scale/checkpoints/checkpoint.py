@@ -30,7 +30,6 @@ unpickles code.
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import re
 import shutil
@@ -38,7 +37,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open, save
 
 from imdm_lab import durable
 from scale.checkpoints.state import FORMAT, CheckpointState
@@ -56,11 +55,43 @@ def write_checkpoint_files(folder: Path, model_state: dict, ema_state: dict | No
     step = str(state["step"])
     for name, tensors in (("model.safetensors", model_state), ("ema.safetensors", ema_state)):
         if tensors is not None:
-            save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, folder / name,
-                      metadata={"step": step, "format": FORMAT})
+            data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()},
+                        metadata={"step": step, "format": FORMAT})
+            (folder / name).write_bytes(data)  # written here: a full disk is an OSError naming the file
     if optimizer_state is not None:
-        torch.save({"step": state["step"], "optimizer": optimizer_state}, folder / "optimizer.pt")
+        _torch_save({"step": state["step"], "optimizer": optimizer_state}, folder / "optimizer.pt")
     (folder / "state.json").write_text(json.dumps({"format": FORMAT, **state}, indent=1))
+
+
+class _KeptErrors:
+    """A binary file whose write errors are kept: torch.save reports a failed write of its file object
+    as a RuntimeError ('unexpected pos') that no longer says why (a full disk)."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data):
+        try:
+            return self.f.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self):
+        return self.f.flush()
+
+
+def _torch_save(obj, path: Path) -> None:
+    """torch.save(obj) to `path`, a failed write raised as the OSError it was (naming the file)."""
+    with open(path, "wb") as f:
+        kept = _KeptErrors(f)
+        try:
+            torch.save(obj, kept)
+        except (OSError, RuntimeError):
+            if kept.error is None:
+                raise
+            durable.name_path(kept.error, path)
+            raise kept.error from None
 
 
 def _claim(final: Path) -> None:
@@ -114,13 +145,7 @@ class RunFolder:
         if self._lock is not None:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
-        lock = open(self.root / ".writer.lock", "a")
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.close()
-            raise ValueError(f"--out: {self.root} is being written by another running process") from None
-        self._lock = lock
+        self._lock = durable.take_lock(self.root, "--out")
         latest = self.latest()
         for place in (self.root, self.dir, self.root / "rounds"):
             for path in list(place.iterdir()) if place.is_dir() else []:

@@ -3,8 +3,12 @@ completions of masked training blocks, written as resumable shards (scale.traini
 process or under torchrun (rank r writes the shards s with s % world == r)."""
 from __future__ import annotations
 
+import torch
+
+from imdm_lab.checks import check_writable
+from scale.model.dit import device_memory
 from scale.training import distributed as D
-from scale.training.coupling import CouplingSettings, generate
+from scale.training.coupling import CouplingSettings, check_costs, generate
 
 
 def add_arguments(p) -> None:
@@ -22,10 +26,18 @@ def add_arguments(p) -> None:
     p.add_argument("--t-min", type=float, default=1e-3, help="smallest time t (default 1e-3)")
 
 
-def run(args) -> int:
+def check(args) -> CouplingSettings:
+    """The settings, their costs on this machine and a writable --out, before any process group or model."""
     settings = CouplingSettings(n=args.n, steps=args.steps, fix_eps=args.fix_eps, seed=args.seed,
                                 batch_size=args.batch_size, shard_size=args.shard_size, weights=args.weights,
                                 t_min=args.t_min)
+    check_costs(settings, device_memory("cpu"), device_memory("cuda" if torch.cuda.is_available() else "cpu"))
+    check_writable("--out", args.out, folder=True)
+    return settings
+
+
+def run(args) -> int:
+    settings = check(args)
     runtime = D.init_runtime()
     try:
         out = generate(args.teacher, args.out, settings, runtime=runtime)

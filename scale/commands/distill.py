@@ -5,8 +5,10 @@ scale.training.distill.METHODS.
 The run's config is the initial checkpoint's config (its [model] section, schedule included, and
 data), then the method's paper settings (its METHODS entry), then --config (a TOML file: only the keys
 it sets), then --set. The student starts from --init (default: the teacher, or the coupling's teacher),
-EMA weights by default (the paper's load_ema). Runs as one process or under torchrun, like
-`python -m scale train`.
+EMA weights by default (the paper's load_ema). A method's frozen teacher network is a copy of the
+student's initial weights (self-distillation), so --teacher and --init are never given together, and
+a source option the method does not read is refused (scale.training.distill_config.check_sources). Runs
+as one process or under torchrun, like `python -m scale train`.
 """
 from __future__ import annotations
 
@@ -15,8 +17,15 @@ from pathlib import Path
 from scale.checkpoints.checkpoint import checkpoint_folder, read_state, read_tensors, weights_path
 from scale.training.coupling import Coupling
 from scale.training.distill import METHODS, distill_trainer, get_method
-from scale.training.distill_config import build_config, check_coupling, coupling_folder, student_source
-from scale.training.runs import launch
+from scale.training.distill_config import (
+    build_config,
+    check_coupling,
+    check_overrides,
+    check_sources,
+    coupling_folder,
+    student_source,
+)
+from scale.training.runs import check_run, launch
 
 
 def add_arguments(p) -> None:
@@ -37,7 +46,17 @@ def add_arguments(p) -> None:
                    help="continue from the latest complete checkpoint in --out (step 0 when there is none)")
 
 
+def check(args) -> None:
+    """The method, its source options (distill_config.check_sources), the --config and --set values, the
+    step limit and a writable --out, before any checkpoint is read."""
+    get_method(args.method)
+    check_sources(args.method, args.init, args.teacher, args.coupling)
+    check_overrides(args.config, args.set)
+    check_run(Path(args.out), args.resume, args.max_steps)
+
+
 def run(args) -> int:
+    check(args)
     method = get_method(args.method)
     source = student_source(args.method, args.init, args.teacher, args.coupling)
     folder = checkpoint_folder(source)  # a run folder means its latest commit

@@ -4,12 +4,18 @@ gen PPL and entropy against steps, one line per checkpoint."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
+
+import torch
 
 from imdm_lab import durable
 from imdm_lab.checks import check_writable, parse_steps
+from imdm_lab.sampling import check_steps_memory
 from scale.evaluation.evaluate import EvalSettings, check_finite, evaluate, plot
 from scale.evaluation.metrics import EOS_RULES
+from scale.evaluation.plot import check_figure_path
 from scale.evaluation.samples import BATCH
+from scale.model.dit import device_memory
 
 
 def add_arguments(p) -> None:
@@ -46,10 +52,22 @@ def _settings(args) -> EvalSettings:
                         seed=args.seed)
 
 
-def run(args) -> int:
+def check(args) -> tuple[EvalSettings, Path, Path | None]:
+    """(settings, JSON path, figure path or None): the settings, the sampler's memory at the largest step
+    count, the outputs (the figure's format included), before any checkpoint is loaded."""
+    settings = _settings(args)
+    memory = device_memory("cuda" if torch.cuda.is_available() else "cpu")
+    rows = max(settings.n, settings.prompts * settings.continuations if settings.mauve else 1)
+    batch = min(settings.batch_size, rows)
+    check_steps_memory("--steps", max(settings.steps), batch, memory)
     out = check_writable("--out", args.out)
-    plot_path = None if args.no_plot else check_writable("--plot", args.plot or out.with_suffix(".png"))
-    result = check_finite(evaluate(args.ckpt, _settings(args)))
+    plot_path = None if args.no_plot else check_figure_path("--plot", args.plot or out.with_suffix(".png"))
+    return settings, out, plot_path
+
+
+def run(args) -> int:
+    settings, out, plot_path = check(args)
+    result = check_finite(evaluate(args.ckpt, settings))
     out.parent.mkdir(parents=True, exist_ok=True)
     durable.write_text(out, json.dumps(result, indent=1, allow_nan=False))
     if plot_path is not None:

@@ -3,14 +3,14 @@
 stage (scale.pipeline: the stages, the presets PRESETS, resumption). --dry-run prints the commands.
 
 The stages are other commands of `python -m scale`; this module runs them through `args.run_command`, the
-registry's entry point that imdm_lab.dispatch hands every command, and imports neither the registry nor
+registry's entry point that imdm_lab.dispatch hands every command, and checks all of them first through
+`args.check_command` (each stage's own parser and cheap checks); it imports neither the registry nor
 another command module.
 """
 from __future__ import annotations
 
-import shlex
-
-from scale.pipeline import PRESETS, plan, run_stages, shell_lines
+from imdm_lab.checks import check_writable
+from scale.pipeline import PRESETS, plan, run_stages, shell_lines, split_words
 
 
 def add_arguments(p) -> None:
@@ -26,10 +26,12 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    check_writable("--out", args.out, folder=True)
     stages = plan(args.preset, args.out, mdlm=args.mdlm, judge=args.judge, extra=args.args)
-    launcher = shlex.split(args.launcher)
+    launcher = split_words("--launcher", args.launcher)
     if args.dry_run:
         print("\n".join(shell_lines(stages, launcher)))
         return 0
-    run_stages(stages, args.out, args.preset, launcher, call=args.run_command)
+    # every stage's arguments are parsed and checked by its own command before the first one runs
+    run_stages(stages, args.out, args.preset, launcher, call=args.run_command, check=args.check_command)
     return 0

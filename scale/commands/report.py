@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from imdm_lab import durable
+from imdm_lab.checks import check_int, check_seed, check_writable
 from scale.evaluation.report import plot, report, table
 
 
@@ -18,12 +19,20 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
+def check(args) -> Path:
+    """--out as a writable .json path next to which the .md and .png can be written, and --n-boot a
+    count (its memory is checked against the evaluation's sample count when the file is read)."""
+    check_int("--n-boot", args.n_boot, 10)
+    check_seed("--seed", args.seed)
+    if Path(args.out).suffix != ".json":
+        raise ValueError(f"--out: expected a .json path, got {args.out!r}")
+    return check_writable("--out", args.out)  # the .md and .png go to the same folder
+
+
 def run(args) -> int:
-    out = Path(args.out)
+    out = check(args)
     if not Path(args.eval).is_file():
         raise ValueError(f"--eval: expected a JSON file of python -m scale evaluate, got {args.eval!r}")
-    if out.suffix != ".json":
-        raise ValueError(f"--out: expected a .json path, got {args.out!r}")
     rep = report(args.eval, args.judge, n_boot=args.n_boot, seed=args.seed)
     out.parent.mkdir(parents=True, exist_ok=True)
     durable.write_text(out, json.dumps(rep, indent=1, allow_nan=False))

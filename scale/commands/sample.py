@@ -9,11 +9,13 @@ from pathlib import Path
 import torch
 
 from imdm_lab import durable
-from imdm_lab.checks import check_int, check_seed, check_writable, parse_steps
+from imdm_lab.checks import check_int, check_seed, check_text, check_writable, parse_steps
+from imdm_lab.sampling import check_steps_memory
 from scale.checkpoints.checkpoint import load_model
 from scale.checkpoints.hub import resolve_checkpoint
 from scale.data.tokenizers import load_tokenizer
 from scale.evaluation.samples import BATCH, decoded_samples
+from scale.model.dit import device_memory
 
 
 def add_arguments(p) -> None:
@@ -29,15 +31,26 @@ def add_arguments(p) -> None:
     p.add_argument("--out", default=None, help="also write {steps: [texts]} to this JSON file")
 
 
-def run(args) -> int:
+def check(args) -> list[int]:
+    """The step counts, after every argument is checked: counts, seed, the prefix's text, the sampler's
+    memory at the largest step count, the output path; before the checkpoint is loaded."""
     steps = parse_steps("--steps", args.steps)
     check_int("--n", args.n, 1)
     check_seed("--seed", args.seed)
     check_int("--batch-size", args.batch_size, 1)
     if args.length is not None:
         check_int("--length", args.length, 1)
+    if args.prefix is not None:
+        check_text("--prefix", args.prefix)
+    memory = device_memory("cuda" if torch.cuda.is_available() else "cpu")
+    check_steps_memory("--steps", max(steps), min(args.batch_size, args.n), memory)
     if args.out:
         check_writable("--out", args.out)
+    return steps
+
+
+def run(args) -> int:
+    steps = check(args)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, state = load_model(resolve_checkpoint(args.ckpt), args.weights, device)
     tok = load_tokenizer(state.tokenizer)

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from scale.checkpoints.config import load_config
-from scale.training.runs import launch
+from scale.checkpoints.config import Config, load_config
+from scale.model.dit import check_fits, device_memory
+from scale.training.runs import check_run, launch
 from scale.training.trainer import elbo_trainer
 
 
@@ -24,11 +25,20 @@ def add_arguments(p) -> None:
                    help="pin the hub dataset's revision (data.revision), e.g. refs/convert/parquet")
 
 
-def run(args) -> int:
+def check(args) -> tuple[Config, int]:
+    """(the config, the step limit): config values, a model that fits this machine, the step limit and a
+    writable --out (one without a checkpoint, unless --resume), before any data is read."""
     config = load_config(args.config, args.set)
     if args.data_revision is not None:
         config.data.revision = args.data_revision
     max_steps = config.train.max_steps if args.max_steps is None else args.max_steps
+    check_fits(config.model, device_memory("cpu"))
+    check_run(Path(args.out), args.resume, max_steps)
+    return config, max_steps
+
+
+def run(args) -> int:
+    config, max_steps = check(args)
     out = Path(args.out)
 
     def build(config, data, runtime):

@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 
+from imdm_lab import durable
+from imdm_lab.checks import check_device, check_writable
 from scale.data.corpora import DEFAULT_CORPUS
-from scale.evaluation.judge import JUDGE_SIZES, JudgeTraining, train_judge
+from scale.evaluation.judge import JUDGE, JUDGE_SIZES, JudgeTraining, train_judge
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,10 +34,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available)")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Train, write the folder, print the JSON summary."""
+def check(args: argparse.Namespace) -> JudgeTraining:
+    """The training settings, the device and a writable --out of its own, before any data is read."""
     training = JudgeTraining(size=args.size, length=args.length, steps=args.steps, batch_size=args.batch_size,
                              lr=args.lr, warmup=args.warmup, eval_batches=args.eval_batches, seed=args.seed)
+    check_device("device", args.device)
+    durable.check_owner(check_writable("out", args.out, folder=True), JUDGE)
+    return training
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train, write the folder, print the JSON summary."""
+    training = check(args)
     summary = train_judge(args.out, data=args.data, split=args.split, eval_split=args.eval_split,
                           training=training, device=args.device)
     print(json.dumps(summary, indent=1))

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 
-from scale.evaluation.ngram_judge import train_ngram_judge
+from imdm_lab import durable
+from imdm_lab.checks import check_int, check_seed, check_writable
+from scale.evaluation.ngram_judge import NGRAM_JUDGE, train_ngram_judge
 
 
 def add_arguments(p) -> None:
@@ -20,7 +22,18 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
+def check(args) -> None:
+    """The counts and seed, a writable --out of its own (--block is checked against the text it cuts, once
+    that is tokenized, before the counting)."""
+    check_int("--order", args.order, 1)
+    check_int("--block", args.block, 2)
+    check_int("--max-pieces", args.max_pieces, 0)
+    check_seed("--seed", args.seed)
+    durable.check_owner(check_writable("--out", args.out, folder=True), NGRAM_JUDGE)
+
+
 def run(args) -> int:
+    check(args)
     summary = train_ngram_judge(args.out, args.tokenizer, data=args.data, split=args.split,
                                 eval_split=args.eval_split, order=args.order, block=args.block,
                                 max_pieces=args.max_pieces, seed=args.seed)

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from imdm_lab import durable
-from imdm_lab.checks import check_int
+from imdm_lab.checks import check_int, check_writable
 from scale.data.corpora import get_corpus
 from scale.data.json_fields import Field, check_fields, check_numbers, integer, is_text, one_of, read_object
 from scale.data.tokenizers import load_tokenizer, wrap_specials
@@ -214,12 +214,15 @@ def train_ngram_judge(out: str | Path, tokenizer: str, *, data: str = "wiki", sp
     check_int("--order", order, 1)
     check_int("--block", block, 2)
     check_int("--max-pieces", max_pieces, 0)
-    start, out = time.time(), durable.check_owner(out, NGRAM_JUDGE)
+    start, out = time.time(), durable.check_owner(check_writable("--out", out, folder=True), NGRAM_JUDGE)
     tok = load_tokenizer(tokenizer)
     vocab = len(tok)
+    val = _stream(data, eval_split, tok)  # first: --block is checked against it before the counting
+    if block > len(val):
+        raise ValueError(f"--block: expected at most {len(val)} (the tokens of {data}/{eval_split}, cut into "
+                         f"pieces of --block tokens for the separation check), got {block}")
     lm = KneserNey.fit(_stream(data, split, tok), order, vocab)
     judge = NgramJudge(str(out), lm, tok)
-    val = _stream(data, eval_split, tok)
     val_nll = float(lm.nll(val).mean())
     pieces = [tok.decode(val[i:i + block]) for i in range(0, len(val) - block + 1, block)]
     pieces = pieces[:max_pieces or len(pieces)]

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imdm_lab.checks import check_int
+from imdm_lab.checks import check_cost, check_int
 from imdm_lab.counter_rng import derive_seed
 from scale.checkpoints.checkpoint import read_state
 from scale.data.blocks import open_blocks
@@ -28,6 +28,7 @@ from scale.data.tokenizers import load_tokenizer
 from scale.evaluation.eval_json import read_evaluation
 from scale.evaluation.judge import judge_info, load_judge
 from scale.evaluation.metrics import decode_samples, gen_ppl, sample_entropy
+from scale.model.dit import device_memory
 
 # Checkpoint folders of the pipeline's stages -> method names in tables and plots.
 METHOD_NAMES = {
@@ -38,6 +39,18 @@ METHOD_NAMES = {
     "imredi-mdlm": "IM-ReDi (MDLM coupling)",
     "imredi": "IM-SDTT -> IM-ReDi",
 }
+
+
+def bootstrap_bytes(n_boot: int, n: int) -> int:
+    """Peak memory of `bootstrap` on n samples: the resample indices and one resampled per-sample array
+    (int64 / float64 [n_boot, n]), and the statistics of every resample with their sorted copies."""
+    return 8 * n_boot * (2 * n + 4)
+
+
+def check_boot_memory(n_boot: int, n: int, memory: int) -> int:
+    """n_boot, refused (naming the largest that fits) when bootstrapping n samples exceeds `memory` bytes."""
+    return check_cost("--n-boot", n_boot, lambda b: bootstrap_bytes(b, n), memory,
+                      f"the bootstrap of {n} samples")
 
 
 def bootstrap(nll, tokens, entropy, n_boot: int, seed: int) -> dict:
@@ -78,6 +91,8 @@ def report(eval_path: str | Path, judge_name: str, *, n_boot: int = 1000, seed: 
     and its summary (scale.evaluation.judge), the first checkpoint's state.json and tokenizer."""
     check_int("--n-boot", n_boot, 10)
     result = read_evaluation(eval_path)
+    check_boot_memory(n_boot, max([result["n"]] + [len(e["per_sample_nll"]) for e in result["entries"]]),
+                      device_memory("cpu"))
     info = judge_info(judge_name)
     judge = load_judge(judge_name, device="cpu")
     load_tokenizer(read_state(result["checkpoints"][0]["checkpoint"]).tokenizer)  # the references' own

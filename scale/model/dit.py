@@ -18,13 +18,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import os
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from imdm_lab.checks import host_memory
 from imdm_lab.embedding import MaskEmbedding
 from imdm_lab.head_nll import head_nll
 from imdm_lab.labels import LABEL_NAMES, MaskLabels, mask_labels
@@ -106,7 +106,7 @@ class DiTConfig:
             raise ValueError(f"model.schedule: expected one of {sorted(SCHEDULES)}, got {self.schedule!r}")
         self.mask_labels()  # validates label_dim / label_scale / num_mask
 
-    def with_vocabulary(self, vocab_size: int, mask_id: int) -> "DiTConfig":
+    def with_vocabulary(self, vocab_size: int, mask_id: int) -> DiTConfig:
         """This config for the data's C classes and mask id; a value the config already names must agree."""
         for key, have, data in (("vocab_size", self.vocab_size, vocab_size), ("mask_id", self.mask_id, mask_id)):
             if have is not None and have != data:
@@ -421,4 +421,4 @@ def device_memory(device: torch.device | str) -> int:
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).total_memory
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return host_memory()

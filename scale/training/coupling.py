@@ -26,6 +26,7 @@ folder holds exactly the shards of meta.json's n; an error names the file and th
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from dataclasses import dataclass
@@ -35,16 +36,17 @@ import numpy as np
 import torch
 
 from imdm_lab import durable
-from imdm_lab.checks import SEED_LIMIT, check_int, check_seed, check_writable
+from imdm_lab.checks import SEED_LIMIT, check_cost, check_int, check_seed, check_writable
 from imdm_lab.counter_rng import derive_seed
 from imdm_lab.distill import perturbed_coupling
 from imdm_lab.labels import LABEL_NAMES
-from imdm_lab.sampling import SamplerOptions
+from imdm_lab.sampling import SamplerOptions, check_steps_memory
 from imdm_lab.schedules import SCHEDULES
 from scale.checkpoints.checkpoint import load_model
 from scale.checkpoints.hub import resolve_checkpoint
 from scale.data.blocks import open_blocks, token_dtype
 from scale.data.json_fields import Field, check_fields, flag, integer, is_number, is_text, one_of, read_object
+from scale.model.dit import device_memory
 from scale.training import distributed as D
 
 FORMAT = "imdm-lab-coupling/1"
@@ -141,16 +143,30 @@ class CouplingSettings:
         return SamplerOptions(fix_eps=self.fix_eps)
 
 
+# Bytes per sample held before the first shard: the training rows (one permutation per pass over the
+# blocks, then their concatenation, int64 each), and per shard an entry of the list still to write
+ROW_BYTES, SHARD_BYTES = 16, 64
+
+
+def check_costs(settings: CouplingSettings, host: int, device: int) -> None:
+    """Refuse, before any work and naming the largest value that fits: an --n whose training rows and
+    shard list exceed `host` bytes, a --steps whose sampler plan of one batch exceeds `device` bytes."""
+    check_cost("--n", settings.n, lambda n: ROW_BYTES * n + SHARD_BYTES * -(-n // settings.shard_size), host,
+               "the training rows of N samples")
+    check_steps_memory("--steps", settings.steps, min(settings.batch_size, settings.n), device)
+
+
 @torch.no_grad()
 def generate(teacher: str | Path, out: str | Path, settings: CouplingSettings, *,
              runtime: D.Runtime | None = None, progress: bool = True) -> Path:
-    """Write the coupling of `settings.n` samples of `teacher` into `out` (see the module docstring); returns out."""
-    from tqdm.auto import tqdm
-
+    """Write the coupling of `settings.n` samples of `teacher` into `out` (see the module docstring); returns out.
+    Refused before the teacher is loaded: settings whose costs do not fit (check_costs); before anything
+    is written: an `out` holding a coupling of other settings, or one another process is writing."""
     if not isinstance(settings, CouplingSettings):
         raise ValueError(f"settings: expected a CouplingSettings, got {type(settings).__name__}")
     rt = runtime or D.init_runtime()
     out = check_writable("--out", out, folder=True)
+    check_costs(settings, device_memory("cpu"), device_memory(rt.device))
     old = read_meta(out, "--out") if (out / "meta.json").is_file() else None  # before the teacher and data
     teacher = resolve_checkpoint(teacher, "--teacher")
     model, state = load_model(teacher, settings.weights, rt.device)
@@ -163,10 +179,25 @@ def generate(teacher: str | Path, out: str | Path, settings: CouplingSettings, *
             "labels": cfg.labels, "tokenizer": state.tokenizer, "dataset": data.dataset,
             "num_blocks": len(blocks)}
     _check_meta(out, old, meta)
-    out.mkdir(parents=True, exist_ok=True)
-    if rt.main:  # atomically: the other ranks may be reading it (read_meta) right now
-        durable.write_text(out / "meta.json", json.dumps(meta, indent=1))
-    D.barrier()
+    # the main process is the folder's one writer (a second run into it is refused before it writes)
+    with durable.writer(out, "--out") if rt.main else contextlib.nullcontext():
+        if rt.main:  # atomically: the other ranks may be reading it (read_meta) right now
+            durable.write_text(out / "meta.json", json.dumps(meta, indent=1))
+        D.barrier()
+        try:
+            _write_shards(model, blocks, out, settings, rt, progress)
+        except OSError as err:  # a full disk: what survives (imdm_lab.dispatch prints it on the line)
+            err.add_note(f"the complete shards in {out} stay; the same command finishes the rest")
+            raise
+        D.barrier()
+    return out
+
+
+def _write_shards(model, blocks, out: Path, settings: CouplingSettings, rt: D.Runtime, progress: bool) -> None:
+    """The shards s of this rank (s % world == rank) that `out` does not hold yet, in order."""
+    from tqdm.auto import tqdm
+
+    cfg = model.config
     n, seed, shard_size, batch_size = settings.n, settings.seed, settings.shard_size, settings.batch_size
     rows = training_rows(len(blocks), n, seed)
     num_shards = -(-n // shard_size)
@@ -175,26 +206,26 @@ def generate(teacher: str | Path, out: str | Path, settings: CouplingSettings, *
     # counts this process's samples (not shards: one shard of teacher rollouts can take hours)
     bar = tqdm(total=sum(min(shard_size, n - s * shard_size) for s in todo), desc="coupling samples",
                unit="sample", disable=not (rt.main and progress))
-    for s in todo:
-        index = np.arange(s * shard_size, min((s + 1) * shard_size, n), dtype=np.int64)
-        arrays = {k: [] for k in ARRAYS}
-        gen = torch.Generator(rt.device).manual_seed(derive_seed(seed, "redi-draw", s))
-        for lo in range(0, len(index), batch_size):
-            idx = index[lo:lo + batch_size]
-            seeds = torch.from_numpy(sample_seeds(seed, idx))
-            x0 = blocks.get_batch(rows[idx]).to(rt.device)
-            # masked under the teacher's own schedule (the official code masks with probability t)
-            pairs = perturbed_coupling(model, x0, steps=settings.steps, mask_schedule=cfg.schedule,
-                                       t_min=settings.t_min, seeds=seeds.to(rt.device), hashed=True, generator=gen,
-                                       rollout=settings.rollout)
-            for key, value in (("x_t", pairs.x_t), ("x_0", pairs.x_0), ("t", pairs.t), ("seed", seeds),
-                               ("index", torch.from_numpy(idx))):
-                arrays[key].append(value.cpu().numpy())
-            bar.update(len(idx))
-        _write_shard(out, s, {k: np.concatenate(v) for k, v in arrays.items()}, dtype)
-    bar.close()
-    D.barrier()
-    return out
+    try:
+        for s in todo:
+            index = np.arange(s * shard_size, min((s + 1) * shard_size, n), dtype=np.int64)
+            arrays = {k: [] for k in ARRAYS}
+            gen = torch.Generator(rt.device).manual_seed(derive_seed(seed, "redi-draw", s))
+            for lo in range(0, len(index), batch_size):
+                idx = index[lo:lo + batch_size]
+                seeds = torch.from_numpy(sample_seeds(seed, idx))
+                x0 = blocks.get_batch(rows[idx]).to(rt.device)
+                # masked under the teacher's own schedule (the official code masks with probability t)
+                pairs = perturbed_coupling(model, x0, steps=settings.steps, mask_schedule=cfg.schedule,
+                                           t_min=settings.t_min, seeds=seeds.to(rt.device), hashed=True, generator=gen,
+                                           rollout=settings.rollout)
+                for key, value in (("x_t", pairs.x_t), ("x_0", pairs.x_0), ("t", pairs.t), ("seed", seeds),
+                                   ("index", torch.from_numpy(idx))):
+                    arrays[key].append(value.cpu().numpy())
+                bar.update(len(idx))
+            _write_shard(out, s, {k: np.concatenate(v) for k, v in arrays.items()}, dtype)
+    finally:  # the bar's line ends before any message that follows it
+        bar.close()
 
 
 def _write_shard(out: Path, s: int, arrays: dict, token_dtype: np.dtype) -> None:

@@ -45,6 +45,22 @@ def build_config(base: Config, method_name: str, config_path: str | None, overri
     return config
 
 
+def check_overrides(config_path: str | None, overrides: list[str]) -> None:
+    """The keys and values of --config and --set, each checked as build_config will take them, before the
+    initial checkpoint is read: those of [model] are left to build_config, since whether they fit depends
+    on the checkpoint's model (its size, heads, vocabulary)."""
+    raw: dict = {}
+    if config_path:
+        for section, values in read_toml(resolve_config_path(config_path)).items():
+            if not isinstance(values, dict):
+                raise ValueError(f"--config: {section!r} is not a section")
+            raw.setdefault(section, {}).update(values)
+    for item in overrides:
+        set_value(raw, *parse_override(item))
+    raw.pop("model", None)
+    config_from_dict(raw)
+
+
 def coupling_folder(method_name: str, path: str) -> str:
     """`path`, refused unless it is a coupling folder (one holding meta.json)."""
     if not path:
@@ -55,10 +71,35 @@ def coupling_folder(method_name: str, path: str) -> str:
     return path
 
 
-def student_source(method_name: str, init: str | None, teacher: str | None, coupling: str | None) -> str:
-    """The checkpoint folder the student starts from: `init`, else the teacher, else the teacher the
-    coupling was made with (a Hub id is downloaded)."""
+def check_sources(method_name: str, init: str | None, teacher: str | None, coupling: str | None) -> None:
+    """Refuse a source option the method would ignore, before anything is read.
+
+    A method's frozen teacher network (sdtt, imdm-sdtt, imdm-eps-coupling) is a copy of the student's
+    initial weights: SDTT is self-distillation, the teacher of the first round is the model the student
+    starts as, and each later round's teacher is the student of the round before (Ugness/IMDM algo.py,
+    IMSDTT; scale.training.rounds). There is one checkpoint to name, so --teacher and --init together
+    are refused rather than one of them being dropped in silence (a student started from another
+    checkpoint than its teacher would match its own outputs from the first step). A method without a
+    teacher network refuses --teacher (its targets come from the coupling, made by the coupling's
+    teacher), and one that trains on data blocks refuses --coupling."""
     method = get_method(method_name)
+    if teacher and not method.teacher:
+        raise ValueError(f"--teacher: --method {method_name} runs no teacher network (its targets are the "
+                         f"coupling's, made by the teacher recorded in it); drop --teacher")
+    if teacher and init:
+        raise ValueError(f"--teacher: the teacher of --method {method_name} is the student's own initial weights "
+                         f"(self-distillation), so --teacher and --init name the same checkpoint; give one of them")
+    if coupling and not method.coupling:
+        raise ValueError(f"--coupling: --method {method_name} trains on data blocks, not on a coupling; "
+                         f"drop --coupling")
+
+
+def student_source(method_name: str, init: str | None, teacher: str | None, coupling: str | None) -> str:
+    """The checkpoint folder the student starts from (and, for a method with a teacher network, the
+    teacher's weights too, check_sources): `init`, else the teacher, else the teacher the coupling was made
+    with (a Hub id is downloaded)."""
+    method = get_method(method_name)
+    check_sources(method_name, init, teacher, coupling)
     if init:
         return str(resolve_checkpoint(init, "--init"))
     if method.teacher:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from imdm_lab import durable
 from imdm_lab.counter_rng import derive_seed
 from imdm_lab.losses import elbo
 from imdm_lab.lr_schedule import learning_rate
@@ -251,8 +252,13 @@ class Trainer:
     # ---- logging -----------------------------------------------------------------------------
     def _log(self, record: dict) -> None:
         if self.rt.main:
-            with open(self.out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
+            path = self.out / "metrics.jsonl"
+            try:
+                with open(path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            except OSError as err:  # a full disk fails the write to an open file, which names no path
+                durable.name_path(err, path)
+                raise
 
     def _open_run(self) -> None:
         """Become the run folder's writer (rank 0): lock, clean a dead writer's leftovers, align the log;
@@ -329,8 +335,21 @@ class Trainer:
         self._open_run()
         try:
             return self._loop(self.max_steps if max_steps is None else max_steps)
+        except OSError as err:  # a full or read-only disk: say what survives (imdm_lab.dispatch prints it)
+            if self.rt.main:
+                err.add_note(self._survivor())
+            raise
         finally:
             self.run_folder.release()
+
+    def _survivor(self) -> str:
+        """What a run that stops on a failed write leaves: its last complete checkpoint (a commit is all or
+        nothing, scale.checkpoints.checkpoint), from which --resume continues."""
+        latest = self.run_folder.latest()
+        if latest is None:
+            return f"{self.out} holds no complete checkpoint; the run starts again from step 0"
+        return (f"the last complete checkpoint is step {int(latest.name.removeprefix('step-'))} ({latest}); "
+                f"--resume continues from it")
 
     def _loop(self, max_steps: int) -> dict:
         tc, ec = self.settings, self.validation.settings
@@ -340,32 +359,35 @@ class Trainer:
         bar = tqdm(total=max_steps, initial=self.step, disable=not self.rt.main, desc="train", unit="step")
         last, tic, since, start = {}, time.perf_counter(), 0, self.step
         started = tic
-        while self.step < max_steps:
-            last = self.train_step()
-            since += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{last['loss']:.3f}")
-            if self.step % tc.log_every == 0 or self.step == max_steps:
-                now = time.perf_counter()
-                tokens = since * self.plan.global_batch * self.length
-                last["tokens_per_s"] = tokens / (now - tic)
-                # ETA from the mean step time since this process started (evaluation and saving included)
-                last["eta_s"] = (max_steps - self.step) * (now - started) / (self.step - start)
-                tic, since = now, 0
-                self._log(last)
-                if self.rt.main:
-                    bar.write(f"step {self.step}/{max_steps}  loss {last['loss']:.4f}  lr {last['lr']:.2e}  "
-                              f"{last['tokens_per_s']:,.0f} tokens/s  ETA {_duration(last['eta_s'])}", file=sys.stderr)
-            if ec.every and (self.step % ec.every == 0 or self.step == max_steps):
-                last = {**last, **self.evaluate()}
-                self._log({k: last[k] for k in ("step", "val_nll", "val_ppl", "samples")})
-            if (self.step % tc.checkpoint_every == 0 or self.step == max_steps
-                    or any(hook.due(self.step) for hook in self.hooks)):
-                self.save()
-                D.barrier()
-                for hook in self.hooks:
-                    hook.after_save(self)
-        bar.close()
+        try:
+            while self.step < max_steps:
+                last = self.train_step()
+                since += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{last['loss']:.3f}")
+                if self.step % tc.log_every == 0 or self.step == max_steps:
+                    now = time.perf_counter()
+                    tokens = since * self.plan.global_batch * self.length
+                    last["tokens_per_s"] = tokens / (now - tic)
+                    # ETA from the mean step time since this process started (evaluation and saving included)
+                    last["eta_s"] = (max_steps - self.step) * (now - started) / (self.step - start)
+                    tic, since = now, 0
+                    self._log(last)
+                    if self.rt.main:
+                        bar.write(f"step {self.step}/{max_steps}  loss {last['loss']:.4f}  lr {last['lr']:.2e}  "
+                                  f"{last['tokens_per_s']:,.0f} tokens/s  ETA {_duration(last['eta_s'])}",
+                                  file=sys.stderr)
+                if ec.every and (self.step % ec.every == 0 or self.step == max_steps):
+                    last = {**last, **self.evaluate()}
+                    self._log({k: last[k] for k in ("step", "val_nll", "val_ppl", "samples")})
+                if (self.step % tc.checkpoint_every == 0 or self.step == max_steps
+                        or any(hook.due(self.step) for hook in self.hooks)):
+                    self.save()
+                    D.barrier()
+                    for hook in self.hooks:
+                        hook.after_save(self)
+        finally:  # the bar's line ends before any message that follows it
+            bar.close()
         return last
 
 

@@ -5,6 +5,8 @@ atomically) and the figure (toy_tasks.plot) on request."""
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 
 import torch
@@ -12,7 +14,7 @@ import torch
 from imdm_lab import durable
 from imdm_lab.checks import check_int, check_seed, check_writable
 from toy_tasks.experiment import ALL_METHODS, PRESETS, format_table, run_preset, summary_sentence
-from toy_tasks.plot import plot_results
+from toy_tasks.plot import check_figure_path, plot_results
 from toy_tasks.studies import STUDIES
 
 
@@ -36,14 +38,25 @@ def _names(text: str | None, valid, what: str) -> list[str] | None:
     return names
 
 
+def _workers(workers: int) -> int:
+    """workers, capped at the cores this process may run on (more processes than cores only share them),
+    saying so on stderr."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if workers > cores:
+        print(f"workers: {workers} capped at the {cores} cores of this machine", file=sys.stderr)
+    return min(workers, cores)
+
+
 def run(args) -> None:
     methods = _names(args.methods, ALL_METHODS, "method")
-    workers = check_int("workers", args.workers, 1)
+    workers = _workers(check_int("workers", args.workers, 1))
     task_names = sorted({p.name for preset in PRESETS.values() for p in preset.tasks})
     tasks = _names(args.tasks, task_names, "task")
     check_seed("seed", args.seed)
     # outputs are checked before the training, and their folders made only once it is done
-    outputs = [check_writable(name, path) for name, path in (("json", args.json), ("plot", args.plot)) if path]
+    outputs = [check_writable("json", args.json)] if args.json else []
+    if args.plot:  # its format too: a figure that cannot be written would lose the training's results
+        outputs.append(check_figure_path("plot", args.plot))
     # The toy networks are far too small for intra-op parallelism to pay off, and on a busy machine
     # several threads per process oversubscribe the cores (measured 7x slower): one thread per process,
     # and the cores are used by running the tasks in parallel processes instead.

@@ -13,7 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 from imdm_lab import durable
-from imdm_lab.checks import check_int, check_seed, check_writable, parse_steps
+from imdm_lab.checks import check_cost, check_int, check_seed, check_writable, parse_steps
+from imdm_lab.exact import DEFAULT_BUDGET_BYTES
+from imdm_lab.sampling import check_steps_memory, plan_bytes
 from imdm_lab.schedules import SCHEDULES, get_schedule
 from toy_tasks.distributions import TASK_OPTIONS
 from toy_tasks.oracle import ORACLES, sample_oracle
@@ -42,6 +44,19 @@ def _one_step_count(text: str) -> int:
     return steps[0]
 
 
+# The array of samples is held three times at the end (the batches, their concatenation, its int64 copy)
+SAMPLE_COPIES = 3
+
+
+def _check_memory(n: int, steps: int, batch: int, L: int) -> None:
+    """The samples and one batch's sampler plan within the exact engine's memory budget (4 GiB), checked
+    before the first draw: --samples and --steps name the largest value that fits."""
+    rows = min(batch, n)
+    check_cost("samples", n, lambda m: SAMPLE_COPIES * 8 * L * m + plan_bytes(min(batch, m), 1),
+               DEFAULT_BUDGET_BYTES, f"{SAMPLE_COPIES} copies of the (N, {L}) int64 samples")
+    check_steps_memory("steps", steps, rows, DEFAULT_BUDGET_BYTES - SAMPLE_COPIES * 8 * L * n)
+
+
 def run(args) -> None:
     steps = _one_step_count(args.steps)
     n = check_int("samples", args.samples, 1)
@@ -50,6 +65,7 @@ def run(args) -> None:
     schedule = get_schedule(args.schedule).name
     out = check_writable("out", args.out)
     task = task_from_options(args.task, args.probs, {name: getattr(args, task_dest(name)) for name in TASK_OPTIONS})
+    _check_memory(n, steps, batch, task.L)
     tokens, calls = sample_oracle(args.model, task.probs, steps=steps, n=n, seed=seed, schedule=schedule,
                                   fix_eps=args.fix_eps, batch_size=batch)
     out.parent.mkdir(parents=True, exist_ok=True)
