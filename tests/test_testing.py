@@ -17,9 +17,9 @@ from imdm_lab.exact import check_joint
 from imdm_lab.labels import LABEL_KINDS
 from imdm_lab.schedules import SCHEDULES
 from imdm_lab.testing import chi_square_pvalue, homogeneity_pvalue, joints, label_laws, schedules, step_counts
-from toy_tasks.distributions import TASKS, make_task
+from toy_tasks.distributions import PARAMETRIC_TASKS, TASKS, make_task
 from toy_tasks.oracle import OracleIMDM, OracleMDM
-from toy_tasks.testing import DRAWN_TASKS, _parameters, oracle_denoisers, tasks
+from toy_tasks.testing import _parameters, oracle_denoisers, tasks
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "testing.md"
 SETTINGS = settings(max_examples=30, deadline=None)
@@ -76,15 +76,15 @@ def test_bad_strategy_arguments_are_refused(call, pattern):
 
 
 def test_every_task_parameter_has_a_strategy():
-    drawn = {key for name in DRAWN_TASKS for key in TASKS[name].defaults}
+    drawn = {key for name in PARAMETRIC_TASKS for key in TASKS[name].defaults}
     assert drawn <= set(_parameters(2, 3, 1, 3))
-    assert set(TASKS) - set(DRAWN_TASKS) == {"file"}
+    assert set(TASKS) - set(PARAMETRIC_TASKS) == {"file"}
 
 
 @SETTINGS
 @given(tasks(max_V=3, max_L=3))
 def test_tasks_are_the_registry_tasks_rebuilt_from_their_parameters(task):
-    assert task.name in DRAWN_TASKS and task.V <= 3 and task.L <= 3
+    assert task.name in PARAMETRIC_TASKS and task.V <= 3 and task.L <= 3
     np.testing.assert_array_equal(make_task(task.name, **task.params).probs, task.probs)
 
 

@@ -24,7 +24,7 @@ except ImportError:  # imdm_lab.testing raises the ImportError that names the op
 from imdm_lab.checks import SEED_LIMIT, check_int
 from imdm_lab.labels import LABEL_KINDS
 from imdm_lab.testing import joints, label_laws, schedules
-from toy_tasks.distributions import TASKS, ToyTask, make_task
+from toy_tasks.distributions import PARAMETRIC_TASKS, TASKS, ToyTask, make_task
 from toy_tasks.oracle import ORACLES, make_oracle
 
 
@@ -40,21 +40,18 @@ def _parameters(min_V: int, max_V: int, min_L: int, max_L: int) -> dict[str, st.
     }
 
 
-# `file` reads its joint from disk: draw the joint itself with imdm_lab.testing.joints instead
-DRAWN_TASKS = tuple(name for name, spec in TASKS.items() if "path" not in spec.defaults)
-
-
 def tasks(names=None, *, max_V: int = 4, max_L: int = 4, min_V: int = 2,
           min_L: int = 1) -> st.SearchStrategy[ToyTask]:
     """A task of toy_tasks.distributions.TASKS built with drawn parameters: V in [min_V, max_V], L in
     [min_L, max_L], seeds in [0, 2^31), alpha in [0.2, 3], up to 4 modes, a uniform floor in [0, 1].
 
-    names: tasks to draw from (default every task but `file`). A combination the task refuses (parity
+    names: tasks to draw from (default PARAMETRIC_TASKS, every task but `file`, whose joint comes from
+    disk: draw such a joint with imdm_lab.testing.joints). A combination the task refuses (parity
     with L = 1, permutation with V < L, more modes than sequences) is rejected and drawn again, so a
     range that no task accepts makes hypothesis report that it found no valid example."""
-    names = list(DRAWN_TASKS) if names is None else list(names)
-    if not names or any(n not in DRAWN_TASKS for n in names):
-        raise ValueError(f"names: expected task names among {list(DRAWN_TASKS)}, got {names!r}")
+    names = list(PARAMETRIC_TASKS) if names is None else list(names)
+    if not names or any(n not in PARAMETRIC_TASKS for n in names):
+        raise ValueError(f"names: expected task names among {list(PARAMETRIC_TASKS)}, got {names!r}")
     min_V, max_V = check_int("min_V", min_V, 2), check_int("max_V", max_V, min_V)
     min_L, max_L = check_int("min_L", min_L, 1), check_int("max_L", max_L, min_L)
     parameters = _parameters(min_V, max_V, min_L, max_L)
