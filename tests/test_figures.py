@@ -4,10 +4,12 @@ the path checked before any work, atomic writes in the format named, and the liv
 without ipywidgets."""
 import math
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
+from test_readme import python_blocks
 
 from imdm_lab.exact import align_success
 from toy_tasks.distributions import make_task
@@ -136,3 +138,10 @@ def test_explorer_without_ipywidgets_draws_the_figure_and_says_so(monkeypatch, c
     bound_explorer("align", V=3, L=2, k=2, max_steps=4)
     assert len(shown) == 1 and shown[0].data.startswith(b"\x89PNG")
     assert "pip install 'imdm-lab[notebooks]'" in capsys.readouterr().out
+
+
+def test_the_python_examples_of_docs_notebooks_run(capsys):
+    blocks = python_blocks(Path(__file__).resolve().parents[1] / "docs" / "notebooks.md")
+    assert blocks
+    for index, block in enumerate(blocks):
+        exec(compile(block, f"docs/notebooks.md block {index}", "exec"), {"__name__": "docs_notebooks"})
