@@ -4,13 +4,16 @@ Each notebook runs in a fresh Jupyter kernel (nbclient) with the working directo
 copy is written to DIR/<name>.ipynb and, when nbconvert is installed, DIR/<name>.html. A notebook's
 parameters live in its first code cell (tagged `parameters`); `--fast` rewrites the line `FAST = False`
 there to `FAST = True` before running, the class-sized setting the test suite uses. The run times go to
-DIR/timings.json. A cell error stops that notebook; the others still run and the exit status is 1.
+DIR/timings.json: the wall time, which grows with whatever else the machine runs, and the CPU time of the
+kernel and the processes it started, which depends less on it. A cell error stops that notebook; the
+others still run and the exit status is 1.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import re
+import resource
 import sys
 import time
 from pathlib import Path
@@ -71,6 +74,13 @@ def execute_notebook(nb: nbformat.NotebookNode, workdir: Path, timeout_s: float 
     return time.perf_counter() - start
 
 
+def children_cpu_seconds() -> float:
+    """User + system CPU seconds of this process's finished children (a notebook's kernel and the processes
+    it started count once the kernel has exited)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def write_html(nb: nbformat.NotebookNode, path: Path) -> bool:
     """The executed notebook as a standalone HTML page; False when nbconvert is not installed."""
     try:
@@ -110,21 +120,24 @@ def main(argv: list[str] | None = None) -> int:
         print(err, file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    timings, failed = {}, []
+    timings, cpu, failed = {}, {}, []
     for path in paths:
         nb = load_notebook(path, args.fast)
         print(f"{path.name}: running{' (FAST)' if args.fast else ''} ...", flush=True)
         try:
+            before = children_cpu_seconds()
             seconds = execute_notebook(nb, args.out.resolve(), args.timeout)
             timings[path.stem] = round(seconds, 1)
-            print(f"{path.name}: done in {seconds:.1f} s", flush=True)
+            cpu[path.stem] = round(children_cpu_seconds() - before, 1)
+            print(f"{path.name}: done in {seconds:.1f} s ({cpu[path.stem]:.1f} s of CPU time)", flush=True)
         except Exception as err:  # a cell error, a timeout or a dead kernel: report it, run the others
             failed.append(path.name)
             print(f"{path.name}: FAILED ({type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''})",
                   file=sys.stderr, flush=True)
         nbformat.write(nb, args.out / path.name)
         write_html(nb, args.out / f"{path.stem}.html")
-    (args.out / "timings.json").write_text(json.dumps({"fast": args.fast, "seconds": timings}, indent=1))
+    (args.out / "timings.json").write_text(json.dumps({"fast": args.fast, "seconds": timings, "cpu_seconds": cpu},
+                                                             indent=1))
     print(f"wrote {len(paths)} executed notebooks to {args.out}")
     return 1 if failed else 0
 

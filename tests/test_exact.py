@@ -5,24 +5,14 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
-from hypothesis.extra.numpy import arrays
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from imdm_lab import exact as E
 from imdm_lab.schedules import get_schedule
+from imdm_lab.testing import joints, schedules
 
 SETTINGS = settings(max_examples=25, deadline=None)
-
-
-@st.composite
-def joints(draw, max_V=3, max_L=3):
-    """A random joint of small size, with some zero entries."""
-    V = draw(st.integers(2, max_V))
-    L = draw(st.integers(1, max_L))
-    w = draw(arrays(np.float64, V**L, elements=st.one_of(st.just(0.0), st.floats(1e-3, 1.0))))
-    if w.sum() == 0:
-        w[draw(st.integers(0, V**L - 1))] = 1.0
-    return (w / w.sum()).reshape((V,) * L)
 
 
 def copy_task():
@@ -125,7 +115,7 @@ def test_parity_bits_conditional_tc_exceeds_tc_of_pair():
 # ---------- the engine against brute force ----------
 
 @SETTINGS
-@given(joints(max_V=2, max_L=3), st.integers(1, 3), st.sampled_from(["linear", "cosine"]))
+@given(joints(max_V=2, max_L=3), st.integers(1, 3), schedules(["linear", "cosine"]))
 def test_law_and_bound_match_brute_force(p, k, schedule):
     np.testing.assert_allclose(E.mdm_law(p, k, schedule), brute_law(p, k, schedule), atol=1e-13)
     assert E.stepwise_bound(p, k, schedule) == pytest.approx(brute_bound(p, k, schedule), abs=1e-12)
@@ -178,7 +168,7 @@ def test_tc_nonnegative_zero_for_products_and_equal_to_one_step_kl(p):
 
 
 @SETTINGS
-@given(joints(), st.sampled_from(["linear", "loglinear", "cosine"]))
+@given(joints(), schedules())
 def test_kl_below_bound_and_both_nonincreasing_in_steps(p, schedule):
     kls = [E.kl(p, E.mdm_law(p, k, schedule)) for k in range(1, 7)]
     bounds = [E.stepwise_bound(p, k, schedule) for k in range(1, 7)]

@@ -3,7 +3,7 @@
 Skipped where no CUDA device is present (the CPU tests cover the same kernels)."""
 import pytest
 import torch
-from test_kernels_oracle import ALPHA, N, chi_square_pvalue
+from test_kernels_oracle import ALPHA, N
 
 from imdm_lab import exact
 from imdm_lab.embedding import MaskEmbedding
@@ -11,6 +11,7 @@ from imdm_lab.labels import MaskLabels
 from imdm_lab.masking import q_sample
 from imdm_lab.process import Process
 from imdm_lab.sampling import SamplerOptions, sample
+from imdm_lab.testing import chi_square_pvalue
 from toy_tasks.distributions import make_task
 from toy_tasks.oracle import make_oracle
 

@@ -2,16 +2,16 @@
 
 Goodness of fit as in test_kernels_oracle: chi-square on N = 100 000 samples with fixed seeds at
 significance 1e-4 (sparse cells pooled); 16 fits here, family-wise false-alarm rate below 0.2 %."""
-import numpy as np
 import pytest
 import torch
 from scipy import stats
-from test_kernels_oracle import ALPHA, TASKS, chi_square_pvalue
+from test_kernels_oracle import ALPHA, TASKS
 
 from imdm_lab import exact
 from imdm_lab.labels import MaskLabels
 from imdm_lab.process import Process
 from imdm_lab.sampling import SamplerOptions, sample
+from imdm_lab.testing import chi_square_pvalue, homogeneity_pvalue
 from toy_tasks.distributions import make_task
 from toy_tasks.oracle import make_oracle
 
@@ -50,16 +50,6 @@ def test_dense_oracle_imdm_samples_p_in_one_step_and_with_fixed_labels_in_severa
     assert chi_square_pvalue(out.tokens, exact.mdm_law(p, 4, "loglinear")) < 1e-12
 
 
-def _homogeneity_pvalue(a: torch.Tensor, b: torch.Tensor, V: int) -> float:
-    """Two-sample chi-square test that two samples of Long[N, L] sequences have one law."""
-    L = a.shape[1]
-    cells = [t.numpy() @ (V ** np.arange(L - 1, -1, -1)) for t in (a, b)]
-    table = np.stack([np.bincount(c, minlength=V ** L) for c in cells]).astype(np.float64)
-    big = table.sum(0) >= 10
-    table = np.concatenate([table[:, big], table[:, ~big].sum(1, keepdims=True)], axis=1)
-    return stats.chi2_contingency(table[:, table.sum(0) > 0]).pvalue
-
-
 def test_dense_keep_and_reset_have_the_law_of_the_default_mode():
     # with resets the k-step IMDM law is not p; the dense and default modes must still agree in law
     labels = MaskLabels("rand", dim=2, scale=3.0)
@@ -67,10 +57,10 @@ def test_dense_keep_and_reset_have_the_law_of_the_default_mode():
     _, default = _draw("markov", "oracle-imdm", 4, "loglinear", seed=11, labels=labels, dense=False, cache=False)
     assert (dense.eps_final != dense.eps_init).any()  # labels were reset on the way
     assert chi_square_pvalue(dense.tokens, p) < 1e-12  # resets change the law ...
-    assert _homogeneity_pvalue(dense.tokens, default.tokens, p.shape[0]) > ALPHA  # ... the same way in both
+    assert homogeneity_pvalue(dense.tokens, default.tokens, p.shape[0]) > ALPHA  # ... the same way in both
     # and the test tells the reset law from the fixed-label one
     _, fixed = _draw("markov", "oracle-imdm", 4, "loglinear", seed=12, labels=labels, fix_eps=True)
-    assert _homogeneity_pvalue(dense.tokens, fixed.tokens, p.shape[0]) < 1e-12
+    assert homogeneity_pvalue(dense.tokens, fixed.tokens, p.shape[0]) < 1e-12
 
 
 class _Recorder:

@@ -8,8 +8,9 @@ import pytest
 from notebooks.execute import execute_notebook, load_notebook, main, notebook_paths, parameter_cell, set_parameters
 
 EXPECTED = ["01_factorization_bound", "02_mdm_fails_imdm_succeeds", "03_distillation", "04_scale_walkthrough"]
-# Seconds allowed per notebook with FAST = True (a hung kernel fails instead of blocking the suite).
-TIMEOUT_S = 240
+# Seconds allowed per notebook with FAST = True (a hung kernel fails instead of blocking the suite); the
+# slowest, notebook 02, took 206 s of wall time on 2 cores shared with other jobs (load 6-7, docs/notebooks.md).
+TIMEOUT_S = 600
 PATHS = notebook_paths()
 
 

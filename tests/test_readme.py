@@ -5,7 +5,15 @@ from pathlib import Path
 import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def python_blocks(path: Path) -> list[str]:
+    """The ```python blocks of a Markdown file, in order (the other test files that run a page's
+    examples use it too)."""
+    return re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S)
+
+
+BLOCKS = python_blocks(README)
 
 
 def test_the_readme_has_python_examples():

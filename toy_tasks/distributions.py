@@ -165,6 +165,10 @@ TASKS: dict[str, TaskSpec] = {
 }
 
 
+# the tasks built from their parameters alone (every one but `file`, which reads its joint from disk)
+PARAMETRIC_TASKS = tuple(name for name, spec in TASKS.items() if "path" not in spec.defaults)
+
+
 def make_task(name: str, budget_bytes: int | None = None, **params) -> ToyTask:
     """Build a named task; unspecified parameters take the task's defaults."""
     if name not in TASKS:
