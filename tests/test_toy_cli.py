@@ -129,3 +129,14 @@ def test_module_entry_point_exit_code_and_no_traceback():
                            "--steps", "1,2", "--json"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert good.returncode == 0
     assert json.loads(good.stdout)["total_correlation"] == pytest.approx(math.log(3), abs=1e-12)
+
+
+def test_bound_plot_draws_the_curves_and_checks_its_format_first(tmp_path, capsys):
+    out = tmp_path / "bound.png"
+    assert main(["bound", "--task", "align", "--V", "3", "--L", "2", "--steps", "1,2", "--plot", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    capsys.readouterr()
+    bad = tmp_path / "bound.xyz"
+    assert main(["bound", "--task", "align", "--V", "3", "--L", "2", "--steps", "1,2", "--plot", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("--plot:") and not bad.exists()
