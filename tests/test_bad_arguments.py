@@ -77,6 +77,12 @@ def test_joints_beyond_any_budget_are_one_line(capsys, argv):
     assert not os.path.exists("never.npy")
 
 
+def test_a_success_curve_whose_one_step_does_not_fit(capsys):
+    # 3 (L + 1)^2 + 8 L + 8 float64 numbers a step: L = 10^6 needs 24 TB for one step
+    line = _one_line(capsys, toy_main, ["success-curve", "--L", "1000000", "--steps", "1"], ["V, L:"])
+    assert f"one step needs about {8 * (3 * 1000001**2 + 8 * 10**6 + 8)} bytes" in line
+
+
 @pytest.mark.parametrize("option,value", [("--samples", "100000000000"), ("--steps", "1000000000")])
 def test_toy_sample_counts_over_the_memory_budget(capsys, option, value):
     args = {"--samples": "10", "--steps": "1", option: value}
