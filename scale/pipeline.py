@@ -21,7 +21,8 @@ reads. The stages (DIR/<folder>):
 
 The judge of evaluate is --judge when given, else the preset's judge stage, else gpt2-large. A stage
 that finished is recorded in DIR/pipeline.json with its wall time and skipped when the command is run
-again; an interrupted training stage continues with --resume and a coupling stage from its complete shards.
+again (`read_record` checks the file, and that it is of the same preset, before any stage runs); an
+interrupted training stage continues with --resume and a coupling stage from its complete shards.
 Without a launcher every stage runs in this process; with one, the training and coupling stages run as
 `LAUNCHER -m scale ...` subprocesses.
 """
@@ -39,6 +40,7 @@ from pathlib import Path
 from imdm_lab import durable
 from imdm_lab.checks import check_writable
 from scale.checkpoints.checkpoint import find_checkpoint
+from scale.data.json_fields import Field, check_fields, is_list, is_number, one_of, read_object
 
 
 @dataclass(frozen=True)
@@ -256,6 +258,28 @@ def shell_lines(stages: list[tuple[str, list[str]]], launcher: list[str]) -> lis
             for name, argv in stages]
 
 
+# pipeline.json: the preset, the stages done in order and the wall time of each
+RECORD = {
+    "preset": Field(one_of(*PRESETS), f"one of {sorted(PRESETS)}"),
+    "done": Field(lambda v: is_list(v, one_of(*STAGES)) and len(set(v)) == len(v),
+                  f"a list of distinct stages of {list(STAGES)}"),
+    "seconds": Field(lambda v: isinstance(v, dict) and all(k in STAGES and is_number(x, 0.0) for k, x in v.items()),
+                     "{stage: wall seconds >= 0}"),
+}
+
+
+def read_record(out: str | Path, preset_name: str) -> dict:
+    """OUT/pipeline.json, every entry checked, and of the preset `preset_name` (the stages another preset
+    finished are not this one's); ValueError('--out: PATH: ENTRY: expected ..., got ...')."""
+    path = Path(out) / "pipeline.json"
+    where = f"--out: {path}"
+    state = check_fields(read_object(path, "--out", "the record of a pipeline folder"), RECORD, where, unknown=False)
+    if state["preset"] != preset_name:
+        raise ValueError(f"{where}: preset: expected {preset_name!r} (this run's --preset), got {state['preset']!r}; "
+                         f"use another --out")
+    return state
+
+
 def check_stages(stages: list[tuple[str, list[str]]], done: list[str], check: Callable[[list[str]], None]) -> None:
     """Every stage still to run, parsed by its command's parser and checked by its command's cheap checks
     (check(argv): the registry's, handed in like `call`), before the first stage starts: a bad argument of
@@ -279,8 +303,8 @@ def run_stages(stages: list[tuple[str, list[str]]], out: str | Path, preset_name
     is refused before it starts a stage."""
     out = check_writable("--out", out, folder=True)
     record = out / "pipeline.json"
-    state = json.loads(record.read_text()) if record.is_file() else {}
-    done, seconds = state.get("done", []), state.get("seconds", {})
+    state = read_record(out, preset_name) if record.is_file() else {"done": [], "seconds": {}}
+    done, seconds = state["done"], state["seconds"]
     if check is not None:
         check_stages(stages, done, check)
     check_launcher(launcher, [(n, a) for n, a in stages if n not in done])

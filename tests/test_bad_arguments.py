@@ -120,10 +120,13 @@ def test_scale_counts_over_this_machines_memory(capsys, tmp_path, argv, name):
 def test_report_n_boot_over_this_machines_memory(capsys, tmp_path):
     from scale.evaluation.report import bootstrap_bytes
     from scale.model.dit import device_memory
-    entry = {"label": "a", "steps": 1, "nfe": 1, "val_ppl": 2.0, "sample": "",
+    entry = {"checkpoint": "/nonexistent", "label": "a", "steps": 1, "gen_ppl": 50.0, "entropy": 4.0, "nfe": 1,
+             "val_ppl": 60.0, "mauve": None, "sample": "",
              "per_sample_nll": [1.0] * 8, "per_sample_tokens": [4] * 8, "per_sample_entropy": [1.0] * 8}
-    (tmp_path / "eval.json").write_text(json.dumps({"n": 8, "checkpoints": [{"checkpoint": "/nonexistent"}],
-                                                     "entries": [entry]}))
+    (tmp_path / "eval.json").write_text(json.dumps({
+        "judge": "j", "eos_rule": "official", "n": 8, "seed": 0, "weights": "ema",
+        "checkpoints": [{"checkpoint": "/nonexistent", "label": "a", "step": 0, "val_ppl": 60.0, "zero_shot": {}}],
+        "entries": [entry]}))
     line = _one_line(capsys, scale_main, ["report", "--eval", str(tmp_path / "eval.json"), "--judge", "/nonexistent",
                                           "--n-boot", "1000000000", "--out", str(tmp_path / "r.json")], ["--n-boot:"])
     most = _most(line)

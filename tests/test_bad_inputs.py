@@ -234,8 +234,11 @@ def _coupling(folder: Path, n: int = 6, shard_size: int = 4) -> Path:
     """A coupling folder written by hand in the layout of `python -m scale coupling`: x_t keeps x_0 where not masked."""
     rng = np.random.default_rng(0)
     folder.mkdir()
-    (folder / "meta.json").write_text(json.dumps({"format": FORMAT, "n": n, "shard_size": shard_size,
-                                                  "length": LENGTH, "num_classes": VOCAB, "mask_id": MASK}))
+    (folder / "meta.json").write_text(json.dumps({
+        "format": FORMAT, "teacher": "/runs/teacher", "teacher_step": 5, "weights": "ema", "n": n, "steps": 8,
+        "fix_eps": False, "seed": 0, "shard_size": shard_size, "t_min": 1e-3, "length": LENGTH,
+        "num_classes": VOCAB + 1, "mask_id": MASK, "schedule": "loglinear", "labels": "rand",
+        "tokenizer": "gpt2", "dataset": "wiki", "num_blocks": 100}))
     for s in range(-(-n // shard_size)):
         index = np.arange(s * shard_size, min((s + 1) * shard_size, n))
         x_0 = rng.integers(0, VOCAB, (len(index), LENGTH))

@@ -155,7 +155,7 @@ def test_a_last_line_cut_by_a_kill_is_dropped_and_later_records_too(tmp_path):
                                        ('{"step": 0}\n\x00\x00garbage\n', 2), ('{"step": 0}\n[1, 2]\n', 2)])
 def test_an_unreadable_line_is_an_error_naming_file_and_line(tmp_path, text, line):
     (tmp_path / "metrics.jsonl").write_text(text)
-    with pytest.raises(ValueError, match=rf"^--resume: {tmp_path / 'metrics.jsonl'} line {line} is not a JSON"):
+    with pytest.raises(ValueError, match=rf"^--resume: {tmp_path / 'metrics.jsonl'} line {line}: expected a"):
         _trainer(tmp_path)._open_run()
 
 

@@ -1,5 +1,6 @@
 """Checkpoints as Hub repositories, never over the network: `push` with a mocked create_repo / upload_folder
 that copies the uploaded folder, `--ckpt user/name` with a mocked snapshot_download that returns it."""
+import base64
 import json
 import shutil
 
@@ -28,7 +29,8 @@ def ckpt(tmp_path):
     ema = {k: v + 0.01 * torch.randn(v.shape, generator=torch.Generator().manual_seed(1)) for k, v in raw.items()}
     folder = tmp_path / "run"
     save_checkpoint(folder, raw, ema, {"state": {}, "param_groups": []}, {
-        "step": 7, "config": config.to_dict(), "tokenizer": "bert-base-uncased", "rng": {"torch": "AAAA"},
+        "step": 7, "config": config.to_dict(), "tokenizer": "bert-base-uncased",
+        "rng": {"torch": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode()},
         "data": {"epoch": 0, "offset": 3, "seed": 0, "global_batch": 8, "num_blocks": 64}})
     return folder
 

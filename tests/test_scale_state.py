@@ -2,6 +2,7 @@
 checked, a bad one named with its file; the [data] section it records is opened one way
 (scale.data.blocks.open_blocks) by training, distillation, the coupling, the evaluation and the report,
 so each passes the section's hub configuration and revision to its own corpus."""
+import base64
 import json
 import re
 
@@ -27,7 +28,8 @@ def _checkpoint(folder, **entries):
 
 def test_state_json_reads_back_typed(tmp_path):
     position = {"epoch": 1, "offset": 8, "seed": 0, "global_batch": 8, "num_blocks": 40}
-    folder = _checkpoint(tmp_path / "ckpt", world_size=2, ema_updates=4, rng={"torch": "AAAA"}, data=position)
+    rng = {"torch": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode()}
+    folder = _checkpoint(tmp_path / "ckpt", world_size=2, ema_updates=4, rng=rng, data=position)
     state = read_state(folder)
     assert isinstance(state, CheckpointState)
     assert (state.step, state.tokenizer, state.world_size, state.ema_updates) == (4, "gpt2", 2, 4)
@@ -44,6 +46,11 @@ def test_state_json_reads_back_typed(tmp_path):
     ({"tokenizer": ...}, "tokenizer: expected a tokenizer name or folder, but it is missing"),
     ({"data": {"epoch": 0, "offset": 3}}, "data: expected a data position with the integers epoch, offset, seed"),
     ({"rng": {"torch": 5}}, "rng: expected generator states"),
+    ({"rng": {"torch": "AAAA"}},  # cut short: torch.set_rng_state would refuse it on resume
+     f"rng: expected generator states {{'torch': base64 of {torch.get_rng_state().numel()} bytes"),
+    ({"rng": {"torch": "not base64!"}}, "rng: expected generator states"),
+    ({"rng": {"torch": base64.b64encode(bytes(torch.get_rng_state().numel())).decode(), "cuda": [""]}},
+     "rng: expected generator states"),
     ({"notes": "x"}, "unknown entries ['notes']"),
     ({"config": [1]}, "config: expected the run's config sections, got [1]"),
     ({("data", "length"): 1}, "config: data.length: expected an integer >= 2, got 1"),

@@ -186,28 +186,6 @@ class RunFolder:
             durable.remove(path)
 
 
-def trim_metrics(path: Path, step: int | None) -> None:
-    """Cut a run's metrics.jsonl back to the records of steps <= `step` (none when `step` is None: no
-    checkpoint), which a resumed run computes again; a last line cut short by a kill is dropped, any
-    other unreadable line is an error naming the file and line. Rewritten atomically."""
-    if not path.is_file():
-        return
-    lines = path.read_text(errors="replace").split("\n")
-    keep = []
-    for number, line in enumerate(lines, 1):
-        try:
-            record = json.loads(line) if line else {}
-        except json.JSONDecodeError as err:
-            if number == len(lines):  # no newline after it: the write the kill interrupted
-                break
-            raise ValueError(f"--resume: {path} line {number} is not a JSON record ({err})") from None
-        if not isinstance(record, dict):
-            raise ValueError(f"--resume: {path} line {number} is not a JSON record (a {type(record).__name__})")
-        if line and step is not None and record.get("step", 0) <= step:
-            keep.append(line)
-    durable.write_text(path, "".join(ln + "\n" for ln in keep))
-
-
 def find_checkpoint(path: str | Path) -> Path | None:
     """The checkpoint folder a path means: a run folder's latest commit, or the folder itself when it
     holds a state.json; None when it holds neither."""

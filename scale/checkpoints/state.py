@@ -10,47 +10,58 @@
     data           the data order's position (scale.data.blocks.BatchStream.state_dict)   or Hub folders)
     imported_from  the file or folder an imported model came from
 
-`CheckpointState.from_dict` checks every entry when a checkpoint is read, so a bad value is refused
-there, naming the file and the entry, not later as a KeyError or a wrong model.
+`CheckpointState.from_dict` checks every entry when a checkpoint is read (scale.data.json_fields), so a
+bad value is refused there, naming the file and the entry, not later as a KeyError, a wrong model or a
+generator state torch cannot take back on resume.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from scale.checkpoints.config import Config, config_from_dict
+from scale.data.json_fields import Field, check_fields, integer, is_text
 
 FORMAT = "imdm-lab-dit/1"
 POSITION_KEYS = ("epoch", "offset", "seed", "global_batch", "num_blocks")
 
 
-def _int(low: int):
-    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
-
-
-def _text(v) -> bool:
-    return isinstance(v, str) and v != ""
+def _state_bytes(text) -> int:
+    """The length of a base64 generator state, -1 when it is not base64 text."""
+    try:
+        return len(base64.b64decode(text, validate=True)) if isinstance(text, str) else -1
+    except (binascii.Error, ValueError):
+        return -1
 
 
 def _rng(v) -> bool:
+    """The states the trainer records: the CPU generator's (as long as this torch's, which
+    torch.set_rng_state checks) and one non-empty state per CUDA device."""
     cuda = v.get("cuda", []) if isinstance(v, dict) else None
-    return (isinstance(v, dict) and set(v) <= {"torch", "cuda"} and isinstance(v.get("torch"), str)
-            and isinstance(cuda, list) and all(isinstance(s, str) for s in cuda))
+    return (isinstance(v, dict) and set(v) <= {"torch", "cuda"}
+            and _state_bytes(v.get("torch")) == torch.get_rng_state().numel()
+            and isinstance(cuda, list) and all(_state_bytes(s) > 0 for s in cuda))
 
 
 def _position(v) -> bool:
-    return isinstance(v, dict) and set(v) == set(POSITION_KEYS) and all(_int(0)(v[k]) for k in POSITION_KEYS)
+    return isinstance(v, dict) and set(v) == set(POSITION_KEYS) and all(integer(0)(v[k]) for k in POSITION_KEYS)
 
 
-# state.json key -> (attribute, required, test, what is expected); `config` is read by config_from_dict
+# state.json key -> (attribute, its Field); `config` is read by config_from_dict
 ENTRIES = {
-    "step": ("step", True, _int(0), "an integer >= 0"),
-    "tokenizer": ("tokenizer", True, _text, "a tokenizer name or folder"),
-    "world_size": ("world_size", False, _int(1), "an integer >= 1"),
-    "ema_updates": ("ema_updates", False, _int(0), "an integer >= 0"),
-    "rng": ("rng", False, _rng, "generator states {'torch': text, 'cuda': [text, ...]}"),
-    "data": ("position", False, _position, f"a data position with the integers {', '.join(POSITION_KEYS)}"),
-    "imported_from": ("imported_from", False, _text, "a path"),
+    "step": ("step", Field(integer(0), "an integer >= 0")),
+    "tokenizer": ("tokenizer", Field(is_text, "a tokenizer name or folder")),
+    "world_size": ("world_size", Field(integer(1), "an integer >= 1", required=False)),
+    "ema_updates": ("ema_updates", Field(integer(0), "an integer >= 0", required=False)),
+    "rng": ("rng", Field(_rng, f"generator states {{'torch': base64 of {torch.get_rng_state().numel()} bytes, "
+                               f"'cuda': [base64, ...]}}", required=False)),
+    "data": ("position", Field(_position, f"a data position with the integers {', '.join(POSITION_KEYS)}",
+                               required=False)),
+    "imported_from": ("imported_from", Field(is_text, "a path", required=False)),
 }
 
 
@@ -76,15 +87,8 @@ class CheckpointState:
         if unknown:
             raise ValueError(f"ckpt: {source}: unknown entries {unknown}; expected "
                              f"{['format', 'config', *ENTRIES]}")
-        values = {}
-        for key, (attribute, required, test, expected) in ENTRIES.items():
-            if key not in raw:
-                if required:
-                    raise ValueError(f"ckpt: {source}: {key}: expected {expected}, but it is missing")
-                continue
-            if not test(raw[key]):
-                raise ValueError(f"ckpt: {source}: {key}: expected {expected}, got {raw[key]!r}")
-            values[attribute] = raw[key]
+        check_fields(raw, {key: field for key, (_, field) in ENTRIES.items()}, f"ckpt: {source}")
+        values = {attribute: raw[key] for key, (attribute, _) in ENTRIES.items() if key in raw}
         if not isinstance(raw.get("config"), dict):
             raise ValueError(f"ckpt: {source}: config: expected the run's config sections, got "
                              f"{raw.get('config')!r}")

@@ -64,12 +64,15 @@ def run(args) -> int:
     init = read_tensors(weights_path(folder, args.weights), state.step)
     config = build_config(state.config, args.method, args.config, args.set, args.coupling)
     out = Path(args.out)
+    coupling = None
+    if method.coupling:  # read and checked whole before any data is opened
+        coupling = Coupling(coupling_folder(args.method, args.coupling or config.distill.coupling))
+        check_coupling(coupling.meta, config.data.length, config.model.mask_id)
 
     def build(config, data, runtime):
         train, val, tok = data
-        if method.coupling:
-            train = Coupling(coupling_folder(args.method, args.coupling or config.distill.coupling))
-            check_coupling(train.meta, config.data.length, config.model.mask_id)
+        if coupling is not None:
+            train = coupling
         return distill_trainer(config, out, init, train, val, source=f"--init: {source}", decode=tok.decode,
                                runtime=runtime)
 

@@ -35,7 +35,7 @@ def run(args) -> int:
         raise ValueError(f"--eval: expected a JSON file of python -m scale evaluate, got {args.eval!r}")
     rep = report(args.eval, args.judge, n_boot=args.n_boot, seed=args.seed)
     out.parent.mkdir(parents=True, exist_ok=True)
-    durable.write_text(out, json.dumps(rep, indent=1))
+    durable.write_text(out, json.dumps(rep, indent=1, allow_nan=False))
     durable.write_text(out.with_suffix(".md"), table(rep))
     plot(rep, out.with_suffix(".png"))
     print(table(rep), end="")

@@ -16,7 +16,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from scale.data.json_fields import read_object
+
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
+# A tokenizer folder holds one of these vocabulary files, and these JSON files are read by transformers.
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "tokenizer.model")
+JSON_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+              "config.json", "vocab.json")
 
 
 @dataclass(frozen=True)
@@ -76,18 +82,40 @@ def _from_dir(path: Path | str):
     return AutoTokenizer.from_pretrained(str(path))
 
 
+def read_tokenizer_folder(path: str | Path):
+    """The tokenizer of a `save_pretrained` folder (train-tokenizer, a judge folder, a checkpoint's
+    data.tokenizer), checked on open: it holds one of TOKENIZER_FILES, each JSON file transformers reads is
+    a JSON object, and transformers loads it; ValueError('tokenizer: PATH: ...') naming the folder or
+    file otherwise (transformers' own errors are KeyErrors, TypeErrors, AttributeErrors, ...)."""
+    path = Path(path)
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise ValueError(f"tokenizer: {path}: expected a tokenizer folder holding one of {list(TOKENIZER_FILES)}, "
+                         f"but none is there")
+    for name in JSON_FILES:
+        if (path / name).is_file():
+            read_object(path / name, "tokenizer", f"the {name} of a tokenizer")
+    try:
+        tok = _from_dir(path)
+    except Exception as err:  # transformers and tokenizers raise many types for a damaged file
+        raise ValueError(f"tokenizer: {path}: expected a tokenizer folder written by save_pretrained, got one "
+                         f"that does not load ({type(err).__name__}: {' '.join(str(err).split())[:200]})") from None
+    if len(tok) < 1:
+        raise ValueError(f"tokenizer: {path}: expected a vocabulary, got an empty one")
+    return tok
+
+
 def load_tokenizer(name: str):
     """Load a tokenizer by hub name or local folder.
 
     name: a hub id ("gpt2", "bert-base-uncased", "gpt2-large", ...) or a folder holding tokenizer
-    files. Online the hub is tried first; offline, or on any hub error, a vendored name is read from
-    `scale/assets/`. Any other name that cannot be loaded is a ValueError naming it.
+    files (read_tokenizer_folder checks it). Online the hub is tried first; offline, or on any hub error,
+    a vendored name is read from `scale/assets/`. Any other name that cannot be loaded is a ValueError naming it.
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"name: expected a tokenizer name or folder, got {name!r}")
     key = vendored_name(name)
     if Path(name).is_dir():
-        tok = _from_dir(name)
+        tok = read_tokenizer_folder(name)
     elif key is not None and hub_offline():
         tok = _from_dir(vendored_dir(name))
     else:

@@ -152,21 +152,33 @@ def _labels(paths: list[str]) -> list[str]:
             for n, p in zip(names, paths, strict=True)]
 
 
+def open_inputs(checkpoints: list[str], weights: str) -> list[tuple]:
+    """[(checkpoint folder, tokenizer, validation blocks)] of every checkpoint (a Hub id downloaded), each
+    loaded once on the CPU (state.json, weights: scale.checkpoints.checkpoint.load_model) with its tokenizer
+    and validation data, so that a bad one is refused before the first sample of any is drawn."""
+    opened = []
+    for path in checkpoints:
+        folder = resolve_checkpoint(path)
+        _, state = load_model(folder, weights, "cpu")
+        opened.append((folder, load_tokenizer(state.tokenizer), open_blocks(state.config.data, "validation")))
+    return opened
+
+
 def evaluate(checkpoints: list[str], settings: EvalSettings) -> dict:
     """The JSON of an evaluation of `checkpoints` (folders or Hub ids): one entry per checkpoint and step
-    count, and per checkpoint its ELBO perplexities (the module docstring)."""
+    count, and per checkpoint its ELBO perplexities (the module docstring). The judge and every
+    checkpoint are opened and checked first (open_inputs)."""
     steps = settings.steps
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     judge = load_judge(settings.judge, device=device)
+    opened = open_inputs(checkpoints, settings.weights)
     names = settings.zero_shot
     result = {"judge": settings.judge, "eos_rule": settings.eos_rule, "n": settings.n, "seed": settings.seed,
               "weights": settings.weights, "device": str(device), "checkpoints": [], "entries": []}
-    for path, label in zip(checkpoints, _labels(checkpoints), strict=False):
-        model, state = load_model(resolve_checkpoint(path), settings.weights, device)
-        tok = load_tokenizer(state.tokenizer)
+    for path, label, (folder, tok, val_blocks) in zip(checkpoints, _labels(checkpoints), opened, strict=True):
+        model, state = load_model(folder, settings.weights, device)
         data = state.config.data
         length = data.length
-        val_blocks = open_blocks(data, "validation")
         ckpt = {"checkpoint": str(path), "label": label, "step": state.step,
                 "val_ppl": elbo_ppl(model, val_blocks, settings, device),
                 "zero_shot": zero_shot(model, data, names, settings, device)}

@@ -22,12 +22,12 @@ from imdm_lab.checks import check_device, check_int, check_seed, check_writable
 from imdm_lab.lr_schedule import learning_rate
 from scale.data.blocks import BatchStream, eval_indices, load_blocks
 from scale.data.corpora import DEFAULT_CORPUS
-from scale.data.tokenizers import load_tokenizer
+from scale.data.json_fields import Field, check_fields, check_numbers, integer, is_text, number, one_of, read_object
+from scale.data.tokenizers import TOKENIZER_FILES, load_tokenizer
 from scale.evaluation.metrics import Judge
-from scale.evaluation.ngram_judge import load_ngram_judge
+from scale.evaluation.ngram_judge import load_ngram_judge, read_ngram_meta
 
 DEFAULT_JUDGE = "gpt2-large"
-TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "tokenizer.model")
 # Small GPT-2 shapes for a proxy judge (all share GPT-2's 50 257-token vocabulary).
 JUDGE = durable.Owner("out", "judge.json", "a judge")  # what train_judge may replace in `out`
 JUDGE_SIZES = {
@@ -35,6 +35,36 @@ JUDGE_SIZES = {
     "small": dict(n_layer=4, n_embd=256, n_head=4),
     "base": dict(n_layer=6, n_embd=384, n_head=6),
 }
+
+
+# judge.json entries a reader uses (the rest is train_judge's summary; every number in it finite)
+META = {
+    "data": Field(is_text, "a corpus name"),
+    "split": Field(is_text, "a split name"),
+    "size": Field(one_of(*JUDGE_SIZES), f"one of {sorted(JUDGE_SIZES)}"),
+    "length": Field(integer(3), "an integer >= 3"),
+    "val_ppl": Field(number(1.0), "a finite perplexity >= 1"),
+}
+
+
+def read_judge_meta(folder: str | Path) -> dict | None:
+    """judge.json of a folder of train_judge, its META entries and every number checked; None where the
+    folder has none (a save_pretrained folder from elsewhere)."""
+    path = Path(folder) / "judge.json"
+    if not path.is_file():
+        return None
+    meta = check_fields(read_object(path, "judge", "the summary of a judge"), META, f"judge: {path}")
+    check_numbers(meta, f"judge: {path}")
+    return meta
+
+
+def judge_info(name_or_dir: str) -> dict | None:
+    """The summary a judge folder holds, checked: ngram.json (scale.evaluation.ngram_judge.read_ngram_meta)
+    or judge.json (read_judge_meta); None for a hub name or a folder with neither."""
+    path = Path(name_or_dir).expanduser()
+    if (path / "ngram.json").is_file():
+        return read_ngram_meta(path)
+    return read_judge_meta(path) if path.is_dir() else None
 
 
 def _context_of(model, tokenizer) -> int:
@@ -60,6 +90,8 @@ def load_judge(name_or_dir: str = DEFAULT_JUDGE, *, device: str | torch.device |
         if not (path / "config.json").exists():
             raise ValueError(f"judge: folder {str(path)!r} has no config.json "
                              "(expected a folder written by save_pretrained)")
+        read_object(path / "config.json", "judge", "a model's config")
+        read_judge_meta(path)
         try:
             model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
         except Exception as err:  # safetensors, torch and config errors come in many types

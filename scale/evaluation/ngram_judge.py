@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import zipfile
 from collections import Counter
 from pathlib import Path
 
@@ -42,6 +43,7 @@ import torch
 from imdm_lab import durable
 from imdm_lab.checks import check_int, check_writable
 from scale.data.corpora import get_corpus
+from scale.data.json_fields import Field, check_fields, check_numbers, integer, is_text, one_of, read_object
 from scale.data.tokenizers import load_tokenizer, wrap_specials
 from scale.evaluation.metrics import gen_ppl
 
@@ -131,12 +133,13 @@ class KneserNey:
         np.savez(folder / "counts.npz", **arrays)
 
     @classmethod
-    def load(cls, folder: Path, vocab_size: int) -> KneserNey:
-        with np.load(folder / "counts.npz", allow_pickle=False) as z:
-            order = len([k for k in z.files if k.startswith("order")])
-            counts = [{tuple(int(v) for v in row[:-1]): int(row[-1]) for row in z[f"order{k + 1}"]}
-                      for k in range(order)]
-            discounts = [tuple(float(d) for d in row) for row in z["discounts"]]
+    def load(cls, folder: Path, vocab_size: int, where: str = "judge") -> KneserNey:
+        """The model of a folder's counts.npz, every array checked (read_counts)."""
+        arrays = read_counts(folder / "counts.npz", vocab_size, where)
+        order = len(arrays) - 1
+        counts = [{tuple(int(v) for v in row[:-1]): int(row[-1]) for row in arrays[f"order{k + 1}"]}
+                  for k in range(order)]
+        discounts = [tuple(float(d) for d in row) for row in arrays["discounts"]]
         return cls(counts, vocab_size, discounts)
 
 
@@ -237,12 +240,99 @@ def train_ngram_judge(out: str | Path, tokenizer: str, *, data: str = "wiki", sp
     return summary
 
 
-def load_ngram_judge(folder: str | Path) -> NgramJudge:
-    """The judge of a folder written by train_ngram_judge."""
-    folder = Path(folder)
-    meta = json.loads((folder / "ngram.json").read_text())
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"judge: {folder / 'ngram.json'} is not an {FORMAT} file")
-    tok = load_tokenizer(str(folder))
-    return NgramJudge(str(folder), KneserNey.load(folder, meta["vocab_size"]), tok)
+# ---- the folder, read back ------------------------------------------------------------------------
+# ngram.json entries a reader uses (the rest is the summary of train_ngram_judge; every number in it finite)
+META = {
+    "format": Field(one_of(FORMAT), repr(FORMAT)),
+    "kind": Field(one_of("kneser-ney"), "'kneser-ney'"),
+    "order": Field(integer(1), "an integer >= 1"),
+    "vocab_size": Field(integer(1), "an integer >= 1"),
+    "tokenizer": Field(is_text, "the tokenizer the counts were made with"),
+    "data": Field(is_text, "a corpus name"),
+    "split": Field(is_text, "a split name"),
+}
+NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
+
+def read_ngram_meta(folder: str | Path, where: str = "judge") -> dict:
+    """ngram.json of a judge folder, its META entries and every number checked."""
+    path = Path(folder) / "ngram.json"
+    meta = check_fields(read_object(path, where, "the summary of an n-gram judge"), META, f"{where}: {path}")
+    check_numbers(meta, f"{where}: {path}")
+    return meta
+
+
+def _npz_arrays(path: Path, where: str) -> dict[str, np.ndarray]:
+    """The arrays of an np.savez file, refused unless each member is a plain array (no pickled objects) of
+    exactly the bytes its header claims; a header is read before its data, so a claimed shape costs nothing."""
+    if not path.is_file():
+        raise ValueError(f"{where}: {path}: expected the counts of an n-gram judge, but the file is missing")
+    try:
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                with z.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    if version not in NPY_HEADERS:
+                        raise ValueError(f"{info.filename} has the unknown .npy version {version}")
+                    shape, _, dtype = NPY_HEADERS[version](f)
+                    if dtype.hasobject:
+                        raise ValueError(f"{info.filename} holds pickled objects")
+                    if math.prod(shape) * dtype.itemsize != info.file_size - f.tell():
+                        raise ValueError(f"{info.filename} holds {info.file_size - f.tell()} bytes of data where "
+                                         f"its header claims {shape} of {dtype}")
+        with np.load(path, allow_pickle=False) as z:
+            return {name: z[name] for name in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{where}: {path}: expected an .npz of plain arrays (np.savez), got a damaged or "
+                         f"foreign file ({type(err).__name__}: {err})") from None
+
+
+def read_counts(path: Path, vocab_size: int, where: str = "judge") -> dict[str, np.ndarray]:
+    """counts.npz: order1..orderK (Int64[m_k, k + 1]: k token ids in [0, vocab_size), then a count >= 1; no
+    k-gram twice) and discounts (Float64[K, 3], D_r finite in [0, r]); ValueError('WHERE: PATH: ARRAY:
+    expected ..., got ...')."""
+    arrays = _npz_arrays(path, where)
+    order = sum(1 for name in arrays if name.startswith("order"))
+    names = {f"order{k + 1}" for k in range(order)} | {"discounts"}
+    if order < 1 or set(arrays) != names:
+        raise ValueError(f"{where}: {path}: expected the arrays order1..orderK and discounts, got {sorted(arrays)}")
+    for k in range(1, order + 1):
+        a, at = arrays[f"order{k}"], f"{where}: {path}: order{k}"
+        if a.dtype != np.int64 or a.ndim != 2 or a.shape[1] != k + 1 or len(a) == 0:
+            raise ValueError(f"{at}: expected int64 rows of {k} token ids and a count, got {a.dtype} of shape "
+                             f"{a.shape}")
+        ids, counts = a[:, :-1], a[:, -1]
+        if ids.min() < 0 or ids.max() >= vocab_size:
+            raise ValueError(f"{at}: expected token ids in [0, {vocab_size}) (ngram.json vocab_size), got ids in "
+                             f"[{ids.min()}, {ids.max()}]")
+        if counts.min() < 1:
+            raise ValueError(f"{at}: expected counts >= 1, got {counts.min()}")
+        if len(np.unique(ids, axis=0)) != len(ids):
+            raise ValueError(f"{at}: expected each {k}-gram once, got repeated rows")
+    d = arrays["discounts"]
+    if d.dtype != np.float64 or d.shape != (order, 3):
+        raise ValueError(f"{where}: {path}: discounts: expected float64 of shape ({order}, 3), got {d.dtype} of "
+                         f"shape {d.shape}")
+    if not (np.isfinite(d).all() and (d >= 0).all() and (d <= np.array([1.0, 2.0, 3.0])).all()):
+        raise ValueError(f"{where}: {path}: discounts: expected finite D_r in [0, r] (r = 1, 2, 3), got "
+                         f"{d.tolist()}")
+    return arrays
+
+
+def load_ngram_judge(folder: str | Path) -> NgramJudge:
+    """The judge of a folder written by train_ngram_judge, checked whole on open: ngram.json
+    (read_ngram_meta), the tokenizer (its vocabulary the vocab_size of ngram.json) and counts.npz
+    (read_counts, of the order of ngram.json), so that a damaged judge is refused before any sample is
+    drawn, not after, nor scored with a wrong vocabulary."""
+    folder = Path(folder)
+    meta = read_ngram_meta(folder)
+    tok = load_tokenizer(str(folder))
+    document_end(tok)  # the eos every scored sample needs
+    if meta["vocab_size"] != len(tok):
+        raise ValueError(f"judge: {folder / 'ngram.json'}: vocab_size: expected the {len(tok)} tokens of the "
+                         f"tokenizer in {folder}, got {meta['vocab_size']}")
+    lm = KneserNey.load(folder, meta["vocab_size"])
+    if lm.order != meta["order"]:
+        raise ValueError(f"judge: {folder / 'ngram.json'}: order: expected the order {lm.order} of counts.npz, got "
+                         f"{meta['order']}")
+    return NgramJudge(str(folder), lm, tok)

@@ -7,10 +7,10 @@ perplexity (`gen_ppl`, log scale) and unigram entropy (`entropy`). Default outpu
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 from imdm_lab.checks import check_figure
+from scale.checkpoints.metrics_log import read_records
 
 # metrics.jsonl key -> (panel title, log-scale y)
 PANELS = {
@@ -22,26 +22,20 @@ PANELS = {
 
 
 def read_metrics(run: str | Path) -> tuple[Path, list[dict]]:
-    """(the metrics.jsonl path, its records); a missing or unreadable log is a ValueError naming RUN."""
+    """(the metrics.jsonl path, its records, each checked by scale.checkpoints.metrics_log.read_records);
+    a missing log or a bad line is a ValueError naming RUN, the file and the line."""
     path = Path(run)
     if path.is_dir():
         path = path / "metrics.jsonl"
     if not path.is_file():
         raise ValueError(f"RUN: expected a run folder with metrics.jsonl or the file itself, got {str(run)!r}")
-    records = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise ValueError(f"RUN: {path} line {n} is not JSON ({err})") from None
-    return path, records
+    return path, read_records(path, "RUN")
 
 
 def series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
-    """(steps, values) of every record holding a number under `key`, in step order."""
-    points = sorted((r["step"], float(r[key])) for r in records
-                    if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool) and "step" in r)
+    """(steps, values) of every record holding `key` (a finite number there: read_records checked it), in
+    step order."""
+    points = sorted((r["step"], float(r[key])) for r in records if key in r)
     return [s for s, _ in points], [v for _, v in points]
 
 

@@ -14,7 +14,6 @@ tokens moves left, one that only raises entropy moves up) and OUT with .md (a ta
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +23,10 @@ from imdm_lab.checks import check_cost, check_int
 from imdm_lab.counter_rng import derive_seed
 from scale.checkpoints.checkpoint import read_state
 from scale.data.blocks import open_blocks
+from scale.data.json_fields import check_numbers
 from scale.data.tokenizers import load_tokenizer
-from scale.evaluation.judge import load_judge
+from scale.evaluation.eval_json import read_evaluation
+from scale.evaluation.judge import judge_info, load_judge
 from scale.evaluation.metrics import decode_samples, gen_ppl, sample_entropy
 from scale.model.dit import device_memory
 
@@ -84,33 +85,29 @@ def references(checkpoint: str, judge, n: int, n_boot: int, seed: int) -> list[d
     return out
 
 
-def _judge_info(judge: str) -> dict | None:
-    for name in ("ngram.json", "judge.json"):
-        path = Path(judge) / name
-        if path.is_file():
-            return json.loads(path.read_text())
-    return None
-
-
 def report(eval_path: str | Path, judge_name: str, *, n_boot: int = 1000, seed: int = 0) -> dict:
+    """The report of the evaluation file `eval_path` (module docstring). Every input is opened and checked
+    before any resampling or scoring: the evaluation (scale.evaluation.eval_json.read_evaluation), the judge
+    and its summary (scale.evaluation.judge), the first checkpoint's state.json and tokenizer."""
     check_int("--n-boot", n_boot, 10)
-    result = json.loads(Path(eval_path).read_text())
-    entries = result["entries"]
-    if not entries or "per_sample_nll" not in entries[0]:
-        raise ValueError(f"--eval: {eval_path} has no per-sample entries (expected a file of `python -m scale "
-                         f"evaluate`)")
-    check_boot_memory(n_boot, max([result["n"]] + [len(e["per_sample_nll"]) for e in entries]), device_memory("cpu"))
+    result = read_evaluation(eval_path)
+    # every entry holds n samples (read_evaluation), as do the references: checked before the judge is loaded
+    check_boot_memory(n_boot, result["n"], device_memory("cpu"))
+    info = judge_info(judge_name)
+    judge = load_judge(judge_name, device="cpu")
+    load_tokenizer(read_state(result["checkpoints"][0]["checkpoint"]).tokenizer)  # the references' own
     rows = []
-    for e in entries:
+    for e in result["entries"]:
         stats = bootstrap(e["per_sample_nll"], e["per_sample_tokens"], e["per_sample_entropy"], n_boot,
                           derive_seed(seed, e["label"], e["steps"]))
         rows.append({"label": e["label"], "method": METHOD_NAMES.get(e["label"], e["label"]), "steps": e["steps"],
                      "nfe": e["nfe"], "n": len(e["per_sample_nll"]), "val_ppl": e["val_ppl"], **stats,
                      "sample": e["sample"]})
-    judge = load_judge(judge_name, device="cpu")
     refs = references(result["checkpoints"][0]["checkpoint"], judge, result["n"], n_boot, seed)
-    return {"judge": judge_name, "judge_info": _judge_info(judge_name), "eval": str(eval_path), "n_boot": n_boot,
-            "seed": seed, "interval": "percentile bootstrap 95 % over samples", "rows": rows, "references": refs}
+    rep = {"judge": judge_name, "judge_info": info, "eval": str(eval_path), "n_boot": n_boot,
+           "seed": seed, "interval": "percentile bootstrap 95 % over samples", "rows": rows, "references": refs}
+    check_numbers(rep, "report")  # no NaN or infinity is written as a measurement
+    return rep
 
 
 def table(rep: dict) -> str:

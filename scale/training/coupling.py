@@ -13,17 +13,22 @@ test_step):
    Steps 2-3 are imdm_lab.distill.perturbed_coupling(hashed=True), the kernel the toy IM-ReDi runs;
 4. stored: x_t (with mask ids), x_0 (the teacher's completion), t, seed, index i.
 
-Storage: DIR/meta.json (the settings), then shard s = samples [s S, (s+1) S) in DIR/shard-NNNNNN/
+Storage: DIR/meta.json (the settings, META below), then shard s = samples [s S, (s+1) S) in DIR/shard-NNNNNN/
 (x_t.npy, x_0.npy, t.npy, seed.npy, index.npy). A shard is written as one durable folder
 (imdm_lab.durable), so after a kill every shard is either complete or absent; a rerun with the same
 settings skips the complete ones and removes the temporary folders its killed writers left. Under
 torchrun, rank r generates the shards s with s % world == r.
 Everything a shard holds is a function of (seed, s): no duplicates, no gaps, on any number of ranks.
+
+Reading: `read_meta` checks every entry of meta.json (the coupling command before it resumes a folder,
+distill before it starts), `Coupling` then every shard (files, dtypes, shapes, values) and that the
+folder holds exactly the shards of meta.json's n; an error names the file and the field.
 """
 from __future__ import annotations
 
 import contextlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,18 +36,55 @@ import numpy as np
 import torch
 
 from imdm_lab import durable
-from imdm_lab.checks import check_cost, check_int, check_seed, check_writable
+from imdm_lab.checks import SEED_LIMIT, check_cost, check_int, check_seed, check_writable
 from imdm_lab.counter_rng import derive_seed
 from imdm_lab.distill import perturbed_coupling
+from imdm_lab.labels import LABEL_NAMES
 from imdm_lab.sampling import SamplerOptions, check_steps_memory
+from imdm_lab.schedules import SCHEDULES
 from scale.checkpoints.checkpoint import load_model
 from scale.checkpoints.hub import resolve_checkpoint
 from scale.data.blocks import open_blocks, token_dtype
+from scale.data.json_fields import Field, check_fields, flag, integer, is_number, is_text, one_of, read_object
 from scale.model.dit import device_memory
 from scale.training import distributed as D
 
 FORMAT = "imdm-lab-coupling/1"
 ARRAYS = ("x_t", "x_0", "t", "seed", "index")
+SHARD = re.compile(r"shard-\d{6}")
+# meta.json: every entry `generate` writes (mask_id is also checked to lie below num_classes)
+META = {
+    "format": Field(one_of(FORMAT), repr(FORMAT)),
+    "teacher": Field(is_text, "the teacher's checkpoint folder"),
+    "teacher_step": Field(integer(0), "an integer >= 0"),
+    "weights": Field(one_of("ema", "model"), "'ema' or 'model'"),
+    "n": Field(integer(1), "an integer >= 1"),
+    "steps": Field(integer(1), "an integer >= 1"),
+    "fix_eps": Field(flag, "true or false"),
+    "seed": Field(integer(0, SEED_LIMIT), "an integer in [0, 2^31)"),
+    "shard_size": Field(integer(1), "an integer >= 1"),
+    "t_min": Field(lambda v: is_number(v) and 0 < v < 1, "a number in (0, 1)"),
+    "length": Field(integer(1), "an integer >= 1"),
+    "num_classes": Field(integer(2), "an integer >= 2"),
+    "mask_id": Field(integer(0), "an integer >= 0"),
+    "schedule": Field(one_of(*SCHEDULES), f"one of {sorted(SCHEDULES)}"),
+    "labels": Field(one_of(*LABEL_NAMES), f"one of {list(LABEL_NAMES)}"),
+    "tokenizer": Field(is_text, "a tokenizer name or folder"),
+    "dataset": Field(is_text, "a corpus name"),
+    "num_blocks": Field(integer(1), "an integer >= 1"),
+}
+
+
+def read_meta(folder: str | Path, name: str = "coupling") -> dict:
+    """meta.json of a coupling folder, every entry of META checked (no other entry allowed);
+    ValueError('NAME: FOLDER/meta.json: ENTRY: expected ..., got ...')."""
+    path = Path(folder) / "meta.json"
+    where = f"{name}: {path}"
+    meta = check_fields(read_object(path, name, "the settings of a coupling folder"), META, where, unknown=False)
+    if meta["mask_id"] >= meta["num_classes"]:
+        raise ValueError(f"{where}: mask_id: expected an id below num_classes = {meta['num_classes']}, got "
+                         f"{meta['mask_id']}")
+    return meta
 
 
 def sample_seeds(seed: int, indices: np.ndarray) -> np.ndarray:
@@ -58,11 +100,10 @@ def training_rows(num_blocks: int, n: int, seed: int) -> np.ndarray:
     return np.concatenate(perms)[:n].astype(np.int64)
 
 
-def _check_meta(out: Path, meta: dict) -> None:
-    path = out / "meta.json"
-    if not path.is_file():
+def _check_meta(out: Path, old: dict | None, meta: dict) -> None:
+    """The settings `meta` of this run against those `old` of the folder being resumed (None: a new one)."""
+    if old is None:
         return
-    old = json.loads(path.read_text())
     diff = sorted(k for k in meta if old.get(k) != meta[k])
     if diff:
         raise ValueError(f"--out: {out} holds a coupling made with other settings "
@@ -126,6 +167,7 @@ def generate(teacher: str | Path, out: str | Path, settings: CouplingSettings, *
     rt = runtime or D.init_runtime()
     out = check_writable("--out", out, folder=True)
     check_costs(settings, device_memory("cpu"), device_memory(rt.device))
+    old = read_meta(out, "--out") if (out / "meta.json").is_file() else None  # before the teacher and data
     teacher = resolve_checkpoint(teacher, "--teacher")
     model, state = load_model(teacher, settings.weights, rt.device)
     cfg, data = model.config, state.config.data
@@ -136,10 +178,10 @@ def generate(teacher: str | Path, out: str | Path, settings: CouplingSettings, *
             "num_classes": cfg.vocab_size, "mask_id": cfg.mask_id, "schedule": cfg.schedule,
             "labels": cfg.labels, "tokenizer": state.tokenizer, "dataset": data.dataset,
             "num_blocks": len(blocks)}
-    _check_meta(out, meta)
+    _check_meta(out, old, meta)
     # the main process is the folder's one writer (a second run into it is refused before it writes)
     with durable.writer(out, "--out") if rt.main else contextlib.nullcontext():
-        if rt.main:  # atomically: the other ranks may be reading it in _check_meta right now
+        if rt.main:  # atomically: the other ranks may be reading it (read_meta) right now
             durable.write_text(out / "meta.json", json.dumps(meta, indent=1))
         D.barrier()
         try:
@@ -197,30 +239,34 @@ def _write_shard(out: Path, s: int, arrays: dict, token_dtype: np.dtype) -> None
                 np.save(f, value)
 
 
-# field -> (numpy kinds it may have, number of dimensions)
-FIELDS = {"x_t": ("iu", 2), "x_0": ("iu", 2), "t": ("f", 1), "seed": ("i", 1), "index": ("iu", 1)}
+# field -> (what its dtype must be, the test of it, number of dimensions); t is stored as float64, as drawn
+FIELDS = {"x_t": ("integer", lambda d: d.kind in "iu", 2), "x_0": ("integer", lambda d: d.kind in "iu", 2),
+          "t": ("float64", lambda d: d == np.float64, 1), "seed": ("signed integer", lambda d: d.kind == "i", 1),
+          "index": ("integer", lambda d: d.kind in "iu", 1)}
 
 
 def _load_field(shard: Path, key: str, rows: int, length: int) -> np.ndarray:
-    """One array of a shard, refused unless it is a plain .npy (no pickles) of the field's kind and shape."""
+    """One array of a shard, refused unless it is a plain .npy (no pickles) of the field's kind and shape;
+    the header is checked before any data is read (mapped, so a header claiming a huge shape costs nothing)."""
     path = shard / f"{key}.npy"
     if not path.is_file():
         raise ValueError(f"coupling: {shard.name} lacks {key}.npy; rerun `python -m scale coupling` after "
                          f"removing {shard}")
     try:
-        value = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
+        value = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:  # a truncated file cannot be mapped
         raise ValueError(f"coupling: {shard.name}/{key}.npy is not a plain .npy array ({err})") from None
-    kinds, ndim = FIELDS[key]
+    what, test, ndim = FIELDS[key]
     shape = (rows, length)[:ndim]
-    if value.dtype.kind not in kinds or value.shape != shape:
-        raise ValueError(f"coupling: {shard.name}/{key}.npy: expected {'integer' if 'i' in kinds else 'float'} "
-                         f"values of shape {shape}, got {value.dtype} of shape {value.shape}")
-    return value
+    if not test(value.dtype) or value.shape != shape:
+        raise ValueError(f"coupling: {shard.name}/{key}.npy: expected {what} values of shape {shape}, got "
+                         f"{value.dtype} of shape {value.shape}")
+    return np.array(value)
 
 
 def _check_shard(shard: Path, a: dict, meta: dict) -> None:
-    """The values of one shard: times in (0, 1], tokens in the vocabulary, the kept tokens unchanged."""
+    """The values of one shard: times in (0, 1], tokens in the vocabulary, no mask in x_0, the kept tokens
+    unchanged."""
     vocab, mask_id = meta["num_classes"], meta["mask_id"]
     if not np.all((a["t"] > 0) & (a["t"] <= 1)):  # NaN fails both
         bad = a["t"][~((a["t"] > 0) & (a["t"] <= 1))][0]
@@ -228,6 +274,9 @@ def _check_shard(shard: Path, a: dict, meta: dict) -> None:
     if a["x_0"].size and not (0 <= a["x_0"].min() and a["x_0"].max() < vocab):
         raise ValueError(f"coupling: {shard.name}/x_0.npy: expected token ids in [0, {vocab}), got "
                          f"[{a['x_0'].min()}, {a['x_0'].max()}]")
+    if (a["x_0"] == mask_id).any():  # a completion reveals every position
+        raise ValueError(f"coupling: {shard.name}/x_0.npy: expected no mask id {mask_id} in a completion, got "
+                         f"{int((a['x_0'] == mask_id).sum())}")
     masked = a["x_t"] == mask_id
     bad = ~masked & ((a["x_t"] < 0) | (a["x_t"] >= vocab) | (a["x_t"] != a["x_0"]))
     if bad.any():
@@ -237,29 +286,26 @@ def _check_shard(shard: Path, a: dict, meta: dict) -> None:
 
 class Coupling:
     """A finished coupling folder in memory: x_t, x_0 Long, t Float64, seed Long, each [n, ...] in
-    sample-index order; `meta` holds the settings it was made with. Every shard is validated on open
-    (files, dtypes, shapes, values), and an error names the shard and the field."""
+    sample-index order; `meta` holds the settings it was made with (read_meta). Every shard is validated
+    on open (files, dtypes, shapes, values), and an error names the shard and the field; a shard beyond
+    those of meta.json's n is refused, so that n cannot drop samples silently."""
 
     def __init__(self, folder: str | Path):
         folder = Path(folder)
-        path = folder / "meta.json"
-        if not path.is_file():
+        if not (folder / "meta.json").is_file():
             raise ValueError(f"coupling: {str(folder)!r} holds no meta.json; expected a folder written by "
                              f"`python -m scale coupling`")
-        try:
-            self.meta = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"coupling: {path} is not JSON ({err})") from None
-        if not isinstance(self.meta, dict) or self.meta.get("format") != FORMAT:
-            raise ValueError(f"coupling: {path} is not an {FORMAT} folder")
-        for key, low in (("n", 1), ("shard_size", 1), ("length", 1), ("num_classes", 2), ("mask_id", 0)):
-            check_int(f"coupling: {path.name} {key}", self.meta.get(key), low)
+        self.meta = read_meta(folder)
         n, size, length = self.meta["n"], self.meta["shard_size"], self.meta["length"]
         shards = [folder / f"shard-{s:06d}" for s in range(-(-n // size))]
         missing = [p.name for p in shards if not p.is_dir()]
         if missing:
             raise ValueError(f"coupling: {folder} is incomplete ({len(missing)} of {len(shards)} shards "
                              f"missing, e.g. {missing[0]}); rerun the same coupling command to finish it")
+        extra = sorted(p.name for p in folder.iterdir() if SHARD.fullmatch(p.name))[len(shards):]
+        if extra:
+            raise ValueError(f"coupling: {folder / 'meta.json'}: n: expected the samples of every shard, got {n} "
+                             f"({len(shards)} shards of {size}) while the folder also holds {extra[0]}")
         loaded = []
         for s, shard in enumerate(shards):
             rows = min(size, n - s * size)

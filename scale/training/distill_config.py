@@ -4,11 +4,11 @@ coupling folder of the ReDi methods."""
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 from scale.checkpoints.config import Config, config_from_dict, parse_override, read_toml, resolve_config_path, set_value
 from scale.checkpoints.hub import resolve_checkpoint
+from scale.training.coupling import read_meta
 from scale.training.distill import get_method
 
 
@@ -106,8 +106,7 @@ def student_source(method_name: str, init: str | None, teacher: str | None, coup
         if not teacher:
             raise ValueError(f"--teacher: expected a checkpoint folder for --method {method_name}")
         return str(resolve_checkpoint(teacher, "--teacher"))
-    meta = Path(coupling_folder(method_name, coupling or "")) / "meta.json"
-    return json.loads(meta.read_text())["teacher"]
+    return read_meta(coupling_folder(method_name, coupling or ""), "--coupling")["teacher"]
 
 
 def check_coupling(meta: dict, length: int, mask_id: int) -> None:

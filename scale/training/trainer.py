@@ -40,9 +40,9 @@ from scale.checkpoints.checkpoint import (
     read_optimizer,
     read_state,
     read_tensors,
-    trim_metrics,
 )
 from scale.checkpoints.config import Config, EvalSection, TrainSection
+from scale.checkpoints.metrics_log import trim_metrics
 from scale.checkpoints.state import CheckpointState
 from scale.data.blocks import BatchStream
 from scale.evaluation.validation import sample_texts, validation_elbo
