@@ -124,7 +124,8 @@ def largest_fitting(cost: Callable[[int], int], budget: int, low: int = 1) -> in
 
 def check_cost(name: str, value: int, cost: Callable[[int], int], budget: int, what: str) -> int:
     """value, refused when cost(value) bytes exceed `budget` bytes, with a ValueError naming the largest
-    value that fits: "NAME: expected at most M (WHAT: X GiB of B GiB), got V". cost grows with value."""
+    value that fits: "NAME: expected at most M (WHAT: V would need X GiB of the B GiB budget), got V".
+    cost grows with value."""
     need = cost(value)
     if need > budget:
         most = largest_fitting(cost, budget)

@@ -82,10 +82,10 @@ def check_steps_cost(V: int, L: int, steps: int, law: bool, budget_bytes: int | 
         per_byte, per_op = steps_cost(V, L, 1, law)
         most = min(budget // per_byte, WORK_BUDGET // per_op) if law else budget // per_byte
         if most < 1:  # not the step count: the task itself is too large for one step
-            raise ValueError(f"V, L: expected a task whose single step fits the budgets ({budget / 2**30:.3g} GiB"
-                             + (f", {WORK_BUDGET:.0e} operations" if law else "") + f"), got V={V}, L={L} "
-                             f"(one step needs about {per_byte} bytes" + (f" and {per_op:.3g} operations" if law
-                                                                          else "") + ")")
+            ops = f" and {per_op:.3g} operations" if law else ""
+            raise ValueError(f"V, L: expected a task one step of which fits the budgets, got V={V}, L={L} (one step "
+                             f"needs about {per_byte} bytes{ops}; budgets {budget / 2**30:.3g} GiB"
+                             + (f", {WORK_BUDGET:.0e} operations" if law else "") + ")")
         raise ValueError(
             f"steps: expected at most {most} for V={V}, L={L} (k steps need about k x {per_byte} bytes"
             + (f" and k x {per_op:.3g} operations" if law else "")

@@ -77,6 +77,12 @@ def test_joints_beyond_any_budget_are_one_line(capsys, argv):
     assert not os.path.exists("never.npy")
 
 
+def test_a_success_curve_whose_one_step_does_not_fit(capsys):
+    # 3 (L + 1)^2 + 8 L + 8 float64 numbers a step: L = 10^6 needs 24 TB for one step
+    line = _one_line(capsys, toy_main, ["success-curve", "--L", "1000000", "--steps", "1"], ["V, L:"])
+    assert f"one step needs about {8 * (3 * 1000001**2 + 8 * 10**6 + 8)} bytes" in line
+
+
 @pytest.mark.parametrize("option,value", [("--samples", "100000000000"), ("--steps", "1000000000")])
 def test_toy_sample_counts_over_the_memory_budget(capsys, option, value):
     args = {"--samples": "10", "--steps": "1", option: value}
@@ -114,13 +120,13 @@ def test_scale_counts_over_this_machines_memory(capsys, tmp_path, argv, name):
 def test_report_n_boot_over_this_machines_memory(capsys, tmp_path):
     from scale.evaluation.report import bootstrap_bytes
     from scale.model.dit import device_memory
-    entry = {"checkpoint": "/nonexistent", "label": "a", "steps": 1, "gen_ppl": 3.0, "entropy": 1.0, "nfe": 1,
-             "val_ppl": 2.0, "mauve": None, "sample": "",
+    entry = {"checkpoint": "/nonexistent", "label": "a", "steps": 1, "gen_ppl": 50.0, "entropy": 4.0, "nfe": 1,
+             "val_ppl": 60.0, "mauve": None, "sample": "",
              "per_sample_nll": [1.0] * 8, "per_sample_tokens": [4] * 8, "per_sample_entropy": [1.0] * 8}
-    checkpoint = {"checkpoint": "/nonexistent", "label": "a", "step": 8, "val_ppl": 2.0, "zero_shot": {}}
-    (tmp_path / "eval.json").write_text(json.dumps({"judge": "j", "eos_rule": "official", "n": 8, "seed": 0,
-                                                     "weights": "ema", "checkpoints": [checkpoint],
-                                                     "entries": [entry]}))
+    (tmp_path / "eval.json").write_text(json.dumps({
+        "judge": "j", "eos_rule": "official", "n": 8, "seed": 0, "weights": "ema",
+        "checkpoints": [{"checkpoint": "/nonexistent", "label": "a", "step": 0, "val_ppl": 60.0, "zero_shot": {}}],
+        "entries": [entry]}))
     line = _one_line(capsys, scale_main, ["report", "--eval", str(tmp_path / "eval.json"), "--judge", "/nonexistent",
                                           "--n-boot", "1000000000", "--out", str(tmp_path / "r.json")], ["--n-boot:"])
     most = _most(line)

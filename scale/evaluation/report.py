@@ -91,8 +91,8 @@ def report(eval_path: str | Path, judge_name: str, *, n_boot: int = 1000, seed: 
     and its summary (scale.evaluation.judge), the first checkpoint's state.json and tokenizer."""
     check_int("--n-boot", n_boot, 10)
     result = read_evaluation(eval_path)
-    check_boot_memory(n_boot, max([result["n"]] + [len(e["per_sample_nll"]) for e in result["entries"]]),
-                      device_memory("cpu"))
+    # every entry holds n samples (read_evaluation), as do the references: checked before the judge is loaded
+    check_boot_memory(n_boot, result["n"], device_memory("cpu"))
     info = judge_info(judge_name)
     judge = load_judge(judge_name, device="cpu")
     load_tokenizer(read_state(result["checkpoints"][0]["checkpoint"]).tokenizer)  # the references' own
