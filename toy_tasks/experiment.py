@@ -14,16 +14,16 @@ import os
 import time
 import zlib
 from concurrent.futures import ProcessPoolExecutor
-from queue import Empty
 from dataclasses import dataclass
+from queue import Empty
 
 import torch
 from tqdm import tqdm
 
 from imdm_lab.checks import check_int, check_seed, check_writable
 from imdm_lab.exact import align_success
+from toy_tasks import redi_epochs, seeds
 from toy_tasks.evaluate import evaluate, left_to_right_kl
-from toy_tasks import redi_epochs
 from toy_tasks.methods import DEMO_BUDGET, METHODS, Budget, Run
 from toy_tasks.task_views import JointView, task_view
 
@@ -219,7 +219,7 @@ def run_preset(preset_name: str, seed: int = 0, methods: list[str] | None = None
                     done(queue.get(timeout=0.5))
                 except Empty:
                     pass
-            entries = [_merge(plan, [f.result() for (p, _), f in zip(units, futures) if p is plan])
+            entries = [_merge(plan, [f.result() for (p, _), f in zip(units, futures, strict=True) if p is plan])
                        for plan, _ in work]
     bar.close()
     return {"preset": preset_name, "seed": seed, "tasks": entries}
@@ -232,6 +232,8 @@ def _fmt(x, width=7, digits=3):
 def format_table(result: dict) -> str:
     if result["preset"] in STUDIES:
         return STUDIES[result["preset"]].table(result)
+    if "seeds" in result:
+        return seeds.format_table(result)
     lines = []
     for task in result["tasks"]:
         steps = sorted({r["steps"] for r in task["results"]} & {1, 2, 4, 8, 16})
@@ -316,6 +318,10 @@ def add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--methods", help=f"comma-separated subset of {', '.join(ALL_METHODS)}")
     parser.add_argument("--tasks", help="comma-separated subset of the preset's tasks")
     parser.add_argument("--workers", type=int, default=2, help="tasks trained in parallel processes (default 2)")
+    parser.add_argument("--seeds", help="training seeds, e.g. 0,1,2 or 0-2: each is run in turn and every number "
+                                        "reported as its mean and range over them (instead of --seed)")
+    parser.add_argument("--compare", metavar="SEEDS.json", help="place each one-step KL of this run against the "
+                                                                "seed ranges of an earlier --seeds run")
 
 
 def run_experiment(args: argparse.Namespace) -> None:
@@ -325,6 +331,10 @@ def run_experiment(args: argparse.Namespace) -> None:
     task_names = sorted({p.name for preset in PRESETS.values() for p in preset.tasks})
     tasks = _names(args.tasks, task_names, "task")
     check_seed("seed", args.seed)
+    seed_list = seeds.parse_seeds(args.seeds) if args.seeds is not None else None
+    if seed_list and args.preset in STUDIES:
+        raise ValueError(f"seeds: preset {args.preset!r} is a study of one seed; use --seed")
+    committed = seeds.read_committed(args.compare) if args.compare else None
     # outputs are checked before the training, and their folders made only once it is done
     outputs = [check_writable(name, path) for name, path in (("json", args.json), ("plot", args.plot)) if path]
     # The toy networks are far too small for intra-op parallelism to pay off, and on a busy machine
@@ -332,10 +342,15 @@ def run_experiment(args: argparse.Namespace) -> None:
     # and the cores are used by running the tasks in parallel processes instead.
     torch.set_num_threads(1)
     start = time.perf_counter()
-    result = run_preset(args.preset, args.seed, methods, tasks, workers=workers)
+    if seed_list is None:
+        result = run_preset(args.preset, args.seed, methods, tasks, workers=workers)
+    else:
+        result = seeds.run_seeds(lambda s: run_preset(args.preset, s, methods, tasks, workers=workers), seed_list)
     result["seconds"] = round(time.perf_counter() - start, 1)
     print(format_table(result))
     print(f"\ntotal time {result['seconds']:.0f} s")
+    if committed is not None:
+        print(f"\nagainst {args.compare}:\n" + "\n".join(seeds.compare(result, committed)))
     for path in outputs:
         path.parent.mkdir(parents=True, exist_ok=True)
     if args.json:
