@@ -30,10 +30,10 @@ import numpy as np
 import torch
 
 from imdm_lab.checks import check_int, check_seed
+from imdm_lab.counter_rng import derive_seed
 from scale.checkpoints.checkpoint import load_model
 from scale.checkpoints.hub import resolve_checkpoint
 from scale.evaluation.samples import BATCH, COND, UNCOND, draw
-from imdm_lab.counter_rng import derive_seed
 from scale.evaluation.validation import validation_elbo
 
 MAUVE_SEEDS = (42, 43, 44, 45, 46)
@@ -147,15 +147,16 @@ def conditional(model, tok, human: dict, judge, settings: EvalSettings, k: int, 
 
 def _labels(paths: list[str]) -> list[str]:
     names = [Path(p).resolve().name for p in paths]
-    return [n if names.count(n) == 1 else f"{Path(p).resolve().parent.name}/{n}" for n, p in zip(names, paths)]
+    return [n if names.count(n) == 1 else f"{Path(p).resolve().parent.name}/{n}"
+            for n, p in zip(names, paths, strict=True)]
 
 
 def evaluate(checkpoints: list[str], settings: EvalSettings) -> dict:
     """The JSON of an evaluation of `checkpoints` (folders or Hub ids): one entry per checkpoint and step
     count, and per checkpoint its ELBO perplexities (the module docstring)."""
+    from scale.data.tokenizers import load_tokenizer
     from scale.evaluation.judge import load_judge
     from scale.evaluation.metrics import decode_samples, gen_ppl, sample_entropy, unigram_entropy
-    from scale.data.tokenizers import load_tokenizer
 
     steps = settings.steps
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -163,7 +164,7 @@ def evaluate(checkpoints: list[str], settings: EvalSettings) -> dict:
     names = settings.zero_shot
     result = {"judge": settings.judge, "eos_rule": settings.eos_rule, "n": settings.n, "seed": settings.seed,
               "weights": settings.weights, "device": str(device), "checkpoints": [], "entries": []}
-    for path, label in zip(checkpoints, _labels(checkpoints)):
+    for path, label in zip(checkpoints, _labels(checkpoints), strict=True):
         model, state = load_model(resolve_checkpoint(path), settings.weights, device)
         tok = load_tokenizer(state["tokenizer"])
         length = state["config"]["data"]["length"]
@@ -207,7 +208,10 @@ def plot(result: dict, path: str | Path) -> None:
         ks = [e["steps"] for e in rows]
         ax_ppl.plot(ks, [e["gen_ppl"] for e in rows], marker="o", label=label)
         ax_ent.plot(ks, [e["entropy"] for e in rows], marker="o", label=label)
-    for ax, ylabel in ((ax_ppl, f"generative perplexity ({result['judge']})"), (ax_ent, "unigram entropy (nats)")):
+    from scale.evaluation.judge import judge_label
+
+    judge = judge_label(result["judge"])
+    for ax, ylabel in ((ax_ppl, f"generative perplexity\n({judge})"), (ax_ent, "unigram entropy (nats)")):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("sampling steps")
         ax.set_ylabel(ylabel)

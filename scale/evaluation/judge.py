@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from imdm_lab.checks import check_device, check_int, check_seed, check_writable
-from scale.data.corpora import DEFAULT_CORPUS
 from scale.data.blocks import BatchStream, eval_indices, load_blocks
+from scale.data.corpora import DEFAULT_CORPUS
 from scale.data.tokenizers import load_tokenizer
 
 DEFAULT_JUDGE = "gpt2-large"
@@ -57,6 +57,24 @@ class Judge:
         logits = self.model(input_ids=ids.to(self.device), attention_mask=attention_mask.to(self.device)).logits
         return torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), ids[:, 1:].to(self.device),
                                                  reduction="none").double().cpu()
+
+
+def judge_label(judge: str, info: dict | None = None) -> str:
+    """A short name of a judge for plots: by what its summary (`info`, else the ngram.json / judge.json of
+    a local folder) says it is, a Kneser-Ney n-gram or a proxy GPT-2 of `train_judge`, with its folder's
+    name; a Hub id as it is; never a full path."""
+    path = Path(judge)
+    for name in ("ngram.json", "judge.json"):
+        if info is None and (path / name).is_file():
+            try:
+                info = json.loads((path / name).read_text())
+            except (OSError, json.JSONDecodeError):
+                info = None
+    if info and info.get("kind") == "kneser-ney":
+        return f"Kneser-Ney {info.get('order')}-gram judge on {info.get('data')}/{info.get('split')}"
+    if info and "size" in info:
+        return f"proxy GPT-2 {info['size']} judge '{path.name}'"
+    return path.name if path.is_dir() or path.is_absolute() or info else judge
 
 
 def _context_of(model, tokenizer) -> int:
