@@ -4,18 +4,18 @@
 
 The run's config is the initial checkpoint's config (its [model] section, schedule included, and
 data), then the method's paper settings (scale.training.distill.METHODS), then --config (a TOML file: only the
-keys it sets), then --set. The student starts from --init (default: the teacher, or the coupling's teacher), EMA weights by default
-(the paper's load_ema). Runs as one process or under torchrun, like `python -m scale train`.
+keys it sets), then --set. The student starts from --init (default: the teacher, or the coupling's teacher),
+EMA weights by default (the paper's load_ema). Runs as one process or under torchrun, like `python -m scale train`.
 """
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-from scale.training import distributed as D
 from scale.checkpoints.checkpoint import checkpoint_folder, read_state, read_tensors, weights_path
-from scale.training.coupling import Coupling
 from scale.data.blocks import open_data
+from scale.training import distributed as D
+from scale.training.coupling import Coupling
 from scale.training.distill import METHODS, distill_trainer, get_method
 from scale.training.distill_config import build_config, check_coupling, coupling_folder, student_source
 from scale.training.runs import no_checkpoint_note, resume_step
@@ -36,6 +36,13 @@ def add_arguments(p) -> None:
                    help="stop after this step (default: all rounds, or train.max_steps)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the latest complete checkpoint in --out (step 0 when there is none)")
+
+
+def loss_text(loss: float) -> str:
+    """A distillation loss for the log: 4 decimals, or 3 significant digits below 1e-3, where 4 decimals
+    would print a KL at its floor as "-0.0000" (float32 rounding of a divergence that is >= 0 in exact
+    arithmetic can land a hair below zero) or as a bare 0.0000 that hides its size."""
+    return f"{loss:.4f}" if abs(loss) >= 1e-3 or loss == 0 else f"{loss:.2e}"
 
 
 def run(args) -> int:
@@ -62,7 +69,7 @@ def run(args) -> int:
             trainer.resume()
         result = trainer.run(args.max_steps)
         if runtime.main and "loss" in result:
-            print(f"step {result['step']}: {args.method} loss {result['loss']:.4f}"
+            print(f"step {result['step']}: {args.method} loss {loss_text(result['loss'])}"
                   + (f", validation ELBO perplexity {result['val_ppl']:.2f}" if "val_ppl" in result else ""))
     finally:
         D.shutdown()
