@@ -52,20 +52,25 @@ def _usage() -> str:
     return "usage: python -m scale COMMAND [options]\n\ncommands:\n" + "\n".join(lines)
 
 
+def parse(argv: list[str]):
+    """(the command's module, its parsed arguments) of `python -m scale COMMAND ...`, nothing run; a usage
+    error is a ValueError. The docs' commands are checked through this (tests/test_doc_commands.py)."""
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        raise ValueError(f"command: expected one of {sorted(COMMANDS)}, got {name!r}")
+    module = importlib.import_module(COMMANDS[name][0])
+    parser = Parser(prog=f"python -m scale {name}", description=COMMANDS[name][1])
+    module.add_arguments(parser)
+    return module, parser.parse_args(rest)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0 if argv else 2
-    name, rest = argv[0], argv[1:]
-    if name not in COMMANDS:
-        print(f"command: expected one of {sorted(COMMANDS)}, got {name!r}", file=sys.stderr)
-        return 2
-    module = importlib.import_module(COMMANDS[name][0])
-    parser = Parser(prog=f"python -m scale {name}", description=COMMANDS[name][1])
-    module.add_arguments(parser)
     try:
-        args = parser.parse_args(rest)
+        module, args = parse(argv)
         return int(module.run(args) or 0)
     except ValueError as err:
         print(str(err).splitlines()[0] if str(err) else type(err).__name__, file=sys.stderr)
