@@ -91,7 +91,7 @@ def test_plots_name_a_judge_by_what_it_is_never_by_its_path(tmp_path):
 
 
 def test_a_distillation_loss_at_its_floor_prints_its_size_not_minus_zero():
-    from scale.commands.distill import loss_text
+    from scale.training.trainer import loss_text
     assert loss_text(-1.2e-6) == "-1.20e-06" and loss_text(0.0) == "0.0000" and loss_text(2.34567) == "2.3457"
     assert "-0.0000" not in loss_text(-4e-5)
 

@@ -19,6 +19,7 @@ from scale.training.coupling import Coupling
 from scale.training.distill import METHODS, distill_trainer, get_method
 from scale.training.distill_config import build_config, check_coupling, coupling_folder, student_source
 from scale.training.runs import no_checkpoint_note, resume_step
+from scale.training.trainer import loss_text
 
 
 def add_arguments(p) -> None:
@@ -36,13 +37,6 @@ def add_arguments(p) -> None:
                    help="stop after this step (default: all rounds, or train.max_steps)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the latest complete checkpoint in --out (step 0 when there is none)")
-
-
-def loss_text(loss: float) -> str:
-    """A distillation loss for the log: 4 decimals, or 3 significant digits below 1e-3, where 4 decimals
-    would print a KL at its floor as "-0.0000" (float32 rounding of a divergence that is >= 0 in exact
-    arithmetic can land a hair below zero) or as a bare 0.0000 that hides its size."""
-    return f"{loss:.4f}" if abs(loss) >= 1e-3 or loss == 0 else f"{loss:.2e}"
 
 
 def run(args) -> int:
