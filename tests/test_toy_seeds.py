@@ -45,8 +45,15 @@ def test_compare_says_inside_below_or_above_the_committed_range():
     committed = aggregate([_result(s, {"a": kl, "b": 1.0}, [0.0, 0.0]) for s, kl in ((0, 1.0), (1, 2.0), (2, 3.0))])
     lines = compare(_result(5, {"a": 2.5, "b": 0.5}, [0.0, 0.0]), committed)
     assert lines == ["align a one-step KL 2.500: inside the committed range 1.000-3.000 over seeds 0-2",
-                     "align b one-step KL 0.500: below the committed range 1.000-1.000 over seeds 0-2"]
+                     "align b one-step KL 0.500: below the committed range 1.000-1.000 over seeds 0-2",
+                     "1 of 2 one-step KLs inside the committed ranges"]
     assert "above" in compare(_result(5, {"a": 3.5, "b": 1.0}, [0.0, 0.0]), committed)[0]
+    # a committed seed run again: compared with its own value too
+    again = compare(_result(1, {"a": 2.0, "b": 1.5}, [0.0, 0.0]), committed)
+    assert again[0].endswith("; bit-identical to the committed seed 1")
+    assert again[1].endswith("; the committed seed 1 gave 1.000")
+    assert again[2] == ("1 of 2 one-step KLs inside the committed ranges, 1 of 2 bit-identical to the committed "
+                        "seed 1 (all of them on the machine that wrote the file)")
     with pytest.raises(ValueError, match="--seeds"):
         compare(committed, _result(0, {"a": 1.0}, [0.0]))
 

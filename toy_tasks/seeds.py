@@ -132,26 +132,43 @@ def format_table(result: dict) -> str:
 def compare(result: dict, committed: dict, methods: list[str] | None = None) -> list[str]:
     """Where each one-step KL of `result` (one seed or several) falls against the committed seed range,
     one line per task and method found in both, e.g.
-    'align imdm-k16 one-step KL 0.072: inside the committed range 0.060-0.081 over seeds 0-2'."""
+    'align imdm-k16 one-step KL 0.072: inside the committed range 0.053-0.072 over seeds 0-2; bit-identical
+    to the committed seed 0', and a last line counting them. A single-seed run whose seed was committed is
+    also compared with that seed's own value: equal bit for bit on the machine that made the file, and in
+    general not on another CPU."""
     if "seeds" not in committed:
         raise ValueError("compare: expected a results file of several seeds (written with --seeds)")
     span = seed_span(committed["seeds"])
-    lines = []
+    seed = result.get("seed") if "seeds" not in result else None
+    lines, inside, same, total = [], 0, 0, 0
     for task in result["tasks"]:
         ref = next((t for t in committed["tasks"] if t["task"] == task["task"] and t["V"] == task["V"]
                     and t["L"] == task["L"] and t["params"] == task["params"]), None)
         if ref is None:
             continue
-        ranges = {r["method"]: r["kl_range"] for r in ref["results"] if r["steps"] == 1}
+        refs = {r["method"]: r for r in ref["results"] if r["steps"] == 1}
         for row in task["results"]:
-            name, lo_hi = row["method"], ranges.get(row["method"])
-            if row["steps"] != 1 or row["kl"] is None or lo_hi is None or (methods and name not in methods):
+            name, committed_row = row["method"], refs.get(row["method"])
+            if (row["steps"] != 1 or row["kl"] is None or committed_row is None or committed_row["kl_range"] is None
+                    or (methods and name not in methods)):
                 continue
-            lo, hi = lo_hi
+            lo, hi = committed_row["kl_range"]
             where = "inside" if lo <= row["kl"] <= hi else "below" if row["kl"] < lo else "above"
-            lines.append(f"{task['task']} {name} one-step KL {row['kl']:.3f}: {where} the committed range "
-                         f"{lo:.3f}-{hi:.3f} over {span}")
-    return lines
+            line = (f"{task['task']} {name} one-step KL {row['kl']:.3f}: {where} the committed range "
+                    f"{lo:.3f}-{hi:.3f} over {span}")
+            own = next((s["kl"] for s in committed_row["seeds"] if s["seed"] == seed), None)
+            if own is not None:
+                line += (f"; bit-identical to the committed seed {seed}" if own == row["kl"] else
+                         f"; the committed seed {seed} gave {own:.3f}")
+                same += own == row["kl"]
+            lines.append(line)
+            inside += where == "inside"
+            total += 1
+    summary = f"{inside} of {total} one-step KLs inside the committed ranges"
+    if seed is not None and seed in committed["seeds"]:
+        summary += (f", {same} of {total} bit-identical to the committed seed {seed} (all of them on the machine "
+                    f"that wrote the file)")
+    return [*lines, summary]
 
 
 def read_committed(path: str) -> dict:
