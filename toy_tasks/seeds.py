@@ -103,6 +103,11 @@ def _fmt(x: float | None, digits: int = 3) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
+def _partial(row: dict) -> str:
+    """'*' where the mean leaves out seeds without a KL."""
+    return "*" if row["kl"] is not None and any(s["kl"] is None for s in row["seeds"]) else ""
+
+
 def format_table(result: dict) -> str:
     """Per task: KL against steps (mean over the seeds), then the one-step KL, success and coverage as
     mean [min, max]."""
@@ -115,17 +120,24 @@ def format_table(result: dict) -> str:
         lines.append(f"{'method':<24}" + "".join(f"{'KL@' + str(k):>8}" for k in steps)
                      + f"   {'KL@1 [min, max]':<22}{'succ@1 [min, max]':<22}{'cov@1':>6}")
         lines.append(f"{'exact MDM':<24}" + "".join(f"{task['mdm_exact_kl'][str(k)]:>8.3f}" for k in steps))
+        partial = False
         for method in dict.fromkeys(r["method"] for r in task["results"]):
             rows = {r["steps"]: r for r in task["results"] if r["method"] == method}
-            line = f"{method:<24}" + "".join(f"{_fmt(rows[k]['kl']):>8}" if k in rows else f"{'':>8}"
-                                             for k in steps)
+            line = f"{method:<24}" + "".join(f"{_fmt(rows[k]['kl']) + _partial(rows[k]):>8}" if k in rows
+                                             else f"{'':>8}" for k in steps)
             one = rows.get(1)
             if one:
                 kl = f"{_fmt(one['kl'])} [{', '.join(map(_fmt, one['kl_range']))}]" if one["kl_range"] else "-"
+                have = sum(s["kl"] is not None for s in one["seeds"])
+                if one["kl_range"] and have < len(one["seeds"]):  # the others drew no sample of some sequence
+                    kl = f"{_fmt(one['kl'])} ({have} of {len(one['seeds'])})"
                 succ = (f"{_fmt(one['success'])} [{', '.join(map(_fmt, one['success_range']))}]"
                         if one["success_range"] else "-")
                 line += f"   {kl:<22}{succ:<22}{_fmt(one['coverage']):>6}"
             lines.append(line)
+            partial = partial or "*" in line
+        if partial:
+            lines.append("* mean over the seeds with a KL (the others never drew some support sequence)")
     return "\n".join(lines)
 
 
