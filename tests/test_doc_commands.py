@@ -157,3 +157,17 @@ def test_the_compute_estimate_prints_its_table(capsys):
     exec(compile(block, "reproduce-paper.md", "exec"), {"__name__": "doc"})
     rows = capsys.readouterr().out.strip().splitlines()
     assert len(rows) == 9 and all(row in text for row in rows)
+
+
+@pytest.mark.slow
+def test_the_readme_cpu_scale_commands_run_as_written(tmp_path, monkeypatch, token_cache, capsys):
+    """README's CPU block: train, sample and plot run as written (in a scratch folder); its pipeline line
+    is the run of tests/test_scale_distill.py (`pipeline --preset tiny-cpu`), here only parsed above."""
+    from scale.cli import main
+    readme = [line for page, line in COMMANDS if page == "README.md" and line.startswith("python -m scale ")]
+    block = [line for line in readme if "runs/tiny" in line]
+    assert [_argv(line)[3] for line in block] == ["train", "sample", "plot"]
+    monkeypatch.chdir(tmp_path)
+    for line in block:
+        assert main(_argv(line)[3:]) == 0, line
+    assert (tmp_path / "runs" / "tiny" / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
