@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from scale.cli import main
 from scale.checkpoints.config import load_config
+from scale.cli import main
 from scale.evaluation.plot import read_metrics, series
 from scale.training.trainer import elbo_trainer
 
