@@ -59,8 +59,9 @@ def refusal(err: OSError) -> str:
     return one_line(f"{path}: {err.strerror or os.strerror(err.errno)}" + (f"; {notes}" if notes else ""))
 
 
-def _command(prog: str, description: str, commands: Registry, argv: Sequence[str]):
-    """(module, parsed arguments) of the command argv[0] with the options argv[1:]; bad input is a ValueError."""
+def parse(prog: str, description: str, commands: Registry, argv: Sequence[str]):
+    """(module, parsed arguments) of the command argv[0] with the options argv[1:], nothing run; bad input
+    is a ValueError."""
     if not argv:
         raise ValueError(f"{prog}: error: the following arguments are required: command")
     name, rest = argv[0], list(argv[1:])
@@ -79,7 +80,7 @@ def _command(prog: str, description: str, commands: Registry, argv: Sequence[str
 def check(prog: str, description: str, commands: Registry, argv: Sequence[str]) -> None:
     """Parse argv (a command and its options) and make the command's cheap checks (its `check(args)`,
     when it has one) without running it: a ValueError names what is wrong."""
-    module, args = _command(prog, description, commands, argv)
+    module, args = parse(prog, description, commands, argv)
     if hasattr(module, "check"):
         module.check(args)
 
@@ -91,7 +92,7 @@ def main(prog: str, description: str, commands: Registry, argv: Sequence[str] | 
         print(usage(prog, description, commands))
         return 0
     try:
-        module, args = _command(prog, description, commands, argv)
+        module, args = parse(prog, description, commands, argv)
         return int(module.run(args) or 0)
     except ValueError as err:
         print(one_line(err), file=sys.stderr)

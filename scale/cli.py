@@ -41,5 +41,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
 DESCRIPTION = "Masked diffusion language models at scale: training, distillation, couplings, evaluation."
 
 
+def parse(argv: list[str]):
+    """(the command's module, its parsed arguments) of `python -m scale COMMAND ...`, nothing run; a usage
+    error is a ValueError. The docs' commands are checked through this (tests/test_doc_commands.py)."""
+    return dispatch.parse("python -m scale", DESCRIPTION, COMMANDS, argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     return dispatch.main("python -m scale", DESCRIPTION, COMMANDS, argv)

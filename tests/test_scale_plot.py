@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from scale.cli import main
 from scale.checkpoints.config import load_config
+from scale.cli import main
 from scale.evaluation.plot import read_metrics, series
 from scale.training.trainer import elbo_trainer
 
@@ -59,3 +59,50 @@ def test_bad_run_path_exits_2(tmp_path, capsys):
     assert main(["plot", str(tmp_path / "run")]) == 2
     assert capsys.readouterr().err.startswith("RUN: ")
     assert main(["plot", str(tmp_path / "run"), "--out", str(tmp_path / "no" / "x.png")]) == 2
+
+
+def test_a_lone_validation_point_gets_an_axis_from_zero_and_the_runs_step_range(tmp_path, capsys):
+    """One evaluation so far: its panel spans 0 to 1.3x the value (a decade either side on a log axis)."""
+    from scale.evaluation.plot import single_point_limits
+    assert single_point_limits(30.0, log=False) == (0.0, 39.0)
+    assert single_point_limits(500.0, log=True) == (50.0, 5000.0)
+    lo, hi = single_point_limits(-2.0, log=False)
+    assert lo < -2.0 < hi
+    log = tmp_path / "metrics.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in [{"step": 10, "loss": 9.0}, {"step": 30, "loss": 8.0},
+                                                          {"step": 30, "val_nll": 8.1}]))
+    assert main(["plot", str(log), "--out", str(tmp_path / "m.png")]) == 0
+    assert "(loss, val_nll)" in capsys.readouterr().out
+
+
+def test_plots_name_a_judge_by_what_it_is_never_by_its_path(tmp_path):
+    from scale.evaluation.judge import judge_label
+    ngram = tmp_path / "runs" / "wiki" / "judge"
+    ngram.mkdir(parents=True)
+    (ngram / "ngram.json").write_text(json.dumps({"kind": "kneser-ney", "order": 3, "data": "wiki",
+                                                  "split": "heldout"}))
+    assert judge_label(str(ngram)) == "Kneser-Ney 3-gram judge on wiki/heldout"
+    proxy = tmp_path / "proxy"
+    proxy.mkdir()
+    (proxy / "judge.json").write_text(json.dumps({"size": "tiny"}))
+    assert judge_label(str(proxy)) == "proxy GPT-2 tiny judge 'proxy'"
+    assert judge_label("gpt2-large") == "gpt2-large"
+    assert judge_label(str(tmp_path / "gone" / "judge")) == "judge"  # a folder no longer there: its name
+
+
+def test_a_distillation_loss_at_its_floor_prints_its_size_not_minus_zero():
+    from scale.training.trainer import loss_text
+    assert loss_text(-1.2e-6) == "-1.20e-06" and loss_text(0.0) == "0.0000" and loss_text(2.34567) == "2.3457"
+    assert "-0.0000" not in loss_text(-4e-5)
+
+
+def test_report_replot_redraws_a_committed_report_without_a_judge(tmp_path, capsys):
+    from pathlib import Path
+    committed = Path(__file__).resolve().parents[1] / "docs" / "results" / "wiki-cpu.json"
+    out = tmp_path / "frontier.png"
+    assert main(["report", "--replot", str(committed), "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["report", "--replot", str(committed), "--out", str(tmp_path / "f.json")]) == 2
+    assert "--out: expected a .png path" in capsys.readouterr().err
+    assert main(["report", "--out", str(tmp_path / "r.json")]) == 2
+    assert "--eval and --judge" in capsys.readouterr().err

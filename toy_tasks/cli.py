@@ -23,8 +23,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "experiment": ("toy_tasks.commands.experiment",
                    "Train the toy methods, measure their sample laws against p, print the table (JSON / PNG on "
                    "request)."),
+    "figures": ("toy_tasks.commands.figures",
+                "Redraw the committed toy figures from the committed results, training nothing."),
 }
 DESCRIPTION = "Exact theory and experiments on toy tasks."
+
+
+def parse(argv: list[str]):
+    """(the command's module, its parsed arguments) of `python -m toy_tasks COMMAND ...`, nothing run; a
+    usage error is a ValueError."""
+    return dispatch.parse("python -m toy_tasks", DESCRIPTION, COMMANDS, argv)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from imdm_lab.exact import align_success
-from toy_tasks import redi_epochs
+from toy_tasks import redi_epochs, seeds
 from toy_tasks.evaluate import evaluate, left_to_right_kl
 from toy_tasks.methods import DEMO_BUDGET, METHODS, Budget, Run
 from toy_tasks.studies import STUDIES
@@ -203,7 +203,7 @@ def run_preset(preset_name: str, seed: int = 0, methods: list[str] | None = None
                     done(queue.get(timeout=0.5))
                 except Empty:
                     pass
-            entries = [_merge(plan, [f.result() for (p, _), f in zip(units, futures, strict=False) if p is plan])
+            entries = [_merge(plan, [f.result() for (p, _), f in zip(units, futures, strict=True) if p is plan])
                        for plan, _ in work]
     bar.close()
     return {"preset": preset_name, "seed": seed, "tasks": entries}
@@ -216,6 +216,8 @@ def _fmt(x, width=7, digits=3):
 def format_table(result: dict) -> str:
     if result["preset"] in STUDIES:
         return STUDIES[result["preset"]].table(result)
+    if "seeds" in result:
+        return seeds.format_table(result)
     lines = []
     for task in result["tasks"]:
         steps = sorted({r["steps"] for r in task["results"]} & {1, 2, 4, 8, 16})

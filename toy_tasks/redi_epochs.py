@@ -21,8 +21,9 @@ import dataclasses
 import multiprocessing
 import time
 import zlib
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import torch
 
@@ -156,37 +157,64 @@ def summary(result: dict) -> str:
     return f"One-step KL against epochs over the pairs (TC {tc:.2f} nats): " + "; ".join(parts) + "."
 
 
-def plot(result: dict, path: str) -> None:
-    import matplotlib.pyplot as plt
+# How plot() names and draws each quantity: key -> (panel title, y label, y limits or None for a log axis).
+PANELS = {
+    "kl": ("one-step KL on fresh labels", "KL(p || model) [nats]", None),
+    "success": ("one-step success on fresh labels", "P(all tokens equal)", (-0.02, 1.02)),
+    "coverage": ("one-step coverage on fresh labels", "fraction of the support drawn", (-0.02, 1.02)),
+    "reproduction": ("memorisation: stored pairs reproduced", "fraction of the N pairs (greedy, eps(seed))",
+                     (-0.02, 1.02)),
+    "nearest_full": ("imdm-redi: fresh labels -> nearest stored seed?",
+                     "fraction equal to the x_0 of the nearest\nfully masked pair's seed", (-0.02, 1.02)),
+    "eps_output_norm": ("imdm-redi: how much the mask embedding reads eps", "RMS over eps [embedding units]",
+                        (0.0, None)),
+}
+COLORS = {"imdm-redi": "#d62728", "redi": "#1f77b4"}  # the IMDM and the MDM family, as in toy_tasks.plot
+LINES = {256: ("-", "o"), 1024: ("--", "s")}  # N pairs -> line style, marker
 
-    fig, axes = plt.subplots(1, 4, figsize=(20, 4.4))
-    styles = {"imdm-redi": "-", "redi": "--"}
-    colors = {n: plt.cm.tab10(i) for i, n in enumerate(PAIRS)}
+
+def plot(result: dict, path: str) -> None:
+    """Six panels against epochs: the one-step outcome (KL, success, coverage) and the mechanism
+    (reproduction of the stored pairs, agreement with the nearest stored seed, the eps-path RMS); colour
+    = student, line style = number of pairs; the exact MDM's 1, 2 and 4 steps as dotted references."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
     greys = {1: "0.2", 2: "0.45", 4: "0.7"}
-    for key, ax in zip(("kl", "success", "coverage"), axes):
-        if key != "coverage":
+    for ax, (key, (title, ylabel, ylim)) in zip(axes.flat, PANELS.items(), strict=True):
+        if key in ("kl", "success"):
             ref = result["mdm_exact_kl" if key == "kl" else "mdm_exact_success"]
             for k in REFERENCE_STEPS:
                 ax.axhline(ref[str(k)], color=greys[k], ls=":", lw=1.2, label=f"exact MDM, {k} step{'s' * (k > 1)}")
         for (method, pairs) in dict.fromkeys((r["method"], r["pairs"]) for r in result["rows"]):
             rows = [r for r in result["rows"] if r["method"] == method and r["pairs"] == pairs and r[key] is not None]
-            ax.plot([r["epochs"] for r in rows], [r[key] for r in rows], "o" + styles[method], ms=4,
-                    color=colors[pairs], label=f"{method}, N = {pairs}")
-        ax.set(xscale="log", xlabel="epochs over the pairs", title=f"one step: {key}")
-    axes[0].set(yscale="log", ylabel="KL(p || model) [nats]")
-    axes[1].set(ylabel="P(all tokens equal)", ylim=(-0.02, 1.02))
-    axes[2].set(ylabel="fraction of the support drawn", ylim=(-0.02, 1.02))
-    ax = axes[3]
-    for pairs in PAIRS:
-        rows = [r for r in result["rows"] if r["method"] == "imdm-redi" and r["pairs"] == pairs]
-        for key, marker in (("reproduction", "s-"), ("nearest_full", "o-"), ("eps_output_norm", "^--")):
-            ax.plot([r["epochs"] for r in rows], [r[key] for r in rows], marker, ms=4, color=colors[pairs],
-                    label=f"{key}, N = {pairs}")
-    ax.set(xscale="log", xlabel="epochs over the pairs", title="imdm-redi: mechanism")
-    for ax in axes:
-        ax.legend(fontsize=7)
+            if method == "redi" and key == "eps_output_norm":
+                continue  # an MDM has no labels: 0 by construction
+            style, marker = LINES.get(pairs, ("-.", "^"))
+            ax.plot([r["epochs"] for r in rows], [r[key] for r in rows], ls=style, marker=marker, ms=5,
+                    color=COLORS.get(method, "k"), label=f"{method}, N = {pairs} pairs")
+        if key == "nearest_full":  # a fresh label's output equal to a random aligned sequence's
+            ax.axhline(1 / result["V"], color="0.5", ls="-.", lw=1, label=f"chance, 1/V = {1 / result['V']:.3f}")
+        ax.set(xscale="log", xlabel="epochs over the N pairs", ylabel=ylabel)
+        ax.set_title(title, fontsize=10)
+        if ylim is None:
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:g}"[0] in "1246" else ""))
+        else:
+            ax.set_ylim(*ylim)
+        ax.grid(alpha=0.3)
+    handles = {}
+    for ax in axes.flat:
+        for h, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, h)
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=4, fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, -0.06))
+    fig.suptitle(f"{result['task']} V={result['V']} L={result['L']}: ReDi (MDM) and IM-ReDi (IMDM) against epochs "
+                 f"over a finite coupling, {SAMPLES} fresh labels per point", fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 

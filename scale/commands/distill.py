@@ -26,6 +26,7 @@ from scale.training.distill_config import (
     student_source,
 )
 from scale.training.runs import check_run, launch
+from scale.training.trainer import loss_text
 
 
 def add_arguments(p) -> None:
@@ -78,6 +79,6 @@ def run(args) -> int:
 
     result = launch(config, out, args.resume, args.max_steps, build)
     if result is not None and "loss" in result:
-        print(f"step {result['step']}: {args.method} loss {result['loss']:.4f}"
+        print(f"step {result['step']}: {args.method} loss {loss_text(result['loss'])}"
               + (f", validation ELBO perplexity {result['val_ppl']:.2f}" if "val_ppl" in result else ""))
     return 0

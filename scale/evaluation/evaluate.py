@@ -207,7 +207,8 @@ def evaluate(checkpoints: list[str], settings: EvalSettings) -> dict:
 
 
 def plot(result: dict, path: str | Path) -> None:
-    """Gen PPL (log scale) and entropy against steps (log2 scale), one line per checkpoint."""
+    """Gen PPL (log scale where it spans a decade) and entropy against steps (log2 scale, the step counts as
+    ticks), one line per checkpoint; the judge named by judge_label."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -218,15 +219,26 @@ def plot(result: dict, path: str | Path) -> None:
         ks = [e["steps"] for e in rows]
         ax_ppl.plot(ks, [e["gen_ppl"] for e in rows], marker="o", label=label)
         ax_ent.plot(ks, [e["entropy"] for e in rows], marker="o", label=label)
-    for ax, ylabel in ((ax_ppl, f"generative perplexity ({result['judge']})"), (ax_ent, "unigram entropy (nats)")):
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    from scale.evaluation.judge import judge_label
+
+    judge = judge_label(result["judge"])
+    steps = sorted({e["steps"] for e in result["entries"]})
+    for ax, ylabel in ((ax_ppl, f"generative perplexity\n({judge})"), (ax_ent, "unigram entropy (nats)")):
         ax.set_xscale("log", base=2)
+        ax.set_xticks(steps, [str(k) for k in steps])  # the step counts themselves, not powers of 2
         ax.set_xlabel("sampling steps")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-    ax_ppl.set_yscale("log")
+    ppl = [e["gen_ppl"] for e in result["entries"]]
+    if max(ppl) > 10 * min(ppl):  # a log axis only where the values span a decade, else it has no labels
+        ax_ppl.set_yscale("log")
+        ax_ppl.yaxis.set_minor_formatter(NullFormatter())
+    ax_ppl.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}".replace(",", " ")))
     ax_ppl.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 

@@ -67,6 +67,24 @@ def judge_info(name_or_dir: str) -> dict | None:
     return read_judge_meta(path) if path.is_dir() else None
 
 
+def judge_label(judge: str, info: dict | None = None) -> str:
+    """A short name of a judge for plots: by what its summary (`info`, else the ngram.json / judge.json of
+    a local folder) says it is, a Kneser-Ney n-gram or a proxy GPT-2 of `train_judge`, with its folder's
+    name; a Hub id as it is; never a full path."""
+    path = Path(judge)
+    for name in ("ngram.json", "judge.json"):
+        if info is None and (path / name).is_file():
+            try:
+                info = json.loads((path / name).read_text())
+            except (OSError, json.JSONDecodeError):
+                info = None
+    if info and info.get("kind") == "kneser-ney":
+        return f"Kneser-Ney {info.get('order')}-gram judge on {info.get('data')}/{info.get('split')}"
+    if info and "size" in info:
+        return f"proxy GPT-2 {info['size']} judge '{path.name}'"
+    return path.name if path.is_dir() or path.is_absolute() or info else judge
+
+
 def _context_of(model, tokenizer) -> int:
     cfg = model.config
     for key in ("n_positions", "max_position_embeddings"):

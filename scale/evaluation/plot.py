@@ -39,6 +39,16 @@ def series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
     return [s for s, _ in points], [v for _, v in points]
 
 
+def single_point_limits(value: float, log: bool) -> tuple[float, float]:
+    """y limits for a panel of one point: from 0 to 1.3 x the value (so its size reads against zero), or a
+    decade either side on a log axis; a value <= 0 gets a symmetric span around it."""
+    if log and value > 0:
+        return value / 10, value * 10
+    if value > 0:
+        return 0.0, 1.3 * value
+    return (1.3 * value, -0.3 * value) if value < 0 else (-1.0, 1.0)
+
+
 def plot(records: list[dict], out: str | Path, title: str = "") -> list[str]:
     """Write the panels of the quantities present to `out`; returns their keys."""
     import matplotlib
@@ -48,15 +58,23 @@ def plot(records: list[dict], out: str | Path, title: str = "") -> list[str]:
     present = [k for k in PANELS if series(records, k)[0]]
     if not present:
         raise ValueError(f"RUN: the log holds none of {sorted(PANELS)} yet")
+    last = max(max(series(records, k)[0]) for k in present) or 1
     fig, axes = plt.subplots(1, len(present), figsize=(4.2 * len(present), 3.6), squeeze=False)
-    for ax, key in zip(axes[0], present):
+    for ax, key in zip(axes[0], present, strict=True):
         steps, values = series(records, key)
-        ax.plot(steps, values, marker="o" if len(steps) < 30 else None, markersize=3)
         label, log = PANELS[key]
+        if len(steps) == 1:  # one evaluation so far: a visible point, its value, an axis from 0 (or a decade)
+            ax.plot(steps, values, "o", markersize=7)
+            ax.annotate(f"{values[0]:.4g}", (steps[0], values[0]), textcoords="offset points", xytext=(-6, 6),
+                        ha="right", fontsize=9)
+            ax.set_ylim(*single_point_limits(values[0], log))
+        else:
+            ax.plot(steps, values, marker="o" if len(steps) < 30 else None, markersize=3)
         if log:
             ax.set_yscale("log")
         ax.set_title(label, fontsize=10)
         ax.set_xlabel("step")
+        ax.set_xlim(0, last * 1.04)  # every panel on the run's step axis, so a lone point sits where it was taken
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title, fontsize=10)

@@ -124,34 +124,58 @@ def table(rep: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+STEP_MARKERS = "os^Dv*Ph<>"  # one marker per step count, in increasing order
+# Colours by family: the MDM-family students in blues, the IMDM-family ones in reds (as the toy figures).
+METHOD_COLORS = {"mdlm": "#1f77b4", "sdtt": "#6baed6", "redi": "#08306b", "imsdtt": "#ff7f0e",
+                 "imredi-mdlm": "#d62728", "imredi": "#8c564b"}
+
+
 def plot(rep: dict, path: str | Path) -> None:
-    """Gen PPL (log) against entropy, one line per method through its step counts, references as markers."""
+    """Gen PPL (log) against entropy: one line per method through its step counts, the step count as the
+    marker's shape (no text labels, which overlap where methods cluster), bootstrap 95 % intervals as
+    bars, the references as large black markers; the legends sit outside the axes."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter
 
+    from scale.evaluation.judge import judge_label
+
+    steps = sorted({r["steps"] for r in rep["rows"]})
+    marker = {k: STEP_MARKERS[i % len(STEP_MARKERS)] for i, k in enumerate(steps)}
     fig, ax = plt.subplots(figsize=(7.5, 5))
-    for label in dict.fromkeys(r["label"] for r in rep["rows"]):
+    methods = []
+    for i, label in enumerate(dict.fromkeys(r["label"] for r in rep["rows"])):
         rows = sorted((r for r in rep["rows"] if r["label"] == label), key=lambda r: r["steps"])
+        color = METHOD_COLORS.get(label, plt.cm.tab10(i % 10))
         x, y = [r["entropy"][0] for r in rows], [r["gen_ppl"][0] for r in rows]
         xerr = [[r["entropy"][0] - r["entropy"][1] for r in rows], [r["entropy"][2] - r["entropy"][0] for r in rows]]
         yerr = [[r["gen_ppl"][0] - r["gen_ppl"][1] for r in rows], [r["gen_ppl"][2] - r["gen_ppl"][0] for r in rows]]
-        line = ax.errorbar(x, y, xerr=xerr, yerr=yerr, marker="o", ms=4, capsize=2, label=rows[0]["method"])
-        for r, xi, yi in zip(rows, x, y, strict=False):
-            ax.annotate(str(r["steps"]), (xi, yi), textcoords="offset points", xytext=(4, 3), fontsize=7,
-                        color=line[0].get_color())
-    for r, marker in zip(rep["references"], ("*", "X"), strict=False):
-        ax.plot(r["entropy"][0], r["gen_ppl"][0], marker, ms=12, color="k", label=r["label"], linestyle="none")
+        ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="none", ecolor=color, elinewidth=0.8, alpha=0.6, capsize=0)
+        ax.plot(x, y, "-", color=color, lw=1.3, alpha=0.8)
+        for r, xi, yi in zip(rows, x, y, strict=True):
+            ax.plot(xi, yi, marker[r["steps"]], color=color, ms=6, mec="white", mew=0.6)
+        methods.append(Line2D([], [], color=color, lw=1.5, label=rows[0]["method"]))
+    refs = []
+    for r, shape in zip(rep["references"], ("*", "X"), strict=False):
+        ax.plot(r["entropy"][0], r["gen_ppl"][0], shape, ms=13, color="k", linestyle="none")
+        refs.append(Line2D([], [], marker=shape, ms=10, color="k", ls="none", label=r["label"]))
+    shapes = [Line2D([], [], marker=marker[k], color="0.3", ls="none", ms=6, label=f"{k} step{'s' * (k > 1)}")
+              for k in steps]
     ax.set_yscale("log")
     ax.set_xlabel("unigram entropy of a sample (nats)")
-    info = rep.get("judge_info") or {}
-    judge = (f"Kneser-Ney {info['order']}-gram judge on {info['data']}/{info['split']}"
-             if info.get("kind") == "kneser-ney" else Path(rep["judge"]).name)
-    ax.set_ylabel(f"generative perplexity ({judge})")
-    ax.set_title("numbers: sampling steps; bars: bootstrap 95 % intervals", fontsize=9)
+    ax.set_ylabel(f"generative perplexity\n({judge_label(rep['judge'], rep.get('judge_info'))})", fontsize=9)
+    ax.set_title("bars: bootstrap 95 % intervals over samples", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower left")
+    first = ax.legend(handles=methods + refs, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                      title="method", title_fontsize=8, frameon=False)
+    ax.add_artist(first)
+    ax.legend(handles=shapes, fontsize=8, loc="lower left", bbox_to_anchor=(1.02, 0.0), title="sampling steps",
+              title_fontsize=8, frameon=False)
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}".replace(",", " ")))
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}".replace(",", " ")
+                                               if f"{v:.0f}"[0] in "25" else ""))
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight", bbox_extra_artists=[first])
     plt.close(fig)
-

@@ -90,6 +90,13 @@ def _duration(seconds: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
+def loss_text(loss: float) -> str:
+    """A loss for a log line: 4 decimals, or 3 significant digits below 1e-3, where 4 decimals would print
+    a distillation divergence at its floor as "-0.0000" (float32 rounding of a KL that is >= 0 in exact
+    arithmetic can land a hair below zero) or as a bare 0.0000 that hides its size."""
+    return f"{loss:.4f}" if abs(loss) >= 1e-3 or loss == 0 else f"{loss:.2e}"
+
+
 def _encode(state: torch.Tensor) -> str:
     return base64.b64encode(state.numpy().tobytes()).decode()
 
@@ -374,7 +381,7 @@ class Trainer:
                     tic, since = now, 0
                     self._log(last)
                     if self.rt.main:
-                        bar.write(f"step {self.step}/{max_steps}  loss {last['loss']:.4f}  lr {last['lr']:.2e}  "
+                        bar.write(f"step {self.step}/{max_steps}  loss {loss_text(last['loss'])}  lr {last['lr']:.2e}  "
                                   f"{last['tokens_per_s']:,.0f} tokens/s  ETA {_duration(last['eta_s'])}",
                                   file=sys.stderr)
                 if ec.every and (self.step % ec.every == 0 or self.step == max_steps):
