@@ -38,6 +38,10 @@ figures: $(STAMP)
 test: $(STAMP)
 	$(OFFLINE) $(PY) -m pytest
 
+# ruff: pyflakes, pycodestyle, import order, pyupgrade and bugbear (configured in pyproject.toml)
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
 notebooks: $(STAMP)
 	$(OFFLINE) $(PY) -m notebooks.execute
 
