@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Tests never touch the network: the Hugging Face hub is off, offline assets are used.
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: demo demo-seeds figures test notebooks bench clean
+.PHONY: demo demo-seeds figures test lint notebooks bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
