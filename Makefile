@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Tests never touch the network: the Hugging Face hub is off, offline assets are used.
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: demo demo-seeds figures test notebooks bench clean
+.PHONY: demo demo-seeds figures test lint notebooks bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ figures: $(STAMP)
 
 test: $(STAMP)
 	$(OFFLINE) $(PY) -m pytest
+
+# ruff: pyflakes, pycodestyle, import order, pyupgrade and bugbear (configured in pyproject.toml)
+lint: $(STAMP)
+	$(PY) -m ruff check .
 
 notebooks: $(STAMP)
 	$(OFFLINE) $(PY) -m notebooks.execute

@@ -41,9 +41,9 @@ def judge_throughput(data: str, n_texts: int, layers: int, dim: int) -> dict:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from scale.data.blocks import load_blocks
+    from scale.data.tokenizers import load_tokenizer
     from scale.evaluation.judge import load_judge
     from scale.evaluation.metrics import decode_samples, gen_ppl
-    from scale.data.tokenizers import load_tokenizer
 
     blocks = load_blocks(data, "validation", tokenizer="gpt2", length=1024, progress=False)
     texts = decode_samples(blocks.get_batch(list(range(min(n_texts, len(blocks))))), load_tokenizer("gpt2"))

@@ -28,9 +28,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from fresh_process import append_jsonl, fresh_process_result  # noqa: E402 (beside this script)
+
 from imdm_lab.losses import elbo  # noqa: E402
 from imdm_lab.masking import q_sample  # noqa: E402
-from fresh_process import append_jsonl, fresh_process_result  # noqa: E402 (beside this script)
 from scale.model.dit import SIZES, DiT, DiTConfig  # noqa: E402
 
 

@@ -10,8 +10,8 @@ draws the fresh eps of a reset at step j from stream j + 1.
 
 All arithmetic is done on int64 tensors holding 32-bit words, so the uniforms (and the `rand` and
 `finite` labels made from them) are bit-identical on every device; normal labels go through log and cos,
-whose last ulp may differ between CPU and GPU libraries. Each value carries 32 random bits (u on the grid k / 2^32), ample for mask labels that the
-networks read in float32 (24-bit mantissa).
+whose last ulp may differ between CPU and GPU libraries. Each value carries 32 random bits (u on the grid
+k / 2^32), ample for mask labels that the networks read in float32 (24-bit mantissa).
 """
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ from torch import nn
 from imdm_lab.labels import MaskLabels
 
 
-def _imdm_init(module: "MaskEmbedding", labels: MaskLabels, dim: int):
+def _imdm_init(module: MaskEmbedding, labels: MaskLabels, dim: int):
     D = labels.dim
     module.imdm_mlp = nn.Sequential(nn.Linear(D, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim, bias=False))
     nn.init.trunc_normal_(module.imdm_mlp[0].weight, std=0.02, a=-0.04, b=0.04)
@@ -35,27 +35,27 @@ def _imdm_init(module: "MaskEmbedding", labels: MaskLabels, dim: int):
         module.learnable_noise_sigma = nn.Parameter(torch.ones(D))
 
 
-def _finite_init(module: "MaskEmbedding", labels: MaskLabels, dim: int):
+def _finite_init(module: MaskEmbedding, labels: MaskLabels, dim: int):
     module.mask_table = nn.Parameter(torch.zeros(labels.K, dim), requires_grad=labels.K > 1)
 
 
-def _imdm_offset(module: "MaskEmbedding", eps: torch.Tensor) -> torch.Tensor:
+def _imdm_offset(module: MaskEmbedding, eps: torch.Tensor) -> torch.Tensor:
     """MLP(eps): Float[B, L, D] -> Float[B, L, d] (learnable labels first become mu + sigma * eps)."""
     if module.labels.kind == "learnable":
         eps = module.learnable_noise_mu + module.learnable_noise_sigma * eps
     return module.imdm_mlp(eps.to(module.embedding.dtype))
 
 
-def _finite_offset(module: "MaskEmbedding", eps: torch.Tensor) -> torch.Tensor:
+def _finite_offset(module: MaskEmbedding, eps: torch.Tensor) -> torch.Tensor:
     """mask_table[eps]: Long[B, L] -> Float[B, L, d]."""
     return module.mask_table[eps]
 
 
-def _imdm_norm(module: "MaskEmbedding") -> torch.Tensor:
+def _imdm_norm(module: MaskEmbedding) -> torch.Tensor:
     return module.imdm_mlp[2].weight.detach().norm()
 
 
-def _finite_norm(module: "MaskEmbedding") -> torch.Tensor:
+def _finite_norm(module: MaskEmbedding) -> torch.Tensor:
     return module.mask_table.detach().norm()
 
 

@@ -13,7 +13,8 @@ step queues its work without waiting on the device. The memory-efficient NLL liv
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 

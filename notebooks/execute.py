@@ -47,7 +47,8 @@ def set_parameters(nb: nbformat.NotebookNode, **values) -> nbformat.NotebookNode
     cell = parameter_cell(nb)
     for name, value in values.items():
         pattern = re.compile(rf"^{re.escape(name)} = [^#\n]*?(\s*#.*)?$", flags=re.M)
-        source, n = pattern.subn(lambda m: f"{name} = {value!r}{m.group(1) or ''}", cell.source, count=1)
+        source, n = pattern.subn(lambda m, name=name, value=value: f"{name} = {value!r}{m.group(1) or ''}",
+                                 cell.source, count=1)
         if n == 0:
             raise ValueError(f"{name}: expected a one-line assignment `{name} = ...` in the parameter cell")
         cell.source = source
@@ -132,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{path.name}: done in {seconds:.1f} s ({cpu[path.stem]:.1f} s of CPU time)", flush=True)
         except Exception as err:  # a cell error, a timeout or a dead kernel: report it, run the others
             failed.append(path.name)
-            print(f"{path.name}: FAILED ({type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''})",
-                  file=sys.stderr, flush=True)
+            last = str(err).strip().splitlines()[-1] if str(err).strip() else ""
+            print(f"{path.name}: FAILED ({type(err).__name__}: {last})", file=sys.stderr, flush=True)
         nbformat.write(nb, args.out / path.name)
         write_html(nb, args.out / f"{path.stem}.html")
     (args.out / "timings.json").write_text(json.dumps({"fast": args.fast, "seconds": timings, "cpu_seconds": cpu},

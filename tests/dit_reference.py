@@ -108,7 +108,8 @@ def reference_logits(sd: dict, x: torch.Tensor, sigma: torch.Tensor, heads: int,
     hd = d // heads
     n_blocks = len({k.split(".")[1] for k in w if k.startswith("blocks.")})
     for n in range(n_blocks):
-        p = lambda k: w[f"blocks.{n}.{k}"]  # noqa: E731
+        def p(k, n=n):
+            return w[f"blocks.{n}.{k}"]
         mod = (c @ p("adaLN_modulation.weight").T + p("adaLN_modulation.bias"))[:, None, :]
         sh1, sc1, g1, sh2, sc2, g2 = (mod[..., i * d:(i + 1) * d] for i in range(6))
         a = _ln(h, p("norm1.weight")) * (1 + sc1) + sh1

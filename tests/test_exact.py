@@ -53,7 +53,7 @@ def brute_tc_given(p, S, U):
     total = 0.0
     for xu in itertools.product(range(p.shape[0]), repeat=len(U)):
         index = [slice(None)] * L
-        for j, v in zip(U, xu):
+        for j, v in zip(U, xu, strict=False):
             index[j] = v
         sub = p[tuple(index)]  # axes: the positions not in U, in order
         mass = sub.sum()
@@ -61,7 +61,8 @@ def brute_tc_given(p, S, U):
             continue
         free = [j for j in range(L) if j not in U]
         joint_S = sub.sum(axis=tuple(n for n, j in enumerate(free) if j not in S)) / mass
-        h = lambda a: -sum(v * math.log(v) for v in a.ravel() if v > 0)
+        def h(a):
+            return -sum(v * math.log(v) for v in a.ravel() if v > 0)
         singles = sum(h(joint_S.sum(axis=tuple(m for m in range(len(S)) if m != n))) for n in range(len(S)))
         total += mass * (singles - h(joint_S))
     return total
@@ -172,9 +173,9 @@ def test_tc_nonnegative_zero_for_products_and_equal_to_one_step_kl(p):
 def test_kl_below_bound_and_both_nonincreasing_in_steps(p, schedule):
     kls = [E.kl(p, E.mdm_law(p, k, schedule)) for k in range(1, 7)]
     bounds = [E.stepwise_bound(p, k, schedule) for k in range(1, 7)]
-    assert all(d <= b + 1e-12 for d, b in zip(kls, bounds))
-    assert all(later <= earlier + 1e-12 for earlier, later in zip(kls, kls[1:]))
-    assert all(later <= earlier + 1e-12 for earlier, later in zip(bounds, bounds[1:]))
+    assert all(d <= b + 1e-12 for d, b in zip(kls, bounds, strict=False))
+    assert all(later <= earlier + 1e-12 for earlier, later in zip(kls, kls[1:], strict=False))
+    assert all(later <= earlier + 1e-12 for earlier, later in zip(bounds, bounds[1:], strict=False))
 
 
 @SETTINGS
@@ -239,7 +240,7 @@ def test_align_closed_form_equals_engine(V, L, schedule):
 def test_success_curve_of_the_paper_task():
     """V=50000, L=10, linear: up to O(1/V), success = P(the first non-empty step reveals one token)
     = sum_j L (1/k) ((k-j)/k)^(L-1) = (L/k) sum_{m<k} (m/k)^(L-1)."""
-    for k, expected in zip([1, 2, 4, 8, 16], [0.0, 0.00977, 0.1926, 0.4905, 0.7167]):
+    for k, expected in zip([1, 2, 4, 8, 16], [0.0, 0.00977, 0.1926, 0.4905, 0.7167], strict=False):
         value = E.align_success(50000, 10, k)
         hand = 10 / k * sum((m / k) ** 9 for m in range(k))
         assert value == pytest.approx(hand, abs=1e-4)
@@ -285,7 +286,8 @@ def test_memory_budget_refuses_and_names_the_size():
     (lambda p: E.partition_and_map(p)(1.0), r"u: expected values in \[0, 1\)"),
     (lambda p: E.conditional_marginals(p, np.zeros((2, 3), int), np.ones((2, 3), bool)), "x: expected an integer"),
     (lambda p: E.conditional_marginals(p, np.zeros((2, 2), int), np.ones((2, 2), int)), "visible: expected a bool"),
-    (lambda p: E.conditional_marginals(p, np.full((1, 2), 3), np.ones((1, 2), bool)), r"x: expected visible tokens in \[0, 3\)"),
+    (lambda p: E.conditional_marginals(p, np.full((1, 2), 3), np.ones((1, 2), bool)),
+     r"x: expected visible tokens in \[0, 3\)"),
 ])
 def test_bad_arguments_are_refused(call, pattern):
     with pytest.raises(ValueError, match=pattern):

@@ -8,12 +8,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
+from test_kernels_losses import _time_denoiser
 
-from imdm_lab.labels import LABEL_KINDS, LABEL_NAMES, MaskLabels, mask_labels
 from imdm_lab.counter_rng import generator_draw, hash_uniform, normal_at, uniform_at
 from imdm_lab.distill import perturbed_coupling
+from imdm_lab.labels import LABEL_KINDS, LABEL_NAMES, MaskLabels, mask_labels
 from imdm_lab.process import Process
-from test_kernels_losses import _time_denoiser
 
 KINDS = [MaskLabels("rand", dim=5, scale=2.0), MaskLabels("randn", dim=3), MaskLabels("learnable", dim=4),
          MaskLabels("finite", K=7)]

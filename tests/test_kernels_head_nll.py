@@ -49,7 +49,8 @@ def test_head_nll_gradients_match_finite_differences():
     targets = torch.tensor([[0, IGNORE, 4], [2, 1, IGNORE]])
     for mask_id, chunk, rows in ((3, 2, "masked"), (5, 1, "masked"), (5, 4, "masked"), (0, 4, "all"),
                                  (5, 4, "all")):
-        op = lambda h, w, b: torch.ops.imdm_lab.head_nll(h, w, b, targets, mask_id, chunk, rows)  # noqa: E731
+        def op(h, w, b, mask_id=mask_id, chunk=chunk, rows=rows):
+            return torch.ops.imdm_lab.head_nll(h, w, b, targets, mask_id, chunk, rows)
         assert torch.autograd.gradcheck(op, (h, w, b))
     # the fake (shape-only) kernels and the autograd registration agree with the real ones
     for rows in ("masked", "all"):

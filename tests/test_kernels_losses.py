@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from imdm_lab.distill import eps_coupling_loss, sdtt_loss
-from imdm_lab.losses import NEG_INF, divergence, elbo, subs_log_probs
 from imdm_lab.labels import MaskLabels
+from imdm_lab.losses import NEG_INF, divergence, elbo, subs_log_probs
 from imdm_lab.process import Process
 from imdm_lab.schedules import SCHEDULES, sample_times
 

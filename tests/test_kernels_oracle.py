@@ -92,7 +92,7 @@ def _exact_elbo(p, denoiser, n_nodes=8):
     x_t = torch.where(masked, torch.full_like(x0, V), x0)
     nodes, wq = np.polynomial.legendre.leggauss(n_nodes)
     total = 0.0
-    for node, w in zip((nodes + 1) / 2, wq / 2):
+    for node, w in zip((nodes + 1) / 2, wq / 2, strict=False):
         t = torch.full((len(x0),), node, dtype=torch.float64)
         logp = subs_log_probs(denoiser(x_t, None, t), x_t, V)
         per_seq = elbo_terms(logp, x0, masked, t, "linear").sum(1).numpy()

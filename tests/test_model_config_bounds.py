@@ -6,8 +6,14 @@ import dataclasses
 import pytest
 
 from scale.cli import main as scale_main
-from scale.model.dit import (TRAINING_BYTES_PER_PARAMETER, DiT, DiTConfig, check_fits, config_parameter_count,
-                             parameter_count)
+from scale.model.dit import (
+    TRAINING_BYTES_PER_PARAMETER,
+    DiT,
+    DiTConfig,
+    check_fits,
+    config_parameter_count,
+    parameter_count,
+)
 
 pytestmark = pytest.mark.usefixtures("token_cache")
 

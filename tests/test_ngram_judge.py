@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from scale.data.tokenizers import load_tokenizer
 from scale.evaluation.judge import load_judge
 from scale.evaluation.metrics import gen_ppl, judge_features
 from scale.evaluation.ngram_judge import KneserNey, NgramJudge, _stream, modified_discounts, separation
-from scale.data.tokenizers import load_tokenizer
 
 FIXED = [(0.5, 1.0, 1.5)] * 2
 
@@ -50,7 +50,7 @@ def test_every_conditional_sums_to_one_over_the_vocabulary(order):
     V = 7
     stream = [int(v) for v in np.cumsum(rng.integers(0, 3, 400)) % V]  # structured: steps of 0, 1 or 2
     lm = KneserNey.fit(stream, order=order, vocab_size=V)
-    assert all(0 <= d <= r for ds in lm.discounts for r, d in zip((1, 2, 3), ds))
+    assert all(0 <= d <= r for ds in lm.discounts for r, d in zip((1, 2, 3), ds, strict=False))
     histories = {tuple(stream[i:i + order - 1]) for i in range(50)} | {(), (6,) * (order - 1), (3, 9)[:order - 1]}
     for h in histories:
         total = math.fsum(lm.prob(w, h) for w in range(V))
@@ -141,8 +141,8 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
 
 def test_a_bert_judge_ends_documents_as_the_models_blocks_do_and_counts(tmp_path, token_cache):
     """BERT has no eos: documents end with [CLS] (101), the id MDLM's wrapped blocks put after them."""
-    from scale.evaluation.ngram_judge import document_end, train_ngram_judge
     from scale.data.tokenizers import load_tokenizer
+    from scale.evaluation.ngram_judge import document_end, train_ngram_judge
     assert document_end(load_tokenizer("bert-base-uncased")) == 101  # wrap_specials: MDLM's BERT blocks
     corpus = _tiny_corpus(tmp_path)
     summary = train_ngram_judge(tmp_path / "judge", "bert-base-uncased", data=str(corpus), order=2, block=8)

@@ -14,10 +14,17 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from scale.checkpoints.checkpoint import (KEEP, RunFolder, checkpoint_folder, find_checkpoint, load_model,
-                              read_state, save_checkpoint)
-from scale.cli import main
+from scale.checkpoints.checkpoint import (
+    KEEP,
+    RunFolder,
+    checkpoint_folder,
+    find_checkpoint,
+    load_model,
+    read_state,
+    save_checkpoint,
+)
 from scale.checkpoints.config import load_config
+from scale.cli import main
 from scale.model.dit import DiT
 from scale.training.trainer import elbo_trainer
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from scale.checkpoints.checkpoint import load_model, read_state
-from scale.cli import main
 from scale.checkpoints.config import load_config
+from scale.cli import main
 from scale.model.dit import DiT, DiTConfig
 from scale.training.trainer import elbo_trainer
 

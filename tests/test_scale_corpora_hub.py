@@ -7,8 +7,8 @@ import datasets
 import pytest
 
 from scale.data import corpora
-from scale.data.corpora import PARQUET_EXPORT, get_corpus, lm1b_detokenize, split_slice
 from scale.data.blocks import load_blocks
+from scale.data.corpora import PARQUET_EXPORT, get_corpus, lm1b_detokenize, split_slice
 
 SCRIPT_ERROR = RuntimeError("Dataset scripts are no longer supported, but found lm1b.py")
 TEXTS = [f"document {i} says it 's here ." for i in range(30)]

@@ -11,9 +11,16 @@ import torch
 
 from scale.data import blocks as data
 from scale.data import corpora
+from scale.data.blocks import (
+    BatchStream,
+    DataPosition,
+    TokenBlocks,
+    build_blocks,
+    eval_indices,
+    load_blocks,
+    wrap_group,
+)
 from scale.data.corpora import Corpus, get_corpus, lm1b_detokenize, split_of
-from scale.data.blocks import (BatchStream, DataPosition, TokenBlocks, build_blocks, eval_indices, load_blocks,
-                        wrap_group)
 from scale.data.tokenizers import ASSETS, load_tokenizer, vocab_layout, wrap_specials
 
 ASSET_SHA256 = {
@@ -322,7 +329,7 @@ def test_batch_stream_resumes_exactly():
     resumed = BatchStream(30, 4, seed=1)
     resumed.load_state_dict(state)
     got += [resumed.next_indices() for _ in range(7)]
-    assert all(np.array_equal(a, b) for a, b in zip(expected, got))
+    assert all(np.array_equal(a, b) for a, b in zip(expected, got, strict=False))
     with pytest.raises(ValueError, match="state: seed"):
         BatchStream(30, 4, seed=2).load_state_dict(state)
 
@@ -335,6 +342,6 @@ def test_batch_stream_and_eval_indices_bad_input():
     with pytest.raises(ValueError, match="rank: expected an integer in"):
         BatchStream(10, 2, rank=2, world_size=2)
     parts = [list(eval_indices(10, 4, rank=r, world_size=2)) for r in range(2)]
-    assert np.concatenate([np.concatenate(p) for p in zip(*parts)]).tolist() == list(range(10))
+    assert np.concatenate([np.concatenate(p) for p in zip(*parts, strict=False)]).tolist() == list(range(10))
     with pytest.raises(ValueError, match="batch_size: expected an integer >= 1"):
         list(eval_indices(10, 0))

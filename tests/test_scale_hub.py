@@ -11,9 +11,9 @@ from huggingface_hub.errors import LocalEntryNotFoundError
 from safetensors.torch import load_file
 
 from scale.checkpoints.checkpoint import load_model, read_state, save_checkpoint
-from scale.cli import main
 from scale.checkpoints.config import load_config
 from scale.checkpoints.hub import export_hub_folder, resolve_checkpoint
+from scale.cli import main
 from scale.model.dit import DiT
 
 pytestmark = pytest.mark.usefixtures("token_cache")  # $IMDM_CACHE in a temporary folder, hub offline

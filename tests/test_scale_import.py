@@ -12,13 +12,13 @@ import pickletools
 
 import pytest
 import torch
+from dit_reference import official_state_dict, reference_logits
 from safetensors.torch import save_file
 
-from dit_reference import official_state_dict, reference_logits
 from scale.checkpoints.checkpoint import load_model
 from scale.cli import main
-from scale.model.dit import SIZES
 from scale.data.tokenizers import load_tokenizer
+from scale.model.dit import SIZES
 
 V, MASK = 40, 39
 DIMS = SIZES["tiny-cpu"]
@@ -137,7 +137,8 @@ def test_mdlm_of_the_peer_shapes_imports_with_its_own_dims(tmp_path, hidden, blo
     save_file(sd, src / "model.safetensors")
     out = _import(tmp_path, src, "o", "--tokenizer", "gpt2", "--labels", "none")
     model_cfg = json.loads((out / "state.json").read_text())["config"]["model"]
-    assert (model_cfg["hidden"], model_cfg["blocks"], model_cfg["heads"], model_cfg["cond"]) == (hidden, blocks, heads, cond)
+    dims = (model_cfg["hidden"], model_cfg["blocks"], model_cfg["heads"], model_cfg["cond"])
+    assert dims == (hidden, blocks, heads, cond)
     x = _x()
     got, _ = _eps_logits(out, x, torch.zeros(2))
     torch.testing.assert_close(got, reference_logits(sd, x, torch.zeros(2), heads), atol=2e-4, rtol=2e-4)

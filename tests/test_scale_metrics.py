@@ -7,11 +7,17 @@ import numpy as np
 import pytest
 import torch
 
-from scale.evaluation.judge import load_judge
 from scale.commands.train_judge import add_arguments, run
-from scale.evaluation.metrics import (counted_tokens, decode_samples, gen_ppl, judge_features, sample_entropy,
-                           unigram_entropy)
 from scale.data.tokenizers import load_tokenizer
+from scale.evaluation.judge import load_judge
+from scale.evaluation.metrics import (
+    counted_tokens,
+    decode_samples,
+    gen_ppl,
+    judge_features,
+    sample_entropy,
+    unigram_entropy,
+)
 
 EOS = 50256
 
@@ -122,7 +128,7 @@ def test_judge_features_are_last_token_hidden_states(judge):
     texts = ["Hello world, a longer text here.", "Hi"]
     feats = judge_features(texts, judge)
     assert feats.shape == (2, 32)
-    for text, row in zip(texts, feats):
+    for text, row in zip(texts, feats, strict=False):
         ids = torch.tensor([judge.tokenizer(text)["input_ids"]])
         with torch.no_grad():
             hidden = judge.model(ids, output_hidden_states=True).hidden_states[-1][0, -1]

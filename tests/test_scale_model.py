@@ -5,8 +5,8 @@ import math
 
 import pytest
 import torch
-
 from dit_reference import official_state_dict, reference_logits
+
 from imdm_lab.losses import elbo
 from scale.model.dit import SIZES, DiT, DiTConfig, apply_rotary, rotary_cos_sin
 

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 import scale.evaluation.evaluate
+from imdm_lab.counter_rng import derive_seed
 from imdm_lab.sampling import sample
 from scale.checkpoints.checkpoint import load_model
 from scale.cli import main
-from scale.evaluation.samples import COND, UNCOND, draw, prefix_tokens
-from imdm_lab.counter_rng import derive_seed
 from scale.data.tokenizers import load_tokenizer
+from scale.evaluation.samples import COND, UNCOND, draw, prefix_tokens
 from scale.evaluation.validation import sample_texts
 
 CPU = torch.device("cpu")

@@ -8,11 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from imdm_lab.distill import (eps_coupled_completion, inverse_cdf, perturbed_coupling, read_labels,
-                              round_plan, teacher_targets)
+from imdm_lab.distill import (
+    eps_coupled_completion,
+    inverse_cdf,
+    perturbed_coupling,
+    read_labels,
+    round_plan,
+    teacher_targets,
+)
 from imdm_lab.exact import kl
-from imdm_lab.losses import subs_log_probs
 from imdm_lab.labels import MaskLabels
+from imdm_lab.losses import subs_log_probs
 from imdm_lab.process import Process
 from toy_tasks.cli import main
 from toy_tasks.distributions import make_task

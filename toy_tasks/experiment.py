@@ -89,9 +89,10 @@ PRESETS = {
         size="demo",
         budget=dataclasses.replace(DEMO_BUDGET, coupling_steps=18_000),
         min_samples=2048),
-    # The paper's task and model (Ugness/IMDM dataloader.py, SyntheticAlign; configs/model/synthetic.yaml): align V = 50 000, L = 10, the `synthetic` model
-    # (d = 128, 4 blocks). Its 50 000-way read-out costs ~0.56 s per training step of 32 rows on one CPU
-    # thread, so this is a CPU run's budget, far below the paper's: the learned MDM, IM-ReDi in the paper's
+    # The paper's task and model (Ugness/IMDM dataloader.py, SyntheticAlign; configs/model/synthetic.yaml):
+    # align V = 50 000, L = 10, the `synthetic` model (d = 128, 4 blocks). Its 50 000-way read-out costs
+    # ~0.56 s per training step of 32 rows on one CPU thread, so this is a CPU run's budget, far below the
+    # paper's: the learned MDM, IM-ReDi in the paper's
     # regime (256 epochs over 64 pairs), the finite-mask eps-driven coupling of the learned MDM, and
     # `imdm-exact-kV`, the eps-driven coupling of the exact align teacher with a V-state mask (one scored
     # position per row on the read-out's target rows: ~0.83 s per step of 256 rows on one thread, so its

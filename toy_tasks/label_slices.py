@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from imdm_lab.checks import check_int
-from imdm_lab.losses import subs_log_probs
 from imdm_lab.labels import MaskLabels
+from imdm_lab.losses import subs_log_probs
 
 # Half-width of the plotted range of one label coordinate, in units of labels.scale, per label kind.
 HALF_WIDTH = {"rand": 1.0, "randn": 3.0, "learnable": 3.0}

@@ -28,17 +28,18 @@ ask the run for it, so each model is trained once per run.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
-from imdm_lab.distill import (coupling_loss, eps_coupling_loss, perturbed_coupling, round_plan, sdtt_loss)
+from imdm_lab.distill import coupling_loss, eps_coupling_loss, perturbed_coupling, round_plan, sdtt_loss
 from imdm_lab.losses import elbo
 from imdm_lab.schedules import sample_times
 from toy_tasks.models import SCHEDULE, ToyDenoiser, make_model
 from toy_tasks.oracle import AlignOracle
 from toy_tasks.train import TrainConfig, frozen_copy, train
+
 
 @dataclass(frozen=True)
 class Budget:

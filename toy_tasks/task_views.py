@@ -15,8 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from imdm_lab.exact import (Marginals, align_success, check_size, kl, mdm_law, stepwise_bound, support,
-                            total_correlation)
+from imdm_lab.exact import Marginals, align_success, check_size, kl, mdm_law, stepwise_bound, support, total_correlation
 from toy_tasks.distributions import TASKS, VALIDATORS, make_task
 
 

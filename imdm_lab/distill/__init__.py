@@ -5,8 +5,7 @@
   algo.py, IMReDi.nll);
 - eps_coupling: the eps-driven coupling, where the teacher's completion is a function of eps.
 """
-from imdm_lab.distill.eps_coupling import (READERS, eps_coupled_completion, eps_coupling_loss, inverse_cdf,
-                                           read_labels)
+from imdm_lab.distill.eps_coupling import READERS, eps_coupled_completion, eps_coupling_loss, inverse_cdf, read_labels
 from imdm_lab.distill.redi import Coupling, coupling_loss, perturbed_coupling
 from imdm_lab.distill.sdtt import round_plan, sdtt_loss, teacher_targets
 

@@ -26,7 +26,8 @@ How the randomness is read from eps (READERS):
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 

@@ -11,13 +11,13 @@ between them, Ugness/IMDM algo.py, IMSDTT); a step whose end time is <= 0 reveal
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
 from imdm_lab.checks import check_int
-from imdm_lab.losses import divergence, subs_log_probs
 from imdm_lab.counter_rng import generator_draw
+from imdm_lab.losses import divergence, subs_log_probs
 from imdm_lab.masking import check_times, q_sample
 from imdm_lab.posterior import mdm_coefficients
 from imdm_lab.process import Process, process_of

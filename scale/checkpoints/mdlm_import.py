@@ -30,8 +30,8 @@ import torch
 from imdm_lab.checks import check_writable
 from scale.checkpoints.checkpoint import save_checkpoint, weight_mismatches
 from scale.checkpoints.config import Config, DataSection
-from scale.model.dit import EPS_PATH, SIZES, DiT, DiTConfig, DiTSize
 from scale.checkpoints.torch_files import load_skipping_objects, load_weights_only
+from scale.model.dit import EPS_PATH, SIZES, DiT, DiTConfig, DiTSize
 
 # vocabulary size -> (tokenizer, mask id, dataset) of the official models
 VOCABS = {50258: ("gpt2", 50257, "openwebtext"), 30522: ("bert-base-uncased", 103, "lm1b")}
@@ -88,10 +88,10 @@ def _lightning_weights(blob, path: Path, weights: str) -> dict[str, torch.Tensor
             raise ValueError(f"--from: the EMA of {path} is not a list of tensors; pass --weights model")
         frozen = {"rotary_emb.inv_freq"} | ({OFFICIAL_TABLE} if _is_frozen_table(tensors) else set())
         names = [k for k in tensors if k not in frozen]
-        if len(names) != len(shadow) or any(tensors[n].shape != s.shape for n, s in zip(names, shadow)):
+        if len(names) != len(shadow) or any(tensors[n].shape != s.shape for n, s in zip(names, shadow, strict=False)):
             raise ValueError(f"--from: the EMA of {path} ({len(shadow)} tensors) does not line up with its "
                              f"{len(names)} parameters; pass --weights model")
-        tensors = {**tensors, **dict(zip(names, shadow))}
+        tensors = {**tensors, **dict(zip(names, shadow, strict=False))}
     return tensors
 
 
@@ -192,8 +192,8 @@ def source_labels(tensors: dict, hf: dict | None, requested: str | None, label_d
     else:
         return {"labels": requested or "rand", "label_dim": label_dim}
     if requested is not None and requested not in allowed:
-        raise ValueError(f"--labels: the source's eps path is {found['labels']!r}"
-                         f"{' (K = %d)' % found['num_mask'] if 'num_mask' in found else ''}; "
+        states = f" (K = {found['num_mask']})" if "num_mask" in found else ""
+        raise ValueError(f"--labels: the source's eps path is {found['labels']!r}{states}; "
                          f"expected one of {list(allowed)}, got {requested!r}")
     return {**found, "labels": requested or found["labels"]}
 
@@ -258,7 +258,8 @@ def import_checkpoint(source: str, out: str | Path, *, labels: str | None = None
     """Write the checkpoint folder `out` (new or empty) from the MDLM / IMDM / SDTT weights `source`;
     returns a one-line description of the DiT it holds. labels: the label law (None: rand, or what the
     source's eps path implies); label_dim: D (None: the hidden size); softcap, heads, mask_id, tokenizer:
-    None takes the source's config, else the defaults of its vocabulary; weights: ema | model (the raw weights) of a .ckpt."""
+    None takes the source's config, else the defaults of its vocabulary; weights: ema | model (the raw
+    weights) of a .ckpt."""
     if softcap is not None and not (math.isfinite(softcap) and softcap >= 0):
         raise ValueError(f"--softcap: expected a finite number >= 0 (0 = off), got {softcap!r}")
     for name, value in (("--label-dim", label_dim), ("--heads", heads), ("--mask-id", mask_id)):

@@ -19,9 +19,9 @@ import itertools
 import json
 import os
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 SPLITS = ("train", "validation", "heldout")
 DEFAULT_CORPUS = "wikipedia"

@@ -14,8 +14,8 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from imdm_lab.sampling import sample
 from imdm_lab.counter_rng import derive_seed
+from imdm_lab.sampling import sample
 from scale.data.tokenizers import wrap_specials
 
 UNCOND, COND = "uncond", "cond"  # the tags of unconditional and prefix-conditioned samples

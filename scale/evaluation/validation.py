@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import torch
 
+from imdm_lab.counter_rng import derive_seed
 from imdm_lab.losses import elbo
 from imdm_lab.schedules import sample_times
 from scale.evaluation.samples import draw
-from imdm_lab.counter_rng import derive_seed
 
 
 @torch.no_grad()

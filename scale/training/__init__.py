@@ -1,1 +1,2 @@
-"""Training: the composed trainer, the run launcher, distillation objectives and rounds, ReDi couplings, distributed set-up and EMA."""
+"""Training: the composed trainer and its launcher, distillation objectives and rounds, ReDi couplings,
+distributed set-up and EMA."""

@@ -96,8 +96,7 @@ def full_state(model: torch.nn.Module, optimizer, sharded: bool) -> tuple[dict, 
     """(model state, optimizer state), unsharded, under the bare module's parameter names."""
     if not sharded:
         return model.state_dict(), optimizer.state_dict()
-    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                         get_optimizer_state_dict)
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
     return get_model_state_dict(model, options=opts), get_optimizer_state_dict(model, optimizer, options=opts)
 

@@ -39,14 +39,14 @@ class EMA:
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Full (unsharded) CPU tensors under the parameter names."""
-        return {n: _full(s).cpu() for n, s in zip(self.names, self.shadow)}
+        return {n: _full(s).cpu() for n, s in zip(self.names, self.shadow, strict=False)}
 
     @torch.no_grad()
     def load_state_dict(self, tensors: dict[str, torch.Tensor], updates: int) -> None:
         missing = sorted(set(self.names) - set(tensors))
         if missing:
             raise ValueError(f"ckpt: ema.safetensors lacks {', '.join(missing)}")
-        for name, shadow in zip(self.names, self.shadow):
+        for name, shadow in zip(self.names, self.shadow, strict=False):
             _copy_full(shadow, tensors[name])
         self.updates = updates
 
@@ -54,7 +54,7 @@ class EMA:
 @torch.no_grad()
 def _copy_all(dst: list[torch.Tensor], src: list[torch.Tensor]) -> None:
     # One copy_ per tensor: sharded DTensors have no fused _foreach_copy_.
-    for d, s in zip(dst, src):
+    for d, s in zip(dst, src, strict=False):
         d.copy_(s)
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 
 import imdm_lab.distill as distill_kernels
-from scale.training import distributed as D
 from scale.checkpoints.checkpoint import checkpoint_folder, copy_checkpoint, read_state, read_tensors
 from scale.checkpoints.config import DistillSection
+from scale.training import distributed as D
 from scale.training.trainer import Hooks
 
 
