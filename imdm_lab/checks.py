@@ -5,6 +5,7 @@ line can print that one line and exit with code 2.
 """
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from collections.abc import Callable
@@ -151,3 +152,21 @@ def check_figure(name: str, path, formats, render: Callable[[str], object]) -> P
         raise ValueError(f"{name}: expected a figure format this machine can write, got {suffix} in {str(path)!r} "
                          f"({reason})") from None
     return p
+
+
+def _render_matplotlib(fmt: str) -> None:
+    """A small figure with text (some formats need a text system: pgf, LaTeX) drawn in `fmt` to memory."""
+    from matplotlib.figure import Figure  # only a figure check needs the plotting library
+
+    fig = Figure(figsize=(1, 1))
+    fig.add_subplot().set_title("x")
+    fig.savefig(io.BytesIO(), format=fmt)
+
+
+def check_figure_path(name: str, path) -> Path:
+    """path as a writable figure file in a format matplotlib writes on this machine (check_figure: a small
+    figure is drawn in it to memory first): every figure of toy_tasks and scale is checked through this
+    before the work that ends in it."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    return check_figure(name, path, FigureCanvasBase.get_supported_filetypes(), _render_matplotlib)

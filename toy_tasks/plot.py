@@ -10,15 +10,10 @@ legend sits outside the axes, so no data point is hidden under it.
 """
 from __future__ import annotations
 
-import io
-from pathlib import Path
-
 # No backend is forced here: matplotlib falls back to Agg on a machine without a display, and a
 # notebook that imports this module keeps its inline backend.
 import matplotlib.pyplot as plt
-from matplotlib.backend_bases import FigureCanvasBase
 
-from imdm_lab.checks import check_figure
 from toy_tasks.studies import STUDIES
 
 FLOOR = 1e-3  # KL values below this are drawn at the floor of the log axis
@@ -189,16 +184,3 @@ def plot_headline(result: dict, path: str) -> None:
     plt.close(fig)
 
 
-def _render(fmt: str) -> None:
-    fig, ax = plt.subplots(figsize=(1, 1))
-    ax.set_title("x")  # text: some formats need a text system (pgf: LaTeX)
-    try:
-        fig.savefig(io.BytesIO(), format=fmt)
-    finally:
-        plt.close(fig)
-
-
-def check_figure_path(name: str, path) -> Path:
-    """path as a writable figure file in a format matplotlib writes on this machine (imdm_lab.checks.check_figure:
-    a small figure is drawn in it to memory first)."""
-    return check_figure(name, path, FigureCanvasBase.get_supported_filetypes(), _render)

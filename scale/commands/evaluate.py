@@ -9,11 +9,10 @@ from pathlib import Path
 import torch
 
 from imdm_lab import durable
-from imdm_lab.checks import check_writable, parse_steps
+from imdm_lab.checks import check_figure_path, check_writable, parse_steps
 from imdm_lab.sampling import check_steps_memory
 from scale.evaluation.evaluate import EvalSettings, check_finite, evaluate, plot
 from scale.evaluation.metrics import EOS_RULES
-from scale.evaluation.plot import check_figure_path
 from scale.evaluation.samples import BATCH
 from scale.model.dit import device_memory
 

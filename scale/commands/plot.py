@@ -2,7 +2,8 @@
 output RUN/metrics.png."""
 from __future__ import annotations
 
-from scale.evaluation.plot import check_figure_path, plot, read_metrics
+from imdm_lab.checks import check_figure_path
+from scale.evaluation.plot import plot, read_metrics
 
 
 def add_arguments(p) -> None:

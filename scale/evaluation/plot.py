@@ -6,10 +6,8 @@ perplexity (`gen_ppl`, log scale) and unigram entropy (`entropy`). Default outpu
 """
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-from imdm_lab.checks import check_figure
 from scale.checkpoints.metrics_log import read_records
 
 # metrics.jsonl key -> (panel title, log-scale y)
@@ -85,23 +83,3 @@ def plot(records: list[dict], out: str | Path, title: str = "") -> list[str]:
 
 
 
-def _render(fmt: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(1, 1))
-    ax.set_title("x")  # text: some formats need a text system (pgf: LaTeX)
-    try:
-        fig.savefig(io.BytesIO(), format=fmt)
-    finally:
-        plt.close(fig)
-
-
-def check_figure_path(name: str, path) -> Path:
-    """path as a writable figure file in a format matplotlib writes on this machine (every figure of
-    scale: the run panels, the evaluation's and the report's plots), checked before the work that ends in
-    it (imdm_lab.checks.check_figure: a small figure is drawn in the format to memory first)."""
-    from matplotlib.backend_bases import FigureCanvasBase
-
-    return check_figure(name, path, FigureCanvasBase.get_supported_filetypes(), _render)

@@ -14,10 +14,10 @@ import time
 import torch
 
 from imdm_lab import durable
-from imdm_lab.checks import check_int, check_seed, check_writable
+from imdm_lab.checks import check_figure_path, check_int, check_seed, check_writable
 from toy_tasks import seeds
 from toy_tasks.experiment import ALL_METHODS, PRESETS, format_table, run_preset, summary_sentence
-from toy_tasks.plot import check_figure_path, plot_results
+from toy_tasks.plot import plot_results
 from toy_tasks.studies import STUDIES
 
 
