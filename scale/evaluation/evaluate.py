@@ -37,7 +37,7 @@ from scale.checkpoints.config import DataSection
 from scale.checkpoints.hub import resolve_checkpoint
 from scale.data.blocks import open_blocks
 from scale.data.tokenizers import load_tokenizer
-from scale.evaluation.judge import load_judge
+from scale.evaluation.judge import judge_label, load_judge
 from scale.evaluation.metrics import (
     decode_samples,
     gen_ppl,
@@ -220,8 +220,6 @@ def plot(result: dict, path: str | Path) -> None:
         ax_ppl.plot(ks, [e["gen_ppl"] for e in rows], marker="o", label=label)
         ax_ent.plot(ks, [e["entropy"] for e in rows], marker="o", label=label)
     from matplotlib.ticker import FuncFormatter, NullFormatter
-
-    from scale.evaluation.judge import judge_label
 
     judge = judge_label(result["judge"])
     steps = sorted({e["steps"] for e in result["entries"]})

@@ -26,7 +26,7 @@ from scale.data.blocks import open_blocks
 from scale.data.json_fields import check_numbers
 from scale.data.tokenizers import load_tokenizer
 from scale.evaluation.eval_json import read_evaluation
-from scale.evaluation.judge import judge_info, load_judge
+from scale.evaluation.judge import judge_info, judge_label, load_judge
 from scale.evaluation.metrics import decode_samples, gen_ppl, sample_entropy
 from scale.model.dit import device_memory
 
@@ -139,8 +139,6 @@ def plot(rep: dict, path: str | Path) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
     from matplotlib.ticker import FuncFormatter
-
-    from scale.evaluation.judge import judge_label
 
     steps = sorted({r["steps"] for r in rep["rows"]})
     marker = {k: STEP_MARKERS[i % len(STEP_MARKERS)] for i, k in enumerate(steps)}
