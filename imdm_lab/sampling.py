@@ -295,7 +295,8 @@ def sample(denoiser: Callable, *, batch_size: int, steps: int, length: int | Non
            given_mask: torch.Tensor | None = None, t_start: float | torch.Tensor = 1.0,
            seeds: torch.Tensor | None = None, generator: torch.Generator | None = None, device=None,
            options: SamplerOptions = SamplerOptions()) -> SampleOutput:
-    """k-step ancestral sampling from a denoiser (MDLM eq. 7; IMDM keep/reset, imdm-reference sec. 4).
+    """k-step ancestral sampling from a denoiser (MDLM eq. 7; IMDM keep / reset: Ugness/IMDM algo.py,
+    IMDM._ancestral_update).
 
     denoiser(x_t Long[B, L], eps, t Float[B]) -> logits Float[B, L, C]; process: the denoiser's own
     (`denoiser.process`) unless it carries none; length: default that of `given`, else `denoiser.length`;
