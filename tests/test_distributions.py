@@ -83,7 +83,8 @@ def test_file_round_trip_and_bad_files(tmp_path):
     np.testing.assert_array_equal(task.probs, p)
     assert (task.V, task.L) == (3, 2)
     np.save(tmp_path / "bad.npy", p * 2)
-    with pytest.raises(ValueError, match="p: expected probabilities summing to 1"):
+    with pytest.raises(ValueError, match=r"^path: expected a readable .npy file holding a joint, .*bad\.npy' "
+                                         r"\(expected probabilities summing to 1"):
         make_task("file", path=str(tmp_path / "bad.npy"))
     with pytest.raises(ValueError, match="path: expected a readable .npy file"):
         make_task("file", path=str(tmp_path / "missing.npy"))
