@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from refusals import one_line
 
 from imdm_lab import durable
 from imdm_lab.checks import check_cost, largest_fitting
@@ -28,14 +29,6 @@ pytestmark = pytest.mark.usefixtures("token_cache")
 ORACLE = ["--model", "oracle-mdm", "--out", "never.npy"]  # a writable path (the cwd), never written
 
 
-def _one_line(capsys, main, argv, names) -> str:
-    """main(argv) exits 2 with exactly one stderr line naming one of `names`; returns the line."""
-    assert main(argv) == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1, lines
-    assert any(n in lines[0] for n in names), lines[0]
-    assert "Traceback" not in lines[0]
-    return lines[0]
 
 
 def _most(line: str) -> int:
@@ -71,22 +64,22 @@ def test_check_size_refuses_without_overflow_naming_the_largest_L(V, L):
                                   ["bound", "--task", "align", "--V", "2", "--L", "10000000000", "--steps", "1"],
                                   ["sample", "--task", "align", "--V", "2", "--L", "5000", "--steps", "1",
                                    "--samples", "1", *ORACLE]])
-def test_joints_beyond_any_budget_are_one_line(capsys, argv):
-    line = _one_line(capsys, toy_main, argv, ["V, L:"])
+def test_joints_beyond_any_budget_areone_line(capsys, argv):
+    line = one_line(capsys, toy_main, argv, ["V, L:"])
     assert "the largest L that fits at V=2 is 17" in line  # 8 (3 * 3^L + (L + 2) 2^L) <= 4 GiB up to L = 17
     assert not os.path.exists("never.npy")
 
 
 def test_a_success_curve_whose_one_step_does_not_fit(capsys):
     # 3 (L + 1)^2 + 8 L + 8 float64 numbers a step: L = 10^6 needs 24 TB for one step
-    line = _one_line(capsys, toy_main, ["success-curve", "--L", "1000000", "--steps", "1"], ["V, L:"])
+    line = one_line(capsys, toy_main, ["success-curve", "--L", "1000000", "--steps", "1"], ["V, L:"])
     assert f"one step needs about {8 * (3 * 1000001**2 + 8 * 10**6 + 8)} bytes" in line
 
 
 @pytest.mark.parametrize("option,value", [("--samples", "100000000000"), ("--steps", "1000000000")])
 def test_toy_sample_counts_over_the_memory_budget(capsys, option, value):
     args = {"--samples": "10", "--steps": "1", option: value}
-    line = _one_line(capsys, toy_main, ["sample", "--task", "align", "--V", "4", "--L", "2", *ORACLE,
+    line = one_line(capsys, toy_main, ["sample", "--task", "align", "--V", "4", "--L", "2", *ORACLE,
                                         *[a for kv in args.items() for a in kv]], [option[2:] + ":"])
     most = _most(line)
     if option == "--samples":  # three int64 copies of (N, 2) and one plan of min(65536, N) rows, 1 step
@@ -113,7 +106,7 @@ def test_the_largest_step_count_named_runs(tmp_path):
     (["sample", "--ckpt", "/nonexistent", "--steps", "1000000000"], "--steps:")])
 def test_scale_counts_over_this_machines_memory(capsys, tmp_path, argv, name):
     # the checkpoint does not exist: a command checking late would say so instead
-    line = _one_line(capsys, scale_main, [a.replace("OUT", str(tmp_path / "out")) for a in argv], [name])
+    line = one_line(capsys, scale_main, [a.replace("OUT", str(tmp_path / "out")) for a in argv], [name])
     assert "expected at most" in line and not (tmp_path / "out").exists()
 
 
@@ -127,7 +120,7 @@ def test_report_n_boot_over_this_machines_memory(capsys, tmp_path):
         "judge": "j", "eos_rule": "official", "n": 8, "seed": 0, "weights": "ema",
         "checkpoints": [{"checkpoint": "/nonexistent", "label": "a", "step": 0, "val_ppl": 60.0, "zero_shot": {}}],
         "entries": [entry]}))
-    line = _one_line(capsys, scale_main, ["report", "--eval", str(tmp_path / "eval.json"), "--judge", "/nonexistent",
+    line = one_line(capsys, scale_main, ["report", "--eval", str(tmp_path / "eval.json"), "--judge", "/nonexistent",
                                           "--n-boot", "1000000000", "--out", str(tmp_path / "r.json")], ["--n-boot:"])
     most = _most(line)
     assert bootstrap_bytes(most, 8) <= device_memory("cpu") < bootstrap_bytes(most + 1, 8)
@@ -147,7 +140,7 @@ def test_success_curve_takes_any_V_float64_holds(capsys):
     for k in (1, 2, 4, 8, 16):
         limit = sum((m / k) ** L * L / m * (1 - 1 / m) ** (L - 1) for m in range(1, k + 1))  # m = k - j + 1
         assert curve[str(k)] == pytest.approx(limit, abs=1e-12)
-    _one_line(capsys, toy_main, ["success-curve", "--V", "1" + "0" * 400], ["V:"])
+    one_line(capsys, toy_main, ["success-curve", "--V", "1" + "0" * 400], ["V:"])
 
 
 @pytest.mark.parametrize("task", ["dirichlet", "markov"])
@@ -175,7 +168,7 @@ def test_one_position_and_float16_joints_are_joints(capsys, tmp_path):
         assert result["total_correlation"] == pytest.approx(0, abs=1e-15)
         assert all(v == pytest.approx(0, abs=1e-15) for v in result["mdm_exact_kl"].values())
     np.save(tmp_path / "p.npy", np.full(3, 1 / 3, dtype=np.float16))  # 3 x fl16(1/3) = 0.99976
-    _one_line(capsys, toy_main, ["bound", "--probs", str(tmp_path / "p.npy"), "--steps", "1"], ["path:"])
+    one_line(capsys, toy_main, ["bound", "--probs", str(tmp_path / "p.npy"), "--steps", "1"], ["path:"])
 
 
 def test_experiment_workers_are_capped_at_the_cores(capsys, monkeypatch):
@@ -204,8 +197,8 @@ def no_training(monkeypatch):
 @pytest.mark.parametrize("name", ["x.xyz", "x", *(["x.pgf"] if shutil.which("xelatex") is None else [])])
 def test_figure_formats_are_checked_before_the_work(capsys, tmp_path, no_training, name):
     out = str(tmp_path / name)
-    _one_line(capsys, toy_main, ["experiment", "--preset", "demo", "--plot", out], ["plot:"])
-    _one_line(capsys, scale_main, ["evaluate", "--ckpt", "/nonexistent", "--out", str(tmp_path / "e.json"),
+    one_line(capsys, toy_main, ["experiment", "--preset", "demo", "--plot", out], ["plot:"])
+    one_line(capsys, scale_main, ["evaluate", "--ckpt", "/nonexistent", "--out", str(tmp_path / "e.json"),
                                    "--plot", out], ["--plot:"])
     assert list(tmp_path.iterdir()) == []
 
@@ -222,7 +215,7 @@ def run_log(tmp_path):
 def test_scale_plot_out(capsys, tmp_path, run_log, out):
     (tmp_path / "FOLDER").mkdir()
     out = out if out.startswith("/") else str(tmp_path / out)
-    _one_line(capsys, scale_main, ["plot", str(run_log), "--out", out], ["--out:"])
+    one_line(capsys, scale_main, ["plot", str(run_log), "--out", out], ["--out:"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["FOLDER", "run"]
 
 
@@ -241,7 +234,7 @@ def _read_only(monkeypatch, folder):
 
 def test_scale_plot_default_out_in_a_read_only_run(capsys, monkeypatch, run_log):
     _read_only(monkeypatch, run_log)
-    line = _one_line(capsys, scale_main, ["plot", str(run_log)], ["--out:"])
+    line = one_line(capsys, scale_main, ["plot", str(run_log)], ["--out:"])
     assert "Read-only file system" in line and str(run_log / "metrics.png") in line
     assert sorted(p.name for p in run_log.iterdir()) == ["metrics.jsonl"]
 
@@ -259,7 +252,7 @@ def test_read_only_outputs_are_refused_before_the_work(capsys, tmp_path, argv, n
     """/proc/sys refuses new files even to root, like a read-only mount."""
     (tmp_path / "FILE").write_text("")
     argv = [a.replace("CORPUS", str(tmp_path / "none.txt")).replace("FILE", str(tmp_path / "FILE")) for a in argv]
-    _one_line(capsys, scale_main, argv, [name])
+    one_line(capsys, scale_main, argv, [name])
 
 
 def test_a_disk_that_fills_at_the_end_is_one_line_naming_the_file(capsys, tmp_path, monkeypatch):
@@ -270,7 +263,7 @@ def test_a_disk_that_fills_at_the_end_is_one_line_naming_the_file(capsys, tmp_pa
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as a write to an open file: no path
     monkeypatch.setattr(durable, "publish_file", full)
     out = tmp_path / "e.json"
-    line = _one_line(capsys, scale_main, ["evaluate", "--ckpt", "a", "--out", str(out), "--no-plot"],
+    line = one_line(capsys, scale_main, ["evaluate", "--ckpt", "a", "--out", str(out), "--no-plot"],
                      ["python -m scale evaluate:"])
     assert line == f"python -m scale evaluate: {out}: No space left on device"
     assert list(tmp_path.iterdir()) == []  # the staging file went with the error
@@ -328,7 +321,7 @@ def test_ngram_block_longer_than_the_text_is_refused_before_counting(capsys, tmp
     corpus.mkdir()
     for i in range(20):
         (corpus / f"{i:02d}.txt").write_text(f"document {i} says the cat sat on the mat. ")
-    line = _one_line(capsys, scale_main, ["train-ngram-judge", "--tokenizer", "gpt2", "--data", str(corpus),
+    line = one_line(capsys, scale_main, ["train-ngram-judge", "--tokenizer", "gpt2", "--data", str(corpus),
                                           "--block", "100000000", "--out", str(tmp_path / "judge")], ["--block:"])
     assert "expected at most" in line and not (tmp_path / "judge").exists()
 
@@ -337,13 +330,13 @@ def test_bpe_vocabulary_over_memory_and_runs_too_long_for_the_trainer(capsys, tm
     corpus = tmp_path / "long.txt"
     rng = np.random.default_rng(0)
     corpus.write_text("\n".join("".join(rng.choice(list("abcdefghij"), 400_000)) for _ in range(10)))
-    line = _one_line(capsys, scale_main, ["train-tokenizer", "--data", str(corpus), "--out", str(tmp_path / "t"),
+    line = one_line(capsys, scale_main, ["train-tokenizer", "--data", str(corpus), "--out", str(tmp_path / "t"),
                                           "--vocab-size", "1000000000"], ["--vocab-size:"])
     assert "expected at most" in line
     cache = token_cache / "tokenizers"
     cache.mkdir(parents=True, exist_ok=True)
     (cache / ".dead-train-bpe9-0.tmp-999999999").mkdir()  # left by a trainer killed before this one
-    line = _one_line(capsys, scale_main, ["train-tokenizer", "--data", str(corpus), "--out", str(tmp_path / "t")],
+    line = one_line(capsys, scale_main, ["train-tokenizer", "--data", str(corpus), "--out", str(tmp_path / "t")],
                      ["--data:"])
     assert "a run of 400000 characters" in line and not (tmp_path / "t").exists()
     assert [p.name for p in cache.iterdir() if p.name.startswith(".")] == []
@@ -351,7 +344,7 @@ def test_bpe_vocabulary_over_memory_and_runs_too_long_for_the_trainer(capsys, tm
 
 def test_prefix_bytes_that_are_not_utf8(capsys):
     prefix = os.fsdecode(b"ab\xff\xfe")  # what argv holds for these bytes (surrogateescape)
-    line = _one_line(capsys, scale_main, ["sample", "--ckpt", "/nonexistent", "--prefix", prefix], ["--prefix:"])
+    line = one_line(capsys, scale_main, ["sample", "--ckpt", "/nonexistent", "--prefix", prefix], ["--prefix:"])
     assert "b'\\xff\\xfe'" in line
 
 
@@ -362,7 +355,7 @@ def test_prefix_bytes_that_are_not_utf8(capsys):
     ("sdtt", ["--teacher", "A", "--coupling", "C"], "--coupling:")])
 def test_distill_refuses_a_source_its_method_ignores(capsys, tmp_path, method, sources, name):
     # none of A, B, C exists: the refusal comes before anything is read
-    _one_line(capsys, scale_main, ["distill", "--method", method, *sources, "--out", str(tmp_path / "d")], [name])
+    one_line(capsys, scale_main, ["distill", "--method", method, *sources, "--out", str(tmp_path / "d")], [name])
     assert not (tmp_path / "d").exists()
 
 
@@ -376,7 +369,7 @@ def test_distill_refuses_a_source_its_method_ignores(capsys, tmp_path, method, s
     (["--launcher", "torchrun 'x"], "--launcher:"),
     (["--launcher", "/nonexistent/torchrun --nproc_per_node 2"], "--launcher:")])
 def test_pipeline_refuses_before_the_first_stage(capsys, tmp_path, extra, name):
-    _one_line(capsys, scale_main, ["pipeline", "--out", str(tmp_path / "p"), *extra], [name])
+    one_line(capsys, scale_main, ["pipeline", "--out", str(tmp_path / "p"), *extra], [name])
     assert not (tmp_path / "p").exists()
 
 
@@ -387,6 +380,6 @@ def test_a_folder_being_written_is_refused_to_a_second_writer(capsys, tmp_path, 
             "coupling": ["coupling", "--teacher", str(tiny_checkpoint(0)), "--n", "4", "--steps", "2",
                          "--out", str(out)]}[command]
     with durable.writer(out, "--out"):  # a running writer (flock: any other open of the lock conflicts)
-        line = _one_line(capsys, scale_main, argv, ["--out:"])
+        line = one_line(capsys, scale_main, argv, ["--out:"])
     assert "is being written by another running process" in line
     assert sorted(p.name for p in out.iterdir()) == [durable.LOCK]

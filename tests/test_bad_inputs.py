@@ -1,7 +1,6 @@
 """Bad input to every command line ends with exit status 2 and exactly one line on stderr naming the
 argument, before any long work (the outputs these commands would write are checked not to exist); the
 kernels behind them refuse or handle the extremes (tiny temperatures, huge step counts, hostile files)."""
-import json
 import math
 import os
 from pathlib import Path
@@ -11,6 +10,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from refusals import one_line, write_coupling
 
 from imdm_lab.checks import check_writable, parse_steps
 from imdm_lab.exact import Marginals, check_steps_cost, mdm_law
@@ -25,28 +25,20 @@ pytestmark = pytest.mark.usefixtures("token_cache")
 TINY_TOY = ["--task", "align", "--V", "4", "--L", "2"]
 
 
-def _one_line(capsys, main, argv, names):
-    """main(argv) exits 2 with exactly one stderr line that names one of `names`; returns the line."""
-    assert main(argv) == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1, lines
-    assert any(name in lines[0] for name in names), lines[0]
-    assert "Traceback" not in lines[0]
-    return lines[0]
 
 
 # ---- toy_tasks ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("steps", ["100000000000", "1000000000", "100000000000000000000", "1,5011"])
 def test_bound_refuses_step_counts_over_the_budget_naming_the_largest(capsys, steps):
-    line = _one_line(capsys, toy_main, ["bound", "--task", "align", "--V", "16", "--L", "4", "--steps", steps],
+    line = one_line(capsys, toy_main, ["bound", "--task", "align", "--V", "16", "--L", "4", "--steps", steps],
                      ["steps:"])
     # (2V+1)^L = 33^4 products and 10^4 x 3^4 for the array operations per step, against 1e10
     assert f"expected at most {10**10 // (33**4 + 10**4 * 3**4)} " in line
 
 
 def test_success_curve_refuses_step_counts_over_the_memory_budget(capsys):
-    line = _one_line(capsys, toy_main, ["success-curve", "--V", "8", "--L", "3", "--steps", "1,10000000000"],
+    line = one_line(capsys, toy_main, ["success-curve", "--V", "8", "--L", "3", "--steps", "1,10000000000"],
                      ["steps:"])
     # 3 (L+1)^2 + 8 L + 8 = 80 float64 per step in 4 GiB
     assert f"expected at most {4 * 2**30 // (8 * 80)} " in line
@@ -66,7 +58,7 @@ def test_npy_header_claiming_a_huge_shape_is_refused_before_reading(capsys, tmp_
     with open(path, "wb") as f:  # a header only: 10^6 x 10^6 x 10^6 x 10^6 float64, no data at all
         np.lib.format.write_array_header_1_0(f, {"descr": "<f8", "fortran_order": False, "shape": (10**6,) * 4})
     assert path.stat().st_size < 200
-    line = _one_line(capsys, toy_main, ["bound", "--probs", str(path), "--steps", "1"], ["path:"])
+    line = one_line(capsys, toy_main, ["bound", "--probs", str(path), "--steps", "1"], ["path:"])
     assert "V=1000000, L=4" in line
 
 
@@ -83,11 +75,11 @@ def test_npy_files_of_another_kind_are_refused(capsys, tmp_path, content):
     else:
         np.save(path, np.full((2, 2), 0.25))
         path.write_bytes(path.read_bytes()[:-8])
-    _one_line(capsys, toy_main, ["bound", "--probs", str(path), "--steps", "1"], ["path:"])
+    one_line(capsys, toy_main, ["bound", "--probs", str(path), "--steps", "1"], ["path:"])
 
 
 def test_sample_out_a_folder_leaves_nothing_behind(capsys, tmp_path):
-    _one_line(capsys, toy_main, ["sample", *TINY_TOY, "--model", "oracle-mdm", "--steps", "1", "--samples", "4",
+    one_line(capsys, toy_main, ["sample", *TINY_TOY, "--model", "oracle-mdm", "--steps", "1", "--samples", "4",
                                  "--out", str(tmp_path)], ["out:"])
     assert list(tmp_path.iterdir()) == []
 
@@ -96,7 +88,7 @@ def test_sample_out_a_folder_leaves_nothing_behind(capsys, tmp_path):
 def test_sample_out_not_writable(capsys, tmp_path, out):
     (tmp_path / "FILE").write_text("")
     out = out.replace("FILE", str(tmp_path / "FILE"))
-    _one_line(capsys, toy_main, ["sample", *TINY_TOY, "--model", "oracle-mdm", "--steps", "1", "--samples", "4",
+    one_line(capsys, toy_main, ["sample", *TINY_TOY, "--model", "oracle-mdm", "--steps", "1", "--samples", "4",
                                  "--out", out], ["out:"])
 
 
@@ -110,7 +102,7 @@ def test_sample_out_in_new_folders_is_written(capsys, tmp_path):
 @pytest.mark.parametrize("flag", ["--plot", "--json"])
 def test_experiment_outputs_checked_before_training(capsys, tmp_path, flag):
     # the check comes before the training, which would take minutes: a run reaching it would time out
-    _one_line(capsys, toy_main, ["experiment", "--preset", "demo", flag, "/proc/x.png"], [flag[2:] + ":"])
+    one_line(capsys, toy_main, ["experiment", "--preset", "demo", flag, "/proc/x.png"], [flag[2:] + ":"])
 
 
 @settings(max_examples=25, deadline=None)
@@ -148,8 +140,8 @@ BAD_STEP_LISTS = ["2,2", "1,,2", "", "0", "-1", "1,a", "1.5", ",", "1,2,1"]
 
 @pytest.mark.parametrize("text", BAD_STEP_LISTS)
 def test_toy_and_scale_refuse_the_same_step_lists(capsys, text):
-    _one_line(capsys, toy_main, ["bound", *TINY_TOY, "--steps", text], ["steps:"])
-    _one_line(capsys, scale_main, ["sample", "--ckpt", "/nonexistent", "--steps", text], ["--steps:"])
+    one_line(capsys, toy_main, ["bound", *TINY_TOY, "--steps", text], ["steps:"])
+    one_line(capsys, scale_main, ["sample", "--ckpt", "/nonexistent", "--steps", text], ["--steps:"])
 
 
 @settings(max_examples=50, deadline=None)
@@ -231,24 +223,12 @@ VOCAB, MASK, LENGTH = 10, 10, 4
 
 
 def _coupling(folder: Path, n: int = 6, shard_size: int = 4) -> Path:
-    """A coupling folder written by hand in the layout of `python -m scale coupling`: x_t keeps x_0 where not masked."""
-    rng = np.random.default_rng(0)
-    folder.mkdir()
-    (folder / "meta.json").write_text(json.dumps({
+    """A coupling folder written by hand in the layout of `python -m scale coupling`."""
+    return write_coupling(folder, {
         "format": FORMAT, "teacher": "/runs/teacher", "teacher_step": 5, "weights": "ema", "n": n, "steps": 8,
         "fix_eps": False, "seed": 0, "shard_size": shard_size, "t_min": 1e-3, "length": LENGTH,
         "num_classes": VOCAB + 1, "mask_id": MASK, "schedule": "loglinear", "labels": "rand",
-        "tokenizer": "gpt2", "dataset": "wiki", "num_blocks": 100}))
-    for s in range(-(-n // shard_size)):
-        index = np.arange(s * shard_size, min((s + 1) * shard_size, n))
-        x_0 = rng.integers(0, VOCAB, (len(index), LENGTH))
-        x_t = np.where(rng.random(x_0.shape) < 0.5, MASK, x_0)
-        shard = folder / f"shard-{s:06d}"
-        shard.mkdir()
-        for key, value in {"x_t": x_t.astype(np.uint8), "x_0": x_0.astype(np.uint8),
-                           "t": rng.uniform(1e-3, 1, len(index)), "seed": index * 7 + 1, "index": index}.items():
-            np.save(shard / f"{key}.npy", value)
-    return folder
+        "tokenizer": "gpt2", "dataset": "wiki", "num_blocks": 100}, (0, VOCAB), np.uint8)
 
 
 def test_a_valid_coupling_opens(tmp_path):
@@ -320,12 +300,12 @@ def _train(out, *sets):
                                            ("train.betas=[0.9]", "train.betas:"), ("train.seed=-1", "train.seed:"),
                                            ("train.grad_clip=0", "train.grad_clip:")])
 def test_config_values_refused_before_set_up(capsys, tmp_path, override, name):
-    _one_line(capsys, scale_main, _train(tmp_path / "run", override), [name])
+    one_line(capsys, scale_main, _train(tmp_path / "run", override), [name])
     assert not (tmp_path / "run").exists()
 
 
 def test_distill_divergence_refused_before_set_up(capsys, tmp_path, run5):
-    _one_line(capsys, scale_main, ["distill", "--method", "imdm-sdtt", "--teacher", str(run5), "--out",
+    one_line(capsys, scale_main, ["distill", "--method", "imdm-sdtt", "--teacher", str(run5), "--out",
                                    str(tmp_path / "d"), "--set", "distill.divergence=xx"], ["distill.divergence:"])
     assert not (tmp_path / "d").exists()
 
@@ -333,15 +313,15 @@ def test_distill_divergence_refused_before_set_up(capsys, tmp_path, run5):
 def test_binary_corpus_names_its_file(capsys, tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_bytes(bytes(range(256)) * 4)
-    line = _one_line(capsys, scale_main, _train(tmp_path / "run", f"data.dataset={corpus}"), ["data:"])
+    line = one_line(capsys, scale_main, _train(tmp_path / "run", f"data.dataset={corpus}"), ["data:"])
     assert str(corpus) in line
 
 
 def test_out_a_file(capsys, tmp_path):
     out = tmp_path / "f"
     out.write_text("")
-    _one_line(capsys, scale_main, _train(out), ["--out:"])
-    _one_line(capsys, scale_main, ["import-mdlm", "--from", str(tmp_path / "none.ckpt"), "--out", str(out)],
+    one_line(capsys, scale_main, _train(out), ["--out:"])
+    one_line(capsys, scale_main, ["import-mdlm", "--from", str(tmp_path / "none.ckpt"), "--out", str(out)],
               ["--out:"])
 
 
@@ -355,7 +335,7 @@ def test_scale_outputs_checked_before_loading(capsys, tmp_path, argv):
     argv = [a.replace("CKPT", str(tmp_path / "no-ckpt")).replace("FILE", str(tmp_path / "FILE"))
             .replace("OK", str(tmp_path / "ok")) for a in argv]
     # a missing --ckpt would be the first error of a command checking its output late
-    _one_line(capsys, scale_main, argv, ["--out:", "--plot:"])
+    one_line(capsys, scale_main, argv, ["--out:", "--plot:"])
 
 
 @pytest.mark.parametrize("argv,name", [(["sample", "--ckpt", "X", "--length", "0"], "--length:"),
@@ -368,9 +348,9 @@ def test_scale_outputs_checked_before_loading(capsys, tmp_path, argv):
                                        (["train-judge", "--out", "OUT", "--device", "tpu"], "device:"),
                                        (["train-judge", "--out", "OUT", "--device", "cuda:7"], "device:"),
                                        (["train-judge", "--out", "OUT", "--lr", "nan"], "lr:")])
-def test_arguments_and_usage_errors_are_one_line(capsys, tmp_path, argv, name):
+def test_arguments_and_usage_errors_areone_line(capsys, tmp_path, argv, name):
     argv = [a.replace("OUT", str(tmp_path / "judge")) for a in argv]
-    _one_line(capsys, scale_main, argv, [name])
+    one_line(capsys, scale_main, argv, [name])
     assert not (tmp_path / "judge").exists()
 
 
@@ -379,7 +359,7 @@ def test_judge_folder_with_garbage_weights(capsys, tmp_path):
     judge = tmp_path / "judge"
     GPT2Config(vocab_size=50257, n_positions=16, n_layer=1, n_embd=8, n_head=2).save_pretrained(judge)
     (judge / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not a header" + os.urandom(64))
-    line = _one_line(capsys, scale_main, ["evaluate", "--ckpt", str(tmp_path / "none"), "--judge", str(judge),
+    line = one_line(capsys, scale_main, ["evaluate", "--ckpt", str(tmp_path / "none"), "--judge", str(judge),
                                           "--out", str(tmp_path / "e.json")], ["judge:"])
     assert str(judge) in line and not (tmp_path / "e.json").exists()
 
@@ -392,7 +372,7 @@ def test_resume_to_a_step_already_passed(capsys, tmp_path, run5, command):
     before = sorted(p.name for p in run.rglob("*"))
     argv = _train(run) if command == "train" else ["distill", "--method", "imdm-sdtt", "--teacher", str(run5),
                                                     "--out", str(run)]
-    line = _one_line(capsys, scale_main, argv + ["--resume", "--max-steps", "2"], ["--max-steps:"])
+    line = one_line(capsys, scale_main, argv + ["--resume", "--max-steps", "2"], ["--max-steps:"])
     assert "step 5" in line and sorted(p.name for p in run.rglob("*")) == before
 
 
@@ -403,7 +383,7 @@ def test_evaluate_refuses_to_write_a_non_finite_metric(capsys, tmp_path, monkeyp
         "judge": "j", "checkpoints": [{"checkpoint": "runs/a", "val_ppl": math.nan, "zero_shot": {"lm1b": None}}],
         "entries": [entry]})
     out = tmp_path / "e.json"
-    line = _one_line(capsys, scale_main, ["evaluate", "--ckpt", "runs/a", "--out", str(out)], ["val_ppl:"])
+    line = one_line(capsys, scale_main, ["evaluate", "--ckpt", "runs/a", "--out", str(out)], ["val_ppl:"])
     assert "runs/a" in line and not out.exists()
     assert ev.check_finite({"entries": [entry]}) == {"entries": [entry]}
     with pytest.raises(ValueError, match=r"^gen_ppl: expected a finite number, got inf \(checkpoint runs/a\)"):

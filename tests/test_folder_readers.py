@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from refusals import write_coupling
 
 from scale.cli import main
 from scale.evaluation.eval_json import read_evaluation
@@ -108,23 +109,11 @@ LENGTH, VOCAB, MASK = 8, 30522, 103  # the tiny checkpoint's vocabulary
 
 def _coupling(folder: Path, teacher: Path, n: int = 6, shard_size: int = 4) -> Path:
     """A coupling folder in the layout of `python -m scale coupling` (written by hand), made by `teacher`."""
-    rng = np.random.default_rng(0)
-    folder.mkdir()
-    (folder / "meta.json").write_text(json.dumps({
+    return write_coupling(folder, {
         "format": FORMAT, "teacher": str(teacher), "teacher_step": 3, "weights": "ema", "n": n, "steps": 8,
         "fix_eps": False, "seed": 0, "shard_size": shard_size, "t_min": 1e-3, "length": LENGTH,
         "num_classes": VOCAB, "mask_id": MASK, "schedule": "loglinear", "labels": "rand", "tokenizer": "bert",
-        "dataset": "wiki", "num_blocks": 50}))
-    for s in range(-(-n // shard_size)):
-        index = np.arange(s * shard_size, min((s + 1) * shard_size, n))
-        x_0 = rng.integers(200, 1000, (len(index), LENGTH))
-        x_t = np.where(rng.random(x_0.shape) < 0.5, MASK, x_0)
-        shard = folder / f"shard-{s:06d}"
-        shard.mkdir()
-        for key, value in {"x_t": x_t.astype(np.uint16), "x_0": x_0.astype(np.uint16),
-                           "t": rng.uniform(1e-3, 1, len(index)), "seed": index * 7 + 1, "index": index}.items():
-            np.save(shard / f"{key}.npy", value)
-    return folder
+        "dataset": "wiki", "num_blocks": 50}, (200, 1000), np.uint16)
 
 
 def _meta(**change):
