@@ -112,7 +112,7 @@ def test_scale_counts_over_this_machines_memory(capsys, tmp_path, argv, name):
 
 def test_report_n_boot_over_this_machines_memory(capsys, tmp_path):
     from scale.evaluation.report import bootstrap_bytes
-    from scale.model.dit import device_memory
+    from scale.model.cost import device_memory
     entry = {"checkpoint": "/nonexistent", "label": "a", "steps": 1, "gen_ppl": 50.0, "entropy": 4.0, "nfe": 1,
              "val_ppl": 60.0, "mauve": None, "sample": "",
              "per_sample_nll": [1.0] * 8, "per_sample_tokens": [4] * 8, "per_sample_entropy": [1.0] * 8}

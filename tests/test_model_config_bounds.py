@@ -6,14 +6,8 @@ import dataclasses
 import pytest
 
 from scale.cli import main as scale_main
-from scale.model.dit import (
-    TRAINING_BYTES_PER_PARAMETER,
-    DiT,
-    DiTConfig,
-    check_fits,
-    config_parameter_count,
-    parameter_count,
-)
+from scale.model.cost import TRAINING_BYTES_PER_PARAMETER, check_fits, config_parameter_count
+from scale.model.dit import DiT, DiTConfig, parameter_count
 
 pytestmark = pytest.mark.usefixtures("token_cache")
 

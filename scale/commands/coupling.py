@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from imdm_lab.checks import check_writable
-from scale.model.dit import device_memory
+from scale.model.cost import device_memory
 from scale.training import distributed as D
 from scale.training.coupling import CouplingSettings, check_costs, generate
 

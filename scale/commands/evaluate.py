@@ -14,7 +14,7 @@ from imdm_lab.sampling import check_steps_memory
 from scale.evaluation.evaluate import EvalSettings, check_finite, evaluate, plot
 from scale.evaluation.metrics import EOS_RULES
 from scale.evaluation.samples import BATCH
-from scale.model.dit import device_memory
+from scale.model.cost import device_memory
 
 
 def add_arguments(p) -> None:

@@ -15,7 +15,7 @@ from scale.checkpoints.checkpoint import load_model
 from scale.checkpoints.hub import resolve_checkpoint
 from scale.data.tokenizers import load_tokenizer
 from scale.evaluation.samples import BATCH, decoded_samples
-from scale.model.dit import device_memory
+from scale.model.cost import device_memory
 
 
 def add_arguments(p) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from scale.checkpoints.config import Config, load_config
-from scale.model.dit import check_fits, device_memory
+from scale.model.cost import check_fits, device_memory
 from scale.training.runs import check_run, launch
 from scale.training.trainer import elbo_trainer
 

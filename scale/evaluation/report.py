@@ -28,7 +28,7 @@ from scale.data.tokenizers import load_tokenizer
 from scale.evaluation.eval_json import read_evaluation
 from scale.evaluation.judge import judge_info, judge_label, load_judge
 from scale.evaluation.metrics import decode_samples, gen_ppl, sample_entropy
-from scale.model.dit import device_memory
+from scale.model.cost import device_memory
 
 # Checkpoint folders of the pipeline's stages -> method names in tables and plots.
 METHOD_NAMES = {

@@ -46,7 +46,7 @@ from scale.checkpoints.checkpoint import load_model
 from scale.checkpoints.hub import resolve_checkpoint
 from scale.data.blocks import open_blocks, token_dtype
 from scale.data.json_fields import Field, check_fields, flag, integer, is_number, is_text, one_of, read_object
-from scale.model.dit import device_memory
+from scale.model.cost import device_memory
 from scale.training import distributed as D
 
 FORMAT = "imdm-lab-coupling/1"

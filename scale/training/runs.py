@@ -12,7 +12,8 @@ from imdm_lab.checks import check_writable
 from scale.checkpoints.checkpoint import find_checkpoint, read_state
 from scale.checkpoints.config import Config
 from scale.data.blocks import open_data
-from scale.model.dit import DiTConfig, check_fits, device_memory
+from scale.model.cost import check_fits, device_memory
+from scale.model.dit import DiTConfig
 from scale.training import distributed as D
 
 
