@@ -21,14 +21,14 @@ returned Figure displays itself as a cell's last value) and a command leaves no 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from imdm_lab.checks import check_writable
+from imdm_lab import durable
+from imdm_lab.checks import check_figure_path
 from imdm_lab.exact import (
     Marginals,
     check_steps_cost,
@@ -42,8 +42,6 @@ from imdm_lab.schedules import check_steps, get_schedule
 from toy_tasks.distributions import ToyTask, make_task
 
 DEFAULT_STEPS = (1, 2, 4, 8, 16, 32)
-# the formats a figure is written in, named by the file's extension
-FORMATS = ("png", "pdf", "svg")
 # sequences whose interval is narrower than this share of [0, 1) get no text label in the partition picture
 LABEL_WIDTH = 0.04
 
@@ -187,36 +185,18 @@ def draw_partition(task, ax=None, **params):
     return fig
 
 
-def check_figure_path(name: str, path) -> Path:
-    """path as a Path a figure can be written to: its extension names one of FORMATS and its folder is
-    writable; checked before any work, the ValueError names the argument `name` (e.g. "--plot")."""
-    if not isinstance(path, (str, os.PathLike)) or not str(path):
-        raise ValueError(f"{name}: expected a file path ending in one of {', '.join('.' + f for f in FORMATS)}, "
-                         f"got {path!r}")
-    suffix = Path(path).suffix.lower().lstrip(".")
-    if suffix not in FORMATS:
-        raise ValueError(f"{name}: expected a file name ending in one of {', '.join('.' + f for f in FORMATS)}, "
-                         f"got {str(path)!r}")
-    return check_writable(name, path)
-
-
 def save_figure(fig, path, name: str = "path") -> Path:
-    """Write fig to path atomically (a temporary file renamed into place, so a killed run leaves no
-    truncated figure), in the format its extension names; the folder is made if missing."""
+    """Write fig to path atomically (imdm_lab.durable: a killed run leaves no truncated figure), in the
+    format its extension names (imdm_lab.checks.check_figure_path); the folder is made if missing."""
     out = check_figure_path(name, path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    try:
-        fig.savefig(tmp, format=out.suffix.lower().lstrip("."), dpi=120)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
+    return durable.write_file(out, lambda f: fig.savefig(f, format=out.suffix.lower().lstrip("."), dpi=120))
 
 
 def save_bound_plot(path, task, steps=DEFAULT_STEPS, schedule: str = "linear", *, name: str = "--plot",
                     **params) -> BoundCurves:
-    """Write the bound figure of a task to path (.png, .pdf or .svg); returns its curves.
+    """Write the bound figure of a task to path (.png, .pdf, .svg or another format matplotlib writes here);
+    returns its curves.
 
     The path is checked first (a ValueError naming `name`), then the steps against the engine's budgets,
     before any law is computed."""

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 
-from imdm_lab.checks import parse_steps
+from imdm_lab.checks import check_figure_path, parse_steps
 from imdm_lab.exact import Marginals, check_steps_cost, entropy, kl, mdm_law, stepwise_bound, total_correlation
 from imdm_lab.schedules import SCHEDULES, get_schedule
 from toy_tasks.distributions import TASK_OPTIONS
-from toy_tasks.figures import check_figure_path, save_bound_plot
+from toy_tasks.figures import save_bound_plot
 from toy_tasks.task_arguments import add_task_arguments, task_dest, task_from_options
 
 
@@ -20,7 +20,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--schedule", default="linear", help=f"one of {', '.join(SCHEDULES)} (default linear)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--plot", default=None, metavar="FILE",
-                        help="also draw the curves to FILE (.png, .pdf or .svg; toy_tasks.figures.plot_bound)")
+                        help="also draw the curves to FILE (.png, .pdf, .svg, ...; toy_tasks.figures.plot_bound)")
 
 
 def run(args) -> None:
