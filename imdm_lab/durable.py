@@ -144,6 +144,14 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return write_file(path, lambda f: f.write(data))
 
 
+def write_figure(fig, path: str | os.PathLike, **savefig) -> Path:
+    """The matplotlib figure `fig` written to `path` atomically, in the format its suffix names (a file
+    object carries no name, so the format is passed); savefig: fig.savefig's other options."""
+    path = Path(path)
+    fmt = path.suffix.lower().lstrip(".") or None
+    return write_file(path, lambda f: fig.savefig(f, format=fmt, **savefig))
+
+
 def sync_tree(root: Path) -> None:
     """fsync every file and folder under `root` (deepest first), `root` last."""
     for here, _, files in os.walk(root, topdown=False):

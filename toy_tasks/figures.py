@@ -190,7 +190,7 @@ def save_figure(fig, path, name: str = "path") -> Path:
     format its extension names (imdm_lab.checks.check_figure_path); the folder is made if missing."""
     out = check_figure_path(name, path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    return durable.write_file(out, lambda f: fig.savefig(f, format=out.suffix.lower().lstrip("."), dpi=120))
+    return durable.write_figure(fig, out, dpi=120)
 
 
 def save_bound_plot(path, task, steps=DEFAULT_STEPS, schedule: str = "linear", *, name: str = "--plot",

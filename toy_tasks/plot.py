@@ -14,6 +14,7 @@ from __future__ import annotations
 # notebook that imports this module keeps its inline backend.
 import matplotlib.pyplot as plt
 
+from imdm_lab import durable
 from toy_tasks.studies import STUDIES
 
 FLOOR = 1e-3  # KL values below this are drawn at the floor of the log axis
@@ -141,7 +142,7 @@ def plot_results(result: dict, path: str) -> None:
     fig.legend(handles.values(), handles.keys(), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
                title=title, title_fontsize=7, frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    durable.write_figure(fig, path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -180,7 +181,7 @@ def plot_headline(result: dict, path: str) -> None:
     fig.suptitle("In one sampling step the MDM sits at the factorization bound (KL = TC); the best IMDM goes below it",
                  fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    durable.write_figure(fig, path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 

@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 import torch
 
+from imdm_lab import durable
 from imdm_lab.exact import align_success
 from imdm_lab.losses import subs_log_probs
 from toy_tasks.evaluate import evaluate
@@ -214,7 +215,7 @@ def plot(result: dict, path: str) -> None:
     fig.suptitle(f"{result['task']} V={result['V']} L={result['L']}: ReDi (MDM) and IM-ReDi (IMDM) against epochs "
                  f"over a finite coupling, {SAMPLES} fresh labels per point", fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    durable.write_figure(fig, path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from imdm_lab import durable
 from toy_tasks.plot import plot_headline, plot_results
 
 # figure -> (results file it is drawn from, the function that draws it)
@@ -21,19 +20,14 @@ FIGURES = {
 
 
 def redraw(results: Path, out: Path) -> list[str]:
-    """Draw every figure of FIGURES whose results file is in `results` into `out` (each written whole under
-    its staging name, then moved into place); returns the lines to print, a missing file named."""
+    """Draw every figure of FIGURES whose results file is in `results` into `out` (each written atomically,
+    imdm_lab.durable.write_figure); returns the lines to print, a missing file named."""
     out.mkdir(parents=True, exist_ok=True)
     lines = []
     for name, (source, draw) in FIGURES.items():
         if not (results / source).is_file():
             lines.append(f"skipped {name}: no {results / source}")
             continue
-        staged = durable.staging(out / name).with_suffix(".png")  # the suffix names the format
-        try:
-            draw(json.loads((results / source).read_text()), str(staged))
-            durable.publish_file(staged, out / name)
-        finally:
-            staged.unlink(missing_ok=True)
+        draw(json.loads((results / source).read_text()), str(out / name))  # written atomically by the plot
         lines.append(f"wrote {out / name} from {results / source}")
     return lines

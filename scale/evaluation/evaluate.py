@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from imdm_lab import durable
 from imdm_lab.checks import check_int, check_seed
 from imdm_lab.counter_rng import derive_seed
 from scale.checkpoints.checkpoint import load_model
@@ -236,7 +237,7 @@ def plot(result: dict, path: str | Path) -> None:
     ax_ppl.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}".replace(",", " ")))
     ax_ppl.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    durable.write_figure(fig, path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 

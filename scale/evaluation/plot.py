@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from imdm_lab import durable
 from scale.checkpoints.metrics_log import read_records
 
 # metrics.jsonl key -> (panel title, log-scale y)
@@ -77,7 +78,7 @@ def plot(records: list[dict], out: str | Path, title: str = "") -> list[str]:
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    durable.write_figure(fig, out, dpi=110)
     plt.close(fig)
     return present
 

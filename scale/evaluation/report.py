@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from imdm_lab import durable
 from imdm_lab.checks import check_cost, check_int
 from imdm_lab.counter_rng import derive_seed
 from scale.checkpoints.checkpoint import read_state
@@ -175,5 +176,5 @@ def plot(rep: dict, path: str | Path) -> None:
     ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}".replace(",", " ")
                                                if f"{v:.0f}"[0] in "25" else ""))
     fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight", bbox_extra_artists=[first])
+    durable.write_figure(fig, path, dpi=120, bbox_inches="tight", bbox_extra_artists=[first])
     plt.close(fig)
