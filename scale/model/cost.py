@@ -7,7 +7,7 @@ import dataclasses
 
 import torch
 
-from imdm_lab.checks import host_memory
+from imdm_lab.checks import host_memory, largest_fitting
 from scale.model.dit import DiTConfig
 
 
@@ -58,16 +58,8 @@ def check_fits(config: DiTConfig, memory: int, what: str = "training") -> None:
     key = given[0]
     step = 2 * config.dims.heads if key == "hidden" else 1  # hidden stays a multiple of 2 heads (rotary)
 
-    def fits(v: int) -> bool:
-        try:
-            return cost(dataclasses.replace(config, **{key: v * step})) <= memory
-        except ValueError:
-            return False
-    lo, hi = 0, getattr(config, key) // step  # fits(lo) unless lo == 0; not fits(hi)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
-    largest = f"the largest that fits is {lo * step}" if lo else "no value of it fits"
+    most = largest_fitting(lambda v: cost(dataclasses.replace(config, **{key: v * step})), memory)
+    largest = f"the largest that fits is {most * step}" if most else "no value of it fits"
     raise ValueError(f"model.{key}: {getattr(config, key)} needs {need} for {what} "
                      f"({TRAINING_BYTES_PER_PARAMETER} bytes a parameter), more than the "
                      f"{memory / 2**30:.3g} GiB of memory here; {largest}")
