@@ -94,9 +94,10 @@ def _rotate(x):
 
 
 def reference_logits(sd: dict, x: torch.Tensor, sigma: torch.Tensor, heads: int, softcap: float = 0.0,
-                     eps: torch.Tensor | None = None, mask_id: int | None = None):
+                     eps: torch.Tensor | None = None, mask_id: int | None = None, local_bias: float = 0.0):
     """Logits Float64[B, L, V] of the official DiT at noise level sigma (Float[B]); an IMDM reads the
-    labels eps (Float[B, L, D] or Long[B, L]) at the positions holding mask_id."""
+    labels eps (Float[B, L, D] or Long[B, L]) at the positions holding mask_id. local_bias s > 0 adds
+    -s / 2^h |q - k| to head h's scores (the project's option beyond the official model)."""
     w = {k.removeprefix("backbone."): v.double() for k, v in sd.items()}
     h = _embed(w, x, eps, mask_id)
     half = 128
@@ -121,6 +122,10 @@ def reference_logits(sd: dict, x: torch.Tensor, sigma: torch.Tensor, heads: int,
         scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(hd)
         if softcap > 0:
             scores = softcap * torch.tanh(scores / softcap)
+        for head in range(heads):
+            for i in range(L):
+                for j in range(L):
+                    scores[:, head, i, j] -= local_bias / 2 ** head * abs(i - j)
         att = torch.einsum("bhqk,bkhd->bqhd", scores.softmax(-1), v).reshape(B, L, d)
         h = h + g1 * (att @ p("attn_out.weight").T)
         m = _ln(h, p("norm2.weight")) * (1 + sc2) + sh2

@@ -27,15 +27,17 @@ def _inputs(seed=0, B=3, L=12):
     return x, torch.rand(B, generator=g).clamp_min(0.05)
 
 
-@pytest.mark.parametrize("softcap,time_conditioning", [(0.0, False), (0.0, True), (3.0, True)])
-def test_dit_equals_the_official_equations(softcap, time_conditioning):
+@pytest.mark.parametrize("softcap,time_conditioning,local_bias", [(0.0, False, 0.0), (0.0, True, 0.0),
+                                                                  (3.0, True, 0.0), (0.0, False, 0.7),
+                                                                  (3.0, False, 0.7)])
+def test_dit_equals_the_official_equations(softcap, time_conditioning, local_bias):
     sd = official_state_dict(V, DIMS.hidden, DIMS.blocks, DIMS.heads, DIMS.cond, seed=1)
     model = DiT(DiTConfig(vocab_size=V, mask_id=MASK, labels="none", softcap=softcap,
-                          time_conditioning=time_conditioning)).eval()
+                          time_conditioning=time_conditioning, local_bias=local_bias)).eval()
     _load_official(model, sd)
     x, t = _inputs()
     sigma = -torch.log(1 - 0.999 * t) if time_conditioning else torch.zeros_like(t)
-    want = reference_logits(sd, x, sigma, DIMS.heads, softcap)
+    want = reference_logits(sd, x, sigma, DIMS.heads, softcap, local_bias=local_bias)
     with torch.no_grad():
         got = model(x, None, t).double()
     assert want.abs().max() > 0.5  # a non-trivial comparison
@@ -92,7 +94,10 @@ def test_qk_norm_and_dropout_options_train_through_the_elbo_kernel():
 
 
 @pytest.mark.parametrize("kwargs,word", [({"size": "huge"}, "model.size"), ({"labels": "gauss"}, "model.labels"),
-                                         ({"softcap": -1.0}, "model.softcap"), ({"mask_id": V + 1}, "model.mask_id")])
+                                         ({"softcap": -1.0}, "model.softcap"),
+                                         ({"local_bias": -0.5}, "model.local_bias"),
+                                         ({"local_bias": float("nan")}, "model.local_bias"),
+                                         ({"init": "xavier"}, "model.init"), ({"mask_id": V + 1}, "model.mask_id")])
 def test_bad_model_config_names_the_argument(kwargs, word):
     with pytest.raises(ValueError, match=f"^{word}"):
         DiTConfig(**{"vocab_size": V, "mask_id": MASK, **kwargs})
@@ -126,3 +131,31 @@ def test_explicit_dims_override_the_preset_from_a_config():
     # only the given dims change: the rest stay the preset's
     partial = DiTConfig(vocab_size=V, mask_id=MASK, size="synthetic", blocks=1).dims
     assert (partial.hidden, partial.blocks, partial.heads, partial.cond) == (128, 1, 4, 128)
+
+
+def test_local_bias_by_hand_and_off_by_default():
+    from scale.model.dit import local_attention_bias
+    b = local_attention_bias(3, 2, 1.0, torch.device("cpu"), torch.float32)
+    assert b[0].tolist() == [[[0, -1, -2], [-1, 0, -1], [-2, -1, 0]], [[0, -.5, -1], [-.5, 0, -.5], [-1, -.5, 0]]]
+    torch.manual_seed(0)
+    plain = DiT(DiTConfig(vocab_size=V, mask_id=MASK, labels="none"))
+    torch.manual_seed(0)
+    zero = DiT(DiTConfig(vocab_size=V, mask_id=MASK, labels="none", local_bias=0.0))
+    for a, b in zip(plain.state_dict().values(), zero.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_init_torch_keeps_pytorchs_default_linear_init():
+    """init = "torch": the block and timestep-MLP weights keep nn.Linear's U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    (std 1/sqrt(3 fan_in)); init = "normal" draws them from N(0, 0.02). Gates and head start at zero in both."""
+    d = 128
+    for init, std in (("torch", 1 / math.sqrt(3 * d)), ("normal", 0.02)):
+        torch.manual_seed(0)
+        m = DiT(DiTConfig(vocab_size=V, mask_id=MASK, labels="none", size="synthetic", init=init))
+        for w in (m.blocks[0].attn_qkv.weight, m.blocks[1].mlp[0].weight, m.sigma_map.mlp[2].weight):
+            fan_in = w.shape[1]
+            want = 1 / math.sqrt(3 * fan_in) if init == "torch" else std
+            assert abs(float(w.detach().std()) / want - 1) < 0.05
+            if init == "torch":
+                assert float(w.detach().abs().max()) <= 1 / math.sqrt(fan_in)
+        assert not m.blocks[0].adaLN_modulation.weight.any() and not m.output_layer.linear.weight.any()

@@ -49,6 +49,13 @@ SIZES: dict[str, DiTSize] = {
 }
 
 
+# model.init -> whether the weights of the attention, the MLPs and the timestep MLP are drawn from N(0, 0.02)
+# (DiT's initialize_weights, facebookresearch/DiT models.py) or kept at PyTorch's default Linear init (the
+# reference MDLM code, kuleshov-group/mdlm models/dit.py, DDiTBlock and TimestepEmbedder). The adaLN
+# modulations and the output layer start at zero either way.
+INITS: dict[str, bool] = {"normal": True, "torch": False}
+
+
 @dataclass(frozen=True)
 class DiTConfig:
     """The [model] section of a run config: everything that fixes the DiT's parameter shapes, its forward
@@ -68,6 +75,10 @@ class DiTConfig:
     num_mask: int = 0  # K for labels = "finite"
     softcap: float = 0.0  # attention-logit softcap; 0 turns it off
     qk_norm: bool = False
+    # Beyond the paper: slope s of a fixed local attention bias -s 2^-h |i - j| on head h's scores (0 = off;
+    # every official checkpoint has none). It lets a small model read its neighbours from the first steps.
+    local_bias: float = 0.0
+    init: str = "normal"  # a name of INITS: how the block, timestep-MLP weights start
     time_conditioning: bool = False
     schedule: str = "loglinear"  # the masking schedule alpha_t; also MDLM's sigma = -log alpha_t of the embedder
     bf16: bool = True  # bf16 autocast of blocks and output layer on CUDA (never on CPU)
@@ -95,6 +106,10 @@ class DiTConfig:
             raise ValueError(f"model.mask_id: expected an integer in [0, {self.vocab_size}], got {self.mask_id!r}")
         if not (math.isfinite(self.softcap) and self.softcap >= 0):
             raise ValueError(f"model.softcap: expected a finite number >= 0 (0 = off), got {self.softcap!r}")
+        if not (math.isfinite(self.local_bias) and self.local_bias >= 0):
+            raise ValueError(f"model.local_bias: expected a finite number >= 0 (0 = off), got {self.local_bias!r}")
+        if self.init not in INITS:
+            raise ValueError(f"model.init: expected one of {sorted(INITS)}, got {self.init!r}")
         if not (math.isfinite(self.label_scale) and self.label_scale > 0):
             raise ValueError(f"model.label_scale: expected a finite number > 0, got {self.label_scale!r}")
         if self.labels == "finite" and self.num_mask < 1:
@@ -176,24 +191,41 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return x * cos[:, None, :].to(x.dtype) + rotated * sin[:, None, :].to(x.dtype)
 
 
-def softcapped_attention(q, k, v, softcap: float) -> torch.Tensor:
-    """softmax(c * tanh(q k^T / (sqrt(hd) c))) v, the explicit path for a logit softcap c > 0.
+@functools.lru_cache(maxsize=32)
+def local_attention_bias(length: int, heads: int, slope: float, device: torch.device,
+                         dtype: torch.dtype) -> torch.Tensor:
+    """b[0, h, i, j] = -slope 2^-h |i - j|: Float[1, H, L, L], added to head h's attention scores.
 
-    q, k, v: [B, H, L, hd] -> [B, H, L, hd]. SDPA cannot apply a function to the logits."""
+    A symmetric (non-causal) ALiBi with geometric slopes slope, slope/2, ...: every head prefers near
+    positions, the last ones only weakly, and rotary q, k still carry the relative position. (Four
+    dimensions: given [H, L, L], CPU SDPA takes a path 2x slower, measured with torch 2.13.)"""
+    pos = torch.arange(length, device=device, dtype=torch.float32)
+    slopes = slope * 2.0 ** -torch.arange(heads, device=device, dtype=torch.float32)
+    return (-slopes[:, None, None] * (pos[None, :, None] - pos[None, None, :]).abs()).to(dtype)[None]
+
+
+def softcapped_attention(q, k, v, softcap: float, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(c * tanh(q k^T / (sqrt(hd) c)) + b) v, the explicit path for a logit softcap c > 0.
+
+    q, k, v: [B, H, L, hd] -> [B, H, L, hd]; b: Float[1, H, L, L] or None. SDPA cannot apply a function to the
+    logits."""
     scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
     scores = softcap * torch.tanh(scores / softcap)
+    if bias is not None:
+        scores = scores + bias
     return torch.softmax(scores.float(), dim=-1).to(v.dtype) @ v
 
 
 class TimestepEmbedder(nn.Module):
     """Sinusoidal features of the noise level (256 dims) -> Linear -> SiLU -> Linear (cond)."""
 
-    def __init__(self, cond: int, freq_dim: int = 256):
+    def __init__(self, cond: int, freq_dim: int = 256, normal_init: bool = True):
         super().__init__()
         self.freq_dim = freq_dim
         self.mlp = nn.Sequential(nn.Linear(freq_dim, cond), nn.SiLU(), nn.Linear(cond, cond))
-        nn.init.normal_(self.mlp[0].weight, std=0.02)
-        nn.init.normal_(self.mlp[2].weight, std=0.02)
+        if normal_init:
+            nn.init.normal_(self.mlp[0].weight, std=0.02)
+            nn.init.normal_(self.mlp[2].weight, std=0.02)
 
     @staticmethod
     def features(sigma: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
@@ -211,7 +243,8 @@ class TimestepEmbedder(nn.Module):
 class DiTBlock(nn.Module):
     """adaLN-zero transformer block: gated residual attention (rotary q, k) and gated residual 4x MLP."""
 
-    def __init__(self, dim: int, heads: int, cond: int, dropout: float, softcap: float, qk_norm: bool):
+    def __init__(self, dim: int, heads: int, cond: int, dropout: float, softcap: float, qk_norm: bool,
+                 normal_init: bool = True):
         super().__init__()
         if dim % heads:
             raise ValueError(f"heads: expected a divisor of the hidden size {dim}, got {heads}")
@@ -228,11 +261,12 @@ class DiTBlock(nn.Module):
         self.adaLN_modulation = nn.Linear(cond, 6 * dim)
         nn.init.zeros_(self.adaLN_modulation.weight)
         nn.init.zeros_(self.adaLN_modulation.bias)
-        for lin in (self.attn_qkv, self.attn_out, self.mlp[0], self.mlp[2]):
+        for lin in (self.attn_qkv, self.attn_out, self.mlp[0], self.mlp[2]) if normal_init else ():
             nn.init.normal_(lin.weight, std=0.02)
 
-    def attention(self, x: torch.Tensor, cos, sin) -> torch.Tensor:
-        """Non-causal multi-head attention. x: [B, L, d] -> [B, L, d]; qkv packs q, k, v, heads contiguous."""
+    def attention(self, x: torch.Tensor, cos, sin, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """Non-causal multi-head attention. x: [B, L, d] -> [B, L, d]; qkv packs q, k, v, heads contiguous;
+        bias: Float[1, H, L, L] added to the scores, or None."""
         B, L, d = x.shape
         q, k, v = self.attn_qkv(x).view(B, L, 3, self.heads, d // self.heads).unbind(dim=2)
         if hasattr(self, "q_norm"):
@@ -240,15 +274,15 @@ class DiTBlock(nn.Module):
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         q, k, v = (z.transpose(1, 2) for z in (q, k, v))
         if self.softcap > 0:
-            out = softcapped_attention(q, k, v, self.softcap)
+            out = softcapped_attention(q, k, v, self.softcap, bias)
         else:
-            out = F.scaled_dot_product_attention(q, k, v)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         return self.attn_out(out.transpose(1, 2).reshape(B, L, d))
 
-    def forward(self, x, cos, sin, c):
+    def forward(self, x, cos, sin, c, bias=None):
         """x: [B, L, d], c: [B, cond] -> [B, L, d]:  x += g_a * attn(mod(LN x)); x += g_m * mlp(mod(LN x))."""
         shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = self.adaLN_modulation(c)[:, None].chunk(6, dim=2)
-        h = self.attention(modulate(self.norm1(x), shift_a, scale_a), cos, sin)
+        h = self.attention(modulate(self.norm1(x), shift_a, scale_a), cos, sin, bias)
         x = x + gate_a * F.dropout(h, self.dropout, self.training)
         h = self.mlp(modulate(self.norm2(x), shift_m, scale_m))
         return x + gate_m * F.dropout(h, self.dropout, self.training)
@@ -287,9 +321,10 @@ class DiT(nn.Module):
         dims = config.dims
         dropout = dims.dropout
         self.vocab_embed = build_embedding(config)
-        self.sigma_map = TimestepEmbedder(dims.cond)
+        normal_init = INITS[config.init]
+        self.sigma_map = TimestepEmbedder(dims.cond, normal_init=normal_init)
         self.blocks = nn.ModuleList(
-            DiTBlock(dims.hidden, dims.heads, dims.cond, dropout, config.softcap, config.qk_norm)
+            DiTBlock(dims.hidden, dims.heads, dims.cond, dropout, config.softcap, config.qk_norm, normal_init)
             for _ in range(dims.blocks))
         self.output_layer = FinalLayer(dims.hidden, config.vocab_size, dims.cond)
         self.process = config.process()  # what the kernels read: mask id, schedule, label law, cache rule
@@ -316,11 +351,15 @@ class DiT(nn.Module):
         # q and k are bf16 under autocast: the tables are kept in that dtype, as apply_rotary casts them.
         # (a compiled graph computes them in the graph instead, where they are folded into constants)
         tables = rotary_tables.__wrapped__ if torch.compiler.is_compiling() else rotary_tables
-        cos, sin = tables(x_t.shape[1], h.shape[-1] // self.config.dims.heads, x_t.device,
-                          torch.bfloat16 if use_bf16 else h.dtype)
+        dtype = torch.bfloat16 if use_bf16 else h.dtype
+        cos, sin = tables(x_t.shape[1], h.shape[-1] // self.config.dims.heads, x_t.device, dtype)
+        bias = None
+        if self.config.local_bias > 0:
+            biases = local_attention_bias.__wrapped__ if torch.compiler.is_compiling() else local_attention_bias
+            bias = biases(x_t.shape[1], self.config.dims.heads, self.config.local_bias, x_t.device, dtype)
         with torch.autocast(device_type=x_t.device.type, dtype=torch.bfloat16, enabled=use_bf16):
             for block in self.blocks:
-                h = block(h, cos, sin, c)
+                h = block(h, cos, sin, c, bias)
             h = self.output_layer.features(h, c)
         return (h.to(torch.bfloat16) if use_bf16 else h), self.output_layer.linear
 
