@@ -14,6 +14,7 @@ reads. The stages (DIR/<folder>):
     imredi-mdlm    distill --method imdm-redi --coupling DIR/coupling-mdlm    DIR/imredi-mdlm
     coupling       coupling --teacher DIR/imsdtt                              DIR/coupling
     imredi         distill --method imdm-redi --coupling DIR/coupling         DIR/imredi
+    epscoup        distill --method imdm-eps-coupling --teacher DIR/mdlm      DIR/epscoup
     judge          train-judge (a small GPT-2 proxy on held-out text)         DIR/judge
     ngram-judge    train-ngram-judge (Kneser-Ney on held-out text)            DIR/judge
     evaluate       evaluate --ckpt <every checkpoint stage of the preset>     DIR/eval.json, DIR/eval.png
@@ -25,6 +26,14 @@ again (`read_record` checks the file, and that it is of the same preset, before 
 interrupted training stage continues with --resume and a coupling stage from its complete shards.
 Without a launcher every stage runs in this process; with one, the training and coupling stages run as
 `LAUNCHER -m scale ...` subprocesses.
+
+Seeds. A preset's seeds (Preset.seeds, or --seeds) other than the default (0,) run every seeded stage
+(scale.presets: the distillations and couplings) once per seed s, as the instance `<stage>-s<s>` in
+DIR/<folder>-s<s>, with `--set train.seed=s` (training) or `--seed s` (coupling); an instance reads the
+same seed's instance of a seeded stage (imredi-s1 reads coupling-s1, which reads imsdtt-s1) and the one
+output of the others (tokenizer, mdlm, judges). Evaluate compares every instance; pipeline.json records
+each by its instance name. The default (0,) plans each stage once, in DIR/<folder>, as the configs'
+own seed 0.
 """
 from __future__ import annotations
 
@@ -34,132 +43,15 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from imdm_lab import durable
-from imdm_lab.checks import check_writable
+from imdm_lab.checks import check_seed, check_writable
 from scale.checkpoints.checkpoint import find_checkpoint
 from scale.data.json_fields import Field, check_fields, is_list, is_number, one_of, read_object
+from scale.presets import DEFAULT_SEEDS, JUDGE_STAGES, PRESETS, STAGES, Preset, Stage
 
-
-@dataclass(frozen=True)
-class Stage:
-    """One registered stage: `python -m scale COMMAND...` writing DIR/folder.
-
-    reads: (flag, stage) pairs, the flag followed by that stage's output (a missing stage is an error;
-    "mdlm" may come from --mdlm); optional: (flag template, stage) pairs added only when the stage is in
-    the plan, "{}" replaced by its output; checkpoint: evaluate compares it; in_process: never launched."""
-    command: tuple[str, ...]
-    folder: str
-    reads: tuple[tuple[str, str], ...] = ()
-    optional: tuple[tuple[tuple[str, ...], str], ...] = ()
-    checkpoint: bool = False
-    in_process: bool = False
-
-
-_TOKENIZER = ((("--set", "data.tokenizer={}"), "tokenizer"),)
-STAGES: dict[str, Stage] = {
-    "tokenizer": Stage(("train-tokenizer",), "tokenizer", in_process=True),
-    "mdlm": Stage(("train",), "mdlm", optional=_TOKENIZER, checkpoint=True),
-    "sdtt": Stage(("distill", "--method", "sdtt"), "sdtt", reads=(("--teacher", "mdlm"),), checkpoint=True),
-    "imsdtt": Stage(("distill", "--method", "imdm-sdtt"), "imsdtt", reads=(("--teacher", "mdlm"),),
-                    checkpoint=True),
-    "coupling-mdlm": Stage(("coupling",), "coupling-mdlm", reads=(("--teacher", "mdlm"),)),
-    "redi": Stage(("distill", "--method", "redi"), "redi", reads=(("--coupling", "coupling-mdlm"),),
-                  checkpoint=True),
-    "imredi-mdlm": Stage(("distill", "--method", "imdm-redi"), "imredi-mdlm",
-                         reads=(("--coupling", "coupling-mdlm"),), checkpoint=True),
-    "coupling": Stage(("coupling",), "coupling", reads=(("--teacher", "imsdtt"),)),
-    "imredi": Stage(("distill", "--method", "imdm-redi"), "imredi", reads=(("--coupling", "coupling"),),
-                    checkpoint=True),
-    "judge": Stage(("train-judge",), "judge", in_process=True),
-    "ngram-judge": Stage(("train-ngram-judge",), "judge", optional=((("--tokenizer", "{}"), "tokenizer"),),
-                         in_process=True),
-    "evaluate": Stage(("evaluate",), "eval.json", in_process=True),
-    "report": Stage(("report",), "report.json", reads=(("--eval", "evaluate"),), in_process=True),
-}
-JUDGE_STAGES = ("judge", "ngram-judge")
-
-
-@dataclass(frozen=True)
-class Preset:
-    """stages: {stage name: its arguments}, in the order they run (a dict keeps insertion order)."""
-    stages: dict[str, list[str]] = field(default_factory=dict)
-    needs_mdlm: bool = False  # no mdlm stage: the MDLM comes from --mdlm (import-mdlm)
-
-
-_CHAIN = ("mdlm", "imsdtt", "coupling", "imredi")
-_WIKI_CHAIN = ("tokenizer", "mdlm", "sdtt", "imsdtt", "coupling-mdlm", "redi", "imredi-mdlm", "coupling",
-               "imredi", "ngram-judge", "evaluate", "report")
-
-
-def _preset(names, **args) -> Preset:
-    return Preset({n: list(args.get(n.replace("-", "_"), [])) for n in names})
-
-
-_WIKI_EVAL = ["--steps", "1,2,4,8,64", "--n", "128", "--batch-size", "64", "--val-batches", "8"]
-PRESETS: dict[str, Preset] = {
-    # Seconds on a CPU: every stage of the chain on the offline Wikipedia corpus with the tiny DiT.
-    "tiny-cpu": _preset(
-        (*_CHAIN, "judge", "evaluate"),
-        mdlm=["--config", "tiny-cpu", "--set", "model.labels=none", "--set", "eval.every=0", "--max-steps", "12"],
-        imsdtt=["--config", "tiny-cpu-distill"],
-        coupling=["--num-samples", "32", "--steps", "16", "--batch-size", "16", "--shard-size", "16"],
-        imredi=["--config", "tiny-cpu-distill"],
-        evaluate=["--steps", "1,2,4,8", "--n", "8", "--batch-size", "8", "--val-batches", "2"],
-        judge=["--size", "tiny", "--steps", "20", "--length", "32", "--batch-size", "4", "--lr", "3e-3",
-               "--warmup", "5", "--eval-batches", "8"]),
-    # The few-step comparison on real text on two CPU cores (docs/scale-wiki.md): a 2 048-token BPE,
-    # MDLM from scratch (4 blocks, d = 128, length 64), SDTT and IM-SDTT 64 -> 8 steps, ReDi / IM-ReDi
-    # over a 64-pair coupling of the MDLM and IM-ReDi over one of the IM-SDTT (200 passes each), a
-    # Kneser-Ney judge on the held-out split.
-    "wiki-cpu": _preset(
-        _WIKI_CHAIN,
-        tokenizer=["--vocab-size", "2048"],
-        mdlm=["--config", "wiki-cpu"],
-        sdtt=["--config", "wiki-cpu-sdtt"],
-        imsdtt=["--config", "wiki-cpu-sdtt"],
-        coupling_mdlm=["--num-samples", "64", "--steps", "64", "--batch-size", "64", "--shard-size", "64"],
-        redi=["--config", "wiki-cpu-redi"],
-        imredi_mdlm=["--config", "wiki-cpu-redi"],
-        coupling=["--num-samples", "64", "--steps", "64", "--batch-size", "64", "--shard-size", "64"],
-        imredi=["--config", "wiki-cpu-redi"],
-        ngram_judge=["--order", "3", "--block", "64"],
-        evaluate=_WIKI_EVAL,
-        report=["--n-boot", "1000"]),
-    # The same stages in seconds (the tests run it): tiny DiT, length 32, a few optimizer steps each.
-    "wiki-cpu-tiny": _preset(
-        _WIKI_CHAIN,
-        tokenizer=["--vocab-size", "512"],
-        mdlm=["--config", "wiki-cpu", "--set", "model.size=tiny-cpu", "--set", "data.length=32",
-              "--max-steps", "8"],
-        sdtt=["--config", "tiny-cpu-distill"],
-        imsdtt=["--config", "tiny-cpu-distill"],
-        coupling_mdlm=["--num-samples", "16", "--steps", "8", "--batch-size", "16", "--shard-size", "8"],
-        redi=["--config", "tiny-cpu-distill"],
-        imredi_mdlm=["--config", "tiny-cpu-distill"],
-        coupling=["--num-samples", "16", "--steps", "8", "--batch-size", "16", "--shard-size", "8"],
-        imredi=["--config", "tiny-cpu-distill"],
-        ngram_judge=["--order", "3", "--block", "32", "--max-pieces", "100"],
-        evaluate=["--steps", "1,2,8", "--n", "8", "--batch-size", "8", "--val-batches", "1"],
-        report=["--n-boot", "200"]),
-    # The paper's LM1B chain (Ugness/IMDM scripts/lm1b/): MDLM 1M steps, IM-SDTT 7 x 10k, 100k pairs, 50k steps.
-    "lm1b": _preset(
-        (*_CHAIN, "evaluate"),
-        mdlm=["--config", "lm1b-mdlm-small"],
-        imsdtt=["--config", "lm1b-imsdtt"],
-        coupling=["--num-samples", "100000", "--steps", "1024", "--batch-size", "128"],
-        imredi=["--config", "lm1b-imredi"],
-        evaluate=["--steps", "1,2,4,8,16,32,64,128,256,1024", "--n", "1024", "--batch-size", "64"]),
-    # OpenWebText from the official MDLM weights (python -m scale import-mdlm --from kuleshov-group/mdlm-owt).
-    "owt": Preset({
-        "imsdtt": ["--config", "owt-imsdtt"],
-        "coupling": ["--num-samples", "100000", "--steps", "1024", "--batch-size", "32"],
-        "imredi": ["--config", "owt-imredi"],
-        "evaluate": ["--steps", "1,2,4,8,16,32,64,128,256,1024", "--n", "1024", "--batch-size", "32", "--mauve"]},
-        needs_mdlm=True),
-}
+__all__ = ["PRESETS", "STAGES", "Preset", "Stage", "plan", "read_record", "run_stages", "shell_lines"]
 
 
 def _extra(items: Sequence[str]) -> dict[str, list[str]]:
@@ -183,7 +75,8 @@ def split_words(name: str, text: str) -> list[str]:
 
 def check_launcher(launcher: list[str], stages: list[tuple[str, list[str]]]) -> None:
     """A launcher that some planned stage runs through must be an executable on PATH (or a path to one)."""
-    if launcher and any(not STAGES[name].in_process for name, _ in stages) and shutil.which(launcher[0]) is None:
+    launched = any(not STAGES[stage_of(name)].in_process for name, _ in stages)
+    if launcher and launched and shutil.which(launcher[0]) is None:
         raise ValueError(f"--launcher: expected an executable as its first word, got {launcher[0]!r} (not found "
                          f"or not executable)")
 
@@ -197,40 +90,86 @@ def _stage_names(name: str, preset: Preset, mdlm: str | None, judge: str | None)
             if not (n == "mdlm" and mdlm) and not (n in JUDGE_STAGES and judge)]
 
 
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """'0,1,2' -> (0, 1, 2): distinct seeds in [0, 2^31), comma-separated (--seeds)."""
+    try:
+        seeds = tuple(int(part) for part in str(text).split(","))
+    except ValueError:
+        raise ValueError(f"--seeds: expected comma-separated integers in [0, 2^31) (e.g. 0,1,2), "
+                         f"got {text!r}") from None
+    for seed in seeds:
+        check_seed("--seeds", seed)
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds: expected distinct seeds, got {text!r}")
+    return seeds
+
+
+def instances(name: str, seeds: tuple[int, ...]) -> list[tuple[str, int | None]]:
+    """[(instance name, seed or None)] of stage `name`: one per seed for a seeded stage when the seeds
+    are not the default, else the stage itself."""
+    if not STAGES[name].seed or seeds == DEFAULT_SEEDS:
+        return [(name, None)]
+    return [(name + seed_suffix(seed), seed) for seed in seeds]
+
+
+def seed_suffix(seed: int | None) -> str:
+    """What an instance of seed `seed` adds to its stage's name and folder ('' for the one instance)."""
+    return "" if seed is None else f"-s{seed}"
+
+
+def stage_of(instance: str) -> str | None:
+    """The stage of an instance name ('sdtt-s1' -> 'sdtt', 'mdlm' -> 'mdlm'); None for no stage's."""
+    if instance in STAGES:
+        return instance
+    base, _, seed = instance.rpartition("-s")
+    return base if base in STAGES and STAGES[base].seed and seed.isdigit() else None
+
+
 def plan(preset_name: str, out: str | Path, *, mdlm: str | None = None, judge: str | None = None,
-         extra: Sequence[str] = ()) -> list[tuple[str, list[str]]]:
-    """[(stage, `python -m scale` argv)] of a run of preset `preset_name` in folder `out`; mdlm replaces
-    the mdlm stage, judge the judge stages; extra: STAGE=ARGS items, more arguments of one stage."""
+         extra: Sequence[str] = (), seeds: Sequence[int] | None = None) -> list[tuple[str, list[str]]]:
+    """[(stage instance, `python -m scale` argv)] of a run of preset `preset_name` in folder `out`; mdlm
+    replaces the mdlm stage, judge the judge stages; extra: STAGE=ARGS items, more arguments of every
+    instance of one stage; seeds: the seeds of the seeded stages (default: the preset's)."""
     if preset_name not in PRESETS:
         raise ValueError(f"--preset: expected one of {sorted(PRESETS)}, got {preset_name!r}")
     preset, out, extra = PRESETS[preset_name], Path(out), _extra(extra)
+    seeds = preset.seeds if seeds is None else tuple(seeds)
     names = _stage_names(preset_name, preset, mdlm, judge)
-    outputs = {n: str(out / STAGES[n].folder) for n in names}
-    if "tokenizer" in outputs:  # checkpoints record it in data.tokenizer: absolute, valid from any folder
-        outputs["tokenizer"] = str(Path(outputs["tokenizer"]).resolve())
+    # (stage, seed) -> output; an unseeded stage's output under seed None, found by every seed
+    outputs = {(n, seed): str(out / (STAGES[n].folder + seed_suffix(seed))) for n in names
+               for _, seed in instances(n, seeds)}
+    if ("tokenizer", None) in outputs:  # checkpoints record it in data.tokenizer: absolute, valid from any folder
+        outputs["tokenizer", None] = str(Path(outputs["tokenizer", None]).resolve())
     if mdlm:
-        outputs["mdlm"] = mdlm
-    judge = judge or next((outputs[n] for n in names if n in JUDGE_STAGES), "gpt2-large")
-    first = ["mdlm"] if mdlm else []  # an MDLM from --mdlm is compared too
-    checkpoints = [outputs[n] for n in first + [n for n in names if STAGES[n].checkpoint]]
+        outputs["mdlm", None] = mdlm
+
+    def output(source: str, seed: int | None) -> str | None:
+        return outputs.get((source, seed), outputs.get((source, None)))
+
+    judge = judge or next((output(n, None) for n in names if n in JUDGE_STAGES), "gpt2-large")
+    first = [mdlm] if mdlm else []  # an MDLM from --mdlm is compared too
+    checkpoints = first + [output(n, seed) for n in names if STAGES[n].checkpoint for _, seed in instances(n, seeds)]
     stages = []
     for name in names:
         stage, own = STAGES[name], preset.stages[name]
-        argv = list(stage.command)
-        for flag, source in stage.reads:
-            if source not in outputs:
-                raise ValueError(f"--preset: stage {name!r} of {preset_name!r} reads stage {source!r}, "
-                                 f"which the preset does not run")
-            argv += [flag, outputs[source]]
-        for template, source in stage.optional:
-            if source in outputs:
-                argv += [part.format(outputs[source]) for part in template]
-        if name == "evaluate":
-            argv += ["--ckpt", *checkpoints]
-        argv += own
-        if name in ("evaluate", "report"):
-            argv += ["--judge", judge]
-        stages.append((name, argv + ["--out", outputs[name]] + extra.get(name, [])))
+        for instance, seed in instances(name, seeds):
+            argv = list(stage.command)
+            for flag, source in stage.reads:
+                if output(source, seed) is None:
+                    raise ValueError(f"--preset: stage {name!r} of {preset_name!r} reads stage {source!r}, "
+                                     f"which the preset does not run")
+                argv += [flag, output(source, seed)]
+            for template, source in stage.optional:
+                if output(source, seed) is not None:
+                    argv += [part.format(output(source, seed)) for part in template]
+            if name == "evaluate":
+                argv += ["--ckpt", *checkpoints]
+            argv += own
+            if seed is not None:
+                argv += [part.format(seed) for part in stage.seed]
+            if name in ("evaluate", "report"):
+                argv += ["--judge", judge]
+            stages.append((instance, argv + ["--out", output(name, seed)] + extra.get(name, [])))
     return stages
 
 
@@ -243,7 +182,7 @@ def _resumable(argv: list[str]) -> list[str]:
 
 
 def _run_stage(name: str, argv: list[str], launcher: list[str], call: Callable[[list[str]], int]) -> None:
-    if launcher and not STAGES[name].in_process:
+    if launcher and not STAGES[stage_of(name)].in_process:
         rc = subprocess.run([*launcher, "-m", "scale", *argv]).returncode
     else:
         rc = call(argv)
@@ -254,16 +193,20 @@ def _run_stage(name: str, argv: list[str], launcher: list[str], call: Callable[[
 def shell_lines(stages: list[tuple[str, list[str]]], launcher: list[str]) -> list[str]:
     """The planned stages as shell commands (what --dry-run prints)."""
     prefix = launcher or ["python"]
-    return [shlex.join([*(["python"] if STAGES[name].in_process else prefix), "-m", "scale", *argv])
+    return [shlex.join([*(["python"] if STAGES[stage_of(name)].in_process else prefix), "-m", "scale", *argv])
             for name, argv in stages]
 
 
-# pipeline.json: the preset, the stages done in order and the wall time of each
+def _is_instance(v) -> bool:
+    return isinstance(v, str) and stage_of(v) is not None
+
+
+# pipeline.json: the preset, the stage instances done in order and the wall time of each
 RECORD = {
     "preset": Field(one_of(*PRESETS), f"one of {sorted(PRESETS)}"),
-    "done": Field(lambda v: is_list(v, one_of(*STAGES)) and len(set(v)) == len(v),
-                  f"a list of distinct stages of {list(STAGES)}"),
-    "seconds": Field(lambda v: isinstance(v, dict) and all(k in STAGES and is_number(x, 0.0) for k, x in v.items()),
+    "done": Field(lambda v: is_list(v, _is_instance) and len(set(v)) == len(v),
+                  f"a list of distinct stages of {list(STAGES)} (a seeded one as STAGE-sSEED)"),
+    "seconds": Field(lambda v: isinstance(v, dict) and all(_is_instance(k) and is_number(x, 0.0) for k, x in v.items()),
                      "{stage: wall seconds >= 0}"),
 }
 

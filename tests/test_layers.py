@@ -220,7 +220,7 @@ def test_no_function_imports_a_project_module():
 # ---- the rooms of scale ----------------------------------------------------------------------------
 # lowest first (docs/architecture.md); a module of a room imports only its own room and the rooms below
 ROOMS = ("data", "model", "checkpoints", "evaluation", "training", "pipeline", "commands", "cli")
-ROOM_OF = {"scale.pipeline": "pipeline", "scale.cli": "cli", "scale.__main__": "cli"}
+ROOM_OF = {"scale.pipeline": "pipeline", "scale.presets": "pipeline", "scale.cli": "cli", "scale.__main__": "cli"}
 
 
 def room(module: str) -> str | None:

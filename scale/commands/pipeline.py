@@ -1,6 +1,7 @@
 """`python -m scale pipeline --preset NAME --out DIR [--mdlm CKPT] [--judge NAME_OR_DIR]
-[--launcher "torchrun --nproc_per_node 8"] [--args STAGE="..."] [--dry-run]`: the paper's chains stage by
-stage (scale.pipeline: the stages, the presets PRESETS, resumption). --dry-run prints the commands.
+[--launcher "torchrun --nproc_per_node 8"] [--args STAGE="..."] [--seeds 0,1,2] [--dry-run]`: the paper's
+chains stage by stage (scale.pipeline: the plan, the seeds, resumption; scale.presets: the stages and
+presets). --dry-run prints the commands.
 
 The stages are other commands of `python -m scale`; this module runs them through `args.run_command`, the
 registry's entry point that imdm_lab.dispatch hands every command, and checks all of them first through
@@ -10,7 +11,7 @@ another command module.
 from __future__ import annotations
 
 from imdm_lab.checks import check_writable
-from scale.pipeline import PRESETS, plan, run_stages, shell_lines, split_words
+from scale.pipeline import PRESETS, parse_seeds, plan, run_stages, shell_lines, split_words
 
 
 def add_arguments(p) -> None:
@@ -22,12 +23,16 @@ def add_arguments(p) -> None:
     p.add_argument("--launcher", default="", help='e.g. "torchrun --nproc_per_node 8" (default: in-process)')
     p.add_argument("--args", action="append", default=[], metavar='STAGE="ARGS"',
                    help='extra arguments of one stage, e.g. --args imsdtt="--set train.micro_batch=8"')
+    p.add_argument("--seeds", default=None, metavar="0,1,2",
+                   help="seeds of the distillation and coupling stages, each run once per seed in FOLDER-sSEED "
+                        "(default: the preset's)")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
 
 
 def run(args) -> int:
     check_writable("--out", args.out, folder=True)
-    stages = plan(args.preset, args.out, mdlm=args.mdlm, judge=args.judge, extra=args.args)
+    seeds = None if args.seeds is None else parse_seeds(args.seeds)
+    stages = plan(args.preset, args.out, mdlm=args.mdlm, judge=args.judge, extra=args.args, seeds=seeds)
     launcher = split_words("--launcher", args.launcher)
     if args.dry_run:
         print("\n".join(shell_lines(stages, launcher)))

@@ -1,16 +1,19 @@
 """The JSON file of `python -m scale evaluate` (scale.evaluation.evaluate), read back by `python -m scale report`.
 
     judge, eos_rule, n, seed, weights, device    how it was measured (n samples per entry)
-    checkpoints   one per checkpoint: checkpoint, label, step, val_ppl, zero_shot {corpus: perplexity or null}
-    entries       one per checkpoint x step count: checkpoint, label, steps, gen_ppl, entropy, nfe,
-                  seconds_per_sample, mauve (null without --mauve), judge, val_ppl, sample, and per sample
+    checkpoints   one per checkpoint: checkpoint, label, method, seed, step, val_ppl, bits_per_char,
+                  zero_shot {corpus: perplexity or null}
+    entries       one per checkpoint x step count: checkpoint, label, method, seed, steps, gen_ppl, entropy,
+                  nfe, seconds_per_sample, mauve (null without --mauve), judge, val_ppl, bits_per_char,
+                  sample, and per sample
                   per_sample_nll (judge NLL, nats), per_sample_tokens (judge tokens counted) and
                   per_sample_entropy (nats), each a list of n values
 
 `read_evaluation` is its one reader: every field is checked when the file is opened, the per-sample lists
 value by value (finite NLL >= 0, integer token counts >= 0 with at least one token, no NLL on a sample
 without tokens, finite entropies >= 0), so that a damaged file is refused naming the entry and the field,
-not turned into a report of Infinity, NaN or 0.0.
+not turned into a report of Infinity, NaN or 0.0. method, seed and bits_per_char are optional: files
+written before evaluate recorded them are read as one seed per label (`identity`).
 """
 from __future__ import annotations
 
@@ -32,6 +35,11 @@ from scale.data.json_fields import (
 from scale.evaluation.metrics import EOS_RULES
 
 PERPLEXITY = Field(number(1.0), "a finite perplexity >= 1")
+IDENTITY = {  # which method and which training seed a checkpoint is (scale.evaluation.evaluate.method_and_seed)
+    "method": Field(is_text, "the checkpoint's method (its folder name less -s<seed>)", required=False),
+    "seed": Field(integer(0, SEED_LIMIT), "an integer in [0, 2^31)", required=False),
+    "bits_per_char": Field(number(0.0), "a finite number >= 0", required=False),
+}
 TOP = {
     "judge": Field(is_text, "the judge's name or folder"),
     "eos_rule": Field(one_of(*EOS_RULES), f"one of {sorted(EOS_RULES)}"),
@@ -46,6 +54,7 @@ CHECKPOINT = {
     "label": Field(is_text, "a label"),
     "step": Field(integer(0), "an integer >= 0"),
     "val_ppl": PERPLEXITY,
+    **IDENTITY,
     "zero_shot": Field(lambda v: isinstance(v, dict) and all(x is None or is_number(x, 1.0) for x in v.values()),
                        "{corpus: perplexity >= 1 or null}"),
 }
@@ -57,6 +66,7 @@ ENTRY = {
     "entropy": Field(number(0.0), "a finite number >= 0"),
     "nfe": Field(number(0.0), "a finite number >= 0"),
     "val_ppl": PERPLEXITY,
+    **IDENTITY,
     "mauve": Field(lambda v: v is None or is_number(v, 0.0, 1.0), "null or a number in [0, 1]"),
     "sample": Field(lambda v: isinstance(v, str), "the text of the first sample"),
 }
@@ -85,6 +95,11 @@ def _check_samples(entry: dict, n: int, where: str) -> None:
     bad = next((i for i, (c, v) in enumerate(zip(tokens, nll, strict=True)) if c == 0 and v != 0), None)
     if bad is not None:
         raise ValueError(f"{where}: per_sample_nll[{bad}]: expected 0 for a sample of 0 tokens, got {nll[bad]!r}")
+
+
+def identity(entry: dict) -> tuple[str, int | None]:
+    """(method, seed) of an entry: as recorded, else its label and no seed (a file of one seed per label)."""
+    return entry.get("method", entry["label"]), entry.get("seed")
 
 
 def read_evaluation(path: str | Path, name: str = "--eval") -> dict:

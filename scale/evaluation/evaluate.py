@@ -15,10 +15,13 @@ For every checkpoint (EMA weights) and step count k:
   samples each; the first `mauve_len` tokens of each sample (prefix included) against the first
   `mauve_len` tokens of the true blocks, MAUVE on judge features averaged over seeds 42..46
   (`cond_gen_ppl` and `cond_entropy` of those texts too); otherwise `mauve` is null.
-Per checkpoint: the validation ELBO perplexity (`val_ppl`) and, with `zero_shot`, the ELBO perplexity
-on other corpora's validation splits (null where a corpus cannot be loaded, e.g. offline).
-The JSON lists one entry per checkpoint x steps, each naming its judge; a PNG shows gen PPL and entropy
-against steps, one line per checkpoint.
+Per checkpoint: the validation ELBO perplexity (`val_ppl`), the same ELBO in bits per character of the
+decoded blocks (`bits_per_char`, scale.evaluation.validation.bits_per_char) and, with `zero_shot`, the
+ELBO perplexity on other corpora's validation splits (null where a corpus cannot be loaded, e.g.
+offline); its `method` and `seed` (method_and_seed: the folder name less a pipeline's -s<seed>, the
+train.seed of its state.json), which `python -m scale report` groups by.
+The JSON lists one entry per checkpoint x steps, each naming its judge, method and seed; a PNG shows gen
+PPL and entropy against steps, one line per checkpoint.
 """
 from __future__ import annotations
 
@@ -48,7 +51,7 @@ from scale.evaluation.metrics import (
     unigram_entropy,
 )
 from scale.evaluation.samples import BATCH, COND, UNCOND, draw
-from scale.evaluation.validation import validation_elbo
+from scale.evaluation.validation import bits_per_char, scored_batches, validation_elbo
 
 MAUVE_SEEDS = (42, 43, 44, 45, 46)
 
@@ -83,10 +86,22 @@ class EvalSettings:
             check_int(f"--{name.replace('_', '-')}", getattr(self, name), 1)
 
 
+def elbo_nll(model, blocks, settings: EvalSettings, device) -> tuple[float, torch.Tensor]:
+    """(ELBO nats per token, the blocks Long[N, L] it was computed on: the first val_batches batches)."""
+    batch = min(settings.batch_size, len(blocks))
+    nll = validation_elbo(model, blocks, batch, settings.val_batches, 1e-3, seed=settings.seed, device=device)
+    return nll, blocks[:scored_batches(len(blocks), batch, settings.val_batches) * batch]
+
+
 def elbo_ppl(model, blocks, settings: EvalSettings, device) -> float:
-    nll = validation_elbo(model, blocks, min(settings.batch_size, len(blocks)), settings.val_batches, 1e-3,
-                          seed=settings.seed, device=device)
-    return math.exp(nll)
+    return math.exp(elbo_nll(model, blocks, settings, device)[0])
+
+
+def method_and_seed(label: str, train_seed: int) -> tuple[str, int]:
+    """(method, seed) of a checkpoint: its label less the suffix -s<seed> of a seeded pipeline stage
+    (scale.pipeline) where that suffix names the seed its state.json records (train.seed), and that seed."""
+    suffix = f"-s{train_seed}"
+    return (label[:-len(suffix)] if label.endswith(suffix) else label), train_seed
 
 
 def zero_shot(model, data: DataSection, names: tuple[str, ...], settings: EvalSettings, device) -> dict:
@@ -180,8 +195,10 @@ def evaluate(checkpoints: list[str], settings: EvalSettings) -> dict:
         model, state = load_model(folder, settings.weights, device)
         data = state.config.data
         length = data.length
-        ckpt = {"checkpoint": str(path), "label": label, "step": state.step,
-                "val_ppl": elbo_ppl(model, val_blocks, settings, device),
+        method, seed = method_and_seed(label, state.config.train.seed)
+        nll, scored = elbo_nll(model, val_blocks, settings, device)
+        ckpt = {"checkpoint": str(path), "label": label, "method": method, "seed": seed, "step": state.step,
+                "val_ppl": math.exp(nll), "bits_per_char": bits_per_char(nll, scored, tok),
                 "zero_shot": zero_shot(model, data, names, settings, device)}
         check_finite(ckpt)  # before any sampling: a NaN perplexity here is not worth the rest
         result["checkpoints"].append(ckpt)
@@ -192,9 +209,10 @@ def evaluate(checkpoints: list[str], settings: EvalSettings) -> dict:
             texts = decode_samples(tokens, tok)
             scored = gen_ppl(texts, judge, max_length=length, batch_size=settings.judge_batch_size,
                              eos_rule=settings.eos_rule)
-            entry = {"checkpoint": str(path), "label": label, "steps": k, "gen_ppl": scored.gen_ppl,
-                     "entropy": unigram_entropy(tokens), "nfe": nfe, "seconds_per_sample": seconds / settings.n,
-                     "mauve": None, "judge": settings.judge, "val_ppl": ckpt["val_ppl"], "sample": texts[0],
+            entry = {"checkpoint": str(path), "label": label, "method": method, "seed": seed, "steps": k,
+                     "gen_ppl": scored.gen_ppl, "entropy": unigram_entropy(tokens), "nfe": nfe,
+                     "seconds_per_sample": seconds / settings.n, "mauve": None, "judge": settings.judge,
+                     "val_ppl": ckpt["val_ppl"], "bits_per_char": ckpt["bits_per_char"], "sample": texts[0],
                      # per sample, for intervals over samples (scale.evaluation.report)
                      "per_sample_nll": scored.per_sample_nll, "per_sample_tokens": scored.per_sample_tokens,
                      "per_sample_entropy": sample_entropy(tokens).tolist()}
