@@ -62,8 +62,9 @@ class SampleCell:
 def write_samples(path: str | Path, cells: list[SampleCell]) -> Path:
     """The samples file `path` holding `cells`, one JSON line each, gzip'ed, written atomically."""
     def write(f):
-        # mtime 0: the same samples give the same bytes
-        with gzip.GzipFile(fileobj=f, mode="wb", mtime=0) as gz, io.TextIOWrapper(gz, encoding="utf-8") as text:
+        # no name, mtime 0: the same samples give the same bytes (the staging name is not stored)
+        with (gzip.GzipFile(filename="", fileobj=f, mode="wb", mtime=0) as gz,
+              io.TextIOWrapper(gz, encoding="utf-8") as text):
             for cell in cells:
                 text.write(json.dumps(cell.to_json(), allow_nan=False) + "\n")
     return durable.write_file(path, write)
