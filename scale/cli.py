@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                         "train a small byte-level BPE vocabulary on a corpus split (cached)"),
     "train-ngram-judge": ("scale.commands.train_ngram_judge",
                           "count a Kneser-Ney n-gram judge on held-out text"),
+    "memorisation": ("scale.commands.memorisation",
+                     "longest training-text run of each stored sample, distance to a coupling's completions"),
     "report": ("scale.commands.report",
                "bootstrap intervals, real-text references and the PPL-entropy frontier of an evaluation"),
     "pipeline": ("scale.commands.pipeline",

@@ -257,7 +257,7 @@ def test_read_only_outputs_are_refused_before_the_work(capsys, tmp_path, argv, n
 
 def test_a_disk_that_fills_at_the_end_is_one_line_naming_the_file(capsys, tmp_path, monkeypatch):
     import scale.commands.evaluate as ev
-    monkeypatch.setattr(ev, "evaluate", lambda checkpoints, settings: {"judge": "j", "entries": []})
+    monkeypatch.setattr(ev, "evaluate", lambda checkpoints, settings, samples=None: {"judge": "j", "entries": []})
 
     def full(staged, final):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as a write to an open file: no path

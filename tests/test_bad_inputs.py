@@ -379,7 +379,7 @@ def test_resume_to_a_step_already_passed(capsys, tmp_path, run5, command):
 def test_evaluate_refuses_to_write_a_non_finite_metric(capsys, tmp_path, monkeypatch):
     import scale.commands.evaluate as ev
     entry = {"checkpoint": "runs/a", "label": "a", "steps": 1, "gen_ppl": 12.5, "entropy": 4.0, "mauve": None}
-    monkeypatch.setattr(ev, "evaluate", lambda checkpoints, settings: {
+    monkeypatch.setattr(ev, "evaluate", lambda checkpoints, settings, samples=None: {
         "judge": "j", "checkpoints": [{"checkpoint": "runs/a", "val_ppl": math.nan, "zero_shot": {"lm1b": None}}],
         "entries": [entry]})
     out = tmp_path / "e.json"

@@ -1,6 +1,7 @@
 """`python -m scale evaluate --ckpt DIR [DIR ...] --steps 1,2,4 --n 1024 [--judge NAME_OR_DIR] [--mauve]
-[--prefix-len 50] --out OUT.json`: the few-step evaluation protocol (scale.evaluation.evaluate) as JSON, and a PNG of
-gen PPL and entropy against steps, one line per checkpoint."""
+[--prefix-len 50] --out OUT.json [--samples FILE.jsonl.gz]`: the few-step evaluation protocol
+(scale.evaluation.evaluate) as JSON, a PNG of gen PPL and entropy against steps, one line per checkpoint, and
+optionally every sample (scale.evaluation.samples_file)."""
 from __future__ import annotations
 
 import json
@@ -14,6 +15,7 @@ from imdm_lab.sampling import check_steps_memory
 from scale.evaluation.evaluate import EvalSettings, check_finite, evaluate, plot
 from scale.evaluation.metrics import EOS_RULES
 from scale.evaluation.samples import BATCH
+from scale.evaluation.samples_file import write_samples
 from scale.model.cost import device_memory
 
 
@@ -40,6 +42,9 @@ def add_arguments(p) -> None:
     p.add_argument("--out", required=True, help="JSON file to write")
     p.add_argument("--plot", default=None, help="PNG file (default: OUT with .png)")
     p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--samples", default=None,
+                   help="gzip'ed JSON-lines file of every sample's ids and text, one line per checkpoint x steps "
+                        "(default: none)")
 
 
 def _settings(args) -> EvalSettings:
@@ -51,9 +56,9 @@ def _settings(args) -> EvalSettings:
                         seed=args.seed)
 
 
-def check(args) -> tuple[EvalSettings, Path, Path | None]:
-    """(settings, JSON path, figure path or None): the settings, the sampler's memory at the largest step
-    count, the outputs (the figure's format included), before any checkpoint is loaded."""
+def check(args) -> tuple[EvalSettings, Path, Path | None, Path | None]:
+    """(settings, JSON path, figure path or None, samples path or None): the settings, the sampler's memory
+    at the largest step count, the outputs (the figure's format included), before any checkpoint is loaded."""
     settings = _settings(args)
     memory = device_memory("cuda" if torch.cuda.is_available() else "cpu")
     rows = max(settings.n, settings.prompts * settings.continuations if settings.mauve else 1)
@@ -61,16 +66,22 @@ def check(args) -> tuple[EvalSettings, Path, Path | None]:
     check_steps_memory("--steps", max(settings.steps), batch, memory)
     out = check_writable("--out", args.out)
     plot_path = None if args.no_plot else check_figure_path("--plot", args.plot or out.with_suffix(".png"))
-    return settings, out, plot_path
+    samples_path = None if args.samples is None else check_writable("--samples", args.samples)
+    return settings, out, plot_path, samples_path
 
 
 def run(args) -> int:
-    settings, out, plot_path = check(args)
-    result = check_finite(evaluate(args.ckpt, settings))
+    settings, out, plot_path, samples_path = check(args)
+    cells = None if samples_path is None else []
+    result = check_finite(evaluate(args.ckpt, settings, cells))
     out.parent.mkdir(parents=True, exist_ok=True)
     durable.write_text(out, json.dumps(result, indent=1, allow_nan=False))
     if plot_path is not None:
         plot_path.parent.mkdir(parents=True, exist_ok=True)
         plot(result, plot_path)
+    if samples_path is not None:
+        samples_path.parent.mkdir(parents=True, exist_ok=True)
+        write_samples(samples_path, cells)
+        print(f"wrote {samples_path}")
     print(f"wrote {out}")
     return 0

@@ -51,6 +51,7 @@ from scale.evaluation.metrics import (
     unigram_entropy,
 )
 from scale.evaluation.samples import BATCH, COND, UNCOND, draw
+from scale.evaluation.samples_file import SampleCell
 from scale.evaluation.validation import bits_per_char, scored_batches, validation_elbo
 
 MAUVE_SEEDS = (42, 43, 44, 45, 46)
@@ -180,10 +181,11 @@ def open_inputs(checkpoints: list[str], weights: str) -> list[tuple]:
     return opened
 
 
-def evaluate(checkpoints: list[str], settings: EvalSettings) -> dict:
+def evaluate(checkpoints: list[str], settings: EvalSettings, samples: list | None = None) -> dict:
     """The JSON of an evaluation of `checkpoints` (folders or Hub ids): one entry per checkpoint and step
     count, and per checkpoint its ELBO perplexities (the module docstring). The judge and every
-    checkpoint are opened and checked first (open_inputs)."""
+    checkpoint are opened and checked first (open_inputs). samples: a list that receives every cell's
+    samples (scale.evaluation.samples_file.SampleCell), None to keep none."""
     steps = settings.steps
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     judge = load_judge(settings.judge, device=device)
@@ -207,6 +209,8 @@ def evaluate(checkpoints: list[str], settings: EvalSettings) -> dict:
             tokens, nfe, seconds = draw(model, settings.n, k, seed=settings.seed, length=length,
                                         batch_size=settings.batch_size, device=device, tag=UNCOND, progress=True)
             texts = decode_samples(tokens, tok)
+            if samples is not None:
+                samples.append(SampleCell(str(path), label, k, settings.seed, tokens.numpy(), texts))
             scored = gen_ppl(texts, judge, max_length=length, batch_size=settings.judge_batch_size,
                              eos_rule=settings.eos_rule)
             entry = {"checkpoint": str(path), "label": label, "method": method, "seed": seed, "steps": k,
