@@ -142,6 +142,9 @@ def plan(preset_name: str, out: str | Path, *, mdlm: str | None = None, judge: s
         outputs["tokenizer", None] = str(Path(outputs["tokenizer", None]).resolve())
     if mdlm:
         outputs["mdlm", None] = mdlm
+    read = {source for n in names for _, source in STAGES[n].reads}
+    side = {n: [(flag, key) for flag, key, _ in STAGES[n].writes if key in read] for n in names}
+    outputs.update({(key, None): str(out / file) for n in names for _, key, file in STAGES[n].writes})
 
     def output(source: str, seed: int | None) -> str | None:
         return outputs.get((source, seed), outputs.get((source, None)))
@@ -162,6 +165,13 @@ def plan(preset_name: str, out: str | Path, *, mdlm: str | None = None, judge: s
             for template, source in stage.optional:
                 if output(source, seed) is not None:
                     argv += [part.format(output(source, seed)) for part in template]
+            for flag, key in side[name]:
+                argv += [flag, output(key, seed)]
+            flag, couples = stage.pairs
+            pairs = [f"{Path(output(a, s)).name}={output(b, s)}" for a, b in couples
+                     for _, s in instances(a, seeds) if (a, s) in outputs and (b, s) in outputs]
+            if pairs:
+                argv += [flag, *pairs]
             if name == "evaluate":
                 argv += ["--ckpt", *checkpoints]
             argv += own

@@ -19,7 +19,10 @@ class Stage:
     reads: (flag, stage) pairs, the flag followed by that stage's output (a missing stage is an error;
     "mdlm" may come from --mdlm); optional: (flag template, stage) pairs added only when the stage is in
     the plan, "{}" replaced by its output; checkpoint: evaluate compares it; in_process: never launched;
-    seed: the arguments that set the seed of one instance, "{}" replaced by the seed (empty: one instance)."""
+    seed: the arguments that set the seed of one instance, "{}" replaced by the seed (empty: one instance);
+    writes: (flag, key, file) outputs beside the main one, DIR/file passed with flag only when a planned stage
+    reads key; pairs: (flag, ((checkpoint stage, coupling stage), ...)): flag followed by LABEL=COUPLING for
+    every seed both run (LABEL: the checkpoint's folder name, as evaluate labels it)."""
     command: tuple[str, ...]
     folder: str
     reads: tuple[tuple[str, str], ...] = ()
@@ -27,9 +30,12 @@ class Stage:
     checkpoint: bool = False
     in_process: bool = False
     seed: tuple[str, ...] = ()
+    writes: tuple[tuple[str, str, str], ...] = ()
+    pairs: tuple[str, tuple[tuple[str, str], ...]] = ("", ())
 
 
 _TOKENIZER = ((("--set", "data.tokenizer={}"), "tokenizer"),)
+_TOKENIZER_FLAG = ((("--tokenizer", "{}"), "tokenizer"),)
 _TRAIN_SEED = ("--set", "train.seed={}")  # a training stage: the optimizer's data order, times, masks
 _COUPLING_SEED = ("--seed", "{}")  # a coupling stage: its rows, times and eps (scale.training.coupling)
 STAGES: dict[str, Stage] = {
@@ -50,9 +56,14 @@ STAGES: dict[str, Stage] = {
     "imredi": Stage(("distill", "--method", "imdm-redi"), "imredi", reads=(("--coupling", "coupling"),),
                     checkpoint=True, seed=_TRAIN_SEED),
     "judge": Stage(("train-judge",), "judge", in_process=True),
-    "ngram-judge": Stage(("train-ngram-judge",), "judge", optional=((("--tokenizer", "{}"), "tokenizer"),),
-                         in_process=True),
-    "evaluate": Stage(("evaluate",), "eval.json", in_process=True),
+    "ngram-judge": Stage(("train-ngram-judge",), "judge", optional=_TOKENIZER_FLAG, in_process=True),
+    "evaluate": Stage(("evaluate",), "eval.json", in_process=True,
+                      writes=(("--samples", "samples", "samples.jsonl.gz"),)),
+    # train-set reproduction of every sample; distance of a ReDi student's samples to its coupling's rows
+    "memorisation": Stage(("memorisation",), "memorisation.json", reads=(("--samples", "samples"),),
+                          optional=_TOKENIZER_FLAG, in_process=True,
+                          pairs=("--coupling", (("redi", "coupling-mdlm"), ("imredi-mdlm", "coupling-mdlm"),
+                                                ("imredi", "coupling")))),
     "report": Stage(("report",), "report.json", reads=(("--eval", "evaluate"),), in_process=True),
 }
 JUDGE_STAGES = ("judge", "ngram-judge")
@@ -71,7 +82,7 @@ _CHAIN = ("mdlm", "imsdtt", "coupling", "imredi")
 _WIKI_CHAIN = ("tokenizer", "mdlm", "sdtt", "imsdtt", "coupling-mdlm", "redi", "imredi-mdlm", "coupling",
                "imredi", "ngram-judge", "evaluate", "report")
 _TEXT8_CHAIN = ("tokenizer", "mdlm", "sdtt", "imsdtt", "epscoup", "coupling-mdlm", "redi", "imredi-mdlm",
-                "coupling", "imredi", "ngram-judge", "evaluate", "report")
+                "coupling", "imredi", "ngram-judge", "evaluate", "memorisation", "report")
 TEXT8_DATA = "text8-wiki"  # the corpus of the text8 presets: its one name here
 
 
@@ -161,6 +172,7 @@ PRESETS: dict[str, Preset] = {
         imredi=["--config", "text8-cpu-redi"],
         ngram_judge=["--order", "5", "--block", "128", "--data", TEXT8_DATA],
         evaluate=_WIKI_EVAL,
+        memorisation=["--data", TEXT8_DATA],
         report=["--n-boot", "1000"]),
     # The same stages in seconds, two seeds (the tests run it): tiny DiT, length 32, a few optimizer steps each.
     "text8-cpu-tiny": _preset(
@@ -178,5 +190,6 @@ PRESETS: dict[str, Preset] = {
         imredi=["--config", "tiny-cpu-distill"],
         ngram_judge=["--order", "5", "--block", "32", "--max-pieces", "100", "--data", TEXT8_DATA],
         evaluate=["--steps", "1,2", "--n", "8", "--batch-size", "8", "--val-batches", "1"],
+        memorisation=["--data", TEXT8_DATA, "--reference", "16"],
         report=["--n-boot", "200"]),
 }
