@@ -30,7 +30,7 @@ from safetensors.torch import save_file
 from imdm_lab import durable
 from scale.checkpoints.checkpoint import load_model, read_state, read_tensors, write_checkpoint_files
 from scale.checkpoints.state import FORMAT, CheckpointState
-from scale.data.blocks import cache_root
+from scale.data.cache import cache_root
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 HUB_FILES = ["config.json", "model.safetensors", "ema.safetensors", "README.md"]

@@ -31,6 +31,7 @@ import torch
 
 from imdm_lab import durable
 from imdm_lab.checks import check_int
+from scale.data.cache import cache_root
 from scale.data.corpora import CORPUS_ALIASES, DEFAULT_CORPUS, Corpus, get_corpus
 from scale.data.tokenizers import load_tokenizer, vocab_layout, wrap_specials
 
@@ -43,11 +44,6 @@ DATA_DEFAULTS = {
     "openwebtext": ("gpt2", 1024),
     DEFAULT_CORPUS: ("gpt2", 1024),
 }
-
-
-def cache_root() -> Path:
-    """`$IMDM_CACHE`, else ~/.cache/imdm-lab."""
-    return Path(os.environ.get("IMDM_CACHE") or Path.home() / ".cache" / "imdm-lab")
 
 
 def wrap_group(token_lists, length: int, bos: int, eos: int) -> np.ndarray:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from imdm_lab import durable
 from imdm_lab.checks import check_cost, check_int, check_writable, host_memory
-from scale.data.blocks import cache_root
+from scale.data.cache import cache_root
 from scale.data.corpora import get_corpus
 
 EOS = "<|endoftext|>"

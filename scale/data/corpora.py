@@ -2,8 +2,8 @@
 
 A corpus is an ordered, re-iterable sequence of documents (strings) for one split. Names resolve in
 this order: a registered name (`lm1b`, `openwebtext`, `wikipedia` = the default offline corpus, from
-the Wikipedia dump inside the gensim wheel), an existing local file or folder, then any Hugging Face
-dataset id with a text column.
+the Wikipedia dump inside the gensim wheel; `text8-wiki` and `text8`, scale.data.text8), an existing local
+file or folder, then any Hugging Face dataset id with a text column.
 
 Splits are "train", "validation" and, for the local corpora, "heldout" (text neither the model nor
 its validation sees; used to train a judge). LM1B validates on its "test" split and OpenWebText on
@@ -22,6 +22,8 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from scale.data.text8 import TEXT8_RULE, text8_normalize, text8_source
 
 SPLITS = ("train", "validation", "heldout")
 DEFAULT_CORPUS = "wikipedia"
@@ -136,13 +138,26 @@ def _split_documents(name: str, split: str, docs) -> list[str]:
     return chosen
 
 
-def wiki_corpus(split: str) -> Corpus:
-    """The default corpus; the dump is parsed only when its documents are read (not on a cache hit)."""
+def _listed_corpus(name: str, split: str, fingerprint: str, listing: Callable[[], list[str]]) -> Corpus:
+    """A corpus whose documents are listed once, when they are first read (not on a cache hit)."""
+    chosen = functools.cache(listing)
+    return Corpus(name, split, fingerprint, lambda start: iter(chosen()[start:]), lambda: len(chosen()))
+
+
+def wiki_corpus(split: str, name: str = "wikipedia", clean: Callable[[str], str] | None = None,
+                rule: str = "") -> Corpus:
+    """The default corpus; with `clean` (and its `rule`, a version string for the fingerprint) each article
+    is cleaned by it. The dump is parsed only when its documents are read (not on a cache hit)."""
     _check_split(split)
-    path = wiki_dump_path()
-    fingerprint = f"gensim-wiki:{path.stat().st_size}:v1"
-    chosen = functools.cache(lambda: _split_documents("wikipedia", split, wiki_articles()))
-    return Corpus("wikipedia", split, fingerprint, lambda start: iter(chosen()[start:]), lambda: len(chosen()))
+    fingerprint = f"gensim-wiki:{wiki_dump_path().stat().st_size}:v1{f':{rule}' if clean else ''}"
+    return _listed_corpus(name, split, fingerprint, lambda: _split_documents(
+        name, split, [clean(a) for a in wiki_articles()] if clean else wiki_articles()))
+
+
+def text8_corpus(split: str) -> Corpus:
+    """The real text8 (scale.data.text8: fetched once into the cache, split as MDLM's)."""
+    _check_split(split)
+    return _listed_corpus("text8", split, *text8_source(split))
 
 
 # ---------------------------------------------------------------- local files and folders
@@ -370,6 +385,11 @@ def generic_hub_corpus(hub_id: str, split: str, config: str | None, text_column:
                           chosen if not rev else f"{chosen}@{rev}")
 
 
+# corpora read from this machine (text8 is fetched into the cache once): name -> the corpus of a split
+LISTED = {"wikipedia": wiki_corpus, "text8": text8_corpus,
+          "text8-wiki": functools.partial(wiki_corpus, name="text8-wiki", clean=text8_normalize, rule=TEXT8_RULE)}
+
+
 def get_corpus(data: str = DEFAULT_CORPUS, split: str = "train", *, hf_config: str | None = None,
                text_column: str = "text", revision: str = "") -> Corpus:
     """Resolve `data` (registered name, local path, or hub dataset id) to the documents of `split`;
@@ -377,8 +397,8 @@ def get_corpus(data: str = DEFAULT_CORPUS, split: str = "train", *, hf_config: s
     if not isinstance(data, str) or not data:
         raise ValueError(f"data: expected a corpus name, a path or a dataset id, got {data!r}")
     data = CORPUS_ALIASES.get(data, data)
-    if data == "wikipedia":
-        return wiki_corpus(split)
+    if data in LISTED:
+        return LISTED[data](split)
     if data in REGISTERED:
         return hub_corpus(data, split, REGISTERED[data], revision)
     if Path(data).expanduser().exists():
