@@ -105,7 +105,7 @@ def test_each_seeded_instance_reads_its_own_seeds_upstream_and_the_one_teacher()
     seeded = [n for n in PRESETS["text8-cpu"].stages if STAGES[n].seed]
     assert seeded == ["sdtt", "imsdtt", "epscoup", "coupling-mdlm", "redi", "imredi-mdlm", "coupling", "imredi"]
     assert list(steps) == ["tokenizer", "mdlm", *[f"{n}-s{s}" for n in seeded for s in (0, 1, 2)], "ngram-judge",
-                           "evaluate", "report"]
+                           "evaluate", "memorisation", "report"]
     for s in (0, 1, 2):
         assert _after(steps[f"imredi-s{s}"], "--coupling") == f"runs/t/coupling-s{s}"
         assert _after(steps[f"coupling-s{s}"], "--teacher") == f"runs/t/imsdtt-s{s}"
@@ -122,6 +122,12 @@ def test_each_seeded_instance_reads_its_own_seeds_upstream_and_the_one_teacher()
     students = ["sdtt", "imsdtt", "epscoup", "redi", "imredi-mdlm", "imredi"]
     assert ckpts == ["runs/t/mdlm", *[f"runs/t/{n}-s{s}" for n in students for s in (0, 1, 2)]]
     assert _after(steps["evaluate"], "--judge") == "runs/t/judge"
+    samples = "runs/t/samples.jsonl.gz"
+    assert _after(steps["evaluate"], "--samples") == _after(steps["memorisation"], "--samples") == samples
+    memo = steps["memorisation"]
+    pairs = memo[memo.index("--coupling") + 1:memo.index("--data")]
+    couples = (("redi", "coupling-mdlm"), ("imredi-mdlm", "coupling-mdlm"), ("imredi", "coupling"))
+    assert pairs == [f"{n}-s{s}=runs/t/{c}-s{s}" for n, c in couples for s in (0, 1, 2)]
     assert "train.seed=0" not in " ".join(steps["mdlm"])  # the teacher stays single
 
 

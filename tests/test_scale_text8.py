@@ -4,6 +4,7 @@ IM-ReDi, IM-SDTT -> IM-ReDi, each once per seed -> 5-gram judge -> evaluate -> r
 positions and bits per character."""
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -12,10 +13,7 @@ from scale.checkpoints.checkpoint import read_state
 from scale.cli import main
 from scale.data.blocks import open_blocks
 from scale.data.tokenizers import load_tokenizer
-from scale.presets import TEXT8_DATA
 
-# The corpus the test reads until text8-wiki is registered (scale.data.corpora): its one name here.
-DATA = "wiki"
 SEEDS = (0, 1)
 STUDENTS = ["sdtt", "imsdtt", "epscoup", "redi", "imredi-mdlm", "imredi"]
 
@@ -23,10 +21,7 @@ STUDENTS = ["sdtt", "imsdtt", "epscoup", "redi", "imredi-mdlm", "imredi"]
 @pytest.fixture(scope="module")
 def text8(token_cache, tmp_path_factory):
     out = tmp_path_factory.mktemp("text8") / "run"
-    data = [] if DATA == TEXT8_DATA else [
-        "--args", f"tokenizer=--data {DATA}", "--args", f"mdlm=--set data.dataset={DATA}",
-        "--args", f"ngram-judge=--data {DATA}"]
-    assert main(["pipeline", "--preset", "text8-cpu-tiny", "--out", str(out), *data]) == 0
+    assert main(["pipeline", "--preset", "text8-cpu-tiny", "--out", str(out)]) == 0
     return out
 
 
@@ -80,3 +75,19 @@ def test_bits_per_char_of_the_mdlm_from_its_elbo_and_the_decoded_characters(text
     assert 0 < chars <= blocks.numel()  # a byte tokenizer: at most one character a token
     expected = math.log2(ckpt["val_ppl"]) * blocks.numel() / chars
     assert ckpt["bits_per_char"] == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.slow
+def test_memorisation_checks_every_cell_and_each_redi_student_against_its_own_coupling(text8):
+    memo = json.loads((text8 / "memorisation.json").read_text())
+    result = json.loads((text8 / "eval.json").read_text())
+    assert {(c["label"], c["steps"]) for c in memo["cells"]} == {(e["label"], e["steps"]) for e in result["entries"]}
+    couplings = {"redi": "coupling-mdlm", "imredi-mdlm": "coupling-mdlm", "imredi": "coupling"}
+    for cell in memo["cells"]:
+        method, _, seed = cell["label"].rpartition("-s")
+        if method in couplings:
+            assert Path(cell["coupling"]["folder"]).name == f"{couplings[method]}-s{seed}"
+            assert 0 <= cell["coupling"]["min_distance"] <= cell["coupling"]["mean_distance"] <= 1
+        else:
+            assert cell["coupling"] is None
+        assert 0 <= cell["train"]["mean_longest"] <= cell["train"]["max_longest"] <= cell["length"]
