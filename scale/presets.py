@@ -164,7 +164,7 @@ PRESETS: dict[str, Preset] = {
         mdlm=["--config", "text8-cpu", "--set", f"data.dataset={TEXT8_DATA}"],
         sdtt=["--config", "text8-cpu-sdtt"],
         imsdtt=["--config", "text8-cpu-sdtt"],
-        epscoup=["--config", "text8-cpu-redi"],
+        epscoup=["--config", "text8-cpu-epscoup"],
         coupling_mdlm=_coupling(64, 128, 64, 64),
         redi=["--config", "text8-cpu-redi"],
         imredi_mdlm=["--config", "text8-cpu-redi"],
