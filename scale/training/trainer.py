@@ -49,6 +49,7 @@ from scale.evaluation.validation import sample_texts, validation_elbo
 from scale.model.dit import DiT, parameter_count
 from scale.training import distributed as D
 from scale.training.ema import EMA
+from scale.training.optimizer import make_optimizer
 
 # Fields of a metrics.jsonl record measured on the wall clock: the only ones in which a resumed run's
 # log may differ from an uninterrupted one.
@@ -122,14 +123,6 @@ def _set_rng_states(states: dict) -> None:
 
 # train.loss -> the rows the DiT's chunked head NLL (imdm_lab.head_nll) runs on; None: full logits
 LOSSES = {"chunked": "masked", "chunked-all": "all", "full": None}
-
-
-def make_optimizer(model: torch.nn.Module, tc, fused: bool) -> torch.optim.AdamW:
-    """AdamW of the [train] settings. fused (the trainer's choice on CUDA): one kernel for all parameters
-    whose step counters stay on the device, so a step reads nothing back; else PyTorch's default
-    (foreach) implementation, which keeps the counters on the host."""
-    return torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tuple(tc.betas), eps=tc.adam_eps,
-                             weight_decay=tc.weight_decay, fused=True if fused else None)
 
 
 def check_block_ids(blocks: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -213,7 +206,7 @@ class Trainer:
         self.model = model.to(self.rt.device)
         self.wrapped = D.wrap(self.model, self.rt, tc.strategy)
         self.sharded = D.is_sharded(self.rt, tc.strategy)
-        self.optimizer = make_optimizer(self.model, tc, fused=self.rt.device.type == "cuda")
+        self.optimizer = make_optimizer(self.model, tc, self.rt.device.type)
         # the compiled module shares the model's parameters; evaluation and sampling stay eager
         self.train_forward = torch.compile(self.wrapped) if tc.compile else self.wrapped
         self.ema = EMA(self.model, tc.ema)
