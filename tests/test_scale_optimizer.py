@@ -32,7 +32,7 @@ def test_auto_on_a_cpu_is_pytorchs_default_adamw_bit_for_bit():
     ours = _steps(model, make_optimizer(model, tc, "cpu"))
     plain = _steps(reference, torch.optim.AdamW(reference.parameters(), lr=tc.lr, betas=tuple(tc.betas),
                                                 eps=tc.adam_eps, weight_decay=tc.weight_decay))
-    assert all(torch.equal(a, b) for a, b in zip(ours, plain))
+    assert all(torch.equal(a, b) for a, b in zip(ours, plain, strict=True))
 
 
 def test_fused_is_the_same_update_to_rounding():
@@ -43,7 +43,7 @@ def test_fused_is_the_same_update_to_rounding():
     assert optimizer.defaults["fused"] is True
     fused = _steps(model, optimizer)
     foreach = _steps(foreach_model, make_optimizer(foreach_model, load_config("tiny-cpu").train, "cpu"))
-    for a, b in zip(fused, foreach):
+    for a, b in zip(fused, foreach, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
