@@ -7,8 +7,8 @@ import copy
 import pytest
 import torch
 
+from imdm_lab.optimizer import make_optimizer
 from scale.checkpoints.config import load_config
-from scale.training.optimizer import make_optimizer
 
 
 def _steps(model: torch.nn.Module, optimizer: torch.optim.Optimizer, steps: int = 3) -> list[torch.Tensor]:

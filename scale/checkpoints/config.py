@@ -18,8 +18,8 @@ from pathlib import Path
 from imdm_lab.checks import SEED_LIMIT
 from imdm_lab.distill import READERS
 from imdm_lab.losses import DIVERGENCES
+from imdm_lab.optimizer import OPTIMIZER_IMPLS
 from scale.model.dit import DiTConfig
-from scale.training.optimizer import OPTIMIZER_IMPLS
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 

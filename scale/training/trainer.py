@@ -32,6 +32,7 @@ from imdm_lab import durable
 from imdm_lab.counter_rng import derive_seed
 from imdm_lab.losses import elbo
 from imdm_lab.lr_schedule import learning_rate
+from imdm_lab.optimizer import make_optimizer
 from imdm_lab.schedules import sample_times
 from scale.checkpoints.checkpoint import (
     RunFolder,
@@ -49,7 +50,6 @@ from scale.evaluation.validation import sample_texts, validation_elbo
 from scale.model.dit import DiT, parameter_count
 from scale.training import distributed as D
 from scale.training.ema import EMA
-from scale.training.optimizer import make_optimizer
 
 # Fields of a metrics.jsonl record measured on the wall clock: the only ones in which a resumed run's
 # log may differ from an uninterrupted one.

@@ -1,4 +1,5 @@
-"""The AdamW of a training run and the implementations train.optimizer_impl chooses from."""
+"""The AdamW of a training run (its [train] settings: lr, betas, adam_eps, weight_decay) and the
+implementations train.optimizer_impl chooses from."""
 from __future__ import annotations
 
 from collections.abc import Callable
