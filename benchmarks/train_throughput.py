@@ -12,7 +12,7 @@ t ~ U[t_min, 1] (the rows it sees). Its fraction of this machine's measured floa
 (dit_throughput.cpu_peak_tflops) reads "share of what a bare matrix product reaches here".
 
 The large-vocabulary pair trains with the GPT-2 tokenizer (50 258 classes, chunked loss) with glibc's
-malloc defaults passed explicitly (MALLOC_MMAP_MAX_, which imdm_lab.allocator leaves alone when set)
+malloc defaults (a no-op glibc.malloc tunable, which makes imdm_lab.allocator leave malloc alone)
 and with the project's default (imdm_lab.allocator.keep_freed_memory: no mmap, no trim).
 
     python benchmarks/train_throughput.py --tokenizer DIR --out results.jsonl   # DIR: a 257-token BPE
@@ -25,7 +25,6 @@ import dataclasses
 import json
 import os
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -44,8 +43,10 @@ from scale.checkpoints.checkpoint import read_state  # noqa: E402
 from scale.model.dit import DiT  # noqa: E402
 from scale.training.trainer import LOSSES  # noqa: E402
 
-# glibc's own malloc defaults, set explicitly: the allocator as it was before imdm_lab.allocator
-GLIBC_DEFAULTS = {"MALLOC_MMAP_MAX_": "65536"}
+# glibc's malloc as it is by default, imdm_lab.allocator told to leave it alone by a malloc tunable that
+# changes nothing (perturb 0 is the default); MALLOC_MMAP_MAX_ would not do: setting it, even to its
+# default, turns off glibc's dynamic mmap threshold
+GLIBC_DEFAULTS = {"GLIBC_TUNABLES": "glibc.malloc.perturb=0"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,8 +83,8 @@ def _command(variant: Variant, args, out: Path, steps: int) -> list[str]:
     data = ([f"data.tokenizer={args.large_tokenizer}", f"model.size={args.large_size}", "train.loss=chunked"]
             if variant.large else [f"data.tokenizer={args.tokenizer}"])
     sets = [f"data.length={args.length}", f"train.log_every={args.log_every}", *data, *variant.sets]
-    head = ([shutil.which("torchrun") or "torchrun", "--standalone", f"--nproc_per_node={variant.procs}"]
-            if variant.procs > 1 else [sys.executable])
+    head = [sys.executable, *(["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={variant.procs}"]
+                              if variant.procs > 1 else [])]  # torch.distributed.run: torchrun
     return [*head, "-m", "scale", "train", "--config", args.config, "--out", str(out), "--max-steps", str(steps),
             *[x for s in sets for x in ("--set", s)]]
 
@@ -172,6 +173,7 @@ def main(argv=None) -> list[dict]:
     for name in names:
         try:
             results.append(run_variant(name, args, peak))
+            print(f"{name}: {results[-1]['tokens_per_s']:.0f} tokens/s", file=sys.stderr)
         except RuntimeError as err:
             print(f"{name} failed: {err}", file=sys.stderr)
     first = {}  # classes -> tokens/s of the first variant at that vocabulary: the speed-ups' reference
