@@ -17,7 +17,7 @@ from imdm_lab.process import Process
 from imdm_lab.sampling import SamplerOptions, sample
 from scale.checkpoints.config import config_from_dict
 from scale.model.dit import DiT, DiTConfig
-from scale.training.trainer import elbo_trainer, make_optimizer
+from scale.training.trainer import elbo_trainer
 
 READ_BACKS = ("item", "__bool__", "__int__", "__float__", "__index__", "tolist")
 
@@ -54,12 +54,12 @@ def test_the_counter_sees_read_backs():
 def _trainer(tmp_path, loss="chunked"):
     config = config_from_dict({
         "model": {"size": "tiny-cpu", "labels": "rand", "vocab_size": 40, "mask_id": 40},
-        "train": {"global_batch": 4, "micro_batch": 2, "warmup": 2, "loss": loss, "ema": 0.9},
+        "train": {"global_batch": 4, "micro_batch": 2, "warmup": 2, "loss": loss, "ema": 0.9,
+                  # the optimizer the trainer builds on CUDA (CPU PyTorch has the fused kernel as well)
+                  "optimizer_impl": "fused"},
         "eval": {"every": 0}})
     blocks = torch.randint(0, 40, (8, 16), generator=torch.Generator().manual_seed(0))
     trainer = elbo_trainer(config, tmp_path / "run", blocks, blocks[:2])
-    # the optimizer the trainer builds on CUDA (CPU PyTorch has the fused kernel as well)
-    trainer.optimizer = make_optimizer(trainer.model, config.train, fused=True)
     return trainer
 
 

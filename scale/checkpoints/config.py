@@ -18,6 +18,7 @@ from pathlib import Path
 from imdm_lab.checks import SEED_LIMIT
 from imdm_lab.distill import READERS
 from imdm_lab.losses import DIVERGENCES
+from imdm_lab.optimizer import OPTIMIZER_IMPLS
 from scale.model.dit import DiTConfig
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -55,6 +56,7 @@ class TrainSection:
     # on every row, visible ones zeroed (no sync, ~2x the head's FLOPs); full: [B, L, C] logits
     loss: str = "chunked"
     compile: bool = False  # torch.compile the model for the training forward / backward
+    optimizer_impl: str = "auto"  # AdamW kernel: auto (fused on CUDA, foreach elsewhere) / fused / foreach
 
 
 @dataclass
@@ -176,6 +178,7 @@ VALUE_RULES: dict[str, tuple[Callable, str]] = {
     "train.t_min": (_finite(0.0, 1.0), "a number in [0, 1)"),
     "train.checkpoint_every": (lambda v: v >= 1, "an integer >= 1"),
     "train.log_every": (lambda v: v >= 1, "an integer >= 1"),
+    "train.optimizer_impl": (lambda v: v in OPTIMIZER_IMPLS, f"one of {sorted(OPTIMIZER_IMPLS)}"),
     "eval.every": (lambda v: v >= 0, "an integer >= 0 (0: never)"),
     "eval.val_batches": (lambda v: v >= 1, "an integer >= 1"),
     "eval.batch_size": (lambda v: v >= 1, "an integer >= 1"),

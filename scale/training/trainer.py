@@ -32,6 +32,7 @@ from imdm_lab import durable
 from imdm_lab.counter_rng import derive_seed
 from imdm_lab.losses import elbo
 from imdm_lab.lr_schedule import learning_rate
+from imdm_lab.optimizer import make_optimizer
 from imdm_lab.schedules import sample_times
 from scale.checkpoints.checkpoint import (
     RunFolder,
@@ -124,14 +125,6 @@ def _set_rng_states(states: dict) -> None:
 LOSSES = {"chunked": "masked", "chunked-all": "all", "full": None}
 
 
-def make_optimizer(model: torch.nn.Module, tc, fused: bool) -> torch.optim.AdamW:
-    """AdamW of the [train] settings. fused (the trainer's choice on CUDA): one kernel for all parameters
-    whose step counters stay on the device, so a step reads nothing back; else PyTorch's default
-    (foreach) implementation, which keeps the counters on the host."""
-    return torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tuple(tc.betas), eps=tc.adam_eps,
-                             weight_decay=tc.weight_decay, fused=True if fused else None)
-
-
 def check_block_ids(blocks: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Blocks Long[b, L] read from the cache, ids checked in [0, C) on the host before they go to the device."""
     ids = blocks.numpy()
@@ -213,7 +206,7 @@ class Trainer:
         self.model = model.to(self.rt.device)
         self.wrapped = D.wrap(self.model, self.rt, tc.strategy)
         self.sharded = D.is_sharded(self.rt, tc.strategy)
-        self.optimizer = make_optimizer(self.model, tc, fused=self.rt.device.type == "cuda")
+        self.optimizer = make_optimizer(self.model, tc, self.rt.device.type)
         # the compiled module shares the model's parameters; evaluation and sampling stay eager
         self.train_forward = torch.compile(self.wrapped) if tc.compile else self.wrapped
         self.ema = EMA(self.model, tc.ema)
