@@ -71,6 +71,13 @@ VARIANTS: dict[str, Variant] = {
     "batch-64": Variant(sets=("train.global_batch=64", "train.micro_batch=64")),
     "micro-16": Variant(sets=("train.micro_batch=16",)),
     "torchrun-2x1": Variant(env=_env(OMP_NUM_THREADS="1"), procs=2),
+    "compile+fused": Variant(sets=("train.compile=true", "train.optimizer_impl=fused")),
+    "compile+fused+batch-64": Variant(sets=("train.compile=true", "train.optimizer_impl=fused",
+                                            "train.global_batch=64", "train.micro_batch=64")),
+    # the text8-cpu teacher's model: the local attention bias and PyTorch's init (scale/configs/text8-cpu.toml)
+    "local-bias": Variant(sets=("model.local_bias=1", "model.init=torch")),
+    "local-bias+compile+fused": Variant(sets=("model.local_bias=1", "model.init=torch", "train.compile=true",
+                                              "train.optimizer_impl=fused")),
     "large-before": Variant(env=_env(**GLIBC_DEFAULTS), large=True),
     "large": Variant(large=True),
 }
