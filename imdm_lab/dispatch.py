@@ -97,6 +97,11 @@ def main(prog: str, description: str, commands: Registry, argv: Sequence[str] | 
     except ValueError as err:
         print(one_line(err), file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader of stdout left (`| head`): nothing more can be shown, and the interpreter's last flush
+        # of stdout must not fail with a second error (the recipe of the Python docs, signal module)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except OSError as err:
         if err.errno not in WRITE_ERRORS:
             raise

@@ -383,3 +383,17 @@ def test_a_folder_being_written_is_refused_to_a_second_writer(capsys, tmp_path, 
         line = one_line(capsys, scale_main, argv, ["--out:"])
     assert "is being written by another running process" in line
     assert sorted(p.name for p in out.iterdir()) == [durable.LOCK]
+
+
+def test_a_reader_that_leaves_the_pipe_early_gets_no_traceback():
+    """`python -m scale pipeline ... --dry-run | head -0`: stdout's reader is gone before the first line, so
+    the write fails with EPIPE; the command ends with status 1 and nothing on stderr (no BrokenPipeError)."""
+    import subprocess
+    import sys
+    read, write = os.pipe()
+    os.close(read)  # the reader leaves before the writer writes
+    proc = subprocess.run([sys.executable, "-m", "scale", "pipeline", "--preset", "text8-cpu", "--out", "runs/x",
+                           "--dry-run"], stdout=write, stderr=subprocess.PIPE, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                          timeout=120)
+    os.close(write)
+    assert proc.returncode == 1 and proc.stderr.decode() == "", proc.stderr.decode()
