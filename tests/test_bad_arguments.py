@@ -393,7 +393,7 @@ def test_a_reader_that_leaves_the_pipe_early_gets_no_traceback():
     read, write = os.pipe()
     os.close(read)  # the reader leaves before the writer writes
     proc = subprocess.run([sys.executable, "-m", "scale", "pipeline", "--preset", "text8-cpu", "--out", "runs/x",
-                           "--dry-run"], stdout=write, stderr=subprocess.PIPE, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-                          timeout=120)
+                           "--dry-run"], stdout=write, stderr=subprocess.PIPE,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=120)
     os.close(write)
     assert proc.returncode == 1 and proc.stderr.decode() == "", proc.stderr.decode()
