@@ -202,7 +202,7 @@ def table(rep: dict) -> str:
 STEP_MARKERS = "os^Dv*Ph<>"  # one marker per step count, in increasing order
 # Colours by family: the MDM-family students in blues, the IMDM-family ones in reds (as the toy figures).
 METHOD_COLORS = {"mdlm": "#1f77b4", "sdtt": "#6baed6", "redi": "#08306b", "imsdtt": "#ff7f0e",
-                 "imredi-mdlm": "#d62728", "imredi": "#8c564b"}
+                 "imredi-mdlm": "#d62728", "imredi": "#8c564b", "epscoup": "#e377c2"}
 
 
 def plot(rep: dict, path: str | Path) -> None:
