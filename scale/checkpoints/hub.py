@@ -19,7 +19,6 @@ once per commit, and that folder is what the commands load.
 from __future__ import annotations
 
 import json
-import os
 import re
 import tempfile
 from pathlib import Path
@@ -30,15 +29,11 @@ from safetensors.torch import save_file
 from imdm_lab import durable
 from scale.checkpoints.checkpoint import load_model, read_state, read_tensors, write_checkpoint_files
 from scale.checkpoints.state import FORMAT, CheckpointState
-from scale.data.cache import cache_root
+from scale.data.cache import cache_root, offline
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 HUB_FILES = ["config.json", "model.safetensors", "ema.safetensors", "README.md"]
 LOCAL_ONLY = ("rng", "data")  # state.json entries that only resuming a run needs
-
-
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").strip().lower() not in {"", "0", "false", "no", "off"}
 
 
 def _first_line(err: Exception) -> str:
@@ -112,7 +107,7 @@ def download(repo: str, revision: str | None, option: str = "ckpt") -> Path:
     try:
         return Path(huggingface_hub.snapshot_download(repo, revision=revision, allow_patterns=HUB_FILES))
     except LocalEntryNotFoundError:
-        why = ("HF_HUB_OFFLINE=1 forbids downloading it" if _offline()
+        why = ("HF_HUB_OFFLINE=1 forbids downloading it" if offline("HF_HUB_OFFLINE")
                else "the Hugging Face Hub cannot be reached (no network?)")
         raise ValueError(f"{option}: {repo!r} is no local folder, and as a Hub id it is not in the local "
                          f"Hugging Face cache and {why}") from None
@@ -147,7 +142,7 @@ def push(ckpt: str | Path, repo: str, private: bool = False, message: str | None
 
     if not HUB_ID.match(repo) or "@" in repo:
         raise ValueError(f"--repo: expected a Hub repository id user/name, got {repo!r}")
-    if _offline():
+    if offline("HF_HUB_OFFLINE"):
         raise ValueError("--repo: HF_HUB_OFFLINE=1 forbids uploading; unset it to push")
     state = read_state(ckpt)
     with tempfile.TemporaryDirectory() as tmp:

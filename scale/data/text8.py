@@ -17,7 +17,6 @@ space gives the split back.
 """
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import urllib.request
@@ -26,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from imdm_lab import durable
-from scale.data.cache import cache_root
+from scale.data.cache import cache_root, offline
 
 TEXT8_URL = "http://mattmahoney.net/dc/text8.zip"
 TEXT8_MEMBER = "text8"
@@ -55,11 +54,6 @@ def text8_normalize(text: str) -> str:
     return _NOT_LETTER.sub(" ", text).strip()
 
 
-def _offline() -> bool:
-    return any(os.environ.get(name, "0").strip().lower() not in {"", "0", "false", "no", "off"}
-               for name in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"))
-
-
 def text8_zip() -> Path:
     """Where text8.zip lives: `$IMDM_CACHE/text8/text8.zip`."""
     return cache_root() / "text8" / "text8.zip"
@@ -75,7 +69,7 @@ def fetch_text8() -> Path:
     path = text8_zip()
     if path.is_file():
         return path
-    if _offline():
+    if offline("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"):
         raise ValueError(f"data: text8 is not in the cache and HF_DATASETS_OFFLINE/HF_HUB_OFFLINE forbid "
                          f"downloading it; {_by_hand(path)}")
     path.parent.mkdir(parents=True, exist_ok=True)
