@@ -53,3 +53,20 @@ def tiny_checkpoint(tmp_path_factory):
             "step": step, "config": config.to_dict(), "tokenizer": "bert-base-uncased"})
         return folder
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_ngram_judge(tmp_path_factory):
+    """A bigram judge folder (ROOT/judge) on 20 short documents with a 512-token BPE of them (ROOT/tokenizer, a
+    few hundred tokens used). Tests that damage it copy it first."""
+    from scale.data.bpe import train_bpe
+    from scale.evaluation.ngram_judge import train_ngram_judge
+
+    root = tmp_path_factory.mktemp("ngram")
+    corpus = root / "corpus"
+    corpus.mkdir()
+    for i in range(20):
+        (corpus / f"{i:02d}.txt").write_text(f"document {i} says the cat sat on the mat and the dog ran. " * 3)
+    train_bpe(root / "tokenizer", data=str(corpus), vocab_size=512)
+    train_ngram_judge(root / "judge", str(root / "tokenizer"), data=str(corpus), order=2, block=8)
+    return root / "judge"

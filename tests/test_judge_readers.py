@@ -14,10 +14,9 @@ import pytest
 
 import scale.evaluation.evaluate as ev
 from scale.cli import main
-from scale.data.bpe import train_bpe
 from scale.data.tokenizers import load_tokenizer
 from scale.evaluation.judge import load_judge
-from scale.evaluation.ngram_judge import NgramJudge, train_ngram_judge
+from scale.evaluation.ngram_judge import NgramJudge
 
 pytestmark = pytest.mark.usefixtures("token_cache")
 
@@ -33,16 +32,9 @@ def _refused(capsys, argv, *names) -> str:
 
 
 @pytest.fixture(scope="module")
-def ngram(tmp_path_factory):
-    """A bigram judge on 20 short documents with a BPE of those documents (a few hundred tokens)."""
-    root = tmp_path_factory.mktemp("ngram")
-    corpus = root / "corpus"
-    corpus.mkdir()
-    for i in range(20):
-        (corpus / f"{i:02d}.txt").write_text(f"document {i} says the cat sat on the mat and the dog ran. " * 3)
-    train_bpe(root / "tokenizer", data=str(corpus), vocab_size=512)
-    train_ngram_judge(root / "judge", str(root / "tokenizer"), data=str(corpus), order=2, block=8)
-    return root / "judge"
+def ngram(tiny_ngram_judge):
+    """The bigram judge of conftest (ROOT/judge beside its tokenizer ROOT/tokenizer)."""
+    return tiny_ngram_judge
 
 
 @pytest.fixture(scope="module")

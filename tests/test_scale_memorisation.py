@@ -225,23 +225,16 @@ def test_memorisation_refusals_name_the_argument(tmp_path, corpus, token_cache, 
 
 
 # ---- evaluate --samples ----------------------------------------------------------------------------
-def test_evaluate_stores_every_sample_as_drawn_and_as_the_judge_read_it(tmp_path, token_cache, tiny_checkpoint):
+def test_evaluate_stores_every_sample_as_drawn_and_as_the_judge_read_it(tmp_path, token_cache, tiny_checkpoint,
+                                                                        tiny_ngram_judge):
     from scale.checkpoints.checkpoint import load_model
-    from scale.data.bpe import train_bpe
     from scale.data.tokenizers import load_tokenizer
     from scale.evaluation.metrics import decode_samples
-    from scale.evaluation.ngram_judge import train_ngram_judge
     from scale.evaluation.samples import draw
 
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    for i in range(20):
-        (docs / f"{i:02d}.txt").write_text(f"document {i} says the cat sat on the mat and the dog ran. " * 3)
-    train_bpe(tmp_path / "tokenizer", data=str(docs), vocab_size=512)
-    train_ngram_judge(tmp_path / "judge", str(tmp_path / "tokenizer"), data=str(docs), order=2, block=8)
     ckpt = tiny_checkpoint(2, std=0.05)
     samples = tmp_path / "out" / "samples.jsonl.gz"
-    assert main(["evaluate", "--ckpt", str(ckpt), "--judge", str(tmp_path / "judge"), "--steps", "1,3", "--n", "5",
+    assert main(["evaluate", "--ckpt", str(ckpt), "--judge", str(tiny_ngram_judge), "--steps", "1,3", "--n", "5",
                  "--batch-size", "2", "--val-batches", "1", "--seed", "3", "--out", str(tmp_path / "e.json"),
                  "--no-plot", "--samples", str(samples)]) == 0
     cells = read_samples(samples)
