@@ -56,7 +56,7 @@ def tiny_checkpoint(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tiny_ngram_judge(tmp_path_factory):
+def tiny_ngram_judge(tmp_path_factory, token_cache):
     """A bigram judge folder (ROOT/judge) on 20 short documents with a 512-token BPE of them (ROOT/tokenizer, a
     few hundred tokens used). Tests that damage it copy it first."""
     from scale.data.bpe import train_bpe
